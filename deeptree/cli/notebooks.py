@@ -1,0 +1,31 @@
+"""``deeptree notebooks``: execute the tutorial notebooks with papermill."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+NAME = "notebooks"
+HELP = "execute the notebooks with papermill (fresh kernel each) into a run folder"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default="cpu", help="smoke, cpu or gpu (default cpu)")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default runs/<date-time>-<profile>)")
+    parser.add_argument("--html", action="store_true", help="export each notebook to HTML")
+    parser.add_argument("--summary", action="store_true", help="write summary.md")
+    parser.add_argument("--stop-on-error", action="store_true")
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all, in order)")
+
+
+def run(args) -> int:
+    from deeptree.config import check_profile
+    from deeptree.runner import REPO_ROOT, run_notebooks
+
+    check_profile(args.profile)
+    out = args.out or REPO_ROOT / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{args.profile}"
+    runs = run_notebooks(args.profile, out, args.notebooks or None, html=args.html,
+                         summary=args.summary, stop_on_error=args.stop_on_error)
+    failed = [r.name for r in runs if not r.ok]
+    print(f"notebooks: {len(runs) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed or not runs else 0

@@ -1,0 +1,30 @@
+"""Shared fixtures: paths of the real sample files shipped in ``data/samples``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deeptree.io import SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    assert SAMPLES_DIR.is_dir(), f"missing {SAMPLES_DIR}: the repository ships data/samples"
+    return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def atm001_path(samples_dir) -> Path:
+    return samples_dir / "atm_001" / "airway.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def cip_ct64_dir(samples_dir) -> Path:
+    return samples_dir / "cip_ct64"
+
+
+@pytest.fixture(scope="session")
+def totalseg_ct_path(samples_dir) -> Path:
+    return samples_dir / "totalseg_chest" / "ct.nii.gz"
