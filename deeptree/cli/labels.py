@@ -1,0 +1,110 @@
+"""``deeptree labels``: three-class anatomy labels for every airway mask of a folder.
+
+Example::
+
+    deeptree labels --in data/atm22/labelsTr --out data/atm22/anatomyTr
+
+Each ``X.nii.gz`` in ``--in`` (a binary airway mask) is parsed into branches
+(:func:`deeptree.tree.parse_tree`) and written as ``--out/X.nii.gz`` (uint8: 0 background,
+1 trachea + main bronchi, 2 bronchi > 2 mm, 3 bronchi <= 2 mm), with the input's affine,
+through a temporary name. Existing outputs are kept unless ``--overwrite``, so an
+interrupted run resumes where it stopped. A bad case is reported and skipped; the exit
+status is 1 if any case failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+NAME = "labels"
+HELP = "write the three-class anatomy labels (AMC) of every airway mask in a folder"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--in",
+        dest="inp",
+        required=True,
+        type=Path,
+        help="folder of binary airway masks (*.nii.gz), e.g. labelsTr",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder for the anatomy labels, e.g. anatomyTr",
+    )
+    parser.add_argument(
+        "--small-diameter-mm",
+        type=float,
+        default=None,
+        help="class 3 if mean lumen diameter <= this (default: paper, 2.0 mm)",
+    )
+    parser.add_argument(
+        "--central-max-generation",
+        type=int,
+        default=None,
+        help="class 1 up to this generation (default: 1 = trachea + main bronchi)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def run(args) -> int:
+    import dataclasses
+    import warnings
+
+    from tqdm import tqdm
+
+    from deeptree.anatomy import anatomy_labels, class_summary
+    from deeptree.config import AnatomyConfig
+    from deeptree.io import InputError, read_nifti, write_nifti
+    from deeptree.tree import parse_tree
+
+    config = AnatomyConfig()
+    if args.small_diameter_mm is not None:
+        config = dataclasses.replace(config, small_diameter_mm=args.small_diameter_mm)
+    if args.central_max_generation is not None:
+        config = dataclasses.replace(config, central_max_generation=args.central_max_generation)
+
+    if not args.inp.is_dir():
+        raise InputError(f"{args.inp}: input folder not found")
+    if args.out.resolve() == args.inp.resolve():
+        raise InputError(
+            f"{args.out}: the output folder must differ from the input (inputs are never overwritten)"
+        )
+    masks = sorted(
+        p
+        for p in args.inp.iterdir()
+        if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".")
+    )
+    if not masks:
+        raise InputError(f"{args.inp}: no .nii.gz or .nii file")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    failed, skipped = [], 0
+    progress = tqdm(masks, desc="anatomy labels", unit="case")
+    for path in progress:
+        target = args.out / path.name
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        progress.set_postfix_str(path.name)
+        try:
+            volume = read_nifti(path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                tree = parse_tree(volume.array, volume.spacing, name=str(path))
+            labels = anatomy_labels(tree, config)
+            write_nifti(target, labels, volume.affine, dtype="uint8")
+        except InputError as err:
+            failed.append(path.name)
+            tqdm.write(f"{path.name}: skipped: {err}")
+            continue
+        counts = class_summary(tree, labels, config)["branches"]
+        note = f"; {tree.n_components_dropped} stray component(s) dropped" if caught else ""
+        tqdm.write(
+            f"{path.name}: {len(tree.branches)} branches, per class {counts[1]}/{counts[2]}/{counts[3]}{note}"
+        )
+    done = len(masks) - len(failed) - skipped
+    print(f"labels: {done} written, {skipped} already there, {len(failed)} failed -> {args.out}")
+    return 1 if failed else 0
