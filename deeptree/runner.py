@@ -22,6 +22,10 @@ from deeptree.report import write_summary
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
+#: Longest a single cell may run before the notebook fails (s): a hung cell must fail CI,
+#: not block it. None = no limit (long GPU training cells).
+CELL_TIMEOUT_S: dict[str, int | None] = {"smoke": 600, "cpu": 3600, "gpu": None}
+
 
 @dataclass
 class NotebookRun:
@@ -92,6 +96,11 @@ def run_notebooks(
     import papermill as pm
 
     check_profile(profile)
+    # Notebooks render napari headless. By default napari switches an IPython kernel to Qt
+    # event-loop integration (%gui qt); under papermill with no window that integration can
+    # miss the next execute request and the kernel then waits forever. The kernels inherit
+    # this variable, which makes napari leave the kernel's event loop alone.
+    os.environ.setdefault("NAPARI_APPLICATION_IPY_INTERACTIVE", "0")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = list_notebooks() if notebooks is None else [Path(n) for n in notebooks]
@@ -105,6 +114,7 @@ def run_notebooks(
                 str(notebook), str(target),
                 parameters={"profile": profile, "run_dir": str(out_dir)},
                 cwd=str(notebook.parent), kernel_name="python3", progress_bar=True,
+                execution_timeout=CELL_TIMEOUT_S[profile],
             )
             run = NotebookRun(notebook.stem, time.perf_counter() - start, True)
         except Exception as err:  # papermill wraps the notebook's exception

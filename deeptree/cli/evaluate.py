@@ -1,0 +1,169 @@
+"""``deeptree evaluate``: airway metrics of a folder of predictions against a folder of GTs.
+
+Cases are matched by id (``ATM_001.nii.gz``, ``ATM_001_0000.nii.gz`` and
+``labelsTr/ATM_001.nii.gz`` all have the id ``ATM_001``). The CSV has one row per case
+(metrics as fractions in [0, 1], the counts behind them, and a ``status``), then one
+summary row with ``mean ± std`` in percent over the evaluated cases. A case missing on
+either side, or one that fails (shape or spacing mismatch, non-binary mask, ...), gets a
+row with its status and is reported on stderr; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+NAME = "evaluate"
+HELP = "airway metrics (BD, TLD, precision, DSC, ...) of predictions against ground truths"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--pred", required=True, help="folder of predicted masks (.nii.gz)")
+    parser.add_argument(
+        "--gt",
+        required=True,
+        help="folder of ground-truth masks (.nii.gz), or a dataset root with labelsTr/",
+    )
+    parser.add_argument("--out", required=True, help="CSV file to write (e.g. metrics.csv)")
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "atm22"),
+        default="paper",
+        help="paper: exclude trachea and main bronchi (default); atm22: the challenge's numbers",
+    )
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(26, 6),
+        default=26,
+        help="connectivity of the prediction's largest component (default 26)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from deeptree.io import InputError
+
+    pred_files = _masks_by_id(Path(args.pred), "--pred")
+    gt_root = Path(args.gt)
+    gt_files = _masks_by_id(
+        gt_root / "labelsTr" if (gt_root / "labelsTr").is_dir() else gt_root, "--gt"
+    )
+    ids = sorted(set(pred_files) | set(gt_files))
+    if not ids:
+        raise InputError(f"{args.pred} and {args.gt}: no .nii/.nii.gz file in either folder")
+
+    rows, problems = [], []
+    for case_id in tqdm(ids, desc="evaluate", unit="case", disable=args.no_progress):
+        if case_id not in pred_files:
+            status = f"missing prediction (no {case_id} in {args.pred})"
+        elif case_id not in gt_files:
+            status = f"missing ground truth (no {case_id} in {args.gt})"
+        else:
+            try:
+                row = evaluate_case(
+                    pred_files[case_id], gt_files[case_id], args.protocol, args.connectivity
+                )
+                rows.append({"case": case_id, "status": "ok"} | row)
+                continue
+            except InputError as err:
+                status = f"error: {err}"
+        rows.append({"case": case_id, "status": status})
+        problems.append(f"{case_id}: {status}")
+
+    write_csv(Path(args.out), rows)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{n_ok}/{len(ids)} cases evaluated ({args.protocol} protocol) -> {args.out}")
+    if problems:
+        print(f"deeptree evaluate: {len(problems)} case(s) not evaluated:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:
+    """Read one prediction and its GT, check they share a grid, and return the metrics.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, shape, spacing or affine mismatch, non-binary or empty mask.
+    """
+    import numpy as np
+
+    from deeptree.io import InputError, affines_match, read_nifti
+    from deeptree.metrics import airway_metrics
+
+    gt = read_nifti(gt_path)
+    pred = read_nifti(pred_path)
+    if pred.array.shape != gt.array.shape:
+        raise InputError(
+            f"{pred_path}: shape {pred.array.shape} does not match {gt_path} {gt.array.shape}"
+        )
+    if not affines_match(pred.affine, gt.affine):
+        raise InputError(
+            f"{pred_path}: affine does not match {gt_path} "
+            f"(largest difference {np.abs(pred.affine - gt.affine).max():.4g} mm)"
+        )
+    return airway_metrics(
+        pred.array,
+        gt.array,
+        gt.spacing,
+        protocol,
+        pred_spacing=pred.spacing,
+        connectivity=connectivity,
+        pred_name=str(pred_path),
+        gt_name=str(gt_path),
+    )
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    """Write the per-case rows and a summary row (``mean ± std`` in percent), atomically."""
+    import csv
+
+    from deeptree.io import atomic_write
+    from deeptree.metrics import COUNT_KEYS, METRIC_KEYS, format_summary, summarize
+
+    columns = ["case", "status", "protocol", *METRIC_KEYS, *COUNT_KEYS]
+    evaluated = [r for r in rows if r["status"] == "ok"]
+    out_rows = list(rows)
+    if evaluated:
+        summary = format_summary(summarize(evaluated), digits=2)
+        out_rows.append(
+            {
+                "case": "summary",
+                "status": f"mean ± std (%) over {len(evaluated)} case(s)",
+                "protocol": evaluated[0]["protocol"],
+            }
+            | summary
+        )
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(out_rows)
+
+    atomic_write(path, write)
+
+
+def _masks_by_id(folder, option: str) -> dict:
+    """NIfTI files of a folder keyed by case id (``_0000`` and ``.nii(.gz)`` stripped)."""
+    from deeptree.io import InputError, case_id_from_path
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: {option} must be a folder of .nii/.nii.gz masks")
+    found: dict = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.name.endswith((".nii.gz", ".nii")):
+            continue
+        case_id = case_id_from_path(path)
+        if case_id in found:
+            raise InputError(
+                f"{folder}: two files for case {case_id}: {found[case_id].name}, {path.name}"
+            )
+        found[case_id] = path
+    return found

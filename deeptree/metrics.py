@@ -1,0 +1,704 @@
+"""Airway evaluation metrics compatible with the ATM'22 challenge and the DeepTree paper.
+
+Definitions follow the official ATM'22 evaluation code (Zhang et al., "Multi-site,
+Multi-domain Airway Tree Modeling (ATM'22)", Medical Image Analysis 2023;
+github.com/EndoluminalSurgicalVision-IMR/ATM-22-Related-Work, ``evaluation/``):
+
+* the ground truth (GT) is parsed once (:func:`deeptree.tree.parse_tree`, the ATM'22
+  parsing scheme): largest 6-connected component with holes filled, its full 3D-thinning
+  skeleton, and a branch id for every voxel of the parsed mask. As in the official
+  ``tree_parsing_func``, a voxel's nearest skeleton voxel is found in *voxel units* with
+  scipy's EDT (``parse_tree(..., nearest_in_voxels=True)``), not in mm: this decides which
+  branch the junction voxels belong to and even how many branches there are (atm_001: 187
+  branches in voxel units, as the official code, 182 in mm, which moves BD by up to 0.8
+  percentage points; on isotropic phantoms a different tie-break alone moves it by up
+  to 3.8 points);
+* **TLD** (tree length detected, "TD" in ATM'22) = share of the GT skeleton voxels that lie
+  inside the prediction;
+* **BD** (branches detected) = share of the GT branches with at least 80% of their
+  skeleton voxels inside the prediction. A branch's skeleton voxels are the voxels of the
+  *full* skeleton (junction voxels included) whose branch id is that branch, exactly as
+  ``label_skeleton * label_parsing`` in the official ``branch_detected_calculation``;
+* **precision** = true-positive voxels / predicted voxels; **DSC** = 2 TP / (|P| + |G|);
+  **sensitivity** = TP / |G|; **FPR** = FP / (voxels outside the GT);
+* every metric is computed on the largest connected component of the prediction,
+  26-connected by default (the paper keeps the largest component at inference). The
+  published ATM'22 metric functions take this component as given; the organisers' own
+  evaluation scripts (e.g. ``evaluation.py`` of github.com/haozheng-sjtu/3d-airway-segmentation)
+  label it with ``skimage.measure.label(connectivity=1)``, i.e. 6-connectivity: pass
+  ``connectivity=6`` to reproduce those. The choice matters for fragmented predictions
+  (atm_001 eroded once: BD 40.6% with 26, 34.8% with 6).
+
+With the same component, protocol ``"atm22"`` reproduces a step-by-step reimplementation
+of the official code (``benchmarks/atm22_official_metrics.py``) to within 0.005
+percentage points on atm_001 and on phantoms (the official rounding); see
+``benchmarks/RESULTS.md``.
+
+Two protocols:
+
+``"atm22"``
+    The challenge's numbers, no exclusion.
+``"paper"`` (default)
+    The paper (DeepTree, Sec. 3: "we also exclude the trachea and left/right main bronchi
+    for evaluation of all three metrics"). The *central region* C is the set of voxels
+    of the parsed GT mask whose branch has generation 0 or 1 (``tree.branch_labels`` of
+    those branches). Then TLD counts only GT skeleton voxels outside C; BD counts only
+    branches of generation >= 2; precision = |L ∩ G \\ C| / |L \\ C| with L the largest
+    component of the prediction and G the GT. Predicted voxels outside the parsed GT mask
+    are never in C (a leak beside the trachea stays a false positive). DSC, sensitivity
+    and FPR are always computed on the whole volume.
+
+All ratios are **fractions in [0, 1]** (not percent) under the keys ``"BD"``, ``"TLD"``,
+``"precision"``, ``"DSC"``, ``"sensitivity"``, ``"FPR"``; tables format them as percent
+(:func:`format_summary`). A ratio whose denominator is 0 (e.g. precision of an empty
+prediction) is 0.0, never a division error. The official code rounds percentages to 2-3
+decimals and adds a smoothing term of 1e-5; neither is done here (both change a figure by
+far less than 0.01 percentage points).
+
+Speed: parse the GT once with :func:`prepare_ground_truth` and pass the result as ``gt``;
+an evaluation then only labels the prediction inside its bounding box and reads the
+prediction at the GT skeleton voxels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import ndimage
+
+from deeptree.config import AnatomyConfig
+from deeptree.io import InputError, check_spacing, check_volume
+
+if TYPE_CHECKING:  # deeptree.tree is imported lazily at run time
+    from deeptree.tree import AirwayTree
+
+#: Evaluation protocols: ``"paper"`` excludes the central airways, ``"atm22"`` does not.
+PROTOCOLS: tuple[str, ...] = ("paper", "atm22")
+
+#: The ratio metrics, as fractions in [0, 1].
+METRIC_KEYS: tuple[str, ...] = ("BD", "TLD", "precision", "DSC", "sensitivity", "FPR")
+
+#: Count keys returned beside the ratios.
+COUNT_KEYS: tuple[str, ...] = (
+    "branches_total",
+    "branches_detected",
+    "skeleton_total",
+    "skeleton_covered",
+    "precision_tp",
+    "precision_predicted",
+    "tp_voxels",
+    "pred_voxels",
+    "gt_voxels",
+    "n_components",
+)
+
+#: ATM'22: a branch is detected when >= 80% of its skeleton voxels are predicted.
+BRANCH_DETECTED_THRESHOLD = 0.8
+
+#: Generations 0 (trachea) and 1 (main bronchi) are the central airways the paper excludes.
+CENTRAL_MAX_GENERATION = AnatomyConfig().central_max_generation
+
+#: Relative tolerance when comparing two spacings (mm).
+SPACING_RTOL = 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# the ground truth, prepared once per case
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroundTruth:
+    """A ground-truth airway mask with everything the metrics read from its parse.
+
+    Build it with :func:`prepare_ground_truth` (once per case) and pass it as ``gt`` to
+    :func:`airway_metrics` to evaluate many predictions of the same case cheaply.
+
+    Attributes
+    ----------
+    mask : ndarray of bool, shape (I, J, K)
+        The GT as given (before the parse keeps its largest component); the caller's own
+        array when that was already bool (not copied: do not modify it meanwhile).
+    tree : AirwayTree
+        Its parse for the metrics: ``parse_tree(mask, spacing, nearest_in_voxels=True)``,
+        the official ATM'22 partition (lengths and diameters still in mm).
+    spacing : tuple of 3 float
+        Voxel size in mm of the GT (checked against the predictions').
+    n_voxels : int
+        Number of GT voxels (``mask.sum()``).
+    skeleton_coords : ndarray of int64, shape (S, 3)
+        Voxel coordinates of the full GT skeleton (``tree.skeleton``).
+    skeleton_branch : ndarray of int64, shape (S,)
+        Branch id of each skeleton voxel (``tree.branch_labels`` there).
+    branch_ids : ndarray of int64, shape (B,)
+        The ids of ``tree.branches``, sorted.
+    generation_of : ndarray of int64, shape (max id + 1,)
+        Generation of each branch id; -1 for an id that is not a branch (and for 0).
+    central_coords : ndarray of int64, shape (C, 3)
+        Voxels of the central region: parsed-mask voxels whose branch has generation
+        <= :data:`CENTRAL_MAX_GENERATION`.
+    central_in_gt : ndarray of bool, shape (C,)
+        Whether each central voxel is in ``mask`` (a filled hole of the parse is not).
+    """
+
+    mask: np.ndarray
+    tree: AirwayTree
+    spacing: tuple[float, float, float]
+    n_voxels: int
+    skeleton_coords: np.ndarray
+    skeleton_branch: np.ndarray
+    branch_ids: np.ndarray
+    generation_of: np.ndarray
+    central_coords: np.ndarray
+    central_in_gt: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape (I, J, K) of the volume."""
+        return self.mask.shape  # type: ignore[return-value]
+
+    @property
+    def skeleton_generation(self) -> np.ndarray:
+        """int64 (S,): generation of each skeleton voxel's branch (-1 if unlabelled)."""
+        return self.generation_of[self.skeleton_branch]
+
+
+def prepare_ground_truth(
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    gt_tree: AirwayTree | None = None,
+    *,
+    name: str = "ground truth",
+) -> GroundTruth:
+    """Parse a ground-truth airway mask once, for any number of evaluations.
+
+    Parameters
+    ----------
+    gt : ndarray, shape (I, J, K), bool or 0/1 integers/floats
+        Binary GT airway mask. Not modified.
+    spacing : sequence of 3 float
+        Voxel size in mm.
+    gt_tree : AirwayTree, optional
+        Its parse if already computed; parsed here if None. For the official ATM'22 numbers
+        it must be ``parse_tree(gt, spacing, nearest_in_voxels=True)``; a tree that says it
+        was parsed in mm (``nearest_in_voxels`` False) is accepted with a
+        :class:`UserWarning` (its branches can differ from ATM'22's around junctions).
+    name : str
+        What to call the GT in errors (e.g. its file name).
+
+    Returns
+    -------
+    GroundTruth
+
+    Raises
+    ------
+    InputError
+        Non-binary or empty GT, bad spacing, a ``gt_tree`` whose shape or spacing does not
+        match, or a GT whose parse has no branch.
+    """
+    spacing = check_spacing(spacing, f"{name} spacing")
+    mask = _as_binary(gt, name)
+    if not mask.any():
+        raise InputError(f"{name}: the ground-truth mask is empty (no foreground voxel)")
+    if gt_tree is None:
+        from deeptree.tree import parse_tree
+
+        gt_tree = parse_tree(mask, spacing, name=name, nearest_in_voxels=True)
+    else:
+        if gt_tree.mask.shape != mask.shape:
+            raise InputError(
+                f"{name}: the given GT parse has shape {gt_tree.mask.shape}, the mask {mask.shape}"
+            )
+        if not np.allclose(gt_tree.spacing, spacing, rtol=SPACING_RTOL, atol=0):
+            raise InputError(
+                f"{name}: the given GT parse was made with spacing {tuple(gt_tree.spacing)} mm, "
+                f"not {spacing} mm"
+            )
+        # Older trees do not say how they were parsed; a tree that says "in mm" gets a warning.
+        if getattr(gt_tree, "nearest_in_voxels", None) is False:
+            warnings.warn(
+                f"{name}: the GT parse assigned voxels to branches in mm; ATM'22 does it in "
+                "voxel units, so BD can differ from the official figure. Parse with "
+                "parse_tree(gt, spacing, nearest_in_voxels=True) or let prepare_ground_truth "
+                "parse it.",
+                UserWarning,
+                stacklevel=2,
+            )
+    if not gt_tree.branches:
+        raise InputError(f"{name}: the parsed ground truth has no branch (too small to evaluate)")
+
+    # Work inside the bounding box of the parsed mask: the skeleton and the branch region
+    # lie there, and a crop is ~10x smaller than a CT-sized volume.
+    box = _bounding_box(gt_tree.mask)
+    assert box is not None  # a tree with branches has a non-empty mask
+    lo = np.array([s.start for s in box], dtype=np.int64)
+    skeleton_coords = np.argwhere(gt_tree.skeleton[box]) + lo
+    branch_labels = gt_tree.branch_labels[box]
+    skeleton_branch = gt_tree.branch_labels[tuple(skeleton_coords.T)].astype(np.int64)
+
+    branch_ids = np.array(sorted(gt_tree.branches), dtype=np.int64)
+    generation_of = np.full(int(max(branch_ids.max(), branch_labels.max())) + 1, -1, dtype=np.int64)
+    for branch_id, branch in gt_tree.branches.items():
+        generation_of[branch_id] = branch.generation
+
+    central_ids = [i for i, b in gt_tree.branches.items() if b.generation <= CENTRAL_MAX_GENERATION]
+    central_coords = np.argwhere(np.isin(branch_labels, central_ids)) + lo
+    central_in_gt = mask[tuple(central_coords.T)]
+    return GroundTruth(
+        mask=mask,
+        tree=gt_tree,
+        spacing=spacing,
+        n_voxels=int(np.count_nonzero(mask)),
+        skeleton_coords=skeleton_coords,
+        skeleton_branch=skeleton_branch,
+        branch_ids=branch_ids,
+        generation_of=generation_of,
+        central_coords=central_coords,
+        central_in_gt=central_in_gt,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the prediction's largest component
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Component:
+    """The largest connected component of a prediction, stored in its bounding box."""
+
+    mask: np.ndarray  # bool, the bounding-box crop
+    box: tuple[slice, slice, slice]
+    n_components: int
+
+    @property
+    def n_voxels(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def values_at(self, coords: np.ndarray) -> np.ndarray:
+        """bool (n,): whether each voxel (n, 3) lies in the component."""
+        lo = np.array([s.start for s in self.box])
+        hi = np.array([s.stop for s in self.box])
+        inside = np.all((coords >= lo) & (coords < hi), axis=1)
+        values = np.zeros(len(coords), dtype=bool)
+        local = coords[inside] - lo
+        values[inside] = self.mask[tuple(local.T)]
+        return values
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    if connectivity == 26:
+        return ndimage.generate_binary_structure(3, 3)
+    if connectivity == 6:
+        return ndimage.generate_binary_structure(3, 1)
+    raise InputError(f"connectivity must be 6 or 26, got {connectivity!r}")
+
+
+def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
+    """The largest connected component of a binary mask.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (I, J, K)
+    connectivity : {26, 6}
+        Voxel connectivity (26: faces, edges and corners; 6: faces only).
+
+    Returns
+    -------
+    ndarray of bool, shape (I, J, K)
+        A new array (all False for an empty mask). Among equal-sized largest components the
+        one with the lowest label (first in C order) is kept.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    result = np.zeros(mask.shape, dtype=bool)
+    component = _largest_component(mask, connectivity)
+    if component is not None:
+        result[component.box] = component.mask
+    return result
+
+
+def _largest_component(mask: np.ndarray, connectivity: int) -> _Component | None:
+    structure = _structure(connectivity)
+    box = _bounding_box(mask)
+    if box is None:
+        return None
+    crop = mask[box]
+    labels, n = ndimage.label(crop, structure=structure)
+    if n == 1:
+        return _Component(mask=crop, box=box, n_components=1)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return _Component(mask=labels == int(np.argmax(sizes)), box=box, n_components=int(n))
+
+
+# --------------------------------------------------------------------------------------------
+# the metrics
+# --------------------------------------------------------------------------------------------
+def airway_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray | GroundTruth,
+    spacing: Sequence[float],
+    protocol: str = "paper",
+    *,
+    gt_tree: AirwayTree | None = None,
+    pred_spacing: Sequence[float] | None = None,
+    connectivity: int = 26,
+    threshold: float = BRANCH_DETECTED_THRESHOLD,
+    pred_name: str = "prediction",
+    gt_name: str = "ground truth",
+) -> dict[str, float | int | str]:
+    """BD, TLD, precision, DSC, sensitivity and FPR of a predicted airway mask.
+
+    Parameters
+    ----------
+    pred : ndarray, shape (I, J, K), bool or 0/1 integers/floats
+        Predicted airway mask. Not modified. Only its largest connected component counts.
+    gt : ndarray, shape (I, J, K), or GroundTruth
+        The binary GT mask, or its :class:`GroundTruth` from :func:`prepare_ground_truth`
+        (the GT parsed once per case; the fast path for validation loops).
+    spacing : sequence of 3 float
+        Voxel size of the GT in mm.
+    protocol : {"paper", "atm22"}
+        ``"paper"`` excludes the trachea and main bronchi (generations 0-1 of the GT parse)
+        from BD, TLD and precision (see the module docstring for the exact rule);
+        ``"atm22"`` reproduces the challenge's numbers (no exclusion).
+    gt_tree : AirwayTree, optional
+        The GT parse, when ``gt`` is an array and the parse is already computed (see
+        :func:`prepare_ground_truth` for which parse gives the official numbers).
+    pred_spacing : sequence of 3 float, optional
+        Voxel size of the prediction in mm; must equal ``spacing`` if given.
+    connectivity : {26, 6}
+        Connectivity of the prediction's components (26 in the challenge and the paper).
+    threshold : float
+        Share of a branch's skeleton voxels that must be predicted for it to count as
+        detected (0.8 in ATM'22).
+    pred_name, gt_name : str
+        What to call the arrays in errors (e.g. their file names).
+
+    Returns
+    -------
+    dict
+        ``"BD"``, ``"TLD"``, ``"precision"``, ``"DSC"``, ``"sensitivity"``, ``"FPR"``:
+        float fractions in [0, 1];
+        ``"branches_total"``, ``"branches_detected"``: the branches behind BD;
+        ``"skeleton_total"``, ``"skeleton_covered"``: the GT skeleton voxels behind TLD;
+        ``"precision_tp"``, ``"precision_predicted"``: the voxels behind precision (central
+        region removed under ``"paper"``);
+        ``"tp_voxels"``, ``"pred_voxels"``, ``"gt_voxels"``: whole-volume counts behind
+        DSC, sensitivity and FPR (``pred_voxels`` is the largest component's size);
+        ``"n_components"``: connected components of the whole prediction;
+        ``"protocol"``: the protocol used. Counts are ints.
+
+    Raises
+    ------
+    InputError
+        Shape or spacing mismatch, non-binary masks, an empty GT, an unknown protocol or
+        connectivity, or (``"paper"``) a GT with no branch beyond the main bronchi.
+    """
+    reference, component = _evaluate_inputs(
+        pred,
+        gt,
+        spacing,
+        protocol,
+        gt_tree,
+        pred_spacing,
+        connectivity,
+        threshold,
+        pred_name,
+        gt_name,
+    )
+    return _metrics(reference, component, protocol, threshold)
+
+
+def generation_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray | GroundTruth,
+    spacing: Sequence[float],
+    *,
+    gt_tree: AirwayTree | None = None,
+    pred_spacing: Sequence[float] | None = None,
+    connectivity: int = 26,
+    threshold: float = BRANCH_DETECTED_THRESHOLD,
+    pred_name: str = "prediction",
+    gt_name: str = "ground truth",
+) -> list[dict[str, float | int]]:
+    """TLD and BD per generation of the GT tree (for the evaluation plots).
+
+    Parameters are those of :func:`airway_metrics` (no protocol: each generation is
+    reported, the caller keeps the ones it wants).
+
+    Returns
+    -------
+    list of dict
+        One dict per generation present in the GT parse, sorted by generation, with
+        ``"generation"`` (int, 0 = trachea), ``"TLD"``, ``"BD"`` (fractions in [0, 1]) and
+        ``"skeleton_total"``, ``"skeleton_covered"``, ``"branches_total"``,
+        ``"branches_detected"`` (ints). Skeleton voxels without a branch id (none in a
+        normal parse) are left out.
+    """
+    reference, component = _evaluate_inputs(
+        pred,
+        gt,
+        spacing,
+        "atm22",
+        gt_tree,
+        pred_spacing,
+        connectivity,
+        threshold,
+        pred_name,
+        gt_name,
+    )
+    covered = _skeleton_covered(reference, component)
+    skeleton_generation = reference.skeleton_generation
+    detected = _branches_detected(reference, covered, threshold)
+    branch_generation = reference.generation_of[reference.branch_ids]
+    rows = []
+    for generation in np.unique(branch_generation):
+        on_skeleton = skeleton_generation == generation
+        of_branch = branch_generation == generation
+        rows.append(
+            _ratio_row(
+                int(np.count_nonzero(on_skeleton)),
+                int(np.count_nonzero(covered & on_skeleton)),
+                int(np.count_nonzero(of_branch)),
+                int(np.count_nonzero(detected & of_branch)),
+            )
+            | {"generation": int(generation)}
+        )
+    return rows
+
+
+def _evaluate_inputs(
+    pred, gt, spacing, protocol, gt_tree, pred_spacing, connectivity, threshold, pred_name, gt_name
+) -> tuple[GroundTruth, _Component | None]:
+    """Validate the inputs; return the prepared GT and the prediction's largest component."""
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise InputError(f"threshold must be in (0, 1], got {threshold!r}")
+    _structure(connectivity)  # validates connectivity
+    spacing = check_spacing(spacing, f"{gt_name} spacing")
+    if pred_spacing is not None:
+        pred_spacing = check_spacing(pred_spacing, f"{pred_name} spacing")
+        if not np.allclose(pred_spacing, spacing, rtol=SPACING_RTOL, atol=0):
+            raise InputError(
+                f"{pred_name}: spacing {pred_spacing} mm does not match the {gt_name} spacing "
+                f"{spacing} mm (resample the prediction to the GT grid first)"
+            )
+    if isinstance(gt, GroundTruth):
+        if gt_tree is not None:
+            raise InputError(
+                f"{gt_name}: give gt_tree only with a GT array, not with a GroundTruth"
+            )
+        if not np.allclose(gt.spacing, spacing, rtol=SPACING_RTOL, atol=0):
+            raise InputError(
+                f"{gt_name}: the prepared GT has spacing {gt.spacing} mm, not {spacing} mm"
+            )
+        reference = gt
+    else:
+        reference = prepare_ground_truth(gt, spacing, gt_tree, name=gt_name)
+    pred_mask = _as_binary(pred, pred_name)
+    if pred_mask.shape != reference.shape:
+        raise InputError(
+            f"{pred_name}: shape {pred_mask.shape} does not match the {gt_name} shape {reference.shape}"
+        )
+    return reference, _largest_component(pred_mask, connectivity)
+
+
+def _metrics(
+    reference: GroundTruth, component: _Component | None, protocol: str, threshold: float
+) -> dict[str, float | int | str]:
+    covered = _skeleton_covered(reference, component)
+    detected = _branches_detected(reference, covered, threshold)
+
+    if component is None:
+        n_pred = tp = n_components = 0
+    else:
+        n_pred = component.n_voxels
+        tp = int(np.count_nonzero(component.mask & reference.mask[component.box]))
+        n_components = component.n_components
+
+    if protocol == "paper":
+        # Only what lies beyond the main bronchi counts for TLD, BD and precision.
+        keep_skeleton = ~_is_central_generation(reference.skeleton_generation)
+        keep_branch = ~_is_central_generation(reference.generation_of[reference.branch_ids])
+        if not keep_branch.any():
+            raise InputError(
+                "ground truth: its parse has no branch beyond the main bronchi (generation >= 2); "
+                "use protocol='atm22'"
+            )
+        predicted_central = (
+            component.values_at(reference.central_coords)
+            if component is not None
+            else np.zeros(len(reference.central_coords), dtype=bool)
+        )
+        precision_tp = tp - int(np.count_nonzero(predicted_central & reference.central_in_gt))
+        precision_predicted = n_pred - int(np.count_nonzero(predicted_central))
+    else:
+        keep_skeleton = np.ones(len(reference.skeleton_branch), dtype=bool)
+        keep_branch = np.ones(len(reference.branch_ids), dtype=bool)
+        precision_tp, precision_predicted = tp, n_pred
+
+    n_background = reference.mask.size - reference.n_voxels
+    result: dict[str, float | int | str] = {"protocol": protocol}
+    result |= _ratio_row(
+        int(np.count_nonzero(keep_skeleton)),
+        int(np.count_nonzero(covered & keep_skeleton)),
+        int(np.count_nonzero(keep_branch)),
+        int(np.count_nonzero(detected & keep_branch)),
+    )
+    result |= {
+        "precision": _ratio(precision_tp, precision_predicted),
+        "DSC": _ratio(2 * tp, n_pred + reference.n_voxels),
+        "sensitivity": _ratio(tp, reference.n_voxels),
+        "FPR": _ratio(n_pred - tp, n_background),
+        "precision_tp": precision_tp,
+        "precision_predicted": precision_predicted,
+        "tp_voxels": tp,
+        "pred_voxels": n_pred,
+        "gt_voxels": reference.n_voxels,
+        "n_components": n_components,
+    }
+    return result
+
+
+def _is_central_generation(generation: np.ndarray) -> np.ndarray:
+    """True for generations 0..CENTRAL_MAX_GENERATION (not for -1 = no branch id)."""
+    return (generation >= 0) & (generation <= CENTRAL_MAX_GENERATION)
+
+
+def _skeleton_covered(reference: GroundTruth, component: _Component | None) -> np.ndarray:
+    """bool (S,): whether each GT skeleton voxel lies in the prediction's largest component."""
+    if component is None:
+        return np.zeros(len(reference.skeleton_coords), dtype=bool)
+    return component.values_at(reference.skeleton_coords)
+
+
+def _branches_detected(reference: GroundTruth, covered: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (B,): whether each branch of ``reference.branch_ids`` is detected.
+
+    As the official ``branch_detected_calculation``: ratio = covered / total skeleton voxels
+    of the branch, detected when ratio >= threshold (a float division compared with the
+    threshold, not ``covered >= threshold * total``, which float rounding can break).
+    A branch without skeleton voxel is counted and not detected.
+    """
+    n_ids = len(reference.generation_of)
+    total = np.bincount(reference.skeleton_branch, minlength=n_ids)[reference.branch_ids]
+    hit = np.bincount(reference.skeleton_branch[covered], minlength=n_ids)[reference.branch_ids]
+    ratio = np.divide(hit, total, out=np.zeros(len(total), dtype=np.float64), where=total > 0)
+    return (total > 0) & (ratio >= threshold)
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    """numerator / denominator, 0.0 when the denominator is 0."""
+    return float(numerator) / float(denominator) if denominator > 0 else 0.0
+
+
+def _ratio_row(skeleton_total, skeleton_covered, branches_total, branches_detected) -> dict:
+    return {
+        "BD": _ratio(branches_detected, branches_total),
+        "TLD": _ratio(skeleton_covered, skeleton_total),
+        "branches_total": branches_total,
+        "branches_detected": branches_detected,
+        "skeleton_total": skeleton_total,
+        "skeleton_covered": skeleton_covered,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# cohort summaries
+# --------------------------------------------------------------------------------------------
+def summarize(
+    rows: Iterable[Mapping[str, object]], keys: Sequence[str] = METRIC_KEYS, ddof: int = 1
+) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each metric over a cohort (the paper's tables).
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        One dict per case, e.g. from :func:`airway_metrics`.
+    keys : sequence of str
+        The metrics to summarise (default :data:`METRIC_KEYS`).
+    ddof : int
+        Delta degrees of freedom of the standard deviation (1: sample standard deviation;
+        0: population, as ``np.std`` in the ATM'22 example scripts).
+
+    Returns
+    -------
+    dict
+        ``{key: {"mean": float, "std": float, "n": int}}``, fractions as in the rows;
+        ``std`` is 0.0 (not NaN) when there are no more than ``ddof`` cases.
+
+    Raises
+    ------
+    InputError
+        No rows, or a row without one of the keys.
+    """
+    rows = list(rows)
+    if not rows:
+        raise InputError("summarize: no case to summarise")
+    summary = {}
+    for key in keys:
+        try:
+            values = np.array([float(row[key]) for row in rows], dtype=np.float64)
+        except KeyError as err:
+            raise InputError(f"summarize: a case has no {key!r} value") from err
+        std = float(np.std(values, ddof=ddof)) if len(values) > ddof else 0.0
+        summary[key] = {"mean": float(values.mean()), "std": std, "n": len(values)}
+    return summary
+
+
+def format_summary(summary: Mapping[str, Mapping[str, float]], digits: int = 1) -> dict[str, str]:
+    """Format a :func:`summarize` result as percent, ``"95.4 ± 2.1"``, one string per metric.
+
+    Parameters
+    ----------
+    summary : dict
+        From :func:`summarize` (fractions).
+    digits : int
+        Decimals of the percentages.
+    """
+    return {
+        key: f"{100 * stats['mean']:.{digits}f} ± {100 * stats['std']:.{digits}f}"
+        for key, stats in summary.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _as_binary(mask: np.ndarray, name: str) -> np.ndarray:
+    """Check that ``mask`` is a binary 3D volume and return it as bool (cheaply).
+
+    Same contract as :func:`deeptree.io.check_binary_mask` with ``allow_empty=True``, but
+    with a min/max test for integer masks instead of ``np.unique`` (a sort of the whole
+    volume), so that the validation fast path stays cheap on CT-sized volumes.
+    """
+    mask = check_volume(mask, name)
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype.kind in "iu":
+        low, high = mask.min(), mask.max()
+        if low >= 0 and high <= 1:
+            return mask.astype(bool)
+        bad = low if low < 0 else high
+        raise InputError(f"{name}: expected a binary mask (0/1), found the value {bad}")
+    not_binary = (mask != 0) & (mask != 1)
+    if not_binary.any():
+        raise InputError(
+            f"{name}: expected a binary mask (0/1), found the value {mask[not_binary][0]}"
+            f" ({int(np.count_nonzero(not_binary))} voxels are neither 0 nor 1)"
+        )
+    return mask.astype(bool)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding every True voxel of a 3D mask, None if empty."""
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        filled = np.flatnonzero(mask.any(axis=others))
+        if filled.size == 0:
+            return None
+        box.append(slice(int(filled[0]), int(filled[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]

@@ -1,0 +1,379 @@
+"""Phantom profiles, one phantom case, and a resumable cohort on disk (ATM'22 layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deeptree.config import check_profile
+from deeptree.io import InputError, atomic_write, case_file_names, check_spacing, write_nifti
+from deeptree.phantom.ct import (
+    CTParams,
+    Layers,
+    choose_plugs,
+    compose_ct,
+    draw_tree,
+    thorax_background,
+    vessel_segments,
+)
+from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vessel_tree
+from deeptree.phantom.raster import Grid
+from deeptree.phantom.thorax import ThoraxGeometry
+
+#: Folders of a cohort beside the ATM'22 ``imagesTr`` / ``labelsTr``.
+LUNGS_DIR, TREES_DIR = "lungsTr", "treesTr"
+
+
+@dataclass(frozen=True)
+class PhantomProfile:
+    """Size and image quality of the phantoms of one run profile.
+
+    Attributes
+    ----------
+    name : str
+        "smoke", "cpu" or "standard" (the ``gpu`` run profile).
+    spacing_mm : float
+        Isotropic voxel size (mm).
+    scale : float
+        Size of the chest relative to an adult (the small profiles use a small chest so
+        that it fits a small grid; anatomy tests use ``scale = 1``).
+    min_lumen_mm : float
+        Growth stops before lumen diameters below this (about what the spacing resolves).
+    n_points, min_points : int
+        Lung volume sampling of the tree growth (see :func:`grow_airway_tree`).
+    n_plugs : int
+        Mucus plugs per case.
+    plug_min_generation : int
+        Plugs go in branches of at least this generation.
+    ct : CTParams
+        HU and image-quality settings (PSF, noise).
+    """
+
+    name: str
+    spacing_mm: float
+    scale: float
+    min_lumen_mm: float
+    n_points: int
+    min_points: int
+    n_plugs: int
+    plug_min_generation: int
+    ct: CTParams = field(default_factory=CTParams)
+
+
+_PROFILES = {
+    # CI: ~60 x 45 x 55 voxels, trachea, main bronchi and a few generations
+    "smoke": PhantomProfile(
+        name="smoke",
+        spacing_mm=2.6,
+        scale=0.55,
+        min_lumen_mm=3.0,
+        n_points=3000,
+        min_points=5,
+        n_plugs=1,
+        plug_min_generation=3,
+        ct=CTParams(
+            psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0, texture_hu=20.0
+        ),
+    ),
+    # a laptop: ~150 x 115 x 125 voxels at 1.5 mm, lumen down to 2 mm
+    "cpu": PhantomProfile(
+        name="cpu",
+        spacing_mm=1.5,
+        scale=0.7,
+        min_lumen_mm=2.0,
+        n_points=15000,
+        min_points=5,
+        n_plugs=3,
+        plug_min_generation=4,
+        ct=CTParams(psf_fwhm_mm=1.6, noise_hu=18.0, noise_corr_mm=0.0, texture_mm=1.5),
+    ),
+    # realistic resolution: 0.7 mm, lumen down to 1 mm
+    "standard": PhantomProfile(
+        name="standard",
+        spacing_mm=0.7,
+        scale=1.0,
+        min_lumen_mm=1.0,
+        n_points=40000,
+        min_points=5,
+        n_plugs=6,
+        plug_min_generation=4,
+        ct=CTParams(psf_fwhm_mm=1.0, noise_hu=28.0, noise_corr_mm=0.4, texture_mm=1.2),
+    ),
+}
+
+
+def phantom_profile(name: str | PhantomProfile) -> PhantomProfile:
+    """The :class:`PhantomProfile` of a run profile.
+
+    Parameters
+    ----------
+    name : str or PhantomProfile
+        "smoke", "cpu", "gpu" (same as "standard"), or a profile (returned unchanged).
+
+    Raises
+    ------
+    deeptree.config.UnknownProfileError
+        For any other name (a ValueError listing the valid names).
+    """
+    if isinstance(name, PhantomProfile):
+        return name
+    if name == "standard":
+        return _PROFILES["standard"]
+    check_profile(name)
+    return _PROFILES["standard" if name == "gpu" else name]
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic chest CT with its exact airway ground truth.
+
+    Attributes
+    ----------
+    id : str
+        e.g. ``"PHANTOM_000"``.
+    ct : ndarray of int16, shape (I, J, K)
+        HU.
+    airway : ndarray of uint8, shape (I, J, K)
+        Ground-truth lumen (0/1).
+    lung : ndarray of uint8, shape (I, J, K)
+        Lung mask (0/1).
+    tree : AirwayTreeSpec
+        The branches (world RAS mm) and mucus plugs.
+    spacing : tuple of 3 float
+        mm.
+    affine : ndarray, shape (4, 4)
+        RAS: spacing on the diagonal, so i runs towards the patient's right, j anterior and
+        k towards the head (the trachea is at high k, the diaphragm at low k).
+    """
+
+    id: str
+    ct: np.ndarray
+    airway: np.ndarray
+    lung: np.ndarray
+    tree: AirwayTreeSpec
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+def phantom_grid(profile: PhantomProfile, geom: ThoraxGeometry, spacing=None, shape=None) -> Grid:
+    """The voxel grid of a phantom: the thorax field of view at the profile's spacing.
+
+    Raises
+    ------
+    InputError
+        Spacing <= 0, a spacing too coarse to show the trachea, or a ``shape`` too small
+        to hold the lungs and the carina.
+    """
+    sp = check_spacing(
+        spacing if spacing is not None else (profile.spacing_mm,) * 3, "phantom spacing"
+    )
+    trachea_mm = 15.5 * geom.scale
+    if trachea_mm / max(sp) < 2.0:
+        raise InputError(
+            f"phantom spacing: {max(sp):g} mm is too coarse for a trachea of {trachea_mm:.1f} mm "
+            f"(needs at least 2 voxels across; use a spacing <= {trachea_mm / 2:.2f} mm)"
+        )
+    fov = geom.fov_mm()
+    centre = fov.mean(axis=1)
+    custom_shape = shape is not None
+    if shape is None:
+        shape = tuple(int(np.ceil((fov[a, 1] - fov[a, 0]) / sp[a])) for a in range(3))
+    shape = tuple(int(s) for s in shape)
+    extent = np.asarray(shape) * np.asarray(sp)
+    lung_box = geom.lung_box_mm()
+    need = np.array([lung_box[1, 0] - lung_box[0, 0], lung_box[1, 1] - lung_box[0, 1], 0.0])
+    need[2] = (
+        geom.carina_mm[2] + 20.0 * geom.scale - lung_box[0, 2]
+    )  # lung base to above the carina
+    if np.any(extent < need):
+        raise InputError(
+            f"phantom shape {shape}: the volume ({extent[0]:.0f} x {extent[1]:.0f} x {extent[2]:.0f} mm "
+            f"at {sp} mm) is too small for the lungs and the trachea, which need at least "
+            f"{need[0]:.0f} x {need[1]:.0f} x {need[2]:.0f} mm"
+        )
+    origin = centre - (np.asarray(shape) - 1) * np.asarray(sp) / 2.0
+    if custom_shape and extent[2] < fov[2, 1] - fov[2, 0]:
+        # a shorter volume keeps the lungs and the carina: align its bottom with the lungs
+        origin[2] = lung_box[0, 2] - 5.0 * geom.scale
+    return Grid(shape=shape, spacing=sp, origin=tuple(float(v) for v in origin))
+
+
+def generate_case(
+    profile: str | PhantomProfile = "cpu",
+    seed=0,
+    *,
+    case_id: str | None = None,
+    spacing=None,
+    shape=None,
+) -> PhantomCase:
+    """Grow an airway tree and simulate the chest CT around it.
+
+    Parameters
+    ----------
+    profile : str or PhantomProfile
+        "smoke", "cpu", "gpu"/"standard".
+    seed : int or sequence of int
+        Seeds ``numpy.random.default_rng``; the same seed gives the same bytes.
+    case_id : str, optional
+        Default ``PHANTOM_<seed>``.
+    spacing : sequence of 3 float, optional
+        Override the profile's voxel size (mm).
+    shape : sequence of 3 int, optional
+        Override the grid size (voxels); must hold the lungs and the carina.
+
+    Returns
+    -------
+    PhantomCase
+
+    Raises
+    ------
+    InputError
+        Bad spacing or a volume too small (see :func:`phantom_grid`).
+    deeptree.config.UnknownProfileError
+        Unknown profile name.
+    """
+    prof = phantom_profile(profile)
+    geom = ThoraxGeometry(scale=prof.scale)
+    grid = phantom_grid(prof, geom, spacing, shape)
+    rng = np.random.default_rng(seed)
+    if case_id is None:
+        case_id = f"PHANTOM_{seed:03d}" if isinstance(seed, (int, np.integer)) else "PHANTOM"
+    tree = grow_airway_tree(
+        geom,
+        rng,
+        min_lumen_mm=prof.min_lumen_mm,
+        n_points=prof.n_points,
+        min_points=prof.min_points,
+    )
+    plugs = choose_plugs(tree, prof.n_plugs, rng, prof.plug_min_generation)
+    meta = {
+        **tree.meta,
+        "profile": prof.name,
+        "case_id": case_id,
+        "seed": _jsonable_seed(seed),
+        "spacing_mm": list(grid.spacing),
+        "shape": list(grid.shape),
+    }
+    tree = AirwayTreeSpec(tree.branches, plugs, meta)
+    vessels = vessel_segments(tree, geom, rng, min_radius_mm=0.4 * prof.min_lumen_mm)
+    vessels += grow_vessel_tree(
+        geom,
+        rng,
+        min_diameter_mm=max(0.6 * prof.min_lumen_mm, 1.0),
+        n_points=prof.n_points,
+        min_points=prof.min_points,
+    )
+    layers = Layers.empty(grid.shape)
+    draw_tree(grid, tree, vessels, layers)
+    background, sides = thorax_background(grid, geom, rng, prof.ct)
+    ct = compose_ct(background, layers, grid, rng, prof.ct)
+    return PhantomCase(
+        id=case_id,
+        ct=ct,
+        airway=layers.airway.astype(np.uint8),
+        lung=(sides != 0).astype(np.uint8),
+        tree=tree,
+        spacing=grid.spacing,
+        affine=grid.affine,
+    )
+
+
+def _jsonable_seed(seed):
+    return int(seed) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+
+
+def case_paths(root: str | os.PathLike, case_id: str) -> dict[str, Path]:
+    """Paths of the four files of a case: ``image``, ``label``, ``lung``, ``tree``."""
+    root = Path(root)
+    image_name, label_name = case_file_names(case_id)
+    return {
+        "image": root / "imagesTr" / image_name,
+        "label": root / "labelsTr" / label_name,
+        "lung": root / LUNGS_DIR / label_name,
+        "tree": root / TREES_DIR / f"{case_id}.json",
+    }
+
+
+def write_case(case: PhantomCase, root: str | os.PathLike) -> dict[str, Path]:
+    """Write a case in the ATM'22 layout (each file atomically: temporary name + rename).
+
+    ``root/imagesTr/ID_0000.nii.gz`` (CT, int16 HU), ``root/labelsTr/ID.nii.gz`` (airway,
+    uint8), ``root/lungsTr/ID.nii.gz`` (lung, uint8), ``root/treesTr/ID.json`` (the tree).
+    The tree is written last.
+
+    Returns
+    -------
+    dict of Path
+        As :func:`case_paths`.
+    """
+    paths = case_paths(root, case.id)
+    write_nifti(paths["image"], case.ct, case.affine, dtype=np.int16)
+    write_nifti(paths["label"], case.airway, case.affine, dtype=np.uint8)
+    write_nifti(paths["lung"], case.lung, case.affine, dtype=np.uint8)
+    text = json.dumps(case.tree.to_dict(), indent=1)
+    atomic_write(paths["tree"], lambda tmp: Path(tmp).write_text(text))
+    return paths
+
+
+def read_tree(path: str | os.PathLike) -> AirwayTreeSpec:
+    """Read a tree JSON written by :func:`write_case`."""
+    path = Path(path)
+    try:
+        return AirwayTreeSpec.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a phantom tree JSON ({type(err).__name__}: {err})") from err
+
+
+def case_is_complete(root: str | os.PathLike, case_id: str) -> bool:
+    """True when all four files of the case exist (they are only ever written whole)."""
+    return all(p.is_file() and p.stat().st_size > 0 for p in case_paths(root, case_id).values())
+
+
+def generate_cohort(
+    root: str | os.PathLike,
+    profile: str | PhantomProfile = "cpu",
+    n: int = 12,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[str]:
+    """Generate ``n`` phantom cases into ``root`` (ATM'22 layout), resumably.
+
+    Case ``i`` is ``PHANTOM_{i:03d}`` with seed ``(seed, i)``, so each case is the same
+    whatever order or run produced it. Cases whose four files already exist are skipped;
+    every file is written under a temporary name and renamed, so an interrupted run leaves
+    only whole files and the next run completes the rest.
+
+    Parameters
+    ----------
+    root : path-like
+    profile : str or PhantomProfile
+    n : int
+        Number of cases (>= 1).
+    seed : int
+        Cohort seed.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    list of str
+        The ids of all ``n`` cases.
+    """
+    from tqdm.auto import tqdm
+
+    prof = phantom_profile(profile)
+    if int(n) < 1:
+        raise InputError(f"cohort size: n must be at least 1, got {n}")
+    root = Path(root)
+    ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
+    bar = tqdm(ids, desc=f"phantoms ({prof.name})", unit="case", disable=not progress)
+    for i, case_id in enumerate(bar):
+        if case_is_complete(root, case_id):
+            bar.set_postfix_str(f"{case_id} done already")
+            continue
+        write_case(generate_case(prof, (int(seed), i), case_id=case_id), root)
+    return ids

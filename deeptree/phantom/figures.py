@@ -1,0 +1,80 @@
+"""Figures of notebook 01 that the shared viz module does not provide (matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from deeptree.phantom.growth import DIAMETER_EXPONENT, AirwayTreeSpec, kitaoka_angle
+from deeptree.phantom.stats import WEIBEL_DIAMETER_MM, generation_table
+
+
+def plot_branching_rules(tree: AirwayTreeSpec):
+    """Three panels: daughter/parent diameter and branching angle against the flow ratio
+    (with Kitaoka's rules as curves), and mean diameter per generation against Weibel's.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    b = tree.branches
+    kids = [c for c in b if c.generation >= 2]
+    r = np.array([c.flow / b[c.parent].flow for c in kids])
+    ratio = np.array([c.radius_mm / b[c.parent].radius_mm for c in kids])
+    angle = []
+    for c in kids:
+        u, v = (np.subtract(x.end_mm, x.start_mm) for x in (b[c.parent], c))
+        angle.append(
+            np.degrees(np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)))
+        )
+    grid = np.linspace(0.02, 0.98, 100)
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    ax[0].scatter(r, ratio, s=6, alpha=0.5, label="phantom branches")
+    ax[0].plot(grid, grid ** (1 / DIAMETER_EXPONENT), "k", label=f"r^(1/{DIAMETER_EXPONENT})")
+    ax[0].set(xlabel="flow-dividing ratio r", ylabel="d_daughter / d_parent", title="diameter rule")
+    ax[1].scatter(r, angle, s=6, alpha=0.5)
+    ax[1].plot(grid, [np.degrees(kitaoka_angle(x)) for x in grid], "k")
+    ax[1].set(xlabel="flow-dividing ratio r", ylabel="branching angle (deg)", title="angle rule")
+    rows = generation_table(tree)
+    g = [row["generation"] for row in rows]
+    ax[2].semilogy(g, [row["diameter_mm"] for row in rows], "o-", label="phantom (mean)")
+    ax[2].semilogy(range(len(WEIBEL_DIAMETER_MM)), WEIBEL_DIAMETER_MM, "k--", label="Weibel 1963")
+    ax[2].set(xlabel="generation", ylabel="lumen diameter (mm)", title="diameter per generation")
+    for a in ax[[0, 2]]:
+        a.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_hu_histograms(samples: Mapping[str, Mapping[str, np.ndarray]], bins=None):
+    """Normalised HU histograms per tissue, one line per source (e.g. phantom vs real CT).
+
+    Parameters
+    ----------
+    samples : mapping source name -> mapping tissue -> 1D array of HU
+        As returned by :func:`deeptree.phantom.stats.tissue_samples`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    bins = np.arange(-1100, 301, 10) if bins is None else bins
+    tissues = list(next(iter(samples.values())))
+    fig, axes = plt.subplots(1, len(tissues), figsize=(4.5 * len(tissues), 3.5))
+    for ax, tissue in zip(np.atleast_1d(axes), tissues, strict=True):
+        for name, per_tissue in samples.items():
+            values = per_tissue[tissue]
+            ax.hist(
+                values,
+                bins=bins,
+                density=True,
+                histtype="step",
+                lw=1.5,
+                label=f"{name} (median {np.median(values):.0f})",
+            )
+        ax.set(title=tissue, xlabel="HU", yticks=[])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

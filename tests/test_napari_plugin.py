@@ -1,0 +1,137 @@
+"""The napari plugin: manifest, entry point and the reader of the project's NIfTI cases."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeptree import napari_reader
+from deeptree.io import write_nifti
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "deeptree" / "napari.yaml"
+AFFINE = np.diag([0.7, 0.7, 1.25, 1.0])
+
+needs_display = pytest.mark.skipif(
+    not os.environ.get("DISPLAY"),
+    reason="napari needs a display: run under xvfb-run (make test does)",
+)
+
+
+def _case_folder(folder: Path) -> Path:
+    gt = np.zeros((12, 12, 16), np.uint8)
+    gt[4:8, 4:8, 2:14] = 1
+    pred = gt.copy()
+    pred[:, :, 7:9] = 0
+    anatomy = gt * 2
+    write_nifti(folder / "ct.nii.gz", np.where(gt == 1, -1000, -750).astype(np.int16), AFFINE)
+    write_nifti(folder / "gt.nii.gz", gt, AFFINE)
+    write_nifti(folder / "stage1.nii.gz", pred, AFFINE)
+    write_nifti(folder / "anatomy.nii.gz", anatomy, AFFINE)
+    (folder / "centres.csv").write_text("i,j,k,size\n6,6,8,32\n")
+    return folder
+
+
+def test_manifest_is_valid_and_declared_as_the_entry_point():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_file(MANIFEST)
+    assert manifest.name == "deeptree"
+    (reader,) = manifest.contributions.readers
+    assert reader.accepts_directories and set(reader.filename_patterns) == {"*.nii", "*.nii.gz"}
+    (command,) = manifest.contributions.commands
+    assert command.id == reader.command
+    assert command.python_name == "deeptree.napari_reader:get_reader"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["entry-points"]["napari.manifest"] == {
+        "deeptree": "deeptree:napari.yaml"
+    }
+    assert "napari.yaml" in project["tool"]["setuptools"]["package-data"]["deeptree"]
+
+
+def test_the_installed_package_registers_the_reader_with_napari(tmp_path):
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManager()
+    pm.discover()
+    manifest = pm.get_manifest("deeptree")  # KeyError when the entry point is not installed
+    assert manifest.contributions.readers[0].command == "deeptree.read_case"
+    # File > Open offers the reader for NIfTI files and case folders
+    folder = _case_folder(tmp_path / "case")
+    for path in (folder / "gt.nii.gz", folder):
+        readers = [r.plugin_name for r in pm.iter_compatible_readers([str(path)])]
+        assert "deeptree" in readers, path
+
+
+def test_get_reader_accepts_case_folders_datasets_and_nifti_files_only(tmp_path):
+    folder = _case_folder(tmp_path / "case")
+    assert napari_reader.get_reader(str(folder)) is napari_reader.read_case
+    assert napari_reader.get_reader([str(folder / "gt.nii.gz")]) is napari_reader.read_case
+    (tmp_path / "imagesTr").mkdir()
+    assert napari_reader.get_reader(tmp_path) is napari_reader.read_case  # a dataset
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    assert napari_reader.get_reader(other) is None
+    assert napari_reader.get_reader(other / "notes.txt") is None
+    assert napari_reader.get_reader([str(folder), str(other)]) is None
+
+
+def test_the_reader_returns_the_case_layers_with_spacing_and_colours(tmp_path):
+    from matplotlib.colors import to_rgba
+
+    from deeptree import viz
+
+    folder = _case_folder(tmp_path / "case")
+    layers = napari_reader.read_case(str(folder))
+    names = [kwargs["name"] for _, kwargs, _ in layers]
+    assert names == ["CT", "ground truth", "anatomy", "stage1 comparison", "breakage centres"]
+    assert [t for _, _, t in layers] == ["image", "labels", "labels", "labels", "points"]
+    for _, kwargs, _ in layers:
+        assert kwargs["scale"] == pytest.approx((0.7, 0.7, 1.25))
+    ct = layers[0]
+    assert ct[1]["contrast_limits"] == viz.LUNG_WINDOW and ct[1]["visible"]
+    comparison = layers[3]
+    assert set(np.unique(comparison[0])) == {0, 1, 2}  # TP and the missed gap (FN)
+    colours = comparison[1]["colormap"].color_dict
+    assert tuple(colours[2]) == pytest.approx(to_rgba(viz.COLORS["fn"]))
+    points = layers[4]
+    np.testing.assert_array_equal(points[0], [[6, 6, 8]])
+    assert list(points[1]["features"]["size"]) == [32]
+    # one file alone: its kind from its name
+    (single,) = napari_reader.read_case(str(folder / "anatomy.nii.gz"))
+    assert single[1]["name"] == "anatomy" and single[2] == "labels"
+
+
+def test_the_reader_on_the_real_cip_ct64_sample(cip_ct64_dir):
+    layers = napari_reader.read_case(str(cip_ct64_dir))
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["CT", "lung", "ground truth"]
+    assert layers[0][0].shape == (64, 64, 79)
+    assert layers[0][1]["scale"][0] == pytest.approx(4.17, abs=0.01)
+
+
+@needs_display
+@pytest.mark.gui
+def test_napari_file_open_uses_the_deeptree_reader(tmp_path):
+    napari = pytest.importorskip("napari")
+    folder = _case_folder(tmp_path / "case")
+    viewer = napari.Viewer(show=False)
+    try:
+        viewer.open(str(folder), plugin="deeptree")
+        assert [layer.name for layer in viewer.layers] == [
+            "CT",
+            "ground truth",
+            "anatomy",
+            "stage1 comparison",
+            "breakage centres",
+        ]
+        np.testing.assert_allclose(viewer.layers["CT"].scale, (0.7, 0.7, 1.25))
+    finally:
+        viewer.close()
