@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Figures in tests are written to files: never pick a GUI backend because a display exists
+# (pytest runs under Xvfb for the napari tests).
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest
 

@@ -1,0 +1,88 @@
+"""``deeptree predict``: stage-1 airway masks for CT files.
+
+Example::
+
+    deeptree predict --stage 1 --checkpoint runs/s1/last.pt --input data/cohort/imagesTr --out runs/s1/pred
+    deeptree predict --two-stage --checkpoint runs/s1/last.pt --stage2-checkpoint runs/s2/last.pt --input data/cohort/imagesTr --out runs/s2/pred
+
+``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
+``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
+``<out>/<id>_classes.nii.gz`` (the most probable anatomy class).
+"""
+
+from __future__ import annotations
+
+NAME = "predict"
+HELP = "predict stage-1 airway masks with a trained checkpoint"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--stage", type=int, choices=(1, 2), default=1, help="1: stage-1 mask; 2: same as --two-stage"
+    )
+    parser.add_argument("--checkpoint", required=True, help="last.pt of deeptree train")
+    parser.add_argument("--input", required=True, help="a CT .nii(.gz) or a folder of them")
+    parser.add_argument(
+        "--out", required=True, help="output folder (or a .nii.gz file for one input)"
+    )
+    parser.add_argument("--classes", action="store_true", help="also write the anatomy classes")
+    parser.add_argument(
+        "--overlap", type=float, help="sliding-window overlap (default: the model's)"
+    )
+    parser.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
+    # stage 2 (deeptree.pipeline.predict_cli): stage 1, attention, stage 2, union, largest CC
+    parser.add_argument(
+        "--two-stage", action="store_true", help="full DeepTree: stage 1 + stage-2 connection"
+    )
+    parser.add_argument("--stage2-checkpoint", help="last.pt of deeptree train --stage 2")
+    parser.add_argument(
+        "--gapfill",
+        choices=("straight", "intensity"),
+        help="with --two-stage: the non-learned gap filler instead of the stage-2 network",
+    )
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from deeptree.inference import load_stage1_model, predict_file
+    from deeptree.io import InputError, case_id_from_path
+
+    if args.two_stage or args.stage == 2:
+        from deeptree.pipeline import predict_cli
+
+        return predict_cli(args)
+    source = Path(args.input)
+    if source.is_dir():
+        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        if not inputs:
+            raise InputError(f"{source}: no .nii or .nii.gz files")
+    elif source.is_file():
+        inputs = [source]
+    else:
+        raise InputError(f"{source}: no such file or folder")
+    device = (
+        torch.device(args.device)
+        if args.device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    model_and_meta = load_stage1_model(args.checkpoint, device)
+    out = Path(args.out)
+    single_file = len(inputs) == 1 and out.name.endswith((".nii.gz", ".nii"))
+    for path in inputs:
+        case_id = case_id_from_path(path)
+        target = out if single_file else out / f"{case_id}.nii.gz"
+        classes = target.with_name(f"{case_id}_classes.nii.gz") if args.classes else None
+        predict_file(
+            args.checkpoint,
+            path,
+            target,
+            device=device,
+            overlap=args.overlap,
+            classes_path=classes,
+            model_and_meta=model_and_meta,
+        )
+        print(f"{path.name} -> {target}")
+    return 0

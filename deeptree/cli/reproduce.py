@@ -1,0 +1,80 @@
+"""``deeptree reproduce``: the paper's ablation (Table 2) and comparison (Table 1) in one command.
+
+Examples::
+
+    deeptree reproduce --profile cpu --out runs/reproduce-cpu                 # synthetic cohort
+    deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22       # real ATM'22 folder
+    deeptree reproduce --profile gpu --out runs/gpu --stage1-iterations 5000 --stage2-iterations 2000
+
+Without ``--data`` a synthetic cohort of the profile's size is generated into
+``<out>/cohort``; with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
+``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.reproduce.split_sizes``). Models go to
+``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
+figures to ``<out>/figures``. See ``deeptree.reproduce``.
+"""
+
+from __future__ import annotations
+
+NAME = "reproduce"
+HELP = "train/load every variant, evaluate the test cases, write the paper's tables and figures"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu")
+    parser.add_argument("--data", help="ATM'22-layout dataset folder (default: a synthetic cohort)")
+    parser.add_argument("--out", required=True, help="run folder (models, tables, figures)")
+    parser.add_argument(
+        "--stage1-iterations", type=int, help="training length of every stage-1 model"
+    )
+    parser.add_argument(
+        "--stage2-iterations", type=int, help="training length of the stage-2 model"
+    )
+    parser.add_argument("--cases", type=int, help="synthetic cohort size (default: the profile's)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the cohort and the training runs"
+    )
+    parser.add_argument(
+        "--no-validation",
+        action="store_true",
+        help="do not score the validation cases after training",
+    )
+    parser.add_argument(
+        "--no-stage2", action="store_true", help="stage 1 only (no stage-2 rows, no DeepTree row)"
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also write napari 3D screenshots (needs a display, e.g. xvfb-run)",
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from deeptree.reproduce import render_figures, reproduce, reproduce_settings
+
+    settings = reproduce_settings(
+        args.profile,
+        stage1_iterations=args.stage1_iterations,
+        stage2_iterations=args.stage2_iterations,
+        n_cases=args.cases,
+        validate=False if args.no_validation else None,
+        seed=args.seed,
+    )
+    result = reproduce(
+        args.profile,
+        args.out,
+        args.data,
+        settings=settings,
+        device=args.device,
+        progress=not args.no_progress,
+        stage2=not args.no_stage2,
+    )
+    if args.render:
+        render_figures(result, args.out)
+    print(result.paths["tables_md"].read_text())
+    print(
+        f"tables: {result.paths['tables_md'].parent}; figures: {result.paths['curves_png'].parent}"
+    )
+    print("seconds:", {k: round(v, 1) for k, v in result.seconds.items()})
+    return 0

@@ -1,0 +1,639 @@
+"""Stage-1 data: CT normalisation, case preparation and caching, class-balanced patch sampling
+and augmentation, as a map-style torch dataset for :func:`deeptree.train.train`.
+
+CT intensities (:func:`normalize_ct`)
+    Airway lumen is air (about -1000 HU), the airway wall and vessels are soft tissue (about
+    -100 to +100 HU), lung parenchyma lies around -850 HU. We clip to ``CT_WINDOW_HU =
+    (-1000, 600)`` HU (everything below is air; above 600 HU is bone whose detail does not
+    matter for airways) and map linearly to [0, 1]. Unlike nnU-Net's CT scheme (clip to the
+    0.5/99.5 percentiles of the *foreground* and z-score), which would centre everything on
+    the air of the lumen, a fixed window keeps lumen, wall and parenchyma apart and is the
+    same for every scanner. Padding (volumes smaller than a patch) uses 0 = air.
+
+Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case`)
+    From a CT and its binary airway mask: the normalised CT, the anatomy label (classes 1-3,
+    ``deeptree.anatomy``), the GUL distance weight ``d`` (``deeptree.losses``) and, per class,
+    the voxel positions used to centre patches. The tree parse and the skeletons are the
+    slow part (seconds per case); they run once and are stored as ``.npy`` files under a
+    cache folder, re-read with memory mapping, so a training run's data side only crops
+    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine).
+
+Patch sampling (:func:`choose_centre`)
+    Each patch is centred (up to a random shift of a quarter patch) on a voxel drawn as
+    follows: with probability ``ratios[0]`` anywhere in the volume, with ``ratios[c]`` on a
+    voxel of anatomy class ``c``. The default oversamples the small-airway class 3 (nnU-Net
+    forces foreground in a third of its patches; thin peripheral branches are the hard,
+    rare part here). Classes absent from a case are left out and the other ratios
+    renormalised (phantoms too coarse for bronchi <= 2 mm have no class 3).
+
+Augmentation (:func:`augment_patch`)
+    Small rotations (up to 15 degrees about each axis) and scaling (0.85-1.25) with
+    probability 0.2 each (nnU-Net's ranges, narrowed rotation), applied by resampling a
+    larger crop so that no empty corners appear; then intensity: brightness (x0.85-1.15),
+    contrast, Gaussian noise, each with probability 0.15.
+
+Randomness: item ``index`` of :class:`Stage1PatchDataset` draws everything from
+``numpy.random.default_rng([seed, index])``, so the data stream is a pure function of the
+seed and the iteration, identical with any number of workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from deeptree.io import (
+    CasePaths,
+    InputError,
+    atomic_write,
+    check_same_grid,
+    check_spacing,
+    check_volume,
+    list_cases,
+    load_case,
+)
+
+#: CT window (HU) mapped to [0, 1]; see the module docstring.
+CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
+
+#: Most voxel positions kept per class for patch centring (nnU-Net keeps 10,000).
+MAX_LOCATIONS_PER_CLASS = 10_000
+
+#: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
+CACHE_VERSION = 2
+
+
+def normalize_ct(ct: np.ndarray, window: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
+    """Clip a CT to a HU window and map it linearly to [0, 1].
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K), any numeric dtype
+        Hounsfield units. Not modified.
+    window : (low, high)
+        HU mapped to 0 and 1.
+
+    Returns
+    -------
+    ndarray of float32, same shape, values in [0, 1].
+    """
+    low, high = window
+    ct = np.asarray(ct, dtype=np.float32)
+    return ((np.clip(ct, low, high) - low) / (high - low)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# cases
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Stage1Case:
+    """One prepared training case.
+
+    Attributes
+    ----------
+    id : str
+    image : ndarray of float32, shape (I, J, K)
+        Normalised CT (:func:`normalize_ct`); may be a read-only memory map.
+    label : ndarray of uint8, shape (I, J, K)
+        Anatomy classes {0, 1, 2, 3}; ``label > 0`` is the whole airway.
+    distance : ndarray of float32, shape (I, J, K)
+        GUL weight ``d`` (:func:`deeptree.losses.gul_distance_weight`).
+    locations : list of 4 ndarrays of int32, shape (n_c, 3)
+        Voxel positions per class (index 0 unused: empty); at most
+        :data:`MAX_LOCATIONS_PER_CLASS` each, drawn without replacement.
+    spacing : tuple of 3 float (mm)
+    affine : ndarray (4, 4)
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray
+    distance: np.ndarray
+    locations: list[np.ndarray]
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+def anatomy_label_map(
+    airway: np.ndarray, spacing: Sequence[float], name: str = "airway"
+) -> np.ndarray:
+    """Anatomy classes of every airway voxel.
+
+    ``deeptree.anatomy.anatomy_labels`` labels the parsed tree (the largest 6-connected
+    component of the mask); airway voxels outside it (small detached pieces, voxels the
+    parse leaves at 0) take the class of the nearest labelled voxel, so that the union of
+    the classes is exactly the given airway mask and nothing of it is trained as background.
+
+    Parameters
+    ----------
+    airway : ndarray, shape (I, J, K), binary
+    spacing : 3 floats (mm)
+
+    Returns
+    -------
+    ndarray of uint8, shape (I, J, K), values {0, 1, 2, 3}; ``> 0`` exactly where ``airway``.
+    """
+    from deeptree.anatomy import anatomy_labels
+    from deeptree.tree import parse_tree
+
+    mask = np.asarray(airway) > 0
+    tree = parse_tree(mask, spacing, name=name)
+    classes = np.asarray(anatomy_labels(tree), dtype=np.uint8)
+    classes = np.where(mask, classes, 0).astype(np.uint8)
+    unlabelled = mask & (classes == 0)
+    if unlabelled.any():
+        _, nearest = ndimage.distance_transform_edt(
+            classes == 0, sampling=spacing, return_indices=True
+        )
+        classes[unlabelled] = classes[tuple(n[unlabelled] for n in nearest)]
+    return classes
+
+
+def class_locations(
+    label: np.ndarray, rng: np.random.Generator, max_per_class: int = MAX_LOCATIONS_PER_CLASS
+) -> list[np.ndarray]:
+    """Voxel positions of each class 1..3 (index 0 is an empty array), subsampled.
+
+    Returns
+    -------
+    list of 4 int32 arrays of shape (n_c, 3)
+    """
+    out = [np.zeros((0, 3), np.int32)]
+    for c in (1, 2, 3):
+        where = np.argwhere(label == c).astype(np.int32)
+        if len(where) > max_per_class:
+            where = where[np.sort(rng.choice(len(where), max_per_class, replace=False))]
+        out.append(where)
+    return out
+
+
+def prepare_stage1_case(
+    ct: np.ndarray,
+    airway: np.ndarray,
+    spacing: Sequence[float],
+    affine: np.ndarray | None = None,
+    case_id: str = "case",
+    seed: int = 0,
+) -> Stage1Case:
+    """Everything stage-1 training needs from one case (see the module docstring).
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K)
+        HU. Not modified.
+    airway : ndarray, shape (I, J, K), binary
+        Airway mask. Not modified.
+    spacing : 3 floats (mm)
+    affine : ndarray (4, 4), optional
+        Default: diagonal with the spacing.
+    case_id : str
+        Used in error messages and as the cache key.
+    seed : int
+        Seeds the subsampling of :func:`class_locations`.
+
+    Raises
+    ------
+    InputError
+        Non-3D or non-finite arrays, a label of another shape than the CT, a non-binary or
+        empty label, bad spacing.
+    """
+    from deeptree.losses import gul_distance_weight
+
+    spacing = check_spacing(spacing, f"{case_id} spacing")
+    ct = check_volume(ct, f"{case_id} CT")
+    airway = check_volume(airway, f"{case_id} label")
+    check_same_grid(ct, airway, f"{case_id} CT", f"{case_id} label")
+    if not np.isin(np.unique(airway), (0, 1)).all():
+        raise InputError(f"{case_id} label: expected a binary airway mask (0/1)")
+    if not airway.any():
+        raise InputError(f"{case_id} label: the airway mask is empty")
+    label = anatomy_label_map(airway, spacing, name=f"{case_id} label")
+    return Stage1Case(
+        id=case_id,
+        image=normalize_ct(ct),
+        label=label,
+        distance=gul_distance_weight(label, spacing, name=f"{case_id} label"),
+        locations=class_locations(label, np.random.default_rng(seed)),
+        spacing=spacing,
+        affine=np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, float),
+    )
+
+
+def _cache_key(paths: CasePaths) -> str:
+    """Changes whenever an input file changes (size, mtime) or the cache version does."""
+    parts = [str(CACHE_VERSION)]
+    for p in (paths.image, paths.label):
+        stat = Path(p).stat()
+        parts += [str(Path(p).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = None) -> Stage1Case:
+    """Read and prepare one case of an ATM'22-layout dataset, through a disk cache.
+
+    Parameters
+    ----------
+    paths : CasePaths
+        From :func:`deeptree.io.list_cases`.
+    cache_dir : path-like, optional
+        Prepared arrays are stored in ``cache_dir/<id>/`` (``.npy``, re-read memory-mapped)
+        and reused while the input files are unchanged. None: no cache.
+
+    Raises
+    ------
+    InputError
+        A missing CT or label file, a label of another shape or affine than the CT, a
+        non-binary or empty label, unreadable files.
+    """
+    if paths.image is None:
+        raise InputError(
+            f"case {paths.id}: no CT image (images*/{paths.id}_0000.nii.gz) for the label {paths.label}"
+        )
+    if paths.label is None:
+        raise InputError(
+            f"case {paths.id}: no label (labels*/{paths.id}.nii.gz) for the CT {paths.image}"
+        )
+    folder = Path(cache_dir) / paths.id if cache_dir is not None else None
+    key = _cache_key(paths)
+    if folder is not None and (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") == key:
+            return _read_cached(folder, meta)
+    case = load_case(paths.image, paths.label, case_id=paths.id)
+    prepared = prepare_stage1_case(case.ct, case.label, case.spacing, case.affine, case_id=paths.id)
+    if folder is not None:
+        _write_cached(folder, prepared, key)
+        return _read_cached(folder, json.loads((folder / "meta.json").read_text()))
+    return prepared
+
+
+def _write_cached(folder: Path, case: Stage1Case, key: str) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    arrays = {"image": case.image, "label": case.label, "distance": case.distance}
+    arrays.update({f"locations{c}": case.locations[c] for c in range(4)})
+    for name, array in arrays.items():
+        atomic_write(folder / f"{name}.npy", lambda tmp, a=array: np.save(tmp, np.asarray(a)))
+    meta = {
+        "key": key,
+        "id": case.id,
+        "spacing": list(case.spacing),
+        "affine": np.asarray(case.affine).tolist(),
+    }
+    # meta.json last: its presence marks a complete entry
+    atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+
+
+def _read_cached(folder: Path, meta: dict) -> Stage1Case:
+    def load(name, mmap=True):
+        return np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
+
+    return Stage1Case(
+        id=meta["id"],
+        image=load("image"),
+        label=load("label"),
+        distance=load("distance"),
+        locations=[load(f"locations{c}", mmap=False) for c in range(4)],
+        spacing=tuple(meta["spacing"]),
+        affine=np.asarray(meta["affine"]),
+    )
+
+
+def load_cohort(
+    root: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    split: str = "Tr",
+    progress: bool = False,
+) -> list[Stage1Case]:
+    """Prepare every case of an ATM'22-layout dataset (sorted by id), through the cache.
+
+    Raises
+    ------
+    InputError
+        An empty dataset, or any problem of :func:`load_stage1_case` (e.g. a CT without
+        its label), naming the case.
+    """
+    from tqdm.auto import tqdm
+
+    cases = list_cases(root, split)
+    if not cases:
+        raise InputError(f"{root}: no cases in images{split}/labels{split}")
+    return [
+        load_stage1_case(c, cache_dir) for c in tqdm(cases, desc="prepare", disable=not progress)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# patches
+# --------------------------------------------------------------------------------------------
+def check_ratios(ratios: Sequence[float]) -> np.ndarray:
+    """Return the 4 sampling ratios (anywhere, class 1, 2, 3) normalised to sum 1."""
+    r = np.asarray(ratios, dtype=float)
+    if r.shape != (4,) or (r < 0).any() or r.sum() <= 0:
+        raise InputError(
+            f"patch class ratios: expected 4 non-negative numbers, got {tuple(ratios)}"
+        )
+    return r / r.sum()
+
+
+def choose_centre(
+    locations: Sequence[np.ndarray],
+    shape: Sequence[int],
+    ratios: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, int]:
+    """Draw a patch centre.
+
+    Parameters
+    ----------
+    locations : 4 int arrays (n_c, 3)
+        Voxel positions per class (:attr:`Stage1Case.locations`).
+    shape : 3 ints
+        Volume shape.
+    ratios : 4 floats
+        Probability of centring on any voxel / on class 1, 2, 3.
+    rng : numpy Generator
+
+    Returns
+    -------
+    centre : ndarray of int64, shape (3,)
+        Voxel index.
+    chosen : int
+        The class drawn (0 = anywhere). Classes without locations are never drawn: the
+        ratios of the present ones are renormalised.
+    """
+    ratios = check_ratios(ratios)
+    present = np.array([True] + [len(locations[c]) > 0 for c in (1, 2, 3)])
+    if ratios[present].sum() == 0:  # only absent classes requested: anywhere
+        present, ratios = np.array([True, False, False, False]), np.array([1.0, 0, 0, 0])
+    probabilities = np.where(present, ratios, 0.0) / ratios[present].sum()
+    chosen = int(rng.choice(4, p=probabilities))
+    if chosen > 0:
+        return np.asarray(locations[chosen][rng.integers(len(locations[chosen]))], np.int64), chosen
+    return np.array([rng.integers(n) for n in shape], np.int64), 0
+
+
+def crop_patch(
+    volume: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float = 0
+) -> np.ndarray:
+    """The box ``[start, start + size)`` of ``volume``; parts outside it are ``fill``.
+
+    Parameters
+    ----------
+    volume : ndarray (I, J, K)
+    start : 3 ints (may be negative or run past the end)
+    size : 3 ints
+
+    Returns
+    -------
+    ndarray, shape ``size``, ``volume``'s dtype (a new array).
+    """
+    out = np.full(tuple(size), fill, dtype=volume.dtype)
+    src, dst = [], []
+    for s, n, dim in zip(start, size, volume.shape, strict=True):
+        lo, hi = max(s, 0), min(s + n, dim)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def patch_start(
+    centre: np.ndarray, shape: Sequence[int], size: Sequence[int], rng: np.random.Generator | None
+) -> np.ndarray:
+    """Start of a patch of ``size`` containing ``centre``: centred, shifted at random by up to
+    a quarter patch (if ``rng``), then moved inside the volume where the volume is larger than
+    the patch (a smaller volume is padded symmetrically)."""
+    size = np.asarray(size)
+    start = np.asarray(centre) - size // 2
+    if rng is not None:
+        start = start + rng.integers(-(size // 4), size // 4 + 1)
+    shape = np.asarray(shape)
+    inside = np.clip(start, 0, np.maximum(shape - size, 0))
+    padded = (shape - size) // 2  # volume smaller than the patch: centre it
+    return np.where(shape >= size, inside, padded).astype(np.int64)
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation ranges and probabilities (nnU-Net's defaults, rotation narrowed)."""
+
+    p_rotate: float = 0.2
+    max_rotation_deg: float = 15.0
+    p_scale: float = 0.2
+    scale_range: tuple[float, float] = (0.85, 1.25)
+    p_brightness: float = 0.15
+    brightness_range: tuple[float, float] = (0.85, 1.15)
+    p_contrast: float = 0.15
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    p_noise: float = 0.15
+    noise_sd_max: float = 0.03  # in normalised units (1 = 1600 HU): up to ~50 HU
+
+
+def spatial_matrix(rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray | None:
+    """A random 3x3 rotation-scaling matrix (voxel space), or None when neither is drawn."""
+    matrix = np.eye(3)
+    drawn = False
+    if rng.random() < aug.p_rotate:
+        limit = np.deg2rad(aug.max_rotation_deg)
+        matrix = _rotation(rng.uniform(-limit, limit, 3)) @ matrix
+        drawn = True
+    if rng.random() < aug.p_scale:
+        matrix = matrix * rng.uniform(*aug.scale_range)
+        drawn = True
+    return matrix if drawn else None
+
+
+def resample_patch(
+    volume: np.ndarray,
+    centre: np.ndarray,
+    size: Sequence[int],
+    matrix: np.ndarray,
+    order: int,
+    fill: float,
+) -> np.ndarray:
+    """Sample ``volume`` on a patch grid of ``size`` voxels centred at ``centre`` and
+    transformed by ``matrix`` (output offset u -> input position centre + matrix u).
+
+    A crop large enough for the transformed grid is read first (``fill`` outside the volume),
+    then ``torch.nn.functional.grid_sample`` interpolates (``order`` 1: trilinear, 0: nearest).
+
+    Returns
+    -------
+    ndarray of float32, shape ``size``.
+    """
+    size = np.asarray(size)
+    half = (size - 1) / 2.0
+    corners = np.array(np.meshgrid(*[[-h, h] for h in half], indexing="ij")).reshape(3, -1)
+    reach = np.ceil(np.abs(matrix @ corners).max(axis=1)).astype(int) + 1
+    start = np.floor(centre).astype(int) - reach
+    crop_size = 2 * reach + 1
+    crop = crop_patch(volume, start, crop_size, fill).astype(np.float32)
+    axes = [torch.arange(n, dtype=torch.float64) - h for n, h in zip(size, half, strict=True)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3) offsets
+    pos = grid @ torch.from_numpy(matrix).T + torch.from_numpy(np.asarray(centre, float) - start)
+    norm = 2.0 * pos / torch.from_numpy(crop_size - 1.0) - 1.0  # align_corners=True
+    # grid_sample wants (x, y, z) = (last, middle, first) axis of the input
+    norm = norm.flip(-1).float()[None]
+    mode = "bilinear" if order == 1 else "nearest"
+    out = F.grid_sample(
+        torch.from_numpy(crop)[None, None],
+        norm,
+        mode=mode,
+        padding_mode="border",
+        align_corners=True,
+    )
+    return out[0, 0].numpy()
+
+
+def augment_intensity(
+    image: np.ndarray, rng: np.random.Generator, aug: AugmentConfig
+) -> np.ndarray:
+    """Brightness, contrast and Gaussian noise on a normalised patch (a new array)."""
+    image = image.copy()
+    if rng.random() < aug.p_brightness:
+        image *= rng.uniform(*aug.brightness_range)
+    if rng.random() < aug.p_contrast:
+        mean = image.mean()
+        image = (image - mean) * rng.uniform(*aug.contrast_range) + mean
+    if rng.random() < aug.p_noise:
+        image += rng.normal(0.0, rng.uniform(0, aug.noise_sd_max), image.shape).astype(np.float32)
+    return image.astype(np.float32)
+
+
+def sample_patch(
+    case: Stage1Case,
+    patch_size: Sequence[int],
+    ratios: Sequence[float],
+    rng: np.random.Generator,
+    augment: AugmentConfig | None = AugmentConfig(),
+) -> dict:
+    """One training patch of a case.
+
+    Returns
+    -------
+    dict with ``"image"`` (1, X, Y, Z) float32, ``"label"`` (1, X, Y, Z) int64 classes,
+    ``"distance"`` (1, X, Y, Z) float32 tensors, ``"centre_class"`` (int: the class drawn by
+    :func:`choose_centre`, 0 = anywhere).
+    """
+    shape = case.image.shape
+    centre, chosen = choose_centre(case.locations, shape, ratios, rng)
+    matrix = spatial_matrix(rng, augment) if augment is not None else None
+    if matrix is None:
+        start = patch_start(centre, shape, patch_size, rng)
+        image = crop_patch(case.image, start, patch_size, 0.0)
+        label = crop_patch(case.label, start, patch_size, 0)
+        distance = crop_patch(case.distance, start, patch_size, 1.0)
+    else:
+        size = np.asarray(patch_size)
+        shift = rng.integers(-(size // 4), size // 4 + 1)
+        centre = centre + shift  # keep the drawn voxel inside the patch, not always central
+        image = resample_patch(case.image, centre, patch_size, matrix, 1, 0.0)
+        label = resample_patch(case.label, centre, patch_size, matrix, 0, 0).astype(np.uint8)
+        distance = resample_patch(case.distance, centre, patch_size, matrix, 1, 1.0)
+    if augment is not None:
+        image = augment_intensity(image, rng, augment)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],
+        "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))[None],
+        "distance": torch.from_numpy(np.ascontiguousarray(distance, np.float32))[None],
+        "centre_class": chosen,
+    }
+
+
+class Stage1PatchDataset(torch.utils.data.Dataset):
+    """Random training patches from prepared cases; item ``index`` is a pure function of
+    ``(seed, index)`` (see the module docstring).
+
+    Parameters
+    ----------
+    cases : list of Stage1Case
+    patch_size : 3 ints (voxels)
+    ratios : 4 floats
+        Patch-centre class ratios (anywhere, class 1, 2, 3).
+    seed : int
+    augment : AugmentConfig or None
+        None switches augmentation off.
+    length : int
+        Nominal length (the training loop asks for indices ``< iterations * batch_size``).
+    """
+
+    def __init__(
+        self,
+        cases,
+        patch_size,
+        ratios=(0.33, 0.17, 0.2, 0.3),
+        seed=0,
+        augment=AugmentConfig(),
+        length=10**9,
+    ):
+        if not cases:
+            raise InputError("Stage1PatchDataset: no training cases")
+        self.cases, self.patch_size = list(cases), tuple(int(p) for p in patch_size)
+        self.ratios, self.seed, self.augment, self.length = (
+            check_ratios(ratios),
+            int(seed),
+            augment,
+            int(length),
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(index)])
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        return sample_patch(case, self.patch_size, self.ratios, rng, self.augment)
+
+
+def split_cases(cases: list, n_val: int) -> tuple[list, list]:
+    """Training and validation cases: the last ``n_val`` (by id order) are held out.
+
+    Raises
+    ------
+    InputError
+        If fewer than ``n_val + 1`` cases are given (at least one must be left to train on).
+    """
+    if n_val < 0 or len(cases) < n_val + 1:
+        raise InputError(
+            f"need at least {n_val + 1} cases to hold out {n_val} for validation, got {len(cases)}"
+        )
+    return (
+        (list(cases[: len(cases) - n_val]), list(cases[len(cases) - n_val :]))
+        if n_val
+        else (list(cases), [])
+    )
+
+
+#: Cohort sizes of notebook 05 per profile: (training + validation cases, held-out cases).
+NOTEBOOK_COHORT: dict[str, tuple[int, int]] = {"smoke": (2, 1), "cpu": (7, 3), "gpu": (24, 6)}
+
+
+def class_frequencies(cases: list[Stage1Case]) -> dict[int, int]:
+    """Voxels per anatomy class {0, 1, 2, 3} summed over cases (the intra-class imbalance)."""
+    counts = np.zeros(4, np.int64)
+    for case in cases:
+        counts += np.bincount(np.asarray(case.label).ravel(), minlength=4)[:4]
+    return {c: int(n) for c, n in enumerate(counts)}

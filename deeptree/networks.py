@@ -1,0 +1,132 @@
+"""The stage-1 and stage-2 networks: nnU-Net-like 3D U-Nets (MONAI ``DynUNet``).
+
+Paper, "Implementation details": nnU-Net is the backbone of both stages, with the number of
+downsamplings reduced to 3 (4 resolution levels) so that the smallest peripheral branches
+survive the encoder, and the convolutions widened at the deeper levels. Everything else is
+nnU-Net's default: two 3x3x3 convolutions per level, instance normalisation, leaky ReLU
+(slope 0.01), strided-convolution downsampling, transposed-convolution upsampling, deep
+supervision.
+
+The filter widths per level come from the run profile (``deeptree.config.NetworkConfig``):
+``gpu`` uses (32, 64, 128, 320), i.e. the deepest level widened to nnU-Net's cap of 320
+instead of doubling to 256; the ``cpu`` and ``smoke`` profiles use narrow networks so that
+a laptop trains one in minutes.
+
+Deep supervision: in training mode :class:`AirwayUNet` returns the logits at full, 1/2 and
+1/4 resolution *without* upsampling them (nnU-Net style, cheaper than MONAI's default of
+interpolating every head to full size); the loss downsamples the targets instead
+(``deeptree.losses.Stage1Loss``). In eval mode it returns the full-resolution logits only,
+as sliding-window inference expects.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import DynUNet
+
+from deeptree.config import NetworkConfig
+from deeptree.io import InputError
+
+#: Number of resolution levels (paper: 3 downsamplings, 4 levels).
+N_LEVELS = 4
+
+#: Deep-supervision heads below full resolution (1/2 and 1/4).
+N_DEEP_SUPERVISION = 2
+
+
+class AirwayUNet(DynUNet):
+    """``DynUNet`` whose training-mode output is the list of deep-supervision logits at their
+    own resolution (full first), instead of a stack of heads interpolated to full size."""
+
+    def forward(self, x: torch.Tensor):
+        """Logits.
+
+        Parameters
+        ----------
+        x : tensor, shape (B, C_in, X, Y, Z)
+            Each spatial size divisible by 8 (three stride-2 downsamplings).
+
+        Returns
+        -------
+        tensor (B, C_out, X, Y, Z) in eval mode or without deep supervision; in training
+        mode with deep supervision a list ``[full, half, quarter]`` of tensors
+        (B, C_out, X / 2^i, Y / 2^i, Z / 2^i).
+        """
+        out = self.output_block(self.skip_layers(x))
+        if self.training and self.deep_supervision:
+            return [out, *self.heads]
+        return out
+
+
+def build_network(
+    net: NetworkConfig,
+    in_channels: int,
+    out_channels: int,
+    *,
+    deep_supervision: bool | None = None,
+) -> AirwayUNet:
+    """Build a 4-level nnU-Net-like 3D U-Net.
+
+    Parameters
+    ----------
+    net : NetworkConfig
+        ``filters`` (one width per level, 4 values) and ``deep_supervision``.
+    in_channels : int
+        1 for stage 1 (CT), 2 for stage 2 (CT + attention map).
+    out_channels : int
+        Classes including background: 4 (AMC), 2 (plain / stage 2).
+    deep_supervision : bool, optional
+        Overrides ``net.deep_supervision``.
+
+    Returns
+    -------
+    AirwayUNet
+        Randomly initialised (seed torch before calling for reproducible weights).
+    """
+    filters = tuple(int(f) for f in net.filters)
+    if len(filters) != N_LEVELS or min(filters) < 1:
+        raise InputError(
+            f"network filters: expected {N_LEVELS} positive widths (one per level), got {filters}"
+        )
+    if in_channels < 1 or out_channels < 2:
+        raise InputError(
+            f"network: need in_channels >= 1 and out_channels >= 2, got {in_channels}, {out_channels}"
+        )
+    ds = net.deep_supervision if deep_supervision is None else deep_supervision
+    return AirwayUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[3] * N_LEVELS,
+        strides=[1] + [2] * (N_LEVELS - 1),
+        upsample_kernel_size=[2] * (N_LEVELS - 1),
+        filters=filters,
+        norm_name=("INSTANCE", {"affine": True}),
+        act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+        deep_supervision=ds,
+        deep_supr_num=N_DEEP_SUPERVISION,
+    )
+
+
+def stage1_network(net: NetworkConfig, variant: str = "amc+gul") -> AirwayUNet:
+    """The stage-1 network of a variant: 1 input channel (normalised CT), 4 output channels
+    with AMC (background + 3 anatomy classes) or 2 without (see ``deeptree.losses``)."""
+    from deeptree.losses import n_output_channels
+
+    return build_network(net, in_channels=1, out_channels=n_output_channels(variant))
+
+
+def stage2_network(net: NetworkConfig) -> AirwayUNet:
+    """The stage-2 breakage-connection network: 2 input channels (normalised CT, attention
+    map H_bar), 2 output channels (background, breakage), as the paper's Eq. 3."""
+    return build_network(net, in_channels=2, out_channels=2)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def divisor() -> int:
+    """Every spatial size fed to the network must be a multiple of this (2^3 = 8)."""
+    return 2 ** (N_LEVELS - 1)

@@ -1,0 +1,906 @@
+"""Stage-2 training data and training task (the design's ``data`` part for stage 2).
+
+DeepTree's second stage (paper Sec. 2.3) learns to reconnect an airway tree where the first
+stage broke it. There is no breakage in ground truth, so training samples are *simulated*:
+
+1. a training GT is broken afresh (:func:`deeptree.breakage.simulate_breakage`: 50% of the
+   peripheral branches lose a contiguous run of 10-30% of their skeleton); the removed voxels
+   are the target ``Y^B``;
+2. a few small *false-positive fragments* are added near the airway (short blobs in the
+   parenchyma, as a stage-1 network leaves them), so that attention peaks also appear where
+   nothing should be connected (see :func:`add_fragments`);
+3. the breakage attention :math:`\\bar H` (Eq. 2, :func:`deeptree.attention.breakage_attention`)
+   of that mask is computed and its centres (:func:`deeptree.attention.breakage_centres`)
+   are split into *positives* (within ``match_distance`` voxels of a simulated gap) and
+   *negatives* (all others: fragments, nearby branch ends);
+4. each training crop is a ``patch_size`` box (64^3 in the paper and the ``gpu`` profile,
+   32^3 for ``cpu``: :func:`stage2_settings`) of (normalised CT, :math:`\\bar H`) centred on
+   a positive (or, with probability ``negative_fraction``, a negative) centre plus a random
+   shift of up to a quarter patch per axis, with the target ``Y^B`` cropped alike. Boxes
+   that run past the volume are padded (CT: 0 = air, as in stage 1; attention and target: 0).
+
+The network sees CT and attention only (early fusion, paper Eq. 3); the loss is the plain
+2-class Dice + CE of nnU-Net with deep supervision (``deeptree.losses.Stage1Loss("plain")``,
+which is exactly that loss; the paper: "the default Dice + CE loss for the 2nd-stage").
+
+Placement: the issue names ``deeptree/data.py``; this module holds the stage-2 part so that
+the stage-1 data code stays untouched (the lead may re-export it from ``data``).
+
+Cost and determinism: a simulation (breakage + attention) costs about as much as a training
+step on a CPU, so :class:`Stage2CropDataset` draws ``crops_per_simulation`` consecutive
+crops from one simulation (simulation ``index // crops_per_simulation``, cached). Every item
+is still a pure function of ``(seed, index)``, as :func:`deeptree.train.train` requires for an
+exact resume; set ``crops_per_simulation=1`` for one fresh simulation per crop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from deeptree.config import (
+    AttentionConfig,
+    BreakageConfig,
+    NetworkConfig,
+    TrainConfig,
+    check_profile,
+)
+from deeptree.io import InputError, check_same_grid, check_spacing, check_volume
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage2DataConfig:
+    """How stage-2 training samples are simulated (choices of this implementation).
+
+    Attributes
+    ----------
+    min_generation : int
+        Peripheral branches (cut by the simulation) are leaves of at least this generation
+        (DESIGN.md: 3; the smoke phantoms stop at generation 2, so smoke uses 2).
+    negative_fraction : float
+        Probability that a crop is centred on a negative centre (an attention peak away from
+        every simulated gap) when there is one.
+    fragments_per_gap : float
+        Simulated false-positive fragments per gap (rounded, at least one when there is
+        room); 0 switches fragments off.
+    fragment_length : (float, float)
+        Length range of a fragment's axis, voxels.
+    fragment_radius : (float, float)
+        Radius range of a fragment, voxels.
+    fragment_distance : (float, float)
+        Distance range (voxels) between a fragment's centre and the airway surface: close
+        enough to raise attention (alpha = 5 voxels), never touching the airway.
+    gap_clearance : float
+        Fragments keep at least this distance (voxels) from every simulated gap, so that
+        positives stay clean.
+    match_distance : float
+        An attention centre within this distance (voxels) of a ``Y^B`` voxel belongs to that
+        gap (positive).
+    max_shift_fraction : float
+        Random shift of a crop, up to this fraction of the patch per axis (paper: "a random
+        3D spatial shifting"; 0.25 as for stage-1 patches).
+    crops_per_simulation : int
+        Consecutive dataset items drawn from one simulation (see the module notes).
+    """
+
+    min_generation: int = 3
+    negative_fraction: float = 0.25
+    fragments_per_gap: float = 0.5
+    fragment_length: tuple[float, float] = (1.0, 5.0)
+    fragment_radius: tuple[float, float] = (0.8, 1.6)
+    fragment_distance: tuple[float, float] = (3.0, 6.0)
+    gap_clearance: float = 10.0
+    match_distance: float = 5.0
+    max_shift_fraction: float = 0.25
+    crops_per_simulation: int = 4
+
+
+_DATA_PROFILES = {
+    "smoke": Stage2DataConfig(min_generation=2),
+    "cpu": Stage2DataConfig(crops_per_simulation=8),
+    "gpu": Stage2DataConfig(crops_per_simulation=2),
+}
+
+
+def stage2_data_config(profile: str = "cpu") -> Stage2DataConfig:
+    """The :class:`Stage2DataConfig` of a run profile (``smoke``, ``cpu``, ``gpu``)."""
+    return _DATA_PROFILES[check_profile(profile)]
+
+
+# --------------------------------------------------------------------------------------------
+# sources and simulated samples
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Stage2Source:
+    """One training case, prepared once for repeated breakage simulations.
+
+    Attributes
+    ----------
+    id : str
+    image : ndarray of float32, shape (I, J, K)
+        Normalised CT (:func:`deeptree.data.normalize_ct`).
+    airway : ndarray of bool, shape (I, J, K)
+        The GT airway that is broken: the voxels of the parsed tree (largest 6-connected
+        component of the GT).
+    tree : deeptree.tree.AirwayTree
+        ``parse_tree`` of the GT.
+    spacing : tuple of 3 float (mm)
+    room : ndarray of bool, shape (I, J, K), or None
+        Where fragments may go (e.g. the lung mask); None: anywhere off the airway.
+    """
+
+    id: str
+    image: np.ndarray
+    airway: np.ndarray
+    tree: object
+    spacing: tuple[float, float, float]
+    room: np.ndarray | None = None
+
+
+def prepare_stage2_source(
+    ct: np.ndarray,
+    airway: np.ndarray,
+    spacing: Sequence[float],
+    case_id: str = "case",
+    room: np.ndarray | None = None,
+) -> Stage2Source:
+    """Normalise the CT and parse the GT of one training case.
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K)
+        HU. Not modified.
+    airway : ndarray, shape (I, J, K), binary
+        GT airway mask. Not modified.
+    spacing : 3 floats (mm)
+    case_id : str
+        Used in error messages.
+    room : ndarray (I, J, K), binary, optional
+        Where simulated false-positive fragments may go (the lung mask of a phantom).
+
+    Raises
+    ------
+    InputError
+        Non-3D or non-finite arrays, shape mismatch, non-binary or empty GT, a GT too small
+        to parse, bad spacing.
+    """
+    from deeptree.attention import as_binary_mask
+    from deeptree.data import normalize_ct
+    from deeptree.tree import parse_tree
+
+    spacing = check_spacing(spacing, f"{case_id} spacing")
+    ct = check_volume(ct, f"{case_id} CT")
+    mask = as_binary_mask(airway, f"{case_id} label")
+    check_same_grid(ct, mask, f"{case_id} CT", f"{case_id} label")
+    if room is not None:
+        room = as_binary_mask(room, f"{case_id} room", allow_empty=True)
+        check_same_grid(ct, room, f"{case_id} CT", f"{case_id} room")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # several GT components: largest kept
+        tree = parse_tree(mask, spacing, name=f"{case_id} label")
+    return Stage2Source(
+        id=case_id,
+        image=normalize_ct(ct),
+        airway=mask & tree.mask,
+        tree=tree,
+        spacing=spacing,
+        room=room,
+    )
+
+
+@dataclass
+class Stage2Sample:
+    """One breakage simulation with its attention and crop centres.
+
+    Attributes
+    ----------
+    source : Stage2Source
+    mask : ndarray of bool, shape (I, J, K)
+        Broken GT plus the fragments: what the attention is computed on (a stand-in for a
+        stage-1 output).
+    label : ndarray of bool, shape (I, J, K)
+        ``Y^B``, the removed voxels (the stage-2 target).
+    fragments : ndarray of bool, shape (I, J, K)
+        The simulated false-positive fragments.
+    h_bar : ndarray of float32, shape (I, J, K)
+        Attention of ``mask``.
+    gaps : list of deeptree.breakage.Gap
+    positives, negatives : ndarray of int64, shape (n, 3)
+        Crop centres (voxels) at the gaps and away from them.
+    """
+
+    source: Stage2Source
+    mask: np.ndarray
+    label: np.ndarray
+    fragments: np.ndarray
+    h_bar: np.ndarray
+    gaps: list
+    positives: np.ndarray
+    negatives: np.ndarray
+
+
+def add_fragments(
+    airway: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    cfg: Stage2DataConfig = Stage2DataConfig(),
+    avoid: np.ndarray | None = None,
+    room: np.ndarray | None = None,
+) -> np.ndarray:
+    """Small blobs near the airway that never touch it: simulated stage-1 false positives.
+
+    Each fragment is a capsule (axis length and radius drawn from ``cfg``, random direction)
+    centred on a voxel whose distance to the airway lies in ``cfg.fragment_distance``;
+    voxels closer than 2 voxels to the airway are removed, so a fragment is never
+    26-connected to it.
+
+    Parameters
+    ----------
+    airway : ndarray of bool, shape (I, J, K)
+        The (broken) airway. Not modified.
+    n : int
+        Fragments to draw (fewer if there is no room).
+    rng : numpy Generator
+    cfg : Stage2DataConfig
+    avoid : ndarray of bool, shape (I, J, K), optional
+        Fragment centres keep ``cfg.gap_clearance`` voxels from these voxels (the gaps).
+    room : ndarray of bool, shape (I, J, K), optional
+        Fragment centres must lie here (e.g. the lung).
+
+    Returns
+    -------
+    ndarray of bool, shape (I, J, K)
+        The fragments (disjoint from ``airway``).
+    """
+    out = np.zeros(airway.shape, dtype=bool)
+    if n < 1 or not airway.any():
+        return out
+    lo_d, hi_d = cfg.fragment_distance
+    reach = int(np.ceil(hi_d + cfg.fragment_length[1] + cfg.fragment_radius[1])) + 2
+    box = _grown_box(airway, reach)
+    sub_airway = airway[box]
+    dist = ndi.distance_transform_edt(~sub_airway)
+    candidates = (dist >= lo_d) & (dist <= hi_d)
+    if avoid is not None and avoid[box].any():
+        candidates &= ndi.distance_transform_edt(~avoid[box]) > cfg.gap_clearance
+    if room is not None:
+        candidates &= room[box]
+    where = np.argwhere(candidates)
+    if len(where) == 0:
+        return out
+    sub = np.zeros(sub_airway.shape, dtype=bool)
+    for centre in where[rng.choice(len(where), size=min(n, len(where)), replace=False)]:
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction) + 1e-12
+        half = rng.uniform(*cfg.fragment_length) / 2.0
+        radius = rng.uniform(*cfg.fragment_radius)
+        _draw_capsule(sub, centre - half * direction, centre + half * direction, radius)
+    sub &= dist >= 2.0  # never 26-adjacent to the airway
+    out[box] = sub
+    return out
+
+
+def _draw_capsule(mask: np.ndarray, p0: np.ndarray, p1: np.ndarray, radius: float) -> None:
+    """Set (in place, on our own array) the voxels within ``radius`` of segment p0-p1."""
+    lo = np.maximum(np.floor(np.minimum(p0, p1) - radius).astype(int), 0)
+    hi = np.minimum(np.ceil(np.maximum(p0, p1) + radius).astype(int) + 1, mask.shape)
+    if np.any(hi <= lo):
+        return
+    grid = np.stack(
+        np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)], indexing="ij"), -1
+    )
+    d = p1 - p0
+    t = np.clip(((grid - p0) @ d) / max(float(d @ d), 1e-12), 0.0, 1.0)
+    dist = np.linalg.norm(grid - (p0 + t[..., None] * d), axis=-1)
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] |= dist <= radius
+
+
+def _grown_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    from deeptree.attention import bounding_box
+
+    found = bounding_box(mask)
+    return tuple(
+        slice(max(s.start - margin, 0), min(s.stop + margin, n))
+        for s, n in zip(found, mask.shape, strict=True)
+    )
+
+
+def split_centres(
+    centres: np.ndarray, label: np.ndarray, gaps: Sequence, match_distance: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split attention centres into positives (near a gap) and negatives (the rest).
+
+    Parameters
+    ----------
+    centres : ndarray of int, shape (n, 3)
+        From :func:`deeptree.attention.breakage_centres`.
+    label : ndarray of bool, shape (I, J, K)
+        ``Y^B``.
+    gaps : list of deeptree.breakage.Gap
+        A gap that no attention centre matches (rare: its region merged with another one)
+        adds its own ``centre`` to the positives, so that every gap is trained on.
+    match_distance : float
+        Voxels.
+
+    Returns
+    -------
+    positives, negatives : ndarray of int64, shape (n_pos, 3), (n_neg, 3)
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
+    gap_voxels = np.argwhere(label)
+    if len(gap_voxels) == 0:
+        return np.zeros((0, 3), np.int64), centres
+    from scipy.spatial import cKDTree
+
+    index = cKDTree(gap_voxels)
+    near = index.query(centres)[0] <= match_distance if len(centres) else np.zeros(0, dtype=bool)
+    positives = [c for c in centres[near]]
+    for gap in gaps:
+        voxels = np.asarray(gap.voxels)
+        if len(centres) == 0 or cKDTree(voxels).query(centres)[0].min() > match_distance:
+            positives.append(np.asarray(gap.centre, np.int64))
+    pos = np.asarray(positives, np.int64).reshape(-1, 3)
+    return pos, centres[~near]
+
+
+def simulate_stage2_sample(
+    source: Stage2Source,
+    rng: np.random.Generator,
+    cfg: Stage2DataConfig = Stage2DataConfig(),
+    breakage: BreakageConfig | None = None,
+    attention: AttentionConfig | None = None,
+) -> Stage2Sample:
+    """A fresh breakage simulation on a training GT, with fragments, attention and centres.
+
+    Parameters
+    ----------
+    source : Stage2Source
+    rng : numpy Generator
+        All randomness (same seed, same bytes).
+    cfg : Stage2DataConfig
+    breakage : BreakageConfig
+        ``branch_fraction`` and ``run_fraction`` (paper: 50%, 10-30%); the generation
+        threshold comes from ``cfg.min_generation``.
+    attention : AttentionConfig
+        ``alpha`` (voxels) and the centre threshold.
+
+    Returns
+    -------
+    Stage2Sample
+    """
+    from deeptree.attention import breakage_attention, breakage_centres
+    from deeptree.breakage import simulate_breakage
+
+    breakage = breakage if breakage is not None else BreakageConfig()
+    attention = attention if attention is not None else AttentionConfig()
+
+    result = simulate_breakage(
+        source.airway,
+        source.tree,
+        rng,
+        breakage.branch_fraction,
+        breakage.run_fraction,
+        min_generation=cfg.min_generation,
+        name=f"{source.id} label",
+    )
+    n_fragments = int(round(cfg.fragments_per_gap * len(result.gaps)))
+    if cfg.fragments_per_gap > 0:
+        n_fragments = max(n_fragments, 1)
+    fragments = add_fragments(result.broken, n_fragments, rng, cfg, result.label, source.room)
+    mask = result.broken | fragments
+    h_bar = breakage_attention(mask, attention.alpha)
+    centres = breakage_centres(h_bar, attention.centre_threshold)
+    positives, negatives = split_centres(centres, result.label, result.gaps, cfg.match_distance)
+    return Stage2Sample(
+        source=source,
+        mask=mask,
+        label=result.label,
+        fragments=fragments,
+        h_bar=h_bar,
+        gaps=result.gaps,
+        positives=positives,
+        negatives=negatives,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# crops
+# --------------------------------------------------------------------------------------------
+def random_shift(
+    size: Sequence[int], rng: np.random.Generator, fraction: float = 0.25
+) -> np.ndarray:
+    """A random integer shift per axis, uniform in ``[-fraction * size, fraction * size]``.
+
+    Returns
+    -------
+    ndarray of int64, shape (3,)
+    """
+    limit = (np.asarray(size) * float(fraction)).astype(np.int64)
+    return rng.integers(-limit, limit + 1).astype(np.int64)
+
+
+def crop_start(
+    centre: Sequence[int], size: Sequence[int], shift: Sequence[int] = (0, 0, 0)
+) -> np.ndarray:
+    """First voxel of the box of ``size`` centred on ``centre + shift`` (may lie outside the
+    volume: the crop is then padded). The centre voxel is at offset ``size // 2``."""
+    return (np.asarray(centre) + np.asarray(shift) - np.asarray(size) // 2).astype(np.int64)
+
+
+def crop_stage2(
+    image: np.ndarray,
+    h_bar: np.ndarray,
+    label: np.ndarray | None,
+    start: Sequence[int],
+    size: Sequence[int],
+) -> dict:
+    """The stage-2 input (and target) in the box ``[start, start + size)``.
+
+    Parameters
+    ----------
+    image : ndarray of float32, shape (I, J, K)
+        Normalised CT; padded with 0 (air) outside the volume.
+    h_bar : ndarray of float32, shape (I, J, K)
+        Attention; padded with 0.
+    label : ndarray of bool, shape (I, J, K), or None
+        ``Y^B``; padded with 0.
+    start : 3 ints
+        May be negative or run past the end.
+    size : 3 ints
+
+    Returns
+    -------
+    dict
+        ``"image"``: tensor float32 (2, X, Y, Z) = (CT, attention); ``"label"`` (with a
+        label): tensor int64 (1, X, Y, Z) in {0, 1}.
+    """
+    from deeptree.data import crop_patch
+
+    ct = crop_patch(image, start, size, 0.0).astype(np.float32)
+    att = crop_patch(h_bar, start, size, 0.0).astype(np.float32)
+    out = {"image": torch.from_numpy(np.stack([ct, att]))}
+    if label is not None:
+        target = crop_patch(np.asarray(label, dtype=np.uint8), start, size, 0)
+        out["label"] = torch.from_numpy(target.astype(np.int64))[None]
+    return out
+
+
+class Stage2CropDataset(torch.utils.data.Dataset):
+    """Stage-2 training crops; item ``index`` is a pure function of ``(seed, index)``.
+
+    Item ``index`` comes from simulation ``index // cfg.crops_per_simulation`` (source and
+    breakage drawn from ``default_rng([seed, simulation, 0])``); its centre, shift and
+    augmentation from ``default_rng([seed, index, 1])``.
+
+    Parameters
+    ----------
+    sources : list of Stage2Source
+    patch_size : 3 ints (voxels)
+    cfg : Stage2DataConfig
+    breakage : BreakageConfig
+    attention : AttentionConfig
+    seed : int
+    augment : deeptree.data.AugmentConfig or None
+        Intensity augmentation of the CT channel (brightness, contrast, noise: nnU-Net's);
+        None switches it off. No spatial augmentation: the attention and the target would
+        have to be resampled alike, and the random shift already varies the position.
+    length : int
+        Nominal length.
+
+    Items
+    -----
+    dict with ``"image"`` float32 (2, X, Y, Z), ``"label"`` int64 (1, X, Y, Z) and
+    ``"negative"`` (int: 1 if centred on a negative centre).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Stage2Source],
+        patch_size: Sequence[int],
+        cfg: Stage2DataConfig = Stage2DataConfig(),
+        breakage: BreakageConfig | None = None,
+        attention: AttentionConfig | None = None,
+        seed: int = 0,
+        augment=None,
+        length: int = 10**9,
+    ):
+        if not sources:
+            raise InputError("Stage2CropDataset: no training cases")
+        if cfg.crops_per_simulation < 1:
+            raise InputError(
+                f"crops_per_simulation must be at least 1, got {cfg.crops_per_simulation}"
+            )
+        self.sources = list(sources)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.cfg = cfg
+        self.breakage = breakage if breakage is not None else BreakageConfig()
+        self.attention = attention if attention is not None else AttentionConfig()
+        self.seed, self.augment, self.length = int(seed), augment, int(length)
+        self._cached: tuple[int, Stage2Sample] | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def simulation(self, number: int) -> Stage2Sample:
+        """Simulation ``number`` (cached: consecutive items share it)."""
+        if self._cached is not None and self._cached[0] == number:
+            return self._cached[1]
+        rng = np.random.default_rng([self.seed, int(number), 0])
+        source = self.sources[int(rng.integers(len(self.sources)))]
+        sample = simulate_stage2_sample(source, rng, self.cfg, self.breakage, self.attention)
+        self._cached = (number, sample)
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.simulation(int(index) // self.cfg.crops_per_simulation)
+        rng = np.random.default_rng([self.seed, int(index), 1])
+        centre, negative = choose_crop_centre(sample, rng, self.cfg.negative_fraction)
+        shift = random_shift(self.patch_size, rng, self.cfg.max_shift_fraction)
+        start = crop_start(centre, self.patch_size, shift)
+        item = crop_stage2(sample.source.image, sample.h_bar, sample.label, start, self.patch_size)
+        if self.augment is not None:
+            from deeptree.data import augment_intensity
+
+            ct = augment_intensity(item["image"][0].numpy(), rng, self.augment)
+            item["image"][0] = torch.from_numpy(ct)
+        item["negative"] = int(negative)
+        return item
+
+
+def choose_crop_centre(
+    sample: Stage2Sample, rng: np.random.Generator, negative_fraction: float = 0.25
+) -> tuple[np.ndarray, bool]:
+    """Draw a crop centre: a negative with probability ``negative_fraction`` (if any, or if
+    there is no positive), else a positive; with neither (no gap could be cut), a random
+    airway voxel.
+
+    Returns
+    -------
+    centre : ndarray of int64, shape (3,)
+    negative : bool
+    """
+    pos, neg = sample.positives, sample.negatives
+    take_negative = len(neg) > 0 and (len(pos) == 0 or rng.random() < negative_fraction)
+    if take_negative:
+        return neg[rng.integers(len(neg))].astype(np.int64), True
+    if len(pos) > 0:
+        return pos[rng.integers(len(pos))].astype(np.int64), False
+    voxels = np.argwhere(sample.mask)
+    return voxels[rng.integers(len(voxels))].astype(np.int64), False
+
+
+# --------------------------------------------------------------------------------------------
+# training task
+# --------------------------------------------------------------------------------------------
+def source_from_case(case) -> Stage2Source:
+    """:func:`prepare_stage2_source` of a ``deeptree.phantom.PhantomCase`` (its lung mask is
+    the fragments' room)."""
+    return prepare_stage2_source(case.ct, case.airway, case.spacing, case.id, case.lung)
+
+
+def phantom_sources(profile: str, seeds: Sequence, progress: bool = False) -> list[Stage2Source]:
+    """Generate phantoms (``deeptree.phantom.generate_case``) and prepare them for stage 2.
+
+    Parameters
+    ----------
+    profile : str
+        Phantom profile (``smoke``, ``cpu``, ``gpu``).
+    seeds : sequence of int or tuples
+        One case per seed.
+
+    Returns
+    -------
+    list of Stage2Source (the lung mask is the fragments' room)
+    """
+    from tqdm.auto import tqdm
+
+    from deeptree.phantom import generate_case
+
+    out = []
+    for seed in tqdm(list(seeds), desc="phantoms", disable=not progress):
+        name = "_".join(str(int(s)) for s in np.atleast_1d(seed))
+        out.append(source_from_case(generate_case(profile, seed, case_id=f"PHANTOM_{name}")))
+    return out
+
+
+def stage2_task(
+    train_sources: Sequence[Stage2Source],
+    val_sources: Sequence[Stage2Source],
+    net: NetworkConfig,
+    cfg: TrainConfig,
+    *,
+    data: Stage2DataConfig = Stage2DataConfig(),
+    breakage: BreakageConfig | None = None,
+    attention: AttentionConfig | None = None,
+    profile: str | None = None,
+    device=None,
+    val_simulations: int = 1,
+):
+    """Assemble the stage-2 :class:`deeptree.train.TrainingTask` (mirrors ``stage1_task``).
+
+    Parameters
+    ----------
+    train_sources, val_sources : list of Stage2Source
+        Validation simulates ``val_simulations`` fixed breakages per held-out case and
+        reports the gap repair rate and the Dice of the predicted ``Y^B``
+        (:func:`deeptree.pipeline.evaluate_gap_repair`). No validation if empty.
+    net : NetworkConfig
+        ``filters`` and ``patch_size`` of the stage-2 network.
+    cfg : TrainConfig
+        Seeds the weights and the crop stream.
+    data, breakage, attention
+        Sample simulation settings.
+    profile : str, optional
+        Recorded in the checkpoint.
+    device : optional
+        Where validation inference runs (default: the model's device).
+
+    Returns
+    -------
+    deeptree.train.TrainingTask
+    """
+    from deeptree.data import AugmentConfig
+    from deeptree.losses import Stage1Loss
+    from deeptree.networks import stage2_network
+    from deeptree.train import TrainingTask
+
+    breakage = breakage if breakage is not None else BreakageConfig()
+    attention = attention if attention is not None else AttentionConfig()
+    torch.manual_seed(cfg.seed)
+    model = stage2_network(net)
+    criterion = Stage1Loss("plain")  # 2-class Dice + CE with deep supervision, no GUL
+    dataset = Stage2CropDataset(
+        train_sources,
+        net.patch_size,
+        data,
+        breakage,
+        attention,
+        seed=cfg.seed,
+        augment=AugmentConfig(),
+        length=cfg.iterations * cfg.batch_size,
+    )
+
+    def loss_fn(outputs, batch):
+        return criterion(outputs, batch["label"], None)
+
+    meta = {
+        "stage": 2,
+        "filters": list(net.filters),
+        "patch_size": list(net.patch_size),
+        "alpha": float(attention.alpha),
+        "centre_threshold": float(attention.centre_threshold),
+        "profile": profile,
+        "name": "stage 2, breakage connection",
+    }
+    validate = None
+    if val_sources:
+        validate = _stage2_validator(
+            list(val_sources), data, breakage, attention, net, cfg.seed, val_simulations, device
+        )
+    return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
+
+
+def _stage2_validator(sources, data, breakage, attention, net, seed, n_sim, device):
+    from deeptree.pipeline import evaluate_gap_repair
+
+    samples = [
+        simulate_stage2_sample(
+            s, np.random.default_rng([seed, 10_000 + i, j]), data, breakage, attention
+        )
+        for i, s in enumerate(sources)
+        for j in range(n_sim)
+    ]
+
+    def validate(model: torch.nn.Module) -> dict:
+        dev = next(model.parameters()).device if device is None else device
+        result = evaluate_gap_repair(samples, model, net.patch_size, device=dev)
+        return {k: float(result[k]) for k in ("repair_rate", "gap_dice", "gaps")}
+
+    return validate
+
+
+def stage2_settings(profile: str) -> tuple[NetworkConfig, TrainConfig, Stage2DataConfig]:
+    """Network, training and data settings of stage 2 for a run profile:
+    ``get_config(profile).stage2_net``, ``.stage2_train`` and :func:`stage2_data_config`."""
+    from deeptree.config import get_config
+
+    run = get_config(profile)
+    return run.stage2_net, run.stage2_train, stage2_data_config(profile)
+
+
+__all__ = [
+    "Stage2CropDataset",
+    "Stage2DataConfig",
+    "Stage2Sample",
+    "Stage2Source",
+    "add_fragments",
+    "choose_crop_centre",
+    "crop_stage2",
+    "crop_start",
+    "phantom_sources",
+    "prepare_stage2_source",
+    "random_shift",
+    "simulate_stage2_sample",
+    "split_centres",
+    "stage2_data_config",
+    "stage2_settings",
+    "stage2_task",
+    "load_sources",
+    "train_cli",
+    "plot_crop_gallery",
+    "sample_labels",
+    "source_from_case",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def load_sources(root, progress: bool = False) -> list[Stage2Source]:
+    """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2.
+
+    A ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` (phantom cohorts have one) is used as the
+    room of the simulated fragments.
+
+    Raises
+    ------
+    InputError
+        An empty dataset, a CT without its label, or any problem of
+        :func:`prepare_stage2_source`.
+    """
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from deeptree.io import list_cases, load_case, read_nifti
+
+    cases = list_cases(root)
+    if not cases:
+        raise InputError(f"{root}: no cases in imagesTr/labelsTr")
+    out = []
+    for paths in tqdm(cases, desc="prepare", disable=not progress):
+        if paths.image is None or paths.label is None:
+            raise InputError(f"case {paths.id}: needs both a CT and a label in {root}")
+        case = load_case(paths.image, paths.label, case_id=paths.id)
+        lung_path = Path(root) / "lungsTr" / f"{paths.id}.nii.gz"
+        room = read_nifti(lung_path).array > 0 if lung_path.is_file() else None
+        out.append(prepare_stage2_source(case.ct, case.label, case.spacing, paths.id, room))
+    return out
+
+
+def train_cli(args) -> int:
+    """``deeptree train --stage 2``: train the stage-2 network on an ATM'22-layout dataset.
+
+    Uses ``args.profile``, ``args.data``, ``args.out``, ``args.resume``, ``args.iterations``,
+    ``args.batch_size``, ``args.val`` (cases held out for validation: gap repair rate),
+    ``args.seed``, ``args.device``, ``args.workers`` and ``args.no_progress``.
+
+    Returns
+    -------
+    int
+        0 on success.
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from deeptree.config import get_config
+    from deeptree.data import split_cases
+    from deeptree.train import CHECKPOINT_NAME, load_checkpoint, train
+
+    run = get_config(args.profile)
+    net, train_cfg, data_cfg = stage2_settings(args.profile)
+    existing = Path(args.out) / CHECKPOINT_NAME
+    if existing.is_file():
+        stage = load_checkpoint(existing).get("meta", {}).get("stage")
+        if stage != 2:
+            # never overwrite (or resume from) another stage's model
+            raise InputError(
+                f"{existing}: holds a stage-{stage} checkpoint; give stage 2 another --out"
+            )
+    overrides = {
+        "iterations": args.iterations,
+        "batch_size": args.batch_size,
+        "val_cases": args.val,
+        "seed": args.seed,
+    }
+    train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
+        raise InputError("--iterations and --batch-size must be at least 1")
+    sources = load_sources(args.data, progress=not args.no_progress)
+    train_sources, val_sources = split_cases(sources, train_cfg.val_cases)
+    print(f"{len(train_sources)} training and {len(val_sources)} validation cases from {args.data}")
+    task = stage2_task(
+        train_sources,
+        val_sources,
+        net,
+        train_cfg,
+        data=data_cfg,
+        breakage=run.breakage,
+        attention=run.attention,
+        profile=args.profile,
+        device=args.device,
+    )
+    result = train(
+        task,
+        train_cfg,
+        args.out,
+        resume=args.resume,
+        device=args.device,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(
+        f"done: {result.iteration} iterations in {result.seconds:.1f} s; checkpoint {result.checkpoint}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# figures (notebook 06)
+# --------------------------------------------------------------------------------------------
+def plot_crop_gallery(items: Sequence[dict], title: str | None = None):
+    """Training crops side by side: CT, attention and target through each crop's centre.
+
+    Parameters
+    ----------
+    items : sequence of dict
+        :class:`Stage2CropDataset` items (``"image"`` (2, X, Y, Z), ``"label"``
+        (1, X, Y, Z), ``"negative"``).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Figure with one column per crop and rows CT (gray), attention (magma, 0-1)
+    and the target ``Y^B`` as a maximum projection along k over the CT slice (red).
+    The slice is the axial plane (k) holding most target voxels (the middle one if none).
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(items)
+    fig, axes = plt.subplots(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
+    for col, item in enumerate(items):
+        ct, att = item["image"][0].numpy(), item["image"][1].numpy()
+        target = item["label"][0].numpy().astype(bool)
+        per_k = target.sum(axis=(0, 1))
+        k = int(np.argmax(per_k)) if per_k.any() else ct.shape[2] // 2
+        kind = "negative" if item.get("negative") else "gap"
+        axes[0, col].imshow(ct[:, :, k].T, cmap="gray", origin="lower", vmin=0, vmax=0.6)
+        axes[0, col].set_title(f"{kind}, k={k}", fontsize=9)
+        axes[1, col].imshow(att[:, :, k].T, cmap="magma", origin="lower", vmin=0, vmax=1)
+        axes[2, col].imshow(ct[:, :, k].T, cmap="gray", origin="lower", vmin=0, vmax=0.6)
+        overlay = np.zeros((*target.shape[:2], 4))
+        overlay[target.any(axis=2)] = (1.0, 0.1, 0.1, 0.85)
+        axes[2, col].imshow(overlay.transpose(1, 0, 2), origin="lower")
+    for row, name in enumerate(("CT", "attention H_bar", "target Y^B (MIP)")):
+        axes[row, 0].set_ylabel(name)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+#: Colours of :func:`sample_labels`: broken airway, removed gap voxels ``Y^B`` (red: the
+#: target), simulated fragments (green: false positives, as in the paper's Fig. 3).
+SAMPLE_COLORS: dict[int, str] = {1: "#e8c39e", 2: "#ff2020", 3: "#20c020"}
+SAMPLE_NAMES: dict[int, str] = {1: "broken airway", 2: "gap Y^B (target)", 3: "fragments"}
+
+
+def sample_labels(sample: Stage2Sample) -> np.ndarray:
+    """A simulation as one label volume (uint8, (I, J, K)): 1 broken airway, 2 the gaps
+    ``Y^B``, 3 the fragments; colours :data:`SAMPLE_COLORS`."""
+    out = np.zeros(sample.mask.shape, dtype=np.uint8)
+    out[sample.mask] = 1
+    out[sample.label] = 2
+    out[sample.fragments] = 3
+    return out

@@ -1,0 +1,229 @@
+"""Tests of deeptree.train: the loss goes down, exact resume after Ctrl-C, checkpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from deeptree.config import NetworkConfig, TrainConfig, get_config
+from deeptree.io import InputError
+from deeptree.losses import Stage1Loss, gul_distance_weight
+from deeptree.networks import stage1_network
+from deeptree.train import (
+    TrainingTask,
+    load_checkpoint,
+    plot_log,
+    poly_lr,
+    read_log,
+    train,
+)
+
+PATCH = 16
+
+
+class TubeDataset(torch.utils.data.Dataset):
+    """Random noisy tubes: item ``index`` depends only on ``(seed, index)``."""
+
+    def __init__(self, seed: int = 0, size: int = PATCH):
+        self.seed, self.size = seed, size
+
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, index])
+        n = self.size
+        i, j = np.mgrid[:n, :n]
+        ci, cj, r = rng.uniform(5, n - 5), rng.uniform(5, n - 5), rng.uniform(1.5, 3.5)
+        disc = (i - ci) ** 2 + (j - cj) ** 2 <= r**2
+        label = np.repeat(disc[:, :, None], n, axis=2).astype(np.int64)
+        label[label > 0] = 1 if r > 3 else 3
+        image = (label == 0).astype(np.float32) + rng.normal(0, 0.3, label.shape).astype(np.float32)
+        return {
+            "image": torch.from_numpy(image)[None],
+            "label": torch.from_numpy(label)[None],
+            "distance": torch.from_numpy(gul_distance_weight(label))[None],
+        }
+
+
+def make_task(variant="amc+gul", filters=(2, 4, 8, 16)):
+    torch.manual_seed(0)
+    model = stage1_network(NetworkConfig(filters=filters, patch_size=(PATCH,) * 3), variant)
+    criterion = Stage1Loss(variant)
+    return TrainingTask(
+        model=model,
+        loss_fn=lambda out, b: criterion(out, b["label"], b["distance"]),
+        dataset=TubeDataset(),
+        meta={"stage": 1, "variant": variant, "filters": list(filters)},
+    )
+
+
+@pytest.fixture
+def deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+CFG = TrainConfig(iterations=6, batch_size=2, validate_every=3, checkpoint_every=2, amp=False)
+
+
+def fixed_batch_loss(task, n=4):
+    task.model.eval()
+    batch = torch.utils.data.default_collate([task.dataset[10_000 + k] for k in range(n)])
+    with torch.no_grad():
+        return float(task.loss_fn(task.model(batch["image"]), batch)[0])
+
+
+def test_training_lowers_the_loss_on_smoke_profile(tmp_path):
+    smoke = get_config("smoke")
+    task = make_task(filters=smoke.stage1_net.filters)
+    before = fixed_batch_loss(task)
+    cfg = replace(smoke.stage1_train, iterations=12, batch_size=2, validate_every=100)
+    result = train(task, cfg, tmp_path, device="cpu", progress=False)
+    after = fixed_batch_loss(task)
+    assert result.iteration == 12 and len([e for e in result.history if "loss" in e]) == 12
+    assert after < before - 0.05, (before, after)
+
+
+def test_resume_after_ctrl_c_gives_identical_weights(tmp_path, deterministic):
+    calls = []
+    full_task = make_task()
+    full_task.validate = lambda model: calls.append(1) or {"score": 0.5}
+    full = train(full_task, CFG, tmp_path / "full", device="cpu", progress=False)
+
+    def interrupt_at_4(iteration, entry):
+        if iteration == 4:
+            signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, handled at the iteration's end
+
+    task = make_task()
+    task.validate = lambda model: {"score": 0.5}
+    with pytest.raises(KeyboardInterrupt, match="after iteration 4"):
+        train(task, CFG, tmp_path / "cut", device="cpu", progress=False, callback=interrupt_at_4)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 4
+    torch.manual_seed(123)  # disturb the global state: resume must restore it
+    np.random.seed(7)
+    resumed_task = make_task()
+    resumed_task.validate = lambda model: {"score": 0.5}
+    resumed = train(resumed_task, CFG, tmp_path / "cut", device="cpu", progress=False, resume=True)
+
+    assert resumed.iteration == 6
+    a, b = full_task.model.state_dict(), resumed_task.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    opt_a = load_checkpoint(full.checkpoint)["optimizer"]["state"]
+    opt_b = load_checkpoint(resumed.checkpoint)["optimizer"]["state"]
+    assert all(torch.equal(opt_a[k]["momentum_buffer"], opt_b[k]["momentum_buffer"]) for k in opt_a)
+    assert torch.equal(
+        load_checkpoint(full.checkpoint)["rng"]["torch"],
+        load_checkpoint(resumed.checkpoint)["rng"]["torch"],
+    )
+    losses_full = [e["loss"] for e in read_log(full.log) if "loss" in e]
+    losses_resumed = [e["loss"] for e in read_log(resumed.log) if "loss" in e]
+    assert losses_full == losses_resumed
+    assert len(calls) == 2  # validation at 3 and 6
+
+
+def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
+    task = make_task()
+    train(
+        task, replace(CFG, iterations=4, checkpoint_every=2), tmp_path, device="cpu", progress=False
+    )
+    log = tmp_path / "log.jsonl"
+    # simulate a run killed hard after the checkpoint at 4: stray lines for 5 and 6
+    with open(log, "a") as f:
+        f.write(json.dumps({"iteration": 5, "loss": 9.0}) + "\n")
+    cfg = replace(CFG, iterations=4)
+    result = train(make_task(), cfg, tmp_path, device="cpu", progress=False, resume=True)
+    assert [e["iteration"] for e in read_log(result.log)] == [1, 2, 3, 4]
+
+
+def test_outputs_schedule_and_plot(tmp_path):
+    result = train(make_task(), CFG, tmp_path, device="cpu", progress=False)
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+    entries = read_log(result.log)
+    assert entries[0]["lr"] == pytest.approx(0.01) and entries[-1]["lr"] == pytest.approx(
+        poly_lr(5, CFG)
+    )
+    assert {"dice", "ce", "gul", "loss"} <= set(entries[0])
+    assert poly_lr(0, CFG) == 0.01 and poly_lr(CFG.iterations, CFG) == 0.0
+    fig = plot_log(entries + [{"iteration": 6, "val": {"TLD": 0.5}}])
+    assert len(fig.axes) == 2
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(InputError, match="not a DeepTree checkpoint"):
+        load_checkpoint(other)
+    train(make_task(), replace(CFG, iterations=2), tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(InputError, match="variant"):
+        train(
+            make_task("plain"),
+            replace(CFG, iterations=2),
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+            resume=True,
+        )
+    with pytest.raises(InputError, match="iterations"):
+        train(
+            make_task(),
+            replace(CFG, iterations=3),
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+            resume=True,
+        )
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_train_then_resume_and_predict(tmp_path, capsys):
+    from deeptree.cli import main
+    from deeptree.io import read_nifti
+    from deeptree.phantom import generate_cohort
+
+    data = tmp_path / "cohort"
+    generate_cohort(data, "smoke", 2, seed=0, progress=False)
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--stage",
+        "1",
+        "--profile",
+        "smoke",
+        "--variant",
+        "amc+gul",
+        "--data",
+        str(data),
+    ]
+    args += ["--out", str(out), "--val", "1", "--no-progress", "--device", "cpu"]
+    assert main([*args, "--iterations", "1"]) == 0
+    assert load_checkpoint(out / "last.pt")["iteration"] == 1
+    assert any("val" in e for e in read_log(out / "log.jsonl"))
+    assert main([*args, "--iterations", "2", "--resume"]) == 2
+    assert "resume needs the same schedule" in capsys.readouterr().err
+    pred = tmp_path / "pred"
+    args = ["predict", "--stage", "1", "--checkpoint", str(out / "last.pt"), "--input"]
+    assert (
+        main([*args, str(data / "imagesTr"), "--out", str(pred), "--classes", "--device", "cpu"])
+        == 0
+    )
+    ct = read_nifti(data / "imagesTr" / "PHANTOM_000_0000.nii.gz")
+    mask = read_nifti(pred / "PHANTOM_000.nii.gz")
+    assert mask.array.shape == ct.array.shape and np.array_equal(mask.affine, ct.affine)
+    assert (pred / "PHANTOM_001_classes.nii.gz").is_file()
+    assert main([*args, str(tmp_path / "nothing"), "--out", str(pred)]) == 2
