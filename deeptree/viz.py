@@ -533,6 +533,44 @@ def mip_overlay(
     return fig
 
 
+def show_slices(
+    panels: Mapping[str, tuple],
+    *,
+    aspect: float = 1.0,
+    colorbar: bool = True,
+    title: str | None = None,
+):
+    """Side-by-side 2D slices of different quantities on the same grid.
+
+    Parameters
+    ----------
+    panels : mapping title -> (image, cmap, (low, high))
+        ``image`` is a 2D array in (i, j) order of one axial slice (shown with j up);
+        ``cmap`` a matplotlib colormap name or object (e.g. :func:`label_cmap`);
+        ``(low, high)`` the display range. NaN pixels are left blank.
+    aspect : float
+        Pixel aspect ratio (spacing along j / spacing along i).
+    colorbar : bool
+        Add a colour bar to the last panel.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    image = None
+    for ax, (name, (array, cmap, (low, high))) in zip(axes[0], panels.items(), strict=True):
+        image = ax.imshow(np.asarray(array, dtype=float).T, origin="lower", cmap=cmap, vmin=low,
+                          vmax=high, aspect=aspect, interpolation="nearest")
+        ax.set(title=name, xticks=[], yticks=[])
+    if colorbar and image is not None:
+        fig.colorbar(image, ax=axes[0][-1], shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def is_blank(image: np.ndarray, min_std: float = 1.0) -> bool:
     """True if an RGB(A) image is (nearly) uniform: its RGB standard deviation is below
     ``min_std`` (on the 0-255 scale)."""

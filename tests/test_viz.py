@@ -412,3 +412,21 @@ def test_slice_slider_scrolls_one_plane():
     slider.value = 3  # redraws without error
     with pytest.raises(ValueError, match="plane must be one of"):
         viz.slice_slider(ct, plane="oblique")
+
+
+def test_show_slices_draws_one_panel_per_quantity_with_the_given_ranges():
+    image = np.arange(12, dtype=float).reshape(3, 4)
+    labels = np.zeros((3, 4))
+    labels[1, 2] = np.nan
+    fig = viz.show_slices(
+        {"ct": (image, "gray", (0, 11)), "labels": (labels, viz.label_cmap(viz.CLASS_COLORS), (0, 3))},
+        aspect=2.0,
+        title="t",
+    )
+    axes = [ax for ax in fig.axes if ax.get_title() in ("ct", "labels")]
+    assert [ax.get_title() for ax in axes] == ["ct", "labels"]
+    shown = axes[0].images[0].get_array()
+    assert shown.shape == (4, 3) and shown[3, 2] == 11  # transposed: j up
+    assert axes[1].images[0].get_clim() == (0, 3)
+    assert axes[0].get_aspect() == 2.0
+    assert len(fig.axes) == 3  # two panels and the colour bar
