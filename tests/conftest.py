@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import matplotlib
+
 # Figures in tests are written to files: never pick a GUI backend because a display exists
-# (pytest runs under Xvfb for the napari tests).
-os.environ.setdefault("MPLBACKEND", "Agg")
+# (pytest runs under Xvfb for the napari tests). matplotlib.use, not the MPLBACKEND variable:
+# notebook kernels started by the tests inherit the environment and must keep their inline
+# backend, or their figures vanish from the outputs.
+matplotlib.use("Agg")
 
 import pytest
 
