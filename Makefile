@@ -5,6 +5,8 @@
 # that napari needs to render headless under Xvfb. A second run skips what is installed.
 
 PROFILE ?= cpu
+# Empty: every notebook in order; or a subset, e.g. NOTEBOOKS=notebooks/00_overview.ipynb
+NOTEBOOKS ?=
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -36,7 +38,7 @@ notebooks: setup
 test: lint pytest notebooks
 
 reproduce: setup
-	$(XVFB) $(PY) -m deeptree notebooks --profile $(PROFILE) --html --summary
+	$(XVFB) $(PY) -m deeptree notebooks --profile $(PROFILE) --html --summary $(NOTEBOOKS)
 
 clean:
 	rm -rf runs/ci .pytest_cache .ruff_cache
