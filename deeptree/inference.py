@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeptree.config import NetworkConfig
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
 
 #: nnU-Net's Gaussian importance weighting: sigma = patch size / 8.
@@ -218,21 +217,9 @@ def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device 
         Missing, unreadable or non-DeepTree checkpoint, or one of another stage.
     """
     from deeptree.networks import stage1_network
-    from deeptree.train import load_checkpoint
+    from deeptree.train import load_model
 
-    state = load_checkpoint(checkpoint, map_location=device)
-    meta = state.get("meta", {})
-    if meta.get("stage") != 1:
-        raise InputError(f"{checkpoint}: not a stage-1 checkpoint (stage {meta.get('stage')!r})")
-    net = NetworkConfig(filters=tuple(meta["filters"]), patch_size=tuple(meta["patch_size"]))
-    model = stage1_network(net, meta["variant"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise InputError(
-            f"{checkpoint}: weights do not fit the network in its metadata ({err})"
-        ) from err
-    return model.to(device).eval(), meta
+    return load_model(checkpoint, 1, lambda net, meta: stage1_network(net, meta["variant"]), device)
 
 
 def predict_file(

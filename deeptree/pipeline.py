@@ -119,24 +119,10 @@ def load_stage2_model(checkpoint: str | os.PathLike, device: str | torch.device 
     InputError
         Missing, unreadable or non-DeepTree checkpoint, or one of another stage.
     """
-    from deeptree.config import NetworkConfig
     from deeptree.networks import stage2_network
-    from deeptree.train import load_checkpoint
+    from deeptree.train import load_model
 
-    state = load_checkpoint(checkpoint, map_location=device)
-    meta = state.get("meta", {})
-    if meta.get("stage") != 2:
-        raise InputError(f"{checkpoint}: not a stage-2 checkpoint (stage {meta.get('stage')!r})")
-    model = stage2_network(
-        NetworkConfig(filters=tuple(meta["filters"]), patch_size=tuple(meta["patch_size"]))
-    )
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise InputError(
-            f"{checkpoint}: weights do not fit the network in its metadata ({err})"
-        ) from err
-    return model.to(device).eval(), meta
+    return load_model(checkpoint, 2, lambda net, meta: stage2_network(net), device)
 
 
 def _device(device) -> torch.device:

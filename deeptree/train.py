@@ -211,6 +211,51 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
+def load_model(checkpoint: str | Path, stage: int, build, device="cpu"):
+    """Rebuild a trained network of one stage from its checkpoint.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        ``last.pt`` written by :func:`train`.
+    stage : int
+        1 or 2: the stage the checkpoint must belong to.
+    build : callable
+        ``build(net_config, meta) -> torch.nn.Module`` makes the untrained network from the
+        :class:`~deeptree.config.NetworkConfig` (filters, patch size) stored in the metadata.
+    device : str or torch.device
+
+    Returns
+    -------
+    model : torch.nn.Module in eval mode on ``device``
+    meta : dict
+        The checkpoint's metadata (stage, variant, filters, patch_size, ...).
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or non-DeepTree checkpoint, one of another stage, or weights that
+        do not fit the network the metadata describes.
+    """
+    from deeptree.config import NetworkConfig
+
+    state = load_checkpoint(checkpoint, map_location=device)
+    meta = state.get("meta", {})
+    if meta.get("stage") != stage:
+        raise InputError(
+            f"{checkpoint}: not a stage-{stage} checkpoint (stage {meta.get('stage')!r})"
+        )
+    net = NetworkConfig(filters=tuple(meta["filters"]), patch_size=tuple(meta["patch_size"]))
+    model = build(net, meta)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise InputError(
+            f"{checkpoint}: weights do not fit the network in its metadata ({err})"
+        ) from err
+    return model.to(device).eval(), meta
+
+
 def _plain(value):
     """Tuples -> lists recursively, so that metadata round-trips through JSON and torch.load."""
     if isinstance(value, dict):
