@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -210,6 +211,27 @@ def screenshot(viewer, size: tuple[int, int] = (600, 800), *, fit: bool = False)
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))
 
 
+def require_display() -> None:
+    """Raise a clear error when napari cannot open a window.
+
+    Without an X or Wayland display Qt aborts the whole process (in a notebook: "kernel
+    died") instead of raising; check first. ``QT_QPA_PLATFORM`` set explicitly (e.g.
+    ``offscreen``, which has no 3D) is left to Qt.
+
+    Raises
+    ------
+    RuntimeError
+        On Linux with neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` set.
+    """
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise RuntimeError(
+            "napari needs a display and none is set (no DISPLAY): run headless under a virtual "
+            "X server, e.g. `xvfb-run -a python ...` (make test and make reproduce do this)"
+        )
+
+
 def render_3d(
     layers: Sequence[LabelLayer | ImageLayer],
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
@@ -244,6 +266,7 @@ def render_3d(
     """
     import napari
 
+    require_display()
     if crop:
         layers = crop_layers(layers)
     viewer = napari.Viewer(show=False, ndisplay=3)

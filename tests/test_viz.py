@@ -430,3 +430,13 @@ def test_show_slices_draws_one_panel_per_quantity_with_the_given_ranges():
     assert axes[1].images[0].get_clim() == (0, 3)
     assert axes[0].get_aspect() == 2.0
     assert len(fig.axes) == 3  # two panels and the colour bar
+
+
+def test_render_3d_without_a_display_is_a_clear_error(monkeypatch):
+    from deeptree import napari_viz
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(napari_viz.sys, "platform", "linux")
+    with pytest.raises(RuntimeError, match="napari needs a display.*xvfb-run"):
+        viz.render_3d([viz.MaskLayer("tube", _tube())])
