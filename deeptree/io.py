@@ -433,6 +433,26 @@ def _nifti_by_id(folder: Path) -> dict[str, Path]:
     }
 
 
+def nifti_inputs(path: str | os.PathLike) -> list[Path]:
+    """The NIfTI files a command should process: ``path`` itself, or every ``.nii``/``.nii.gz``
+    in the folder ``path`` (sorted by name).
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not exist or is a folder without NIfTI files.
+    """
+    source = Path(path)
+    if source.is_dir():
+        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        if not inputs:
+            raise InputError(f"{source}: no .nii or .nii.gz files")
+        return inputs
+    if source.is_file():
+        return [source]
+    raise InputError(f"{source}: no such file or folder")
+
+
 def case_file_names(case_id: str) -> tuple[str, str]:
     """File names of a case in the ATM'22 layout: (``ID_0000.nii.gz``, ``ID.nii.gz``)."""
     return f"{case_id}_0000.nii.gz", f"{case_id}.nii.gz"

@@ -704,19 +704,11 @@ def predict_cli(args) -> int:
         0 on success.
     """
     from deeptree.inference import load_stage1_model
-    from deeptree.io import case_id_from_path
+    from deeptree.io import case_id_from_path, nifti_inputs
 
     if getattr(args, "classes", False):
         raise InputError("--classes is a stage-1 output; it is not available with --two-stage")
-    source = Path(args.input)
-    if source.is_dir():
-        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-        if not inputs:
-            raise InputError(f"{source}: no .nii or .nii.gz files")
-    elif source.is_file():
-        inputs = [source]
-    else:
-        raise InputError(f"{source}: no such file or folder")
+    inputs = nifti_inputs(args.input)
     device = _device(args.device)
     stage1 = load_stage1_model(args.checkpoint, device)
     if args.gapfill:

@@ -225,3 +225,17 @@ def test_write_rejects_bad_name_and_affine(tmp_path):
     with pytest.raises(InputError, match="affine must be 4x4"):
         io.write_nifti(tmp_path / "out.nii.gz", np.zeros((2, 2, 2)), np.eye(3))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nifti_inputs_file_folder_and_errors(tmp_path):
+    a = io.write_nifti(tmp_path / "b.nii.gz", np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    b = io.write_nifti(tmp_path / "a.nii", np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    (tmp_path / "notes.txt").write_text("x")
+    assert io.nifti_inputs(tmp_path) == [b, a]
+    assert io.nifti_inputs(a) == [a]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"empty: no \.nii or \.nii\.gz files"):
+        io.nifti_inputs(empty)
+    with pytest.raises(InputError, match="missing: no such file or folder"):
+        io.nifti_inputs(tmp_path / "missing")

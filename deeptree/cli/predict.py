@@ -48,21 +48,13 @@ def run(args) -> int:
     import torch
 
     from deeptree.inference import load_stage1_model, predict_file
-    from deeptree.io import InputError, case_id_from_path
+    from deeptree.io import case_id_from_path, nifti_inputs
 
     if args.two_stage or args.stage == 2:
         from deeptree.pipeline import predict_cli
 
         return predict_cli(args)
-    source = Path(args.input)
-    if source.is_dir():
-        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-        if not inputs:
-            raise InputError(f"{source}: no .nii or .nii.gz files")
-    elif source.is_file():
-        inputs = [source]
-    else:
-        raise InputError(f"{source}: no such file or folder")
+    inputs = nifti_inputs(args.input)
     device = (
         torch.device(args.device)
         if args.device
