@@ -122,9 +122,9 @@ def run_case(name: str, case, profile: str, args, device, real: bool) -> dict:
     }
 
 
-def large_case():
-    """A standard (0.7 mm) phantom on a 512 x 512 x 320 grid."""
-    return generate_case("gpu", 0, shape=(512, 512, 320))
+def large_case(shape=(512, 512, 320), spacing=None):
+    """A standard (0.7 mm) phantom on a 512 x 512 x 320 grid (or ``shape`` and ``spacing``)."""
+    return generate_case("gpu", 0, shape=tuple(shape), spacing=spacing)
 
 
 def main() -> int:
@@ -137,6 +137,19 @@ def main() -> int:
         "--large-device", help="run the 512x512x320 setting there (default: cuda if available)"
     )
     parser.add_argument("--skip-cpu", action="store_true", help="only the large setting")
+    parser.add_argument(
+        "--large-shape",
+        type=int,
+        nargs=3,
+        default=(512, 512, 320),
+        help="grid of the large setting (smaller only to check the script on a CPU)",
+    )
+    parser.add_argument(
+        "--large-spacing",
+        type=float,
+        nargs=3,
+        help="voxel size (mm) of the large setting (default: the standard phantom's 0.7 mm)",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     real = bool(args.stage1 and args.stage2)
@@ -149,9 +162,10 @@ def main() -> int:
     if large:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         start = time.perf_counter()
-        case = large_case()
+        case = large_case(args.large_shape, args.large_spacing)
         print(f"large phantom generated in {time.perf_counter() - start:.0f} s")
-        rows.append(run_case("512x512x320", case, "gpu", args, torch.device(large), real))
+        name = "x".join(str(n) for n in args.large_shape)
+        rows.append(run_case(name, case, "gpu", args, torch.device(large), real))
         if torch.cuda.is_available():
             rows[-1]["gpu"] = torch.cuda.get_device_name(0)
     else:

@@ -5,6 +5,7 @@ GPU figure in RESULTS.md comes from a run of this script unless its output says 
 Run from the repository root::
 
     python benchmarks/gpu_stage1.py --out "$OUT" [--iterations 300] [--workers 12]
+    python benchmarks/gpu_stage1.py --dry-run --out /tmp/dry   # the same steps, tiny, on CPU
 
 Steps (each one prints and the JSON in ``--out/gpu_stage1.json`` collects):
 
@@ -22,6 +23,10 @@ Steps (each one prints and the JSON in ``--out/gpu_stage1.json`` collects):
 
 Everything runs under a wall-clock guard: ``--budget`` seconds (default 480); later steps are
 skipped (and said so) rather than overrunning.
+
+``--dry-run`` runs every step on the CPU with the smoke profile's network, a few iterations
+and a small inference volume: a check of the script itself before GPU time is spent on it
+(its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -62,27 +67,37 @@ def _prepare(args):
     return paths.id
 
 
-def bare_rate(model, loss_fn, batch_size, patch, steps=30, warmup=10) -> float:
-    """Iterations/s of forward + loss + backward + SGD step on a batch resident on the GPU."""
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_gib(device: str) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
+
+
+def bare_rate(model, loss_fn, batch_size, patch, device="cuda", steps=30, warmup=10) -> float:
+    """Iterations/s of forward + loss + backward + SGD step on a batch resident on the device
+    (bf16 autocast on CUDA, as the training loop)."""
     from deeptree.train import make_optimizer
 
     cfg = get_config("gpu").stage1_train
     optimizer = make_optimizer(model, cfg)
-    x = torch.randn(batch_size, 1, *patch, device="cuda")
-    y = torch.randint(0, 4, (batch_size, 1, *patch), device="cuda")
-    d = torch.rand(batch_size, 1, *patch, device="cuda")
+    x = torch.randn(batch_size, 1, *patch, device=device)
+    y = torch.randint(0, 4, (batch_size, 1, *patch), device=device)
+    d = torch.rand(batch_size, 1, *patch, device=device)
     model.train()
     for i in range(warmup + steps):
         if i == warmup:
-            torch.cuda.synchronize()
+            sync(device)
             start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             loss, _ = loss_fn(model(x), y, d)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-    torch.cuda.synchronize()
+    sync(device)
     return steps / (time.perf_counter() - start)
 
 
@@ -90,6 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_stage1"))
     parser.add_argument("--data", default="/tmp/deeptree_gpu_cohort")
+    parser.add_argument("--cache", help="stage-1 preparation cache (default: DATA/.cache_stage1)")
     parser.add_argument(
         "--phantom", default="cpu", help="phantom profile of the cohort (cpu: fast to make)"
     )
@@ -98,12 +114,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for the whole script")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="tiny, on CPU: checks the script, not the GPU"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not torch.cuda.is_available():
-        print("no CUDA device: this script measures a GPU")
+    device = "cpu" if args.dry_run else "cuda"
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device: this script measures a GPU (--dry-run checks it on a CPU)")
         return 1
     from deeptree.data import load_cohort, split_cases
     from deeptree.inference import predict_stage1
@@ -113,7 +133,7 @@ def main() -> int:
     from deeptree.train import read_log, stage1_task, train
 
     results = {
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else "none (dry run)",
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "host": platform.node(),
@@ -130,7 +150,7 @@ def main() -> int:
     data = Path(args.data)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         list(pool.map(_generate, [(data, args.phantom, 0, i) for i in range(args.cases)]))
-        cache = data / ".cache_stage1"
+        cache = Path(args.cache) if args.cache else data / ".cache_stage1"
         list(pool.map(_prepare, [(c, cache) for c in list_cases(data)]))
     cases = load_cohort(data, cache)
     results["data_seconds"] = round(time.perf_counter() - t0, 1)
@@ -141,29 +161,35 @@ def main() -> int:
     )
     save()
 
-    cfg = get_config("gpu")
-    net, tcfg = cfg.stage1_net, cfg.stage1_train
+    cfg = get_config("smoke" if args.dry_run else "gpu")
+    net, tcfg = cfg.stage1_net, replace(cfg.stage1_train, batch_size=2)
+    results["network"] = {"filters": list(net.filters), "patch_size": list(net.patch_size)}
+    results["batch_size"] = tcfg.batch_size
     # 2. bare network rate
     torch.manual_seed(0)
-    model = stage1_network(net, "amc+gul").cuda()
+    model = stage1_network(net, "amc+gul").to(device)
     results["bare_it_per_s"] = round(
-        bare_rate(model, Stage1Loss("amc+gul"), tcfg.batch_size, net.patch_size), 3
+        bare_rate(model, Stage1Loss("amc+gul"), tcfg.batch_size, net.patch_size, device), 3
     )
     print(f"bare forward+backward: {results['bare_it_per_s']} it/s", flush=True)
     save()
     del model
-    torch.cuda.empty_cache()
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
     # 3-4. the real training loop
-    if left() > 120:
+    if left() > 90:
         train_cases, _ = split_cases(cases, 0)
         tcfg = replace(
             tcfg, iterations=args.iterations, validate_every=10**9, checkpoint_every=10**9
         )
-        task = stage1_task(train_cases, [], "amc+gul", net, tcfg, profile="gpu")
-        torch.cuda.reset_peak_memory_stats()
+        task = stage1_task(
+            train_cases, [], "amc+gul", net, tcfg, profile="smoke" if args.dry_run else "gpu"
+        )
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         result = train(
-            task, tcfg, out / "train", device="cuda", num_workers=args.workers, progress=False
+            task, tcfg, out / "train", device=device, num_workers=args.workers, progress=False
         )
         rows = [e for e in read_log(result.log) if "loss" in e]
         half = rows[len(rows) // 2]
@@ -172,7 +198,7 @@ def main() -> int:
             train_iterations=result.iteration,
             train_it_per_s=round(rate, 3),
             train_over_bare=round(rate / results["bare_it_per_s"], 3),
-            peak_gpu_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            peak_gpu_memory_gib=peak_gib(device),
             loss_first_10=float(np.mean([e["loss"] for e in rows[:10]])),
             loss_last_10=float(np.mean([e["loss"] for e in rows[-10:]])),
         )
@@ -185,11 +211,12 @@ def main() -> int:
     else:
         results["train_skipped"] = "budget"
         torch.manual_seed(0)
-        model = stage1_network(net, "amc+gul").cuda()
+        model = stage1_network(net, "amc+gul").to(device)
 
     # 5. inference on 320 x 512 x 512
-    if left() > 60:
-        ct = np.full((320, 512, 512), -1000, np.int16)  # (I, J, K): 320 along i
+    if left() > 40:
+        size = (40, 64, 64) if args.dry_run else (320, 512, 512)
+        ct = np.full(size, -1000, np.int16)  # (I, J, K): 320 along i
         src = np.asarray(cases[0].image)
         # tile the phantom's normalised CT back to HU over the volume so windows see anatomy
         hu = (src * 1600.0 - 1000.0).astype(np.int16)
@@ -198,16 +225,14 @@ def main() -> int:
         times = []
         for _ in range(1 + args.repeats):
             pred = predict_stage1(
-                model, ct, net.patch_size, overlap=0.5, device="cuda", sw_batch_size=4
+                model, ct, net.patch_size, overlap=0.5, device=device, sw_batch_size=4
             )
             times.append(pred.seconds)
         results["inference_shape"] = list(ct.shape)
         results["inference_seconds_median"] = round(float(np.median(times[1:])), 2)
         results["inference_seconds_all"] = [round(t, 2) for t in times]
-        results["inference_peak_gpu_memory_gib"] = round(
-            torch.cuda.max_memory_allocated() / 2**30, 2
-        )
-        print(f"inference 320x512x512: {results['inference_seconds_median']} s", flush=True)
+        results["inference_peak_gpu_memory_gib"] = peak_gib(device)
+        print(f"inference {ct.shape}: {results['inference_seconds_median']} s", flush=True)
     else:
         results["inference_skipped"] = "budget"
     results["total_seconds"] = round(time.perf_counter() - t0, 1)

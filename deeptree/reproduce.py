@@ -445,9 +445,11 @@ def _finished(path: Path, meta: dict, cfg: TrainConfig) -> bool:
 
 
 def train_or_load(
-    task, cfg: TrainConfig, out_dir, *, device=None, progress=True
+    task, cfg: TrainConfig, out_dir, *, device=None, progress=True, workers: int = 0
 ) -> tuple[Path, bool, float]:
     """Train ``task`` into ``out_dir`` unless a finished compatible checkpoint is there.
+
+    ``workers`` DataLoader processes prepare the batches (0: in the training process).
 
     Returns
     -------
@@ -463,7 +465,9 @@ def train_or_load(
     path = Path(out_dir) / CHECKPOINT_NAME
     if _finished(path, task.meta, cfg):
         return path, False, 0.0
-    result = train(task, cfg, out_dir, resume=True, device=device, progress=progress)
+    result = train(
+        task, cfg, out_dir, resume=True, device=device, progress=progress, num_workers=workers
+    )
     return result.checkpoint, True, float(result.seconds)
 
 
@@ -1132,6 +1136,7 @@ def reproduce(
     device=None,
     progress: bool = True,
     stage2: bool = True,
+    workers: int | None = None,
 ) -> ReproduceResult:
     """Split, train or load every model, predict the test cases, evaluate, write tables.
 
@@ -1154,6 +1159,10 @@ def reproduce(
         Progress bars.
     stage2 : bool
         Train stage 2 and score the ``+stage2`` rows (the ablation's lower half and DeepTree).
+    workers : int, optional
+        DataLoader worker processes of every training run. Default: 0 on a CPU (the
+        cores are busy with the network), ``min(12, cores - 2)`` on a GPU, where patch
+        sampling and stage-2 simulations must keep up with the network.
 
     Returns
     -------
@@ -1184,6 +1193,8 @@ def reproduce(
         if device is not None
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
+    if workers is None:
+        workers = 0 if device.type == "cpu" else max(0, min(12, (os.cpu_count() or 1) - 2))
     seconds: dict[str, float] = {}
 
     if data is None:
@@ -1228,6 +1239,7 @@ def reproduce(
             model_dir(models_root, key),
             device=device,
             progress=progress,
+            workers=workers,
         )
         checkpoints[key], trained[key], seconds[f"train {key}"] = path, did_train, secs
     models = {key: load_stage1_model(path, device) for key, path in checkpoints.items()}
@@ -1248,6 +1260,7 @@ def reproduce(
             model_dir(models_root, "stage2"),
             device=device,
             progress=progress,
+            workers=workers,
         )
         checkpoints["stage2"], trained["stage2"], seconds["train stage2"] = path, did_train, secs
         stage2_model = load_stage2_model(path, device)

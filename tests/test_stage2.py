@@ -287,3 +287,29 @@ def test_cli_train_stage2_refuses_an_out_folder_of_stage1(tmp_path, capsys):
     assert main(argv) == 2
     assert "stage-1 checkpoint" in capsys.readouterr().err
     assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_fragment_centres_respect_distance_room_and_gaps():
+    """Many fragments of radius 0 length 0 are single voxels: each one is its own centre."""
+    airway = np.zeros((48, 48, 48), bool)
+    airway[24, 20:28, 4:44] = True
+    avoid = np.zeros_like(airway)
+    avoid[24, 24, 40:44] = True
+    room = np.zeros_like(airway)
+    room[:, :24] = True  # only one side of the airway
+    cfg = Stage2DataConfig(
+        fragment_distance=(3.0, 5.0),
+        fragment_length=(0.0, 0.0),
+        fragment_radius=(0.0, 0.0),
+        gap_clearance=8.0,
+    )
+    frag = add_fragments(airway, 30, np.random.default_rng(3), cfg, avoid=avoid, room=room)
+    centres = np.argwhere(frag)
+    assert 20 <= len(centres) <= 30
+    dist = ndi.distance_transform_edt(~airway)
+    assert dist[frag].min() >= 3.0 and dist[frag].max() <= 5.0
+    assert room[frag].all()
+    gap_dist = ndi.distance_transform_edt(~avoid)
+    assert gap_dist[frag].min() > 8.0
+    same = add_fragments(airway, 30, np.random.default_rng(3), cfg, avoid=avoid, room=room)
+    assert np.array_equal(frag, same)

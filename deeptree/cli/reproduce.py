@@ -47,6 +47,11 @@ def add_arguments(parser) -> None:
         help="also write napari 3D screenshots (needs a display, e.g. xvfb-run)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader worker processes for training (default: 0 on CPU, up to 12 on a GPU)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -69,6 +74,7 @@ def run(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         stage2=not args.no_stage2,
+        workers=args.workers,
     )
     if args.render:
         render_figures(result, args.out)
