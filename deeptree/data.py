@@ -484,28 +484,57 @@ def resample_patch(
     -------
     ndarray of float32, shape ``size``.
     """
+    return resample_patches([(volume, order, fill)], centre, size, matrix)[0]
+
+
+def resample_patches(
+    volumes: Sequence[tuple[np.ndarray, int, float]],
+    centre: np.ndarray,
+    size: Sequence[int],
+    matrix: np.ndarray,
+) -> list[np.ndarray]:
+    """:func:`resample_patch` of several volumes of one shape on one grid.
+
+    ``volumes`` holds ``(volume, order, fill)`` triples. The sampling grid (2 M points for a
+    128^3 patch) is built once, in float32 from three per-axis terms, because building it
+    was 3/4 of the cost of an augmented patch (measured: 0.11 s of 0.15 s per volume).
+
+    Returns
+    -------
+    list of ndarray of float32, shape ``size``, in the order of ``volumes``.
+    """
     size = np.asarray(size)
     half = (size - 1) / 2.0
     corners = np.array(np.meshgrid(*[[-h, h] for h in half], indexing="ij")).reshape(3, -1)
     reach = np.ceil(np.abs(matrix @ corners).max(axis=1)).astype(int) + 1
     start = np.floor(centre).astype(int) - reach
     crop_size = 2 * reach + 1
-    crop = crop_patch(volume, start, crop_size, fill).astype(np.float32)
-    axes = [torch.arange(n, dtype=torch.float64) - h for n, h in zip(size, half, strict=True)]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3) offsets
-    pos = grid @ torch.from_numpy(matrix).T + torch.from_numpy(np.asarray(centre, float) - start)
-    norm = 2.0 * pos / torch.from_numpy(crop_size - 1.0) - 1.0  # align_corners=True
-    # grid_sample wants (x, y, z) = (last, middle, first) axis of the input
-    norm = norm.flip(-1).float()[None]
-    mode = "bilinear" if order == 1 else "nearest"
-    out = F.grid_sample(
-        torch.from_numpy(crop)[None, None],
-        norm,
-        mode=mode,
-        padding_mode="border",
-        align_corners=True,
-    )
-    return out[0, 0].numpy()
+    # position of output voxel (x, y, z) in crop coordinates: c + M[:, 0] ux + M[:, 1] uy +
+    # M[:, 2] uz, normalised to [-1, 1] (align_corners=True) and reversed to grid_sample's
+    # (last, middle, first) axis order
+    scale = 2.0 / (crop_size - 1.0)
+    offset = (np.asarray(centre, float) - start) * scale - 1.0
+    terms = []
+    for axis in range(3):
+        u = np.arange(size[axis], dtype=np.float64) - half[axis]
+        term = (u[:, None] * matrix[:, axis][None, :] * scale[None, :])[:, ::-1]
+        shape = [1, 1, 1, 3]
+        shape[axis] = int(size[axis])
+        terms.append(torch.from_numpy(term.astype(np.float32).copy()).reshape(shape))
+    grid = terms[0] + terms[1] + terms[2] + torch.from_numpy(offset[::-1].astype(np.float32).copy())
+    grid = grid[None]
+    out = []
+    for volume, order, fill in volumes:
+        crop = crop_patch(volume, start, crop_size, fill).astype(np.float32)
+        sampled = F.grid_sample(
+            torch.from_numpy(crop)[None, None],
+            grid,
+            mode="bilinear" if order == 1 else "nearest",
+            padding_mode="border",
+            align_corners=True,
+        )
+        out.append(sampled[0, 0].numpy())
+    return out
 
 
 def augment_intensity(
@@ -550,9 +579,13 @@ def sample_patch(
         size = np.asarray(patch_size)
         shift = rng.integers(-(size // 4), size // 4 + 1)
         centre = centre + shift  # keep the drawn voxel inside the patch, not always central
-        image = resample_patch(case.image, centre, patch_size, matrix, 1, 0.0)
-        label = resample_patch(case.label, centre, patch_size, matrix, 0, 0).astype(np.uint8)
-        distance = resample_patch(case.distance, centre, patch_size, matrix, 1, 1.0)
+        image, label, distance = resample_patches(
+            [(case.image, 1, 0.0), (case.label, 0, 0), (case.distance, 1, 1.0)],
+            centre,
+            patch_size,
+            matrix,
+        )
+        label = label.astype(np.uint8)
     if augment is not None:
         image = augment_intensity(image, rng, augment)
     return {

@@ -1,0 +1,100 @@
+"""Cost of one stage-2 training simulation on a standard (0.7 mm) phantom, by part.
+
+A stage-2 training batch needs a fresh breakage simulation of a training GT
+(``deeptree.stage2.simulate_stage2_sample``): breakage, false-positive fragments, attention
+map and centres. On a GPU this is the stage-2 data side. The script times each part once
+per repeat, with one thread, and compares ``add_fragments`` with the reference it replaced
+(``reference_fragment_candidates``: EDTs of the whole grown box, kept here for the ratio).
+
+    .venv/bin/python benchmarks/bench_stage2_data.py [--repeat 3] [--data /tmp/dt_patch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deeptree.attention import breakage_attention, breakage_centres  # noqa: E402
+from deeptree.breakage import simulate_breakage  # noqa: E402
+from deeptree.config import get_config  # noqa: E402
+from deeptree.stage2 import _grown_box, add_fragments, stage2_settings  # noqa: E402
+
+
+def reference_fragment_candidates(airway, avoid, room, cfg):
+    """The candidate search used before 2026-11-26: two EDTs of the whole grown box."""
+    lo_d, hi_d = cfg.fragment_distance
+    reach = int(np.ceil(hi_d + cfg.fragment_length[1] + cfg.fragment_radius[1])) + 2
+    box = _grown_box(airway, reach)
+    dist = ndi.distance_transform_edt(~airway[box])
+    candidates = (dist >= lo_d) & (dist <= hi_d)
+    if avoid is not None and avoid[box].any():
+        candidates &= ndi.distance_transform_edt(~avoid[box]) > cfg.gap_clearance
+    if room is not None:
+        candidates &= room[box]
+    return np.argwhere(candidates)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", default="/tmp/dt_patch")
+    args = parser.parse_args()
+    from deeptree.io import list_cases
+    from deeptree.phantom import case_is_complete, generate_case, write_case
+    from deeptree.reproduce import _stage2_sources
+
+    root = Path(args.data)
+    if not case_is_complete(root, "PHANTOM_000"):
+        write_case(generate_case("gpu", (0, 0), case_id="PHANTOM_000"), root)
+    source = _stage2_sources(list_cases(root)[:1])[0]
+    _, _, data = stage2_settings("gpu")
+    run = get_config("gpu")
+    times: dict[str, list[float]] = {}
+
+    def timed(name, fn, *a, **k):
+        start = time.perf_counter()
+        out = fn(*a, **k)
+        times.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    for r in range(args.repeat):
+        rng = np.random.default_rng(r)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            broken = timed(
+                "breakage", simulate_breakage, source.airway, source.tree, rng,
+                run.breakage.branch_fraction, run.breakage.run_fraction,
+                min_generation=data.min_generation,
+            )  # fmt: skip
+        n = max(1, round(data.fragments_per_gap * len(broken.gaps)))
+        fragments = timed(
+            "fragments", add_fragments, broken.broken, n, rng, data, broken.label, source.room
+        )
+        timed(
+            "fragments, reference candidate search", reference_fragment_candidates,
+            broken.broken, broken.label, source.room, data,
+        )  # fmt: skip
+        h_bar = timed("attention", breakage_attention, broken.broken | fragments, 5.0)
+        timed("centres", breakage_centres, h_bar, 0.5)
+    shape = "x".join(str(s) for s in source.airway.shape)
+    print(f"standard phantom {shape}, median of {args.repeat} (s):")
+    for name, t in times.items():
+        print(f"  {name:40s} {np.median(t):7.3f}")
+    ref, new = (
+        np.median(times["fragments, reference candidate search"]),
+        np.median(times["fragments"]),
+    )
+    print(f"add_fragments: {ref / new:.0f}x faster than the reference's candidate search alone")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
