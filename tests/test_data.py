@@ -18,6 +18,7 @@ from deeptree.data import (
     load_stage1_case,
     normalize_ct,
     resample_patch,
+    resample_patches,
     sample_patch,
     split_cases,
 )
@@ -135,6 +136,33 @@ def test_resample_identity_equals_crop_and_rotation_keeps_labels():
     turned = resample_patch(case.label, centre + 0.5, (16, 16, 16), rot, order=0, fill=0)
     assert set(np.unique(turned)) <= {0, 1, 2, 3}
     assert (turned == 1).sum() == (crop_patch(case.label, centre - 7, (16, 16, 16)) == 1).sum()
+
+
+def test_resample_patches_share_one_grid_and_match_a_hand_computed_point():
+    rng = np.random.default_rng(0)
+    image = rng.random((30, 28, 26)).astype(np.float32)
+    label = (rng.random((30, 28, 26)) > 0.7).astype(np.uint8)
+    angle = np.deg2rad(20.0)
+    matrix = 1.1 * np.array(
+        [[1.0, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+    )
+    centre = np.array([15.3, 13.7, 12.2])
+    together = resample_patches([(image, 1, 0.0), (label, 0, 0)], centre, (9, 8, 7), matrix)
+    alone = [
+        resample_patch(image, centre, (9, 8, 7), matrix, 1, 0.0),
+        resample_patch(label, centre, (9, 8, 7), matrix, 0, 0),
+    ]
+    for a, b in zip(together, alone, strict=True):
+        assert a.shape == (9, 8, 7) and a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    # output voxel (x, y, z) samples the input at centre + matrix @ ((x, y, z) - (size - 1) / 2):
+    # check one point by trilinear interpolation by hand
+    from scipy.ndimage import map_coordinates
+
+    out_index = np.array([2, 5, 1])
+    pos = centre + matrix @ (out_index - (np.array([9, 8, 7]) - 1) / 2.0)
+    expected = map_coordinates(image, pos[:, None], order=1)[0]
+    assert abs(together[0][tuple(out_index)] - expected) < 1e-5
 
 
 def test_split_cases():

@@ -324,3 +324,25 @@ def test_cli_names_a_dataset_too_small_to_split(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "at least 2 cases" in capsys.readouterr().err
+
+
+def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
+    """``workers`` (DataLoader processes, for a GPU) changes where patches are made, not
+    which: every item is a pure function of (seed, index)."""
+    from deeptree.data import load_cohort
+    from deeptree.train import load_checkpoint, stage1_task
+
+    torch.set_num_threads(1)
+    cases = load_cohort(atm_layout, tmp_path / "cache")[:1]
+    settings = _tiny_settings(3)
+    weights = []
+    for workers in (0, 2):
+        task = stage1_task(cases, [], "amc+gul", settings.stage1_net, settings.stage1_train, profile="smoke")  # fmt: skip
+        path, trained, _ = rp.train_or_load(
+            task, settings.stage1_train, tmp_path / f"w{workers}", device="cpu", progress=False,
+            workers=workers,
+        )  # fmt: skip
+        assert trained
+        weights.append(load_checkpoint(path)["model"])
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
