@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh OUT_DIR [BUDGET_SECONDS]      # on a machine with CUDA
 #   DRY=1 bash benchmarks/gpu_session.sh /tmp/dry 400             # every step, tiny, on a CPU
+#   STEPS="1 3" bash benchmarks/gpu_session.sh OUT_DIR              # only some steps
 #
 # Steps (each one guarded by `timeout`; a failed step is logged and the next one runs):
 #   0. import check (fails fast, before any GPU time is spent on a broken environment);
@@ -22,6 +23,8 @@ set -u
 OUT_DIR=${1:-${OUT:-runs/gpu_session}}
 BUDGET=${2:-580}
 DRY=${DRY:-0}
+STEPS=${STEPS:-1 2 3}
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 mkdir -p "$OUT_DIR"
@@ -61,18 +64,27 @@ else
     RATE_FLOOR=2
 fi
 
-echo "== 1. stage-1 rate, memory, inference ($(left) s left)"
-# shellcheck disable=SC2086
-timeout 215 $PY benchmarks/gpu_stage1.py --out "$WORK/stage1" --data "$REPRO/cohort" \
-    --cache "$REPRO/cache" $S1_ARGS || echo "step 1 failed or timed out (rc $?)"
-cp "$WORK/stage1/gpu_stage1.json" "$OUT_DIR/" 2>/dev/null
+if want 1; then
+    echo "== 1. stage-1 rate, memory, inference ($(left) s left)"
+    # shellcheck disable=SC2086
+    timeout 215 $PY benchmarks/gpu_stage1.py --out "$WORK/stage1" --data "$REPRO/cohort" \
+        --cache "$REPRO/cache" $S1_ARGS || echo "step 1 failed or timed out (rc $?)"
+    cp "$WORK/stage1/gpu_stage1.json" "$OUT_DIR/" 2>/dev/null
+fi
 
-echo "== 2. two-stage inference ($(left) s left)"
-# shellcheck disable=SC2086
-timeout 120 $PY benchmarks/bench_two_stage.py --skip-cpu $TWO_ARGS \
-    --json "$OUT_DIR/two_stage.json" || echo "step 2 failed or timed out (rc $?)"
+if want 2; then
+    echo "== 2. two-stage inference ($(left) s left)"
+    # shellcheck disable=SC2086
+    timeout 120 $PY benchmarks/bench_two_stage.py --skip-cpu $TWO_ARGS \
+        --json "$OUT_DIR/two_stage.json" || echo "step 2 failed or timed out (rc $?)"
+fi
 
+want 3 || { echo "== done in $(($(date +%s) - START)) s"; exit 0; }
 echo "== 3. reproduction ($(left) s left)"
+# the cohort in parallel (a no-op after step 1; `deeptree reproduce` would make it one by one)
+# shellcheck disable=SC2086
+$PY benchmarks/gpu_stage1.py --data-only --out "$WORK/data" --data "$REPRO/cohort" \
+    --cache "$REPRO/cache" $S1_ARGS >/dev/null || echo "cohort preparation failed (rc $?)"
 # Training lengths from the measured training rate: evaluation of 2 test cases, stage-2
 # sources and loading take about 200 s (230 reserved); the rest trains 5 stage-1 models (80%) and stage 2 (20%, ~3 it/s: its
 # data side, a breakage simulation per batch, is the limit).

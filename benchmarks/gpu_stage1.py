@@ -117,12 +117,15 @@ def main() -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="tiny, on CPU: checks the script, not the GPU"
     )
+    parser.add_argument(
+        "--data-only", action="store_true", help="generate and prepare the cohort, then stop"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = "cpu" if args.dry_run else "cuda"
-    if not args.dry_run and not torch.cuda.is_available():
+    if not (args.dry_run or args.data_only) and not torch.cuda.is_available():
         print("no CUDA device: this script measures a GPU (--dry-run checks it on a CPU)")
         return 1
     from deeptree.data import load_cohort, split_cases
@@ -133,7 +136,7 @@ def main() -> int:
     from deeptree.train import read_log, stage1_task, train
 
     results = {
-        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else "none (dry run)",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "host": platform.node(),
@@ -160,6 +163,8 @@ def main() -> int:
         flush=True,
     )
     save()
+    if args.data_only:
+        return 0
 
     cfg = get_config("smoke" if args.dry_run else "gpu")
     net, tcfg = cfg.stage1_net, replace(cfg.stage1_train, batch_size=2)

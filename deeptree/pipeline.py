@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,13 @@ import torch
 from deeptree.io import InputError, check_same_grid, check_volume
 
 #: Non-learned connectors accepted as ``stage2`` (``deeptree.gapfill`` path kinds).
+#: Most stage-1 components that attention and stage 2 consider (the largest ones; see
+#: :func:`repair`). A trained stage 1 leaves tens (cpu models: ~25; a 512x512x320 stand-in
+#: with simulated breakages: 235); an untrained one leaves tens of thousands of specks, whose
+#: attention and stage-2 crops then cost minutes per CT (measured on the H200 run of
+#: 2026-11-26, benchmarks/RESULTS.md).
+MAX_COMPONENTS = 1000
+
 GAPFILL_CONNECTORS = {
     "gapfill": "straight",
     "gapfill-straight": "straight",
@@ -89,6 +97,9 @@ class SegmentationResult:
         Wall time per step: ``stage1``, ``attention``, ``stage2``, ``merge``, ``total``.
     joins : list
         ``deeptree.gapfill.Join`` records (gap filler only).
+    ignored_components : int
+        Stage-1 components left out of the attention because there were more than
+        ``max_components`` (smallest first); 0 normally.
     """
 
     mask: np.ndarray
@@ -100,6 +111,7 @@ class SegmentationResult:
     affine: np.ndarray
     seconds: dict = field(default_factory=dict)
     joins: list = field(default_factory=list)
+    ignored_components: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,6 +285,7 @@ def repair(
     amp: bool = True,
     batch_size: int = 4,
     max_gap: float = 15.0,
+    max_components: int | None = MAX_COMPONENTS,
     name: str = "CT",
 ) -> SegmentationResult:
     """Attention, connector at every centre, union and largest component on a given mask.
@@ -300,6 +313,14 @@ def repair(
         Stage-2 network inference.
     max_gap : float
         Longest gap the filler joins (voxels).
+    max_components : int or None
+        When the mask has more 26-connected components than this, only the largest
+        ``max_components`` enter the attention map (so no centre, crop or join is made for
+        the others; a ``UserWarning`` says how many were left out, as does
+        ``result.ignored_components``). The left-out voxels stay in the union; the final
+        largest component drops them unless they touch it. The paper's attention uses every
+        component; a stage-1 mask in thousands of pieces means stage 1 failed, and this
+        bound keeps the cost of such a case to seconds instead of minutes. None: no bound.
     name : str
         What to call the CT in errors.
 
@@ -320,8 +341,15 @@ def repair(
         centre_threshold if centre_threshold is not None else meta.get("centre_threshold", 0.5)
     )
     image = np.asarray(ct, np.float32) if normalized else normalize_ct(ct)
+    considered, ignored = _largest_components(first, max_components)
+    if ignored:
+        warnings.warn(
+            f"{name}: the stage-1 mask has {ignored + max_components} components; attention "
+            f"and stage 2 use the largest {max_components} and leave out {ignored}",
+            stacklevel=2,
+        )
     t1 = time.perf_counter()
-    h_bar = breakage_attention(first, alpha)
+    h_bar = breakage_attention(considered, alpha)
     centres = breakage_centres(h_bar, threshold)
     t2 = time.perf_counter()
     patches: list[Stage2Patch] = []
@@ -367,7 +395,27 @@ def repair(
             "total": t4 - t0,
         },
         joins=joins,
+        ignored_components=ignored,
     )
+
+
+def _largest_components(mask: np.ndarray, limit: int | None) -> tuple[np.ndarray, int]:
+    """``mask`` restricted to its ``limit`` largest 26-connected components (ties: scan
+    order), and how many components were left out. Returns ``mask`` itself when nothing is
+    left out."""
+    if limit is None:
+        return mask, 0
+    if limit < 1:
+        raise InputError(f"max_components must be at least 1 or None, got {limit}")
+    from deeptree.attention import label_components
+
+    labels, n = label_components(mask)
+    if n <= limit:
+        return mask, 0
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1 + np.argsort(-sizes, kind="stable")[:limit]] = True
+    return keep[labels], n - limit
 
 
 def _split_stage2(stage2):
@@ -404,6 +452,7 @@ def segment(
     device=None,
     amp: bool = True,
     batch_size: int = 4,
+    max_components: int | None = MAX_COMPONENTS,
     name: str = "CT",
 ) -> SegmentationResult:
     """The two-stage DeepTree segmentation of a CT (see the module docstring).
@@ -426,7 +475,7 @@ def segment(
         Patch sizes for bare networks.
     overlap : float, optional
         Stage-1 sliding-window overlap (default: the model's, else 0.5).
-    alpha, centre_threshold, device, amp, batch_size
+    alpha, centre_threshold, device, amp, batch_size, max_components
         As in :func:`repair`.
 
     Returns
@@ -479,6 +528,7 @@ def segment(
         device=dev,
         amp=amp,
         batch_size=batch_size,
+        max_components=max_components,
         name=name,
     )
     result.seconds["stage1"] = t1 - t0

@@ -140,6 +140,27 @@ def test_repair_with_the_gap_filler_and_with_a_network():
     assert set(filled.seconds) >= {"stage1", "attention", "stage2", "merge", "total"}
 
 
+def test_repair_bounds_the_components_it_considers():
+    """Specks beyond ``max_components`` (the smallest) make no centre and are not joined;
+    the main tree and the piece beyond its gap are still repaired."""
+    ct, mask = broken_tubes()
+    specks = mask.copy()
+    for k in range(2, 62, 4):  # 15 one-voxel specks, far from the tubes
+        specks[20, 2, k] = True
+    assert label_components(specks)[1] == 18
+    full = repair(specks, ct, "gapfill", max_components=None)
+    with pytest.warns(UserWarning, match="has 18 components.*largest 3.*leave out 15"):
+        bounded = repair(specks, ct, "gapfill", max_components=3)
+    assert (full.ignored_components, bounded.ignored_components) == (0, 15)
+    assert len(bounded.centres) < len(full.centres)
+    assert bounded.mask[10:13, 10:13, 44:54].all()  # the gap is still repaired
+    assert not bounded.mask[20, 2].any()
+    # the attention is that of the 3 largest components alone
+    np.testing.assert_array_equal(bounded.h_bar, repair(mask, ct, None).h_bar)
+    with pytest.raises(InputError, match="max_components"):
+        repair(mask, ct, "gapfill", max_components=0)
+
+
 def test_segment_on_a_smoke_phantom_is_one_component_with_shape_and_affine():
     from deeptree.phantom import generate_case
 
