@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import standard_phantom  # noqa: E402
 
 from deeptree.attention import label_components  # noqa: E402
 from deeptree.pipeline import MAX_COMPONENTS, repair  # noqa: E402
@@ -30,13 +33,9 @@ def main() -> int:
     parser.add_argument("--specks", type=int, default=20000)
     parser.add_argument("--data", default="/tmp/dt_patch")
     args = parser.parse_args()
-    from deeptree.io import list_cases, load_case
-    from deeptree.phantom import case_is_complete, generate_case, write_case
+    from deeptree.io import load_case
 
-    root = Path(args.data)
-    if not case_is_complete(root, "PHANTOM_000"):
-        write_case(generate_case("gpu", (0, 0), case_id="PHANTOM_000"), root)
-    paths = list_cases(root)[0]
+    paths = standard_phantom(args.data)
     case = load_case(paths.image, paths.label, case_id=paths.id)
     mask = np.asarray(case.label) > 0
     rng = np.random.default_rng(0)

@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import standard_phantom  # noqa: E402
 
 from deeptree.config import get_config  # noqa: E402
 from deeptree.data import (  # noqa: E402
@@ -59,13 +62,7 @@ def main() -> int:
     parser.add_argument("--data", default="/tmp/dt_patch")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from deeptree.io import list_cases
-    from deeptree.phantom import case_is_complete, generate_case, write_case
-
-    root = Path(args.data)
-    if not case_is_complete(root, "PHANTOM_000"):
-        write_case(generate_case("gpu", (0, 0), case_id="PHANTOM_000"), root)
-    case = load_stage1_case(list_cases(root)[0], root / ".cache")
+    case = load_stage1_case(standard_phantom(args.data), Path(args.data) / ".cache")
     patch = get_config("gpu").stage1_net.patch_size
     rng = np.random.default_rng(0)
     draws = []

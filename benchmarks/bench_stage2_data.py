@@ -21,6 +21,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import standard_phantom  # noqa: E402
 
 from deeptree.attention import breakage_attention, breakage_centres  # noqa: E402
 from deeptree.breakage import simulate_breakage  # noqa: E402
@@ -47,14 +50,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", default="/tmp/dt_patch")
     args = parser.parse_args()
-    from deeptree.io import list_cases
-    from deeptree.phantom import case_is_complete, generate_case, write_case
     from deeptree.reproduce import _stage2_sources
 
-    root = Path(args.data)
-    if not case_is_complete(root, "PHANTOM_000"):
-        write_case(generate_case("gpu", (0, 0), case_id="PHANTOM_000"), root)
-    source = _stage2_sources(list_cases(root)[:1])[0]
+    source = _stage2_sources([standard_phantom(args.data)])[0]
     _, _, data = stage2_settings("gpu")
     run = get_config("gpu")
     times: dict[str, list[float]] = {}
