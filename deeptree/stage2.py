@@ -769,7 +769,6 @@ __all__ = [
     "stage2_settings",
     "stage2_task",
     "load_sources",
-    "train_cli",
     "plot_crop_gallery",
     "sample_labels",
     "source_from_case",
@@ -777,7 +776,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# command line
+# datasets
 # --------------------------------------------------------------------------------------------
 def load_sources(root, progress: bool = False) -> list[Stage2Source]:
     """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2.
@@ -809,73 +808,6 @@ def load_sources(root, progress: bool = False) -> list[Stage2Source]:
         room = read_nifti(lung_path).array > 0 if lung_path.is_file() else None
         out.append(prepare_stage2_source(case.ct, case.label, case.spacing, paths.id, room))
     return out
-
-
-def train_cli(args) -> int:
-    """``deeptree train --stage 2``: train the stage-2 network on an ATM'22-layout dataset.
-
-    Uses ``args.profile``, ``args.data``, ``args.out``, ``args.resume``, ``args.iterations``,
-    ``args.batch_size``, ``args.val`` (cases held out for validation: gap repair rate),
-    ``args.seed``, ``args.device``, ``args.workers`` and ``args.no_progress``.
-
-    Returns
-    -------
-    int
-        0 on success.
-    """
-    from dataclasses import replace
-    from pathlib import Path
-
-    from deeptree.config import get_config
-    from deeptree.data import split_cases
-    from deeptree.train import CHECKPOINT_NAME, load_checkpoint, train
-
-    run = get_config(args.profile)
-    net, train_cfg, data_cfg = stage2_settings(args.profile)
-    existing = Path(args.out) / CHECKPOINT_NAME
-    if existing.is_file():
-        stage = load_checkpoint(existing).get("meta", {}).get("stage")
-        if stage != 2:
-            # never overwrite (or resume from) another stage's model
-            raise InputError(
-                f"{existing}: holds a stage-{stage} checkpoint; give stage 2 another --out"
-            )
-    overrides = {
-        "iterations": args.iterations,
-        "batch_size": args.batch_size,
-        "val_cases": args.val,
-        "seed": args.seed,
-    }
-    train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
-        raise InputError("--iterations and --batch-size must be at least 1")
-    sources = load_sources(args.data, progress=not args.no_progress)
-    train_sources, val_sources = split_cases(sources, train_cfg.val_cases)
-    print(f"{len(train_sources)} training and {len(val_sources)} validation cases from {args.data}")
-    task = stage2_task(
-        train_sources,
-        val_sources,
-        net,
-        train_cfg,
-        data=data_cfg,
-        breakage=run.breakage,
-        attention=run.attention,
-        profile=args.profile,
-        device=args.device,
-    )
-    result = train(
-        task,
-        train_cfg,
-        args.out,
-        resume=args.resume,
-        device=args.device,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-    )
-    print(
-        f"done: {result.iteration} iterations in {result.seconds:.1f} s; checkpoint {result.checkpoint}"
-    )
-    return 0
 
 
 # --------------------------------------------------------------------------------------------

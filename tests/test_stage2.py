@@ -287,6 +287,13 @@ def test_cli_train_stage2_refuses_an_out_folder_of_stage1(tmp_path, capsys):
     assert main(argv) == 2
     assert "stage-1 checkpoint" in capsys.readouterr().err
     assert (tmp_path / "last.pt").read_bytes() == before
+    # and the other way round: stage 1 never overwrites a stage-2 model
+    save_checkpoint(tmp_path / "last.pt", model, make_optimizer(model, cfg), 1, cfg, {"stage": 2})
+    before = (tmp_path / "last.pt").read_bytes()
+    argv = ["train", "--stage", "1", "--data", str(tmp_path / "none"), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "stage-2 checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == before
 
 
 def test_fragment_centres_respect_distance_room_and_gaps():

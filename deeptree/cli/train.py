@@ -1,4 +1,4 @@
-"""``deeptree train``: train the stage-1 network on an ATM'22-layout dataset.
+"""``deeptree train``: train the stage-1 or the stage-2 network on an ATM'22-layout dataset.
 
 Example::
 
@@ -7,14 +7,15 @@ Example::
     deeptree train --stage 2 --profile cpu --data data/cohort --out runs/s2
 
 The last ``--val`` cases (by id) are held out for validation (BD, TLD, precision logged every
-``validate_every`` iterations). Prepared arrays are cached in ``<data>/.cache_stage1`` (or
-``--cache``). Ctrl-C writes a checkpoint; ``--resume`` continues exactly where it stopped.
+``validate_every`` iterations; stage 2: the gap repair rate). Stage-1 arrays are cached in
+``<data>/.cache_stage1`` (or ``--cache``). Ctrl-C writes a checkpoint; ``--resume`` continues
+exactly where it stopped. A ``--out`` holding the other stage's checkpoint is refused.
 """
 
 from __future__ import annotations
 
 NAME = "train"
-HELP = "train the stage-1 network (anatomy-aware classes + General Union Loss)"
+HELP = "train stage 1 (anatomy-aware classes + General Union Loss) or stage 2 (breakage connection)"
 
 
 def add_arguments(parser) -> None:
@@ -47,18 +48,21 @@ def run(args) -> int:
     from pathlib import Path
 
     from deeptree.config import get_config
-    from deeptree.data import load_cohort, split_cases
+    from deeptree.data import split_cases
     from deeptree.io import InputError
-    from deeptree.losses import check_variant
-    from deeptree.train import stage1_task, train
+    from deeptree.train import train
 
-    if args.stage == 2:
-        from deeptree.stage2 import train_cli
-
-        return train_cli(args)
+    _refuse_another_stage(Path(args.out) / "last.pt", args.stage)
     cfg = get_config(args.profile)
-    check_variant(args.variant)
-    train_cfg = cfg.stage1_train
+    if args.stage == 2:
+        from deeptree.stage2 import stage2_settings
+
+        net, train_cfg, data_cfg = stage2_settings(args.profile)
+    else:
+        from deeptree.losses import check_variant
+
+        check_variant(args.variant)
+        net, train_cfg = cfg.stage1_net, cfg.stage1_train
     overrides = {
         "iterations": args.iterations,
         "batch_size": args.batch_size,
@@ -69,19 +73,29 @@ def run(args) -> int:
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
     data = Path(args.data)
-    cache = Path(args.cache) if args.cache else data / ".cache_stage1"
-    cases = load_cohort(data, cache, progress=not args.no_progress)
+    if args.stage == 2:
+        from deeptree.stage2 import load_sources, stage2_task
+
+        cases = load_sources(data, progress=not args.no_progress)
+    else:
+        from deeptree.data import load_cohort
+
+        cache = Path(args.cache) if args.cache else data / ".cache_stage1"
+        cases = load_cohort(data, cache, progress=not args.no_progress)
     train_cases, val_cases = split_cases(cases, train_cfg.val_cases)
     print(f"{len(train_cases)} training and {len(val_cases)} validation cases from {data}")
-    task = stage1_task(
-        train_cases,
-        val_cases,
-        args.variant,
-        cfg.stage1_net,
-        train_cfg,
-        profile=args.profile,
-        device=args.device,
-    )
+    if args.stage == 2:
+        task = stage2_task(
+            train_cases, val_cases, net, train_cfg, data=data_cfg, breakage=cfg.breakage,
+            attention=cfg.attention, profile=args.profile, device=args.device,
+        )  # fmt: skip
+    else:
+        from deeptree.train import stage1_task
+
+        task = stage1_task(
+            train_cases, val_cases, args.variant, net, train_cfg, profile=args.profile,
+            device=args.device,
+        )  # fmt: skip
     result = train(
         task,
         train_cfg,
@@ -95,3 +109,16 @@ def run(args) -> int:
         f"done: {result.iteration} iterations in {result.seconds:.1f} s; checkpoint {result.checkpoint}"
     )
     return 0
+
+
+def _refuse_another_stage(checkpoint, stage: int) -> None:
+    """Never overwrite (or resume from) a checkpoint of the other stage in ``--out``."""
+    from deeptree.io import InputError
+    from deeptree.train import load_checkpoint
+
+    if checkpoint.is_file():
+        found = load_checkpoint(checkpoint).get("meta", {}).get("stage")
+        if found is not None and found != stage:
+            raise InputError(
+                f"{checkpoint}: holds a stage-{found} checkpoint; give stage {stage} another --out"
+            )
