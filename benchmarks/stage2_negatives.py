@@ -39,11 +39,14 @@ def main() -> int:
     parser.add_argument("--config", action="append", required=True, help="NEG,FRAG")
     parser.add_argument("--out", default="/tmp/s2neg")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, help="stage-2 training length (default: cpu's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile, seed = "cpu", 0
     run = get_config(profile)
     net_cfg, train_cfg, default_data = stage2.stage2_settings(profile)
+    if args.iterations:
+        train_cfg = replace(train_cfg, iterations=args.iterations)
     n_train, n_test = NOTEBOOK_COHORT[profile]
     sources = stage2.phantom_sources(profile, [(seed, i) for i in range(n_train)])
     test_cases = [
