@@ -86,8 +86,9 @@ echo "== 3. reproduction ($(left) s left)"
 $PY benchmarks/gpu_stage1.py --data-only --out "$WORK/data" --data "$REPRO/cohort" \
     --cache "$REPRO/cache" $S1_ARGS >/dev/null || echo "cohort preparation failed (rc $?)"
 # Training lengths from the measured training rate: evaluation of 2 test cases, stage-2
-# sources and loading take about 200 s (230 reserved); the rest trains 5 stage-1 models (80%) and stage 2 (20%, ~3 it/s: its
-# data side, a breakage simulation per batch, is the limit).
+# sources and loading take about 200 s (230 reserved); the rest trains 5 stage-1 models (80%)
+# and stage 2 (20%; ~1 it/s on the H200 on 2026-11-26: its data side, a breakage simulation
+# per batch, is the limit).
 read -r S1 S2 < <($PY - "$OUT_DIR/gpu_stage1.json" "$(left)" "$RATE_FLOOR" "$DRY" <<'EOF'
 import json, sys
 path, left, floor, dry = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
@@ -97,7 +98,7 @@ except Exception:
     rate = floor
 train = max(0.0, left - 230.0)
 s1 = int(0.8 * train / 5 * rate * 0.85) // 10 * 10
-s2 = int(0.2 * train * 3.0) // 10 * 10
+s2 = int(0.2 * train * 1.0) // 10 * 10
 print(2, 2) if dry else print(max(s1, 50), max(s2, 50))
 EOF
 )
