@@ -105,7 +105,7 @@ EOF
 echo "stage-1 iterations $S1, stage-2 iterations $S2"
 # shellcheck disable=SC2086
 timeout $(($(left) - 20)) $PY -m deeptree reproduce $REPRO_ARGS --stage1-iterations "$S1" \
-    --stage2-iterations "$S2" --no-validation --no-progress --out "$REPRO" \
+    --stage2-iterations "$S2" --no-validation --out "$REPRO" \
     || echo "step 3 failed or timed out (rc $?)"
 (cd "$WORK" && find . \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.csv' \
     -o -name '*.png' \) -not -path '*/cache/*' -not -path '*/cohort/*' -print0 \
