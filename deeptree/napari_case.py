@@ -348,17 +348,21 @@ def show_view_case(viewer, case, *, ct_visible: bool | None = None) -> dict[str,
     -------
     dict name -> napari layer
     """
-    return show_case(
-        viewer,
-        case.ct,
-        case.gt,
-        case.predictions or None,
-        case.anatomy,
-        case.attention,
-        case.centres,
-        spacing=case.spacing,
-        lung=case.lung,
-        breakage=case.breakage,
-        gap_sizes=case.gap_sizes,
-        ct_visible=ct_visible,
-    )
+    return show_case(viewer, **case_volumes(case), ct_visible=ct_visible)
+
+
+def case_volumes(case) -> dict:
+    """The arguments of :func:`show_case` / :func:`case_layer_data` held by a
+    ``deeptree.view_case.ViewCase`` (volumes, centres, spacing), as keywords."""
+    return {
+        "ct": case.ct,
+        "gt": case.gt,
+        "pred": case.predictions or None,
+        "anatomy": case.anatomy,
+        "attention": case.attention,
+        "centres": case.centres,
+        "spacing": case.spacing,
+        "lung": case.lung,
+        "breakage": case.breakage,
+        "gap_sizes": case.gap_sizes,
+    }

@@ -64,23 +64,11 @@ def read_case(path: str | os.PathLike | list) -> list[tuple]:
     list of (data, kwargs, layer_type)
         As :func:`deeptree.napari_case.case_layer_data`, ``scale`` = spacing in mm.
     """
-    from deeptree.napari_case import case_layer_data
+    from deeptree.napari_case import case_layer_data, case_volumes
 
     case = load_view_case(_single_path(path))
     _notify(case.messages)
-    return case_layer_data(
-        case.ct,
-        case.gt,
-        case.predictions or None,
-        case.anatomy,
-        case.attention,
-        case.centres,
-        spacing=case.spacing,
-        lung=case.lung,
-        breakage=case.breakage,
-        gap_sizes=case.gap_sizes,
-        ct_visible=True,
-    )
+    return case_layer_data(**case_volumes(case), ct_visible=True)
 
 
 def _notify(messages: list[str]) -> None:

@@ -135,3 +135,22 @@ def test_napari_file_open_uses_the_deeptree_reader(tmp_path):
         np.testing.assert_allclose(viewer.layers["CT"].scale, (0.7, 0.7, 1.25))
     finally:
         viewer.close()
+
+
+def test_case_volumes_are_the_keywords_of_show_case_and_the_reader():
+    import inspect
+    from types import SimpleNamespace
+
+    from deeptree.napari_case import case_layer_data, case_volumes, show_case
+
+    fields = ("ct", "gt", "anatomy", "attention", "centres", "spacing", "lung", "breakage",
+              "gap_sizes")  # fmt: skip
+    case = SimpleNamespace(predictions={}, **{f: object() for f in fields})
+    volumes = case_volumes(case)
+    assert volumes["pred"] is None  # no prediction: no prediction layers
+    assert all(volumes[f] is getattr(case, f) for f in fields)
+    for function in (show_case, case_layer_data):
+        parameters = inspect.signature(function).parameters
+        assert set(volumes) <= set(parameters), function.__name__
+    case.predictions = {"model": object()}
+    assert case_volumes(case)["pred"] is case.predictions
