@@ -24,7 +24,6 @@ What it measures (one process, same machine, same input):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ import time
 import warnings
 
 import numpy as np
+from _common import finish_report  # benchmarks/_common.py: the script's folder is on sys.path
 
 from deeptree.attention import (
     _fold_component,
@@ -41,7 +41,7 @@ from deeptree.attention import (
     label_components,
 )
 from deeptree.breakage import simulate_breakage
-from deeptree.io import SAMPLES_DIR, atomic_write, read_nifti
+from deeptree.io import SAMPLES_DIR, read_nifti
 from deeptree.tree import parse_tree
 
 REGION = (slice(250, 366), slice(197, 334), slice(218, 420))
@@ -137,15 +137,7 @@ def main(argv=None) -> int:
         f"naive {t_naive_region:.1f} s, speed-up {t_naive_region / t_fast_region:.0f}x, "
         f"max |diff| {diff:.2e}"
     )
-    report["load_average_end"] = os.getloadavg()
-    print(f"load average (1, 5, 15 min) at the end: {report['load_average_end']}")
-    if args.json:
-
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=1)
-
-        atomic_write(args.json, write)
+    finish_report(report, args.json)
     return 0
 
 

@@ -13,7 +13,6 @@ shares of removed skeleton.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,9 +20,10 @@ import time
 import warnings
 
 import numpy as np
+from _common import finish_report  # benchmarks/_common.py: the script's folder is on sys.path
 
 from deeptree.breakage import simulate_breakage
-from deeptree.io import SAMPLES_DIR, atomic_write, read_nifti
+from deeptree.io import SAMPLES_DIR, read_nifti
 from deeptree.tree import parse_tree
 
 
@@ -69,15 +69,7 @@ def main(argv=None) -> int:
             f"peripheral branches ({run['n_rejected']} rejected, {run['n_widened']} widened), "
             f"{run['n_components']} components, {run['breakage_voxels']} voxels of Y^B"
         )
-    report["load_average_end"] = os.getloadavg()
-    print(f"load average (1, 5, 15 min) at the end: {report['load_average_end']}")
-    if args.json:
-
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=1)
-
-        atomic_write(args.json, write)
+    finish_report(report, args.json)
     return 0
 
 
