@@ -6,7 +6,13 @@ map and centres. On a GPU this is the stage-2 data side. The script times each p
 per repeat, with one thread, and compares ``add_fragments`` with the reference it replaced
 (``reference_fragment_candidates``: EDTs of the whole grown box, kept here for the ratio).
 
+With ``--loader BATCHES`` it also times a DataLoader of ``Stage2CropDataset`` on that phantom
+with ``--workers`` processes (batch 2, 64^3 crops), once with the old gpu setting (2 crops per
+simulation, one stream: a fresh simulation for every batch) and once with the gpu profile's
+(``simulation_streams`` = workers, so each worker reuses its simulation).
+
     .venv/bin/python benchmarks/bench_stage2_data.py [--repeat 3] [--data /tmp/dt_patch]
+        [--loader 8 --workers 2]
 """
 
 from __future__ import annotations
@@ -28,7 +34,12 @@ from _common import standard_phantom  # noqa: E402
 from deeptree.attention import breakage_attention, breakage_centres  # noqa: E402
 from deeptree.breakage import simulate_breakage  # noqa: E402
 from deeptree.config import get_config  # noqa: E402
-from deeptree.stage2 import _grown_box, add_fragments, stage2_settings  # noqa: E402
+from deeptree.stage2 import (  # noqa: E402
+    Stage2CropDataset,
+    _grown_box,
+    add_fragments,
+    stage2_settings,
+)
 
 
 def reference_fragment_candidates(airway, avoid, room, cfg):
@@ -45,10 +56,29 @@ def reference_fragment_candidates(airway, avoid, room, cfg):
     return np.argwhere(candidates)
 
 
+def loader_seconds(source, data, batches: int, workers: int) -> tuple[float, int]:
+    """Wall time of ``batches`` batches of 2 from a DataLoader with ``workers`` processes
+    (worker start-up included), and the number of distinct simulations they came from."""
+    import torch
+
+    dataset = Stage2CropDataset([source], (64, 64, 64), data, seed=0, batch_size=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=workers)
+    start, seen = time.perf_counter(), set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for number, batch in enumerate(loader):
+            seen.update(batch["simulation"].tolist())
+            if number + 1 == batches:
+                break
+    return time.perf_counter() - start, len(seen)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", default="/tmp/dt_patch")
+    parser.add_argument("--loader", type=int, default=0, help="batches to time (0: skip)")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     from deeptree.reproduce import _stage2_sources
 
@@ -91,6 +121,26 @@ def main() -> int:
         np.median(times["fragments"]),
     )
     print(f"add_fragments: {ref / new:.0f}x faster than the reference's candidate search alone")
+    if args.loader:
+        from dataclasses import replace
+
+        settings = {
+            "old gpu setting (2 crops per simulation, 1 stream)": replace(
+                data, crops_per_simulation=2, simulation_streams=1
+            ),
+            f"gpu profile ({data.crops_per_simulation} crops per simulation, "
+            f"{args.workers} streams)": replace(data, simulation_streams=args.workers),
+        }
+        results = {}
+        for name, cfg in settings.items():
+            results[name] = loader_seconds(source, cfg, args.loader, args.workers)
+            seconds, simulations = results[name]
+            print(
+                f"DataLoader, {args.workers} workers, {args.loader} batches, {name}: "
+                f"{seconds:.1f} s ({args.loader / seconds:.2f} batches/s, {simulations} simulations)"
+            )
+        (old, _), (new, _) = results.values()
+        print(f"batches per second: {old / new:.1f}x the old setting")
     return 0
 
 

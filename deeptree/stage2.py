@@ -28,9 +28,12 @@ the stage-1 data code stays untouched (the lead may re-export it from ``data``).
 
 Cost and determinism: a simulation (breakage + attention) costs about as much as a training
 step on a CPU, so :class:`Stage2CropDataset` draws ``crops_per_simulation`` consecutive
-crops from one simulation (simulation ``index // crops_per_simulation``, cached). Every item
-is still a pure function of ``(seed, index)``, as :func:`deeptree.train.train` requires for an
-exact resume; set ``crops_per_simulation=1`` for one fresh simulation per crop.
+crops from one simulation (simulation ``index // crops_per_simulation``, cached). With
+DataLoader workers, consecutive batches go to different workers; ``simulation_streams``
+deals batches to as many streams as there are workers so that each worker still reuses its
+simulation. Every item is still a pure function of ``(seed, index)``, as
+:func:`deeptree.train.train` requires for an exact resume; set ``crops_per_simulation=1``
+for one fresh simulation per crop.
 """
 
 from __future__ import annotations
@@ -89,6 +92,13 @@ class Stage2DataConfig:
         3D spatial shifting"; 0.25 as for stage-1 patches).
     crops_per_simulation : int
         Consecutive dataset items drawn from one simulation (see the module notes).
+    simulation_streams : int
+        Batches are dealt round-robin to this many streams, and a simulation serves
+        ``crops_per_simulation`` consecutive crops *of its stream*. A DataLoader hands batch
+        ``b`` to worker ``b % workers``, so with as many workers as streams each worker
+        reuses its own simulation instead of simulating once per batch. 1: the plain order
+        (simulation ``index // crops_per_simulation``). The crops do not depend on the
+        number of workers, only on this value.
     """
 
     min_generation: int = 3
@@ -104,12 +114,16 @@ class Stage2DataConfig:
     match_distance: float = 5.0
     max_shift_fraction: float = 0.25
     crops_per_simulation: int = 4
+    simulation_streams: int = 1
 
 
 _DATA_PROFILES = {
     "smoke": Stage2DataConfig(min_generation=2),
     "cpu": Stage2DataConfig(crops_per_simulation=8),
-    "gpu": Stage2DataConfig(crops_per_simulation=2),
+    # 12 streams for the 12 DataLoader workers of a GPU run (deeptree reproduce --workers,
+    # benchmarks/gpu_session.sh): each worker simulates once per 4 batches of 2, not once
+    # per batch (a standard-phantom simulation costs ~4 s, a GPU step 0.08 s)
+    "gpu": Stage2DataConfig(crops_per_simulation=8, simulation_streams=12),
 }
 
 
@@ -511,7 +525,7 @@ def crop_stage2(
 class Stage2CropDataset(torch.utils.data.Dataset):
     """Stage-2 training crops; item ``index`` is a pure function of ``(seed, index)``.
 
-    Item ``index`` comes from simulation ``index // cfg.crops_per_simulation`` (source and
+    Item ``index`` comes from simulation :meth:`simulation_number` ``(index)`` (source and
     breakage drawn from ``default_rng([seed, simulation, 0])``); its centre, shift and
     augmentation from ``default_rng([seed, index, 1])``.
 
@@ -529,11 +543,15 @@ class Stage2CropDataset(torch.utils.data.Dataset):
         have to be resampled alike, and the random shift already varies the position.
     length : int
         Nominal length.
+    batch_size : int
+        Items per training batch; only ``cfg.simulation_streams > 1`` uses it (streams deal
+        out whole batches).
 
     Items
     -----
-    dict with ``"image"`` float32 (2, X, Y, Z), ``"label"`` int64 (1, X, Y, Z) and
-    ``"negative"`` (int: 1 if centred on a negative centre).
+    dict with ``"image"`` float32 (2, X, Y, Z), ``"label"`` int64 (1, X, Y, Z),
+    ``"negative"`` (int: 1 if centred on a negative centre) and ``"simulation"`` (int: the
+    simulation it was cut from).
     """
 
     def __init__(
@@ -546,13 +564,18 @@ class Stage2CropDataset(torch.utils.data.Dataset):
         seed: int = 0,
         augment=None,
         length: int = 10**9,
+        batch_size: int = 1,
     ):
         if not sources:
             raise InputError("Stage2CropDataset: no training cases")
-        if cfg.crops_per_simulation < 1:
-            raise InputError(
-                f"crops_per_simulation must be at least 1, got {cfg.crops_per_simulation}"
-            )
+        for name, value in (
+            ("crops_per_simulation", cfg.crops_per_simulation),
+            ("simulation_streams", cfg.simulation_streams),
+            ("batch_size", batch_size),
+        ):
+            if value < 1:
+                raise InputError(f"{name} must be at least 1, got {value}")
+        self.batch_size = int(batch_size)
         self.sources = list(sources)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.cfg = cfg
@@ -574,8 +597,26 @@ class Stage2CropDataset(torch.utils.data.Dataset):
         self._cached = (number, sample)
         return sample
 
+    def simulation_number(self, index: int) -> int:
+        """The simulation item ``index`` is cut from.
+
+        Batch ``b = index // batch_size`` belongs to stream ``b % S`` (S =
+        ``cfg.simulation_streams``), where it is local batch ``b // S``; the item's position
+        in its stream, ``p``, counts the stream's items in order, and every
+        ``crops_per_simulation`` of them share one simulation, numbered ``(p // c) * S +
+        stream``: a one-to-one numbering. With S = 1 that is ``index // c``.
+        """
+        streams, per_simulation = self.cfg.simulation_streams, self.cfg.crops_per_simulation
+        if streams == 1:
+            return int(index) // per_simulation
+        batch, position = divmod(int(index), self.batch_size)
+        stream = batch % streams
+        in_stream = (batch // streams) * self.batch_size + position
+        return (in_stream // per_simulation) * streams + stream
+
     def __getitem__(self, index: int) -> dict:
-        sample = self.simulation(int(index) // self.cfg.crops_per_simulation)
+        number = self.simulation_number(index)
+        sample = self.simulation(number)
         rng = np.random.default_rng([self.seed, int(index), 1])
         centre, negative = choose_crop_centre(sample, rng, self.cfg.negative_fraction)
         shift = random_shift(self.patch_size, rng, self.cfg.max_shift_fraction)
@@ -587,6 +628,7 @@ class Stage2CropDataset(torch.utils.data.Dataset):
             ct = augment_intensity(item["image"][0].numpy(), rng, self.augment)
             item["image"][0] = torch.from_numpy(ct)
         item["negative"] = int(negative)
+        item["simulation"] = number
         return item
 
 
@@ -701,6 +743,7 @@ def stage2_task(
         seed=cfg.seed,
         augment=AugmentConfig(),
         length=cfg.iterations * cfg.batch_size,
+        batch_size=cfg.batch_size,
     )
 
     def loss_fn(outputs, batch):

@@ -177,6 +177,73 @@ def test_dataset_items_are_pure_functions_of_the_index(source):
     assert ds.simulation(0) is sample
 
 
+def test_simulation_numbers_of_streams_are_one_to_one_and_follow_a_worker():
+    """S streams of batches: every simulation serves exactly c items, and the batches one
+    DataLoader worker gets (b, b + S, b + 2S, ...) run through its simulations in order."""
+    b, c, s = 2, 4, 3
+    cfg = Stage2DataConfig(crops_per_simulation=c, simulation_streams=s)
+    ds = Stage2CropDataset([object()], (8, 8, 8), cfg, batch_size=b)
+    n_items = 4 * s * c  # whole cycles
+    numbers = [ds.simulation_number(i) for i in range(n_items)]
+    assert sorted(set(numbers)) == list(range(n_items // c))
+    assert np.bincount(numbers).tolist() == [c] * (n_items // c)
+    # worker w of s: batches w, w + s, ...; c / b = 2 consecutive batches per simulation
+    for w in range(s):
+        own = [numbers[k * b + j] for k in range(w, n_items // b, s) for j in range(b)]
+        assert len(own) == n_items // s
+        assert own == [w + s * (q // c) for q in range(len(own))]
+    # one stream: the plain order
+    plain = Stage2CropDataset([object()], (8, 8, 8), replace(cfg, simulation_streams=1))
+    assert [plain.simulation_number(i) for i in range(9)] == [i // c for i in range(9)]
+
+
+def test_streams_make_each_worker_reuse_its_simulation(source, monkeypatch):
+    """Cache misses of one worker's item sequence: one per c items with streams = workers,
+    one per batch without (consecutive batches go to different workers)."""
+    import deeptree.stage2 as stage2_module
+
+    calls = []
+    real = stage2_module.simulate_stage2_sample
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage2_module, "simulate_stage2_sample", counting)
+    b, c, workers = 2, 4, 2
+    for streams, expected in ((workers, 8 // (c // b)), (1, 8)):
+        cfg = replace(CFG, crops_per_simulation=c, simulation_streams=streams)
+        ds = Stage2CropDataset([source], (16,) * 3, cfg, seed=2, batch_size=b)
+        calls.clear()
+        for batch in range(0, 2 * 8, workers):  # worker 0's 8 batches
+            for j in range(b):
+                ds[batch * b + j]
+        assert len(calls) == expected
+
+
+def test_crops_do_not_depend_on_the_number_of_workers(source):
+    cfg = replace(CFG, crops_per_simulation=4, simulation_streams=2)
+    ds = Stage2CropDataset([source], (16,) * 3, cfg, seed=4, length=12, batch_size=2)
+
+    def batches(workers):
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=workers)
+        return list(loader)
+
+    alone, parallel = batches(0), batches(2)
+    assert len(alone) == len(parallel) == 6
+    for a, p in zip(alone, parallel, strict=True):
+        assert torch.equal(a["image"], p["image"]) and torch.equal(a["label"], p["label"])
+        assert torch.equal(a["simulation"], p["simulation"])
+    assert [a["simulation"].tolist() for a in alone] == [
+        [0, 0],
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        [2, 2],
+        [3, 3],
+    ]
+
+
 def test_negative_fraction_extremes(source):
     all_neg = Stage2CropDataset([source], (16,) * 3, replace(CFG, negative_fraction=1.0), seed=1)
     no_neg = Stage2CropDataset([source], (16,) * 3, replace(CFG, negative_fraction=0.0), seed=1)
@@ -195,6 +262,10 @@ def test_bad_input(source):
         prepare_stage2_source(np.zeros((5, 5, 5)), np.ones((5, 5, 5)), (1, 0, 1))
     with pytest.raises(InputError, match="crops_per_simulation"):
         Stage2CropDataset([source], (8, 8, 8), Stage2DataConfig(crops_per_simulation=0))
+    with pytest.raises(InputError, match="simulation_streams"):
+        Stage2CropDataset([source], (8, 8, 8), Stage2DataConfig(simulation_streams=0))
+    with pytest.raises(InputError, match="batch_size"):
+        Stage2CropDataset([source], (8, 8, 8), batch_size=0)
     with pytest.raises(InputError, match="no training cases"):
         Stage2CropDataset([], (8, 8, 8))
     with pytest.raises(ValueError, match="profile"):
