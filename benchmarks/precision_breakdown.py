@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,33 +37,34 @@ from _common import finish_report  # noqa: E402
 from deeptree.inference import load_stage1_model, predict_stage1  # noqa: E402
 from deeptree.io import load_case  # noqa: E402
 from deeptree.metrics import largest_component  # noqa: E402
-from deeptree.pipeline import load_stage2_model, repair  # noqa: E402
+from deeptree.pipeline import load_stage2_model, repair, repair_sources  # noqa: E402
 from deeptree.reproduce import split_dataset  # noqa: E402
 
 
 def breakdown(ct: np.ndarray, gt: np.ndarray, stage1: np.ndarray, final: np.ndarray) -> dict:
-    """Voxel counts of one case (all arrays (I, J, K); masks bool)."""
-    near_gt = ndimage.binary_dilation(gt, ndimage.generate_binary_structure(3, 3))
-    main1 = largest_component(stage1)
-    fp1 = main1 & ~gt
-    added = final & ~main1
-    joined, drawn = added & stage1, added & ~stage1
+    """Voxel counts of one case (``deeptree.pipeline.repair_sources`` groups) and the median
+    CT value (HU) of the groups that matter here."""
+    labels = repair_sources(stage1, final, gt)
+    counts = np.bincount(labels.ravel(), minlength=7)
+
+    def median_hu(*codes):
+        values = ct[np.isin(labels, codes)]
+        return float(np.median(values)) if values.size else None
+
     return {
         "gt": int(gt.sum()),
-        "stage1_voxels": int(main1.sum()),
-        "stage1_fp": int(fp1.sum()),
-        "stage1_fp_touching_gt": int((fp1 & near_gt).sum()),
-        "stage1_fp_elsewhere": int((fp1 & ~near_gt).sum()),
-        "stage2_joined_voxels": int(joined.sum()),
-        "stage2_joined_in_gt": int((joined & gt).sum()),
-        "stage2_drawn_voxels": int(drawn.sum()),
-        "stage2_drawn_in_gt": int((drawn & gt).sum()),
+        "stage1_voxels": int(largest_component(stage1).sum()),
+        "stage1_fp": int(counts[1] + counts[2]),
+        "stage1_fp_touching_gt": int(counts[1]),
+        "stage1_fp_elsewhere": int(counts[2]),
+        "stage2_joined_voxels": int(counts[3] + counts[4]),
+        "stage2_joined_in_gt": int(counts[3]),
+        "stage2_drawn_voxels": int(counts[5] + counts[6]),
+        "stage2_drawn_in_gt": int(counts[5]),
         "hu_median_gt": float(np.median(ct[gt])),
-        "hu_median_fp_touching_gt": float(np.median(ct[fp1 & near_gt])) if fp1.any() else None,
-        "hu_median_fp_elsewhere": float(np.median(ct[fp1 & ~near_gt]))
-        if (fp1 & ~near_gt).any()
-        else None,
-        "hu_median_drawn": float(np.median(ct[drawn])) if drawn.any() else None,
+        "hu_median_fp_touching_gt": median_hu(1),
+        "hu_median_fp_elsewhere": median_hu(2),
+        "hu_median_drawn": median_hu(5, 6),
     }
 
 

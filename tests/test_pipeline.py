@@ -20,6 +20,7 @@ from deeptree.pipeline import (
     paste_patches,
     predict_breakage,
     repair,
+    repair_sources,
     segment,
     segment_file,
     summarize_rows,
@@ -315,3 +316,47 @@ def test_cli_predict_two_stage(tmp_path, capsys):
     written = read_nifti(tmp_path / "pred" / "PHANTOM_002.nii.gz")
     assert np.allclose(written.affine, case.affine) and written.array.shape == case.ct.shape
     assert label_components(written.array)[1] <= 1
+
+
+def test_repair_sources_on_a_hand_built_line():
+    gt = np.zeros((14, 12, 22), bool)
+    gt[5, 5, 2:20] = True
+    stage1 = gt.copy()
+    stage1[5, 5, 10:12] = False  # a gap: the main tree is z 2..9, the far piece z 12..19
+    stage1[6, 5, 4] = True  # one voxel too wide
+    stage1[5, 6:9, 6] = True  # a spur: its first voxel touches the GT, the rest does not
+    stage1[9, 9, 15] = True  # a false fragment
+    stage1[12, 0, 0] = True  # a piece the repair does not reach
+    final = stage1.copy()
+    final[5, 5, 10:12] = True  # the gap, drawn
+    final[4, 5, 11] = True  # drawn too wide
+    final[[6, 7, 8], [6, 7, 8], [12, 13, 14]] = True  # a false bridge to the fragment
+    final[12, 0, 0] = False
+    before = (stage1.copy(), final.copy(), gt.copy())
+    labels = repair_sources(stage1, final, gt)
+    assert labels.dtype == np.uint8 and labels.shape == gt.shape
+    assert labels[6, 5, 4] == 1 and labels[5, 6, 6] == 1
+    assert labels[5, 7, 6] == labels[5, 8, 6] == 2
+    assert (labels[5, 5, 12:20] == 3).all() and labels[9, 9, 15] == 4
+    assert (labels[5, 5, 10:12] == 5).all()
+    assert labels[4, 5, 11] == 6 and (labels[[6, 7, 8], [6, 7, 8], [12, 13, 14]] == 6).all()
+    assert (labels[5, 5, 2:10] == 0).all() and labels[12, 0, 0] == 0
+    assert np.bincount(labels.ravel(), minlength=7)[1:].tolist() == [2, 2, 8, 1, 2, 4]
+    for array, original in zip((stage1, final, gt), before, strict=True):
+        assert np.array_equal(array, original)  # inputs untouched
+    with pytest.raises(InputError, match="shape"):
+        repair_sources(stage1, final[:, :, :-1], gt)
+
+
+def test_repair_sources_on_the_real_cip_ct64_airway(cip_ct64_dir):
+    gt = read_nifti(cip_ct64_dir / "airway.nii.gz").array > 0
+    slices = np.flatnonzero(gt.any(axis=(0, 1)))
+    cut = slice(slices[len(slices) // 2], slices[len(slices) // 2] + 2)
+    stage1 = gt.copy()
+    stage1[:, :, cut] = False  # a gap through the whole tree at mid-height
+    labels = repair_sources(stage1, gt, gt)  # a perfect repair
+    counts = np.bincount(labels.ravel(), minlength=7)[1:]
+    assert counts[0] == counts[1] == counts[3] == counts[5] == 0  # nothing outside the GT
+    assert counts[4] == np.count_nonzero(gt[:, :, cut])  # the gap is drawn, all in the GT
+    main = merge(stage1, np.zeros_like(stage1)).astype(bool)
+    assert counts[2] == np.count_nonzero(stage1 & ~main) > 0  # the pieces beyond the gap
