@@ -607,8 +607,6 @@ class Stage2CropDataset(torch.utils.data.Dataset):
         stream``: a one-to-one numbering. With S = 1 that is ``index // c``.
         """
         streams, per_simulation = self.cfg.simulation_streams, self.cfg.crops_per_simulation
-        if streams == 1:
-            return int(index) // per_simulation
         batch, position = divmod(int(index), self.batch_size)
         stream = batch % streams
         in_stream = (batch // streams) * self.batch_size + position
