@@ -24,7 +24,7 @@ pipeline runs end to end.
 Usage::
 
     python benchmarks/bench_two_stage.py --threads 2 --json runs/bench/two_stage.json
-    python benchmarks/bench_two_stage.py --stage1 runs/s1/last.pt --stage2 runs/s2/last.pt
+    python benchmarks/bench_two_stage.py --stage1 runs/s1/last.pt --stage2 runs/s2/best.pt
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from deeptree.io import load_case  # noqa: E402
 from deeptree.metrics import largest_component  # noqa: E402
 from deeptree.pipeline import load_stage2_model, repair, repair_sources  # noqa: E402
 from deeptree.reproduce import split_dataset  # noqa: E402
+from deeptree.train import selected_checkpoint  # noqa: E402
 
 
 def breakdown(ct: np.ndarray, gt: np.ndarray, stage1: np.ndarray, final: np.ndarray) -> dict:
@@ -78,7 +79,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     model, meta = load_stage1_model(run / "models/stage1_amc_gul/last.pt")
-    stage2 = load_stage2_model(run / "models/stage2/last.pt")
+    stage2 = load_stage2_model(selected_checkpoint(run / "models/stage2"))
     report: dict = {"run": str(run), "part": args.part, "cases": {}}
     for paths in getattr(split_dataset(run / "cohort"), args.part):
         case = load_case(paths.image, paths.label, case_id=paths.id)

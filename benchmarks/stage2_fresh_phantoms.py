@@ -3,7 +3,7 @@
 Notebook 06 scores stage 2 on 3 held-out phantoms (seeds (1000, i)), and the stage-2 data
 settings (``negative_fraction``) were chosen on those same phantoms. This script takes the
 trained models of a notebook run (``<run>/05_stage1/run/last.pt`` and
-``<run>/06_stage2/stage2/last.pt``) to new phantoms (seeds ``(--seed, i)``, by default 2000,
+``<run>/06_stage2/stage2/best.pt``, else ``last.pt``) to new phantoms (seeds ``(--seed, i)``, by default 2000,
 never used anywhere else; ``--stage1`` / ``--stage2`` take other checkpoints, e.g. those of a
 reproduction's ``models/``) and reports what notebook 06 reports on the stage-1 outputs:
 components, BD, TLD, precision before and after stage 2 and the non-learned filler (paper
@@ -13,6 +13,12 @@ protocol), per case and as the mean.
         --out /tmp/stage2_fresh.json
 
 About 10 s per cpu phantom on 2 cores.
+
+``--combine`` compares how overlapping stage-2 crops are combined: ``mean`` is the package's
+rule (``deeptree.pipeline.paste_patches``: mean breakage probability > 0.5); ``or`` is the
+rule before 2026-11-26 (a voxel is breakage if any crop says so); ``gaussian`` weights each
+crop's probabilities by nnU-Net's Gaussian importance map (sigma = patch / 8). The two
+alternatives exist only here, to measure the choice.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,25 +38,34 @@ from _common import finish_report  # noqa: E402
 
 from deeptree import inference, pipeline  # noqa: E402
 from deeptree.phantom import generate_case  # noqa: E402
+from deeptree.train import selected_checkpoint  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="a run folder holding notebooks 05 and 06")
     parser.add_argument("--stage1", help="stage-1 last.pt (default: RUN/05_stage1/run/last.pt)")
-    parser.add_argument("--stage2", help="stage-2 last.pt (default: RUN/06_stage2/stage2/last.pt)")
+    parser.add_argument(
+        "--stage2", help="stage-2 checkpoint (default: best.pt, else last.pt, of RUN/06_stage2/stage2)"
+    )
     parser.add_argument("--profile", default="cpu", choices=("smoke", "cpu"))
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument(
+        "--combine", default="mean", choices=("mean", "or", "gaussian"),
+        help="how overlapping stage-2 crops are combined (mean: the package's rule)",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.run and not (args.stage1 and args.stage2):
         parser.error("give --run, or both --stage1 and --stage2")
     run = Path(args.run) if args.run else None
     stage1 = args.stage1 or run / "05_stage1/run/last.pt"
-    stage2 = args.stage2 or run / "06_stage2/stage2/last.pt"
+    stage2 = args.stage2 or selected_checkpoint(run / "06_stage2/stage2")
+    if args.combine != "mean":
+        pipeline.paste_patches = _alternative_paste(args.combine)
     model1, meta1 = inference.load_stage1_model(stage1)
     model2 = pipeline.load_stage2_model(stage2)
     cases = []
@@ -91,11 +107,45 @@ def main() -> int:
         f"(per case {min(drops.values()) * 100:.1f} to {max(drops.values()) * 100:.1f})"
     )
     finish_report(
-        {"stage1": str(stage1), "stage2": str(stage2), "seed": args.seed, "rows": rows, "means": means,
+        {"stage1": str(stage1), "stage2": str(stage2), "seed": args.seed, "combine": args.combine,
+         "rows": rows, "means": means,
          "precision_drop": mean_drop, "precision_drop_per_case": drops},
         args.out,
     )  # fmt: skip
     return 0
+
+
+def _alternative_paste(combine: str):
+    """A replacement for ``pipeline.paste_patches``: OR of the crops' own masks, or the
+    Gaussian-weighted mean of their probabilities."""
+    from monai.data.utils import compute_importance_map
+
+    def paste(shape, patches):
+        shape = tuple(int(n) for n in shape)
+        hit = np.zeros(shape, dtype=bool)
+        total = np.zeros(shape, dtype=np.float32)
+        weight_sum = np.zeros(shape, dtype=np.float32)
+        for p in patches:
+            box = [
+                (max(int(s), 0), min(int(s) + n, dim))
+                for s, n, dim in zip(p.start, p.mask.shape, shape, strict=True)
+            ]
+            if any(hi <= lo for lo, hi in box):
+                continue
+            dst = tuple(slice(lo, hi) for lo, hi in box)
+            src = tuple(
+                slice(lo - int(s), hi - int(s)) for (lo, hi), s in zip(box, p.start, strict=True)
+            )
+            if combine == "or":
+                hit[dst] |= p.mask[src]
+            else:
+                w = compute_importance_map(p.mask.shape, mode="gaussian", sigma_scale=0.125)
+                w = w.numpy().astype(np.float32)[src]
+                total[dst] += w * p.probability[src]
+                weight_sum[dst] += w
+        return hit if combine == "or" else total > 0.5 * weight_sum
+
+    return paste
 
 
 if __name__ == "__main__":

@@ -104,6 +104,14 @@ class TrainConfig:
     # 1/3 of patches, we oversample the small-airway class 3 (stage 1)
     patch_class_ratios: tuple[float, float, float, float] = (0.33, 0.17, 0.2, 0.3)
     val_cases: int = 2  # cases of the cohort held out for validation during training
+    # None: nnU-Net's output initialisation; a float p: the output heads start at foreground
+    # probability p (deeptree.networks.init_foreground_prior; stage 2, whose target is ~0.2%
+    # of a crop: one training seed in three never predicted a breakage voxel without it)
+    foreground_prior: float | None = None
+
+
+#: Stage 2's starting foreground probability (Lin et al., ICCV 2017: 0.01 for a rare class).
+STAGE2_FOREGROUND_PRIOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,9 @@ class RunConfig:
     stage2_net: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(patch_size=(64, 64, 64))
     )
-    stage2_train: TrainConfig = field(default_factory=TrainConfig)
+    stage2_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(foreground_prior=STAGE2_FOREGROUND_PRIOR)
+    )
 
 
 def get_config(profile: str = "cpu") -> RunConfig:
@@ -171,7 +181,12 @@ def get_config(profile: str = "cpu") -> RunConfig:
             stage2_net=NetworkConfig(filters=(8, 16, 32, 64), patch_size=(32, 32, 32)),
             # the breakage target is ~0.2% of a crop: after 400 iterations the network still
             # predicted no breakage (validation repair rate 0); 1000 repair ~75% of the gaps
-            stage2_train=TrainConfig(iterations=1000, validate_every=100, amp=False),
+            stage2_train=TrainConfig(
+                iterations=1000,
+                validate_every=100,
+                amp=False,
+                foreground_prior=STAGE2_FOREGROUND_PRIOR,
+            ),
         )
     # smoke: a few iterations of a tiny network, for CI
     return replace(
@@ -181,5 +196,11 @@ def get_config(profile: str = "cpu") -> RunConfig:
             iterations=4, batch_size=1, validate_every=4, checkpoint_every=4, amp=False, val_cases=1
         ),
         stage2_net=NetworkConfig(filters=(4, 8, 16, 32), patch_size=(32, 32, 32)),
-        stage2_train=TrainConfig(iterations=4, batch_size=1, validate_every=4, amp=False),
+        stage2_train=TrainConfig(
+            iterations=4,
+            batch_size=1,
+            validate_every=4,
+            amp=False,
+            foreground_prior=STAGE2_FOREGROUND_PRIOR,
+        ),
     )

@@ -17,9 +17,14 @@ Deep supervision: in training mode :class:`AirwayUNet` returns the logits at ful
 interpolating every head to full size); the loss downsamples the targets instead
 (``deeptree.losses.Stage1Loss``). In eval mode it returns the full-resolution logits only,
 as sliding-window inference expects.
+
+Stage-2 training starts its output heads at a small foreground probability
+(:func:`init_foreground_prior`); see there why.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from monai.networks.nets import DynUNet
@@ -120,6 +125,45 @@ def stage2_network(net: NetworkConfig) -> AirwayUNet:
     """The stage-2 breakage-connection network: 2 input channels (normalised CT, attention
     map H_bar), 2 output channels (background, breakage), as the paper's Eq. 3."""
     return build_network(net, in_channels=2, out_channels=2)
+
+
+def init_foreground_prior(model: AirwayUNet, prior: float) -> AirwayUNet:
+    """Start every output head at a small foreground probability ``prior`` (in place).
+
+    The 1x1x1 output convolutions (full resolution and the deep-supervision heads) get bias
+    0 for the background channel and ``log(prior / (1 - (C - 1) prior))`` for each of the
+    ``C - 1`` foreground channels, so that an untrained network predicts about ``prior``
+    everywhere. This is the rare-class initialisation of Lin et al. (Focal Loss for Dense
+    Object Detection, ICCV 2017, Sec. 3.3, prior 0.01). Why stage 2 needs it: its target
+    (the removed gap voxels, ~0.2% of a crop) is so rare that, started at 50/50, the first
+    iterations' push towards background, amplified by nnU-Net's momentum of 0.99, drove one
+    training seed in three to a network that never predicts a breakage voxel
+    (``benchmarks/RESULTS.md``, stage 2).
+
+    Parameters
+    ----------
+    model : AirwayUNet
+    prior : float
+        In (0, 1 / (C - 1)).
+
+    Returns
+    -------
+    AirwayUNet
+        ``model`` itself.
+    """
+    heads = [model.output_block, *getattr(model, "deep_supervision_heads", [])]
+    n_classes = heads[0].conv.conv.out_channels
+    if not 0.0 < prior < 1.0 / (n_classes - 1):
+        raise InputError(
+            f"foreground prior must lie in (0, {1.0 / (n_classes - 1):g}), got {prior}"
+        )
+    foreground_bias = math.log(prior / (1.0 - (n_classes - 1) * prior))
+    with torch.no_grad():
+        for head in heads:
+            bias = head.conv.conv.bias
+            bias.zero_()
+            bias[1:] = foreground_bias
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

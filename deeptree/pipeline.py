@@ -8,9 +8,18 @@ inference"):
 2. breakage attention :math:`\\bar H` of that mask and its centres
    (``deeptree.attention``);
 3. stage 2 at every centre: the (normalised CT, :math:`\\bar H`) box of the stage-2 patch
-   size centred on it -> predicted breakage ``p(breakage) > 0.5`` (:func:`predict_breakage`);
-4. union of the stage-1 mask and all predicted breakage patches, then the largest
-   26-connected component (:func:`merge`).
+   size centred on it -> breakage probability (:func:`predict_breakage`); where boxes
+   overlap, their probabilities are averaged and the predicted breakage is the mean
+   ``> 0.5`` (:func:`paste_patches`);
+4. union of the stage-1 mask and the predicted breakage, then the largest 26-connected
+   component (:func:`merge`).
+
+Step 3's averaging is this implementation's choice (the paper only says that the outputs at
+all breaking locations "are combined with the initial segmentation"): centres lie a few
+voxels apart, so most voxels near a gap are seen by several boxes, and OR-ing the boxes'
+masks let every box add its own false positives. Averaging is how nnU-Net combines
+overlapping sliding-window predictions (there with Gaussian weights, which kept more of the
+false positives here: ``benchmarks/RESULTS.md``, stage 2).
 
 Step 4 keeps the component of the union that holds the stage-1 main tree (its largest
 component). That is the union's largest component in practice; the rule guarantees that
@@ -65,12 +74,16 @@ class Stage2Patch:
     start : ndarray of int64, shape (3,)
         First voxel of the box (may lie outside the volume; the box was padded).
     mask : ndarray of bool, shape (X, Y, Z)
-        Predicted breakage in the box.
+        Predicted breakage in the box on its own (``probability > 0.5``).
+    probability : ndarray of float32, shape (X, Y, Z), or None
+        Breakage probability in the box; None for a hand-made mask (then the mask counts
+        as probability 0 or 1 in :func:`paste_patches`).
     """
 
     centre: np.ndarray
     start: np.ndarray
     mask: np.ndarray
+    probability: np.ndarray | None = None
 
 
 @dataclass
@@ -185,7 +198,8 @@ def predict_breakage(
 
     Returns
     -------
-    list of Stage2Patch, one per centre (breakage = ``p(breakage) > 0.5``).
+    list of Stage2Patch, one per centre, with the box's breakage probability and its own
+    mask ``probability > 0.5``.
     """
     from deeptree.stage2 import crop_stage2, crop_start
 
@@ -206,20 +220,37 @@ def predict_breakage(
             logits = model(x.to(device))
             if isinstance(logits, (list, tuple)):
                 logits = logits[0]
-            breakage = torch.softmax(logits.float(), dim=1)[:, 1] > 0.5
-        breakage = breakage.cpu().numpy()
-        patches += [Stage2Patch(c, s, m) for c, s, m in zip(chunk, starts, breakage, strict=True)]
+            probability = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        patches += [
+            Stage2Patch(c, s, p > 0.5, p.astype(np.float32))
+            for c, s, p in zip(chunk, starts, probability, strict=True)
+        ]
     return patches
 
 
 def paste_patches(shape: Sequence[int], patches: Sequence[Stage2Patch]) -> np.ndarray:
-    """OR the patch masks into a volume of ``shape`` (parts outside the volume dropped).
+    """Combine the patches into one breakage mask of ``shape``: a voxel is breakage when the
+    mean breakage probability of the boxes that contain it exceeds 0.5 (parts of a box
+    outside the volume are dropped).
+
+    Parameters
+    ----------
+    shape : 3 ints
+    patches : list of Stage2Patch
+        A patch without ``probability`` counts with its mask as probability 0 or 1, so a
+        voxel that only such patches cover is breakage when more than half of them say so.
 
     Returns
     -------
     ndarray of bool, shape ``shape``
+
+    Notes
+    -----
+    Holds two float32 volumes of ``shape`` while it runs (about 670 MB for 512 x 512 x 320).
     """
-    out = np.zeros(tuple(shape), dtype=bool)
+    shape = tuple(int(n) for n in shape)
+    total = np.zeros(shape, dtype=np.float32)
+    count = np.zeros(shape, dtype=np.float32)
     for p in patches:
         src, dst = [], []
         for s, n, dim in zip(p.start, p.mask.shape, shape, strict=True):
@@ -229,8 +260,10 @@ def paste_patches(shape: Sequence[int], patches: Sequence[Stage2Patch]) -> np.nd
             dst.append(slice(lo, hi))
             src.append(slice(lo - int(s), hi - int(s)))
         else:
-            out[tuple(dst)] |= p.mask[tuple(src)]
-    return out
+            value = p.probability if p.probability is not None else p.mask
+            total[tuple(dst)] += np.asarray(value, dtype=np.float32)[tuple(src)]
+            count[tuple(dst)] += 1.0
+    return total > 0.5 * count
 
 
 def merge(stage1_mask: np.ndarray, added: np.ndarray, name: str = "stage-1 mask") -> np.ndarray:

@@ -296,7 +296,8 @@ def reproduce_settings(
     )
     s2 = replace(
         s2,
-        validate_every=s2.iterations,
+        # stage 2 validates as its profile says: it keeps the best model (deeptree.stage2)
+        validate_every=min(s2.validate_every, s2.iterations),
         checkpoint_every=min(s2.checkpoint_every, s2.iterations),
         seed=seed,
     )
@@ -1182,7 +1183,7 @@ def reproduce(
     from deeptree.losses import VARIANTS
     from deeptree.pipeline import load_stage2_model
     from deeptree.stage2 import stage2_task
-    from deeptree.train import stage1_task
+    from deeptree.train import selected_checkpoint, stage1_task
 
     t_start = time.perf_counter()
     settings = settings if settings is not None else reproduce_settings(profile)
@@ -1262,6 +1263,7 @@ def reproduce(
             progress=progress,
             workers=workers,
         )
+        path = selected_checkpoint(path.parent)  # best.pt when validated, else last.pt
         checkpoints["stage2"], trained["stage2"], seconds["train stage2"] = path, did_train, secs
         stage2_model = load_stage2_model(path, device)
 

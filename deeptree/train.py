@@ -13,6 +13,8 @@ The loop (:func:`train`) knows nothing about airways. A stage hands it a
   the "sampler state" is the iteration counter;
 * ``validate(model) -> dict``: optional, called every ``validate_every`` iterations and at the
   end (e.g. sliding-window inference on held-out cases + ``deeptree.metrics``);
+* ``select``: optional, the name of a ``validate`` figure (higher is better); the model with
+  its best value so far is kept in ``best.pt`` (as nnU-Net keeps ``checkpoint_best``);
 * ``meta``: what is needed to rebuild the model from the checkpoint (stage, variant, network
   config); stored in every checkpoint.
 
@@ -33,6 +35,8 @@ Files in ``out_dir``:
 
 * ``last.pt``: the resume checkpoint (weights, optimiser, iteration, random states, meta),
   written atomically every ``checkpoint_every`` iterations, at the end, and on Ctrl-C;
+* ``best.pt``: with ``select``, the model at the validation with the best value (ties keep
+  the earlier one), same format as ``last.pt``; :func:`selected_checkpoint` picks it;
 * ``log.jsonl``: one JSON object per training iteration (``loss``, its parts, ``lr``,
   ``seconds`` since the start of the call) and one per validation (``"val": {...}``);
 * ``loss_curves.png``: :func:`plot_log` of the log, written at the end.
@@ -48,6 +52,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +66,7 @@ from deeptree.io import InputError, atomic_write
 
 CHECKPOINT_FORMAT = "deeptree-checkpoint-1"
 CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss_curves.png"
 
@@ -74,6 +80,7 @@ class TrainingTask:
     dataset: Dataset
     validate: Callable[[torch.nn.Module], dict] | None = None
     meta: dict = field(default_factory=dict)
+    select: str | None = None
 
 
 @dataclass
@@ -92,6 +99,8 @@ class TrainResult:
         The log entries of the whole run (after a resume: of all runs).
     seconds : float
         Wall time of this call.
+    best : Path or None
+        ``best.pt`` when the task selects a model by validation and one was validated.
     """
 
     iteration: int
@@ -99,6 +108,7 @@ class TrainResult:
     log: Path
     history: list[dict]
     seconds: float
+    best: Path | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +403,8 @@ def train(
         Iterations, batch size, learning rate and schedule, validation and checkpoint
         intervals, seed, ``amp`` (bf16 autocast, CUDA only).
     out_dir : path-like
-        Receives ``last.pt``, ``log.jsonl``, ``loss_curves.png``.
+        Receives ``last.pt``, ``log.jsonl``, ``loss_curves.png`` (and ``best.pt`` with
+        ``task.select``).
     resume : bool
         Continue from ``out_dir/last.pt``: weights, optimiser state, iteration (hence the
         learning-rate schedule and the data stream) and random states are restored, so the
@@ -447,6 +458,8 @@ def train(
         seed_everything(cfg.seed)
         history = []
         _write_log(log_path, history)
+        (out_dir / BEST_NAME).unlink(missing_ok=True)  # an earlier run's best is not this one's
+    best_value = _best_value(history, task.select)
 
     loader = _loader(task.dataset, cfg, iteration, num_workers, device)
     bar = tqdm(
@@ -496,6 +509,10 @@ def train(
                 ):
                     metrics = task.validate(model)
                 _append(log, history, {"iteration": iteration, "val": _plain(metrics)})
+                value = _selection_value(metrics, task.select)
+                if value is not None and (best_value is None or value > best_value):
+                    best_value = value
+                    _save(out_dir / BEST_NAME, model, optimizer, iteration, cfg, task.meta)
                 bar.write(
                     f"iteration {iteration}: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
@@ -512,7 +529,50 @@ def train(
                 )
     bar.close()
     _save_plot(out_dir / PLOT_NAME, history, task.meta)
-    return TrainResult(iteration, ckpt_path, log_path, history, time.perf_counter() - start_time)
+    best = out_dir / BEST_NAME if task.select is not None and best_value is not None else None
+    if best is not None and best_value <= 0.0:
+        warnings.warn(
+            f"{out_dir}: validation {task.select} never rose above 0 in {iteration} iterations; "
+            "the network may predict no foreground at all (stage 2 at the cpu budget: one "
+            "training seed in five, benchmarks/RESULTS.md). Train again with another --seed "
+            "or more iterations.",
+            stacklevel=2,
+        )
+    return TrainResult(
+        iteration, ckpt_path, log_path, history, time.perf_counter() - start_time, best
+    )
+
+
+def _selection_value(metrics: dict, select: str | None) -> float | None:
+    """The figure a task selects its model by, or None (no selection, missing or NaN)."""
+    if select is None or select not in metrics:
+        return None
+    value = float(metrics[select])
+    return value if np.isfinite(value) else None
+
+
+def _best_value(history: list[dict], select: str | None) -> float | None:
+    """Best selection figure among the validations of ``history`` (what ``best.pt`` holds
+    after a resume)."""
+    values = [_selection_value(e["val"], select) for e in history if "val" in e]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def selected_checkpoint(out_dir: str | Path) -> Path:
+    """The checkpoint to use from a training folder: ``best.pt`` when the task selected a
+    model by validation (stage 2), else ``last.pt``.
+
+    Raises
+    ------
+    InputError
+        If the folder holds neither.
+    """
+    out_dir = Path(out_dir)
+    for name in (BEST_NAME, CHECKPOINT_NAME):
+        if (out_dir / name).is_file():
+            return out_dir / name
+    raise InputError(f"{out_dir}: no {BEST_NAME} or {CHECKPOINT_NAME} (not a training folder?)")
 
 
 def _default_device() -> torch.device:
@@ -609,7 +669,8 @@ def stage1_task(
         ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.losses``).
     net : NetworkConfig
     cfg : TrainConfig
-        Seeds the weights (``cfg.seed``), the patch stream and its class ratios.
+        Seeds the weights (``cfg.seed``), the patch stream and its class ratios;
+        ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
     profile : str, optional
         Recorded in the checkpoint.
     device : optional
@@ -617,11 +678,13 @@ def stage1_task(
     """
     from deeptree.data import Stage1PatchDataset
     from deeptree.losses import Stage1Loss, check_variant
-    from deeptree.networks import stage1_network
+    from deeptree.networks import init_foreground_prior, stage1_network
 
     check_variant(variant)
     torch.manual_seed(cfg.seed)
     model = stage1_network(net, variant)
+    if cfg.foreground_prior is not None:
+        init_foreground_prior(model, cfg.foreground_prior)
     criterion = Stage1Loss(variant)
     dataset = Stage1PatchDataset(
         train_cases,

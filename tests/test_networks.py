@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +14,7 @@ from deeptree.networks import (
     build_network,
     count_parameters,
     divisor,
+    init_foreground_prior,
     stage1_network,
     stage2_network,
 )
@@ -61,3 +65,67 @@ def test_bad_configs():
         build_network(NetworkConfig(filters=(4, 8, 16)), 1, 2)
     with pytest.raises(InputError, match="variant"):
         stage1_network(TINY, "amc+dice")
+
+
+def test_foreground_prior_sets_every_head():
+    """Output weights zeroed by hand: the network then predicts exactly the prior."""
+    torch.manual_seed(0)
+    net = init_foreground_prior(stage2_network(TINY), 0.01)
+    heads = [net.output_block, *net.deep_supervision_heads]
+    assert len(heads) == 3
+    for head in heads:
+        bias = head.conv.conv.bias.detach()
+        assert float(bias[0]) == 0.0
+        assert float(bias[1]) == pytest.approx(math.log(0.01 / 0.99))
+        with torch.no_grad():
+            head.conv.conv.weight.zero_()
+    net.train()
+    for out in net(torch.randn(1, 2, 16, 16, 16)):
+        prob = torch.softmax(out, dim=1)
+        assert torch.allclose(prob[:, 1], torch.full_like(prob[:, 1], 0.01), atol=1e-6)
+
+
+def test_foreground_prior_with_several_foreground_classes():
+    net = init_foreground_prior(stage1_network(TINY, "amc"), 0.02)  # 3 foreground classes
+    with torch.no_grad():
+        net.output_block.conv.conv.weight.zero_()
+        prob = torch.softmax(net.eval()(torch.randn(1, 1, 16, 16, 16)), dim=1)
+    assert torch.allclose(prob[:, 1:], torch.full_like(prob[:, 1:], 0.02), atol=1e-6)
+
+
+def test_foreground_prior_rejects_impossible_values():
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(InputError, match="foreground prior"):
+            init_foreground_prior(stage2_network(TINY), bad)
+    with pytest.raises(InputError, match="foreground prior"):
+        init_foreground_prior(stage1_network(TINY, "amc"), 0.34)  # 3 x 0.34 > 1
+
+
+def test_foreground_prior_on_a_real_ct(cip_ct64_dir):
+    """On the real 64^3 CT and its airway's attention, the cpu stage-2 network starts near the
+    prior instead of near 50/50 (same random weights otherwise)."""
+    from deeptree.attention import breakage_attention
+    from deeptree.data import normalize_ct
+    from deeptree.io import read_nifti
+
+    ct = read_nifti(cip_ct64_dir / "ct.nii.gz").array
+    airway = read_nifti(cip_ct64_dir / "airway.nii.gz").array > 0
+    image = np.stack([normalize_ct(ct), breakage_attention(airway)]).astype(np.float32)
+    x = torch.from_numpy(image)[None, :, :64, :64, :64]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = stage2_network(get_config("cpu").stage2_net).eval()
+        with torch.no_grad():
+            before = float(torch.softmax(net(x), dim=1)[:, 1].mean())
+            after = float(torch.softmax(init_foreground_prior(net, 0.01)(x), dim=1)[:, 1].mean())
+        assert before > 0.2 and after < 0.05 and after < before / 5
+
+
+def test_profiles_start_stage2_at_the_prior_and_leave_stage1_alone():
+    from deeptree.config import STAGE2_FOREGROUND_PRIOR
+
+    assert STAGE2_FOREGROUND_PRIOR == 0.01
+    for profile in ("smoke", "cpu", "gpu"):
+        run = get_config(profile)
+        assert run.stage2_train.foreground_prior == STAGE2_FOREGROUND_PRIOR
+        assert run.stage1_train.foreground_prior is None

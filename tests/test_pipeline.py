@@ -108,6 +108,27 @@ def test_paste_patches_clips_at_the_border():
     assert out[:2, :2, :2].all() and out[8:, 8:, 8:].all()
 
 
+def test_paste_patches_averages_overlapping_boxes():
+    """Two boxes overlap on a 2-voxel slab: there the mean probability decides."""
+
+    def box(start_i: int, value: float) -> Stage2Patch:
+        p = np.full((4, 4, 4), value, np.float32)
+        return Stage2Patch(np.array([start_i + 2, 2, 2]), np.array([start_i, 0, 0]), p > 0.5, p)
+
+    out = paste_patches((6, 4, 4), [box(0, 0.9), box(2, 0.05)])
+    assert out[:2].all() and not out[2:].any()  # overlap: (0.9 + 0.05) / 2 < 0.5
+    out = paste_patches((6, 4, 4), [box(0, 0.9), box(2, 0.3)])
+    assert out[:4].all() and not out[4:].any()  # overlap: (0.9 + 0.3) / 2 > 0.5
+    # masks without probabilities: a voxel needs more than half of its boxes
+    ones, zeros = np.ones((4, 4, 4), bool), np.zeros((4, 4, 4), bool)
+    votes = [
+        Stage2Patch(np.array([2, 2, 2]), np.array([0, 0, 0]), ones),
+        Stage2Patch(np.array([2, 2, 2]), np.array([0, 0, 0]), zeros),
+    ]
+    assert not paste_patches((4, 4, 4), votes).any()
+    assert paste_patches((4, 4, 4), [*votes, votes[0]]).all()
+
+
 def test_predict_breakage_one_patch_per_centre_in_place():
     image = np.zeros((20, 20, 20), np.float32)
     h_bar = np.zeros_like(image)
@@ -123,6 +144,9 @@ def test_predict_breakage_one_patch_per_centre_in_place():
     net = stage2_network(TINY).eval()
     patches = predict_breakage(net, image, h_bar, centres[:1], TINY.patch_size, device="cpu")
     assert patches[0].mask.dtype == bool and patches[0].mask.shape == (16, 16, 16)
+    prob = patches[0].probability
+    assert prob.dtype == np.float32 and prob.shape == (16, 16, 16)
+    assert ((prob >= 0) & (prob <= 1)).all() and np.array_equal(patches[0].mask, prob > 0.5)
 
 
 def test_repair_with_the_gap_filler_and_with_a_network():

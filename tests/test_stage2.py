@@ -288,8 +288,11 @@ def test_stage2_task_trains_through_the_shared_loop(source, tmp_path):
     cfg = TrainConfig(iterations=1, batch_size=2, validate_every=1, checkpoint_every=1, amp=False)
     task = stage2_task([source], [source], net, cfg, data=CFG, profile="smoke")
     assert task.meta["stage"] == 2 and task.meta["patch_size"] == [16, 16, 16]
+    # TrainConfig's default: nnU-Net's zero output bias; the profiles set the prior (below)
+    assert float(task.model.output_block.conv.conv.bias.abs().max()) == 0.0
     result = train(task, cfg, tmp_path, progress=False, device="cpu")
     assert result.iteration == 1
+    assert task.select == "gap_dice" and result.best == tmp_path / "best.pt"  # validated once
     val = [e["val"] for e in result.history if "val" in e]
     assert val and 0.0 <= val[-1]["repair_rate"] <= 1.0 and val[-1]["gaps"] >= 3
     model, meta = load_stage2_model(result.checkpoint)
@@ -391,3 +394,13 @@ def test_fragment_centres_respect_distance_room_and_gaps():
     assert gap_dist[frag].min() > 8.0
     same = add_fragments(airway, 30, np.random.default_rng(3), cfg, avoid=avoid, room=room)
     assert np.array_equal(frag, same)
+
+
+def test_stage2_task_starts_at_the_foreground_prior(source):
+    net = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))
+    cfg = TrainConfig(iterations=1, batch_size=1, amp=False, foreground_prior=0.01)
+    task = stage2_task([source], [], net, cfg, data=CFG)
+    assert task.select is None  # nothing to select on without validation cases
+    for head in (task.model.output_block, *task.model.deep_supervision_heads):
+        bias = head.conv.conv.bias.detach()
+        assert float(bias[1] - bias[0]) == pytest.approx(np.log(0.01 / 0.99))

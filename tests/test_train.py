@@ -227,3 +227,83 @@ def test_cli_train_then_resume_and_predict(tmp_path, capsys):
     assert mask.array.shape == ct.array.shape and np.array_equal(mask.affine, ct.affine)
     assert (pred / "PHANTOM_001_classes.nii.gz").is_file()
     assert main([*args, str(tmp_path / "nothing"), "--out", str(pred)]) == 2
+
+
+def scripted_validation(values):
+    """A ``validate`` that returns the given scores in turn (one per call)."""
+    scores = iter(values)
+    return lambda model: {"score": next(scores)}
+
+
+def test_select_keeps_the_best_validated_model(tmp_path):
+    """Scores 0.2, 0.7, 0.4 at iterations 2, 4, 6: best.pt is iteration 4's model."""
+    from deeptree.train import selected_checkpoint
+
+    cfg = replace(CFG, validate_every=2)
+    snapshots = {}
+    task = make_task()
+    task.validate = scripted_validation([0.2, 0.7, 0.4])
+    task.select = "score"
+
+    def keep_weights(iteration, entry):
+        snapshots[iteration] = {k: v.clone() for k, v in task.model.state_dict().items()}
+
+    result = train(task, cfg, tmp_path, device="cpu", progress=False, callback=keep_weights)
+    assert result.best == tmp_path / "best.pt"
+    best = load_checkpoint(result.best)
+    assert best["iteration"] == 4 and best["meta"] == load_checkpoint(result.checkpoint)["meta"]
+    assert all(torch.equal(best["model"][k], snapshots[4][k]) for k in snapshots[4])
+    assert not all(torch.equal(best["model"][k], snapshots[6][k]) for k in snapshots[6])
+    assert selected_checkpoint(tmp_path) == tmp_path / "best.pt"
+
+
+def test_select_ignores_nan_and_ties_keep_the_earlier(tmp_path):
+    cfg = replace(CFG, validate_every=2)
+    task = make_task()
+    task.validate = scripted_validation([float("nan"), 0.5, 0.5])
+    task.select = "score"
+    result = train(task, cfg, tmp_path, device="cpu", progress=False)
+    assert load_checkpoint(result.best)["iteration"] == 4
+
+
+def test_no_selection_means_last_pt(tmp_path):
+    from deeptree.train import selected_checkpoint
+
+    (tmp_path / "best.pt").write_bytes(b"stale")  # an earlier run's: a fresh start removes it
+    task = make_task()
+    task.validate = scripted_validation([0.1, 0.9])
+    result = train(task, CFG, tmp_path, device="cpu", progress=False)
+    assert result.best is None and not (tmp_path / "best.pt").exists()
+    assert selected_checkpoint(tmp_path) == result.checkpoint
+    with pytest.raises(InputError, match="no best.pt or last.pt"):
+        selected_checkpoint(tmp_path / "nothing")
+
+
+def test_select_after_resume_remembers_the_best_so_far(tmp_path):
+    """Best 0.9 at iteration 2, interrupted at 4, resumed: 0.5 at iteration 6 does not replace it."""
+    cfg = replace(CFG, validate_every=2)
+    task = make_task()
+    task.validate = scripted_validation([0.9, 0.3])
+    task.select = "score"
+
+    def interrupt_at_4(iteration, entry):
+        if iteration == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(task, cfg, tmp_path, device="cpu", progress=False, callback=interrupt_at_4)
+    resumed = make_task()
+    resumed.validate = scripted_validation([0.5])
+    resumed.select = "score"
+    result = train(resumed, cfg, tmp_path, device="cpu", progress=False, resume=True)
+    assert result.iteration == 6 and load_checkpoint(result.best)["iteration"] == 2
+
+
+def test_select_warns_when_the_score_never_rises_above_zero(tmp_path):
+    cfg = replace(CFG, validate_every=2)
+    task = make_task()
+    task.validate = scripted_validation([0.0, 0.0, 0.0])
+    task.select = "score"
+    with pytest.warns(UserWarning, match="never rose above 0"):
+        result = train(task, cfg, tmp_path, device="cpu", progress=False)
+    assert load_checkpoint(result.best)["iteration"] == 2

@@ -3,7 +3,7 @@
 Example::
 
     deeptree predict --stage 1 --checkpoint runs/s1/last.pt --input data/cohort/imagesTr --out runs/s1/pred
-    deeptree predict --two-stage --checkpoint runs/s1/last.pt --stage2-checkpoint runs/s2/last.pt --input data/cohort/imagesTr --out runs/s2/pred
+    deeptree predict --two-stage --checkpoint runs/s1/last.pt --stage2-checkpoint runs/s2/best.pt --input data/cohort/imagesTr --out runs/s2/pred
 
 ``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
@@ -34,7 +34,10 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--two-stage", action="store_true", help="full DeepTree: stage 1 + stage-2 connection"
     )
-    parser.add_argument("--stage2-checkpoint", help="last.pt of deeptree train --stage 2")
+    parser.add_argument(
+        "--stage2-checkpoint",
+        help="best.pt (or last.pt) of deeptree train --stage 2",
+    )
     parser.add_argument(
         "--gapfill",
         choices=("straight", "intensity"),

@@ -108,6 +108,8 @@ def run(args) -> int:
     print(
         f"done: {result.iteration} iterations in {result.seconds:.1f} s; checkpoint {result.checkpoint}"
     )
+    if result.best is not None:
+        print(f"best validated model ({task.select}): {result.best}")
     return 0
 
 
