@@ -289,7 +289,7 @@ def test_stage2_task_trains_through_the_shared_loop(source, tmp_path):
     task = stage2_task([source], [source], net, cfg, data=CFG, profile="smoke")
     assert task.meta["stage"] == 2 and task.meta["patch_size"] == [16, 16, 16]
     # TrainConfig's default: nnU-Net's zero output bias; the profiles set the prior (below)
-    assert float(task.model.output_block.conv.conv.bias.abs().max()) == 0.0
+    assert float(task.model.output_block.conv.conv.bias.detach().abs().max()) == 0.0
     result = train(task, cfg, tmp_path, progress=False, device="cpu")
     assert result.iteration == 1
     assert task.select == "gap_dice" and result.best == tmp_path / "best.pt"  # validated once
