@@ -126,16 +126,10 @@ def _alternative_paste(combine: str):
         total = np.zeros(shape, dtype=np.float32)
         weight_sum = np.zeros(shape, dtype=np.float32)
         for p in patches:
-            box = [
-                (max(int(s), 0), min(int(s) + n, dim))
-                for s, n, dim in zip(p.start, p.mask.shape, shape, strict=True)
-            ]
-            if any(hi <= lo for lo, hi in box):
+            overlap = pipeline.box_overlap(p.start, p.mask.shape, shape)
+            if overlap is None:
                 continue
-            dst = tuple(slice(lo, hi) for lo, hi in box)
-            src = tuple(
-                slice(lo - int(s), hi - int(s)) for (lo, hi), s in zip(box, p.start, strict=True)
-            )
+            dst, src = overlap
             if combine == "or":
                 hit[dst] |= p.mask[src]
             else:

@@ -252,18 +252,33 @@ def paste_patches(shape: Sequence[int], patches: Sequence[Stage2Patch]) -> np.nd
     total = np.zeros(shape, dtype=np.float32)
     count = np.zeros(shape, dtype=np.float32)
     for p in patches:
-        src, dst = [], []
-        for s, n, dim in zip(p.start, p.mask.shape, shape, strict=True):
-            lo, hi = max(int(s), 0), min(int(s) + n, dim)
-            if hi <= lo:
-                break
-            dst.append(slice(lo, hi))
-            src.append(slice(lo - int(s), hi - int(s)))
-        else:
-            value = p.probability if p.probability is not None else p.mask
-            total[tuple(dst)] += np.asarray(value, dtype=np.float32)[tuple(src)]
-            count[tuple(dst)] += 1.0
+        overlap = box_overlap(p.start, p.mask.shape, shape)
+        if overlap is None:
+            continue
+        dst, src = overlap
+        value = p.probability if p.probability is not None else p.mask
+        total[dst] += np.asarray(value, dtype=np.float32)[src]
+        count[dst] += 1.0
     return total > 0.5 * count
+
+
+def box_overlap(
+    start: Sequence[int], size: Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Where the box ``[start, start + size)`` meets a volume of ``shape``.
+
+    Returns
+    -------
+    (in_volume, in_box) : two tuples of 3 slices, or None when the box lies outside
+    """
+    in_volume, in_box = [], []
+    for s, n, dim in zip(start, size, shape, strict=True):
+        lo, hi = max(int(s), 0), min(int(s) + int(n), int(dim))
+        if hi <= lo:
+            return None
+        in_volume.append(slice(lo, hi))
+        in_box.append(slice(lo - int(s), hi - int(s)))
+    return tuple(in_volume), tuple(in_box)
 
 
 def merge(stage1_mask: np.ndarray, added: np.ndarray, name: str = "stage-1 mask") -> np.ndarray:

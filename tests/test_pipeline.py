@@ -384,3 +384,13 @@ def test_repair_sources_on_the_real_cip_ct64_airway(cip_ct64_dir):
     assert counts[4] == np.count_nonzero(gt[:, :, cut])  # the gap is drawn, all in the GT
     main = merge(stage1, np.zeros_like(stage1)).astype(bool)
     assert counts[2] == np.count_nonzero(stage1 & ~main) > 0  # the pieces beyond the gap
+
+
+def test_box_overlap_clips_to_the_volume():
+    from deeptree.pipeline import box_overlap
+
+    dst, src = box_overlap((-2, 3, 8), (4, 4, 4), (10, 10, 10))
+    assert dst == (slice(0, 2), slice(3, 7), slice(8, 10))
+    assert src == (slice(2, 4), slice(0, 4), slice(0, 2))
+    assert box_overlap((10, 0, 0), (4, 4, 4), (10, 10, 10)) is None
+    assert box_overlap((0, -4, 0), (4, 4, 4), (10, 10, 10)) is None
