@@ -45,6 +45,11 @@ with ``airway_metrics(..., connectivity=same)``.
 Run (2 cores, a few minutes)::
 
     .venv/bin/python benchmarks/atm22_official_metrics.py [--phantoms N] [--json out.json]
+    .venv/bin/python benchmarks/atm22_official_metrics.py --gt-blobs 40 --gt-holes 10
+
+The second adds small extra 6-connected components and holes to every GT (issue 23): the
+official side scores DSC and precision against the processed label (largest component,
+holes filled) as the official driver does, and also reports them on the raw GT.
 
 NOT package code: a benchmark script; it prints a Markdown table of both sides.
 """
