@@ -45,6 +45,24 @@ def blob(shape, centre, radius):
     return sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
 
 
+def rod_with_stray_components():
+    """A hand-built GT of 502 voxels in an 11 x 11 x 30 volume (3630 voxels).
+
+    A 5 x 5 x 20 rod (500 voxels) with a one-voxel hole at its centre (5, 5, 15), enclosed
+    on all sides; one voxel (8, 8, 10) touching the rod's voxel (7, 7, 10) by an edge only
+    (26- but not 6-connected); a detached 2-voxel piece at (0, 0, 0), (0, 1, 0). So three
+    6-connected components; the processed GT (largest one, hole filled) is the full rod,
+    500 voxels. The prediction is the raw GT, whose largest 26-connected component L is
+    the rod without its hole plus the edge voxel: 499 + 1 = 500 voxels.
+    """
+    gt = np.zeros((11, 11, 30), dtype=bool)
+    gt[3:8, 3:8, 5:25] = True
+    gt[5, 5, 15] = False
+    gt[8, 8, 10] = True
+    gt[0, 0, 0] = gt[0, 1, 0] = True
+    return gt
+
+
 # --------------------------------------------------------------------------------------------
 # known answers
 # --------------------------------------------------------------------------------------------
@@ -172,6 +190,68 @@ def test_connectivity_decides_whether_a_corner_touching_voxel_counts():
     assert with6["pred_voxels"] == gt.sum() and with6["n_components"] == 2
 
 
+def test_atm22_scores_against_the_processed_gt_by_hand():
+    """Issue 23: under "atm22" precision, DSC, sensitivity and FPR use the largest
+    6-connected GT component with its holes filled, as the official pipeline."""
+    gt = rod_with_stray_components()
+    assert gt.sum() == 502
+    with pytest.warns(UserWarning, match="2 smaller 6-connected component"):
+        reference = prepare_ground_truth(gt, SPACING, name="rod.nii.gz")
+    assert reference.n_voxels == 502 and reference.parsed_n_voxels == 500
+    assert reference.n_components_dropped == 2
+    assert reference.parsed_mask[5, 5, 15] and not reference.parsed_mask[8, 8, 10]
+    m = airway_metrics(gt, reference, SPACING, "atm22")
+    # L = 499 rod voxels + the edge voxel; L ∩ G' = the 499 rod voxels; |G'| = 500
+    assert (m["pred_voxels"], m["tp_voxels"], m["gt_voxels"]) == (500, 499, 500)
+    assert m["precision"] == 499 / 500
+    assert m["DSC"] == 2 * 499 / (500 + 500)
+    assert m["sensitivity"] == 499 / 500
+    assert m["FPR"] == 1 / (11 * 11 * 30 - 500)  # the edge voxel, outside G'
+    assert m["gt_components_dropped"] == 2 and m["n_components"] == 2
+    # the raw GT would have given precision 500 / 500 and DSC 2 * 500 / (500 + 502)
+    assert m["precision"] < 1.0
+    # predicting the processed GT itself is perfect, whatever the raw mask holds
+    perfect = airway_metrics(reference.parsed_mask, reference, SPACING, "atm22")
+    for key in ("TLD", "BD", "precision", "DSC", "sensitivity"):
+        assert perfect[key] == 1.0, key
+    assert perfect["FPR"] == 0.0
+
+
+def test_paper_scores_against_the_raw_gt(case):
+    """The paper protocol keeps the GT as annotated for precision, DSC, sensitivity and
+    FPR: a predicted stray GT component is a true positive there, a false positive under
+    "atm22"."""
+    gt, _ = case
+    # a voxel touching a peripheral branch by a corner only, and a detached 2-voxel piece
+    near_26 = ndimage.binary_dilation(gt, ndimage.generate_binary_structure(3, 3))
+    near_6 = ndimage.binary_dilation(gt, ndimage.generate_binary_structure(3, 1))
+    corner = tuple(np.argwhere(near_26 & ~near_6)[-1])
+    assert not (gt[:3, :3, :3].any() or near_26[:3, :3, :3].any())
+    raw = gt.copy()
+    raw[corner] = True
+    raw[0, 0, 0] = raw[0, 0, 1] = True
+    with pytest.warns(UserWarning, match="2 smaller 6-connected component"):
+        reference = prepare_ground_truth(raw, SPACING)
+    n = int(gt.sum())  # the tree: no hole, so the processed GT is the tree itself
+    assert reference.parsed_n_voxels == n and reference.n_voxels == n + 3
+    paper = airway_metrics(raw, reference, SPACING, "paper")
+    atm = airway_metrics(raw, reference, SPACING, "atm22")
+    # L = the tree + the corner voxel (n + 1 voxels)
+    assert paper["precision"] == 1.0
+    assert paper["DSC"] == 2 * (n + 1) / ((n + 1) + (n + 3))
+    assert paper["sensitivity"] == (n + 1) / (n + 3)
+    assert paper["FPR"] == 0.0
+    assert paper["gt_voxels"] == n + 3
+    assert atm["precision"] == n / (n + 1)
+    assert atm["DSC"] == 2 * n / ((n + 1) + n)
+    assert atm["sensitivity"] == 1.0
+    assert atm["FPR"] == 1 / (gt.size - n)
+    assert atm["gt_voxels"] == n
+    assert paper["gt_components_dropped"] == atm["gt_components_dropped"] == 2
+    # TLD and BD use the parse under both protocols
+    assert paper["TLD"] == atm["TLD"] == paper["BD"] == atm["BD"] == 1.0
+
+
 def test_prepared_and_fresh_ground_truth_agree(case):
     gt, reference = case
     pred = ndimage.binary_erosion(gt)
@@ -285,7 +365,14 @@ def test_coarse_real_airway_has_only_central_branches(cip_ct64_dir):
     with pytest.warns(UserWarning, match="dropped"):
         reference = prepare_ground_truth(volume.array, volume.spacing, name="airway.nii.gz")
     m = airway_metrics(volume.array, reference, volume.spacing, "atm22")
-    assert m["BD"] == 1.0 and m["TLD"] == 1.0 and m["precision"] == 1.0
+    assert m["BD"] == 1.0 and m["TLD"] == 1.0 and m["sensitivity"] == 1.0
+    # 21 stray 6-connected components, 9 of them touching the tree by an edge or corner:
+    # those join the prediction's largest 26-component and count as false positives
+    assert m["gt_components_dropped"] == reference.n_components_dropped == 21
+    mask = volume.array > 0
+    kept = largest_component(mask, 26)
+    expected = np.count_nonzero(kept & reference.parsed_mask) / np.count_nonzero(kept)
+    assert m["precision"] == pytest.approx(expected, abs=1e-12) and m["precision"] < 1.0
     assert m["n_components"] >= 1
     with pytest.raises(InputError, match="no branch beyond the main bronchi"):
         airway_metrics(volume.array, reference, volume.spacing, "paper")
@@ -301,9 +388,16 @@ def test_atm001_perturbed_predictions(atm001_path):
     # parsed in voxel units as ATM'22: the official code finds 187 branches on this case
     # (benchmarks/atm22_official_metrics.py); in mm there would be 182
     assert len(tree.branches) == 187
-    for protocol in ("paper", "atm22"):
-        m = airway_metrics(gt, reference, volume.spacing, protocol)
-        assert m["BD"] == m["TLD"] == m["precision"] == m["DSC"] == 1.0
+    paper_perfect = airway_metrics(gt, reference, volume.spacing, "paper")
+    assert paper_perfect["BD"] == paper_perfect["TLD"] == 1.0
+    assert paper_perfect["precision"] == paper_perfect["DSC"] == 1.0
+    # "atm22" scores against the processed GT: 3 of the 4 dropped components touch the
+    # tree by an edge or corner, so the raw GT as a prediction is not perfect there
+    atm_perfect = airway_metrics(gt, reference, volume.spacing, "atm22")
+    assert atm_perfect["BD"] == atm_perfect["TLD"] == atm_perfect["sensitivity"] == 1.0
+    assert atm_perfect["gt_components_dropped"] == 4
+    assert atm_perfect["pred_voxels"] - atm_perfect["tp_voxels"] > 0
+    assert 0.999 < atm_perfect["precision"] < 1.0
     # erode inside the GT's box (+1 voxel): the same result as on the whole volume, faster
     box = []
     for axis in range(3):  # (np.argwhere on 178 M voxels is slow)
@@ -367,6 +461,28 @@ def test_cli_evaluate_writes_rows_summary_and_reports_missing(case, tmp_path, ca
     assert "over 2 case(s)" in rows["summary"]["status"]
 
 
+def test_cli_evaluate_reports_dropped_gt_components(tmp_path):
+    """The CSV says how many GT components each case's parse dropped (issue 23)."""
+    import csv
+
+    from deeptree.cli import main
+
+    gt = rod_with_stray_components()
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    _write(tmp_path / "gt" / "R_001.nii.gz", gt)
+    _write(tmp_path / "pred" / "R_001.nii.gz", gt)
+    out = tmp_path / "metrics.csv"
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    with pytest.warns(UserWarning, match="R_001.nii.gz: 2 smaller 6-connected component"):
+        status = main([*argv, "--out", str(out), "--protocol", "atm22", "--no-progress"])
+    assert status == 0
+    rows = {r["case"]: r for r in csv.DictReader(out.open())}
+    assert rows["R_001"]["gt_components_dropped"] == "2"
+    assert float(rows["R_001"]["precision"]) == pytest.approx(499 / 500)
+    assert rows["summary"]["gt_components_dropped"] == ""
+
+
 def test_cli_evaluate_bad_folder_is_one_clear_line(tmp_path, capsys):
     from deeptree.cli import main
 
@@ -407,3 +523,26 @@ def test_atm22_protocol_matches_the_official_code_on_a_phantom():
         assert row["ours_branches"] == row["official_branches"], row["prediction"]
         for key in METRIC_KEYS:
             assert abs(row[f"diff_{key}"]) <= 0.1, (row["prediction"], key)
+
+    # issue 23: a GT with 30 small extra 6-connected components (half touching the tree by
+    # an edge or corner) and 5 enclosed holes; the official code scores DSC and precision
+    # against its processed label (largest component, holes filled), and so must we
+    rows = official.compare_case(
+        "phantom + stray components",
+        np.asarray(phantom.airway),
+        tuple(phantom.spacing),
+        np.random.default_rng(1),
+        connectivities=(26,),
+        gt_blobs=30,
+        gt_holes=5,
+    )
+    assert len(rows) == 8
+    assert all(row["gt_components_dropped"] == 30 for row in rows)
+    for row in rows:
+        assert row["ours_branches"] == row["official_branches"], row["prediction"]
+        for key in METRIC_KEYS:  # within the official rounding, all six
+            assert abs(row[f"diff_{key}"]) <= 0.01, (row["prediction"], key)
+    # the case matters: the raw GT gives other precisions than the official code
+    perfect = next(row for row in rows if row["prediction"] == "perfect")
+    assert perfect["raw_precision"] == 100.0
+    assert perfect["official_precision"] < 99.9
