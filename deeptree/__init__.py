@@ -12,4 +12,10 @@ The package is thin on purpose: pure functions on numpy arrays in the middle
 (:mod:`deeptree.io`, :mod:`deeptree.cli`), torch only in the learning parts.
 """
 
+from deeptree.threads import apply_policy
+
 __version__ = "0.1.0"
+
+# Before anything imports torch: OpenMP threads that sleep instead of spinning, as many as
+# there are free cores (deeptree/threads.py says why and what an explicit setting changes).
+apply_policy()

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deeptree.io import atomic_write
+from deeptree.threads import current_policy
 
 RESULTS_SUFFIX = ".results.json"
 
@@ -133,7 +134,7 @@ def write_summary(run_dir: str | os.PathLike, header: str | None = None) -> Path
 
 
 def environment_report() -> dict[str, str]:
-    """Versions of Python and the main libraries, and the compute device.
+    """Versions of Python and the main libraries, the compute device and the CPU threads.
 
     Returns
     -------
@@ -160,6 +161,8 @@ def environment_report() -> dict[str, str]:
         "torch": torch.__version__,
         "monai": monai.__version__,
         "device": device,
+        # the CPU thread policy that `import deeptree` applied (deeptree/threads.py)
+        "cpu threads": f"{torch.get_num_threads()} ({current_policy().describe()})",
     }
     try:
         import napari

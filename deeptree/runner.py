@@ -18,6 +18,7 @@ from pathlib import Path
 from deeptree.config import check_profile
 from deeptree.io import atomic_write
 from deeptree.report import write_summary
+from deeptree.threads import apply_to_child_processes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -101,6 +102,9 @@ def run_notebooks(
     # miss the next execute request and the kernel then waits forever. The kernels inherit
     # this variable, which makes napari leave the kernel's event loop alone.
     os.environ.setdefault("NAPARI_APPLICATION_IPY_INTERACTIVE", "0")
+    # Each kernel is a new process: give it the CPU thread policy from its start, so that it
+    # holds even in a notebook that imports torch before deeptree (deeptree/threads.py).
+    apply_to_child_processes()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = list_notebooks() if notebooks is None else [Path(n) for n in notebooks]

@@ -1,0 +1,232 @@
+"""CPU thread policy: a cpu-profile stage-1 training step, idle and under a background load.
+
+    python benchmarks/bench_cpu_threads.py [--rounds 3] [--steps 8] [--load 2] [--record]
+
+Each measurement runs in a fresh Python process, because OpenMP reads its settings once, when
+torch loads it. The policies compared (environment of that process):
+
+* ``old``: what the package did before its thread policy (``DEEPTREE_THREAD_POLICY=off``):
+  torch's defaults, one OpenMP thread per physical core, waiting threads spin (libgomp);
+* ``spin 10k``: ``GOMP_SPINCOUNT=10000``: spin for a short while, then sleep;
+* ``one thread``: ``OMP_NUM_THREADS=1``: no thread ever waits for another;
+* ``free cores``: ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS`` = cores minus the rounded
+  1-minute load average (at least 1), read when the process starts;
+* ``new``: nothing set: ``import deeptree`` applies :mod:`deeptree.threads` itself
+  (``OMP_WAIT_POLICY=PASSIVE``, torch's default thread count).
+
+Each process builds the cpu profile's stage-1 network (amc+gul, 4 output channels) and times,
+on one resident random batch (no data loading):
+
+* ``train``: forward + loss + backward + SGD step, batch 2 x 32^3 (the profile's);
+* ``predict``: a no-grad forward of 8 windows of 32^3 (what sliding-window inference does).
+
+Conditions: ``idle`` (nothing else started) and ``loaded`` (``--load`` busy Python processes
+started by this script, each spinning on one core, as a browser or another job would). The
+policies are interleaved round by round so that a drift of the machine's own load hits them all;
+the figure of a policy is the median over its rounds of the per-process median step time.
+
+``--record`` appends a section with the figures, the CPU model and the command to
+``benchmarks/RESULTS.md``. NOT package code: a benchmark script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Environment changes of each policy (None = remove the variable).
+POLICIES: dict[str, dict[str, str]] = {
+    "old": {"DEEPTREE_THREAD_POLICY": "off"},
+    "spin 10k": {"DEEPTREE_THREAD_POLICY": "off", "GOMP_SPINCOUNT": "10000"},
+    "one thread": {"DEEPTREE_THREAD_POLICY": "off", "OMP_NUM_THREADS": "1"},
+    "free cores": {"DEEPTREE_THREAD_POLICY": "off", "OMP_WAIT_POLICY": "PASSIVE"},  # + count
+    "new": {},
+}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT",
+                    "DEEPTREE_THREAD_POLICY")
+
+
+def worker(steps: int) -> dict:
+    """Time training and prediction steps in this process (run with ``--worker``)."""
+    import deeptree  # noqa: F401, I001  (applies the thread policy before torch loads)
+    import torch
+
+    from deeptree.config import get_config
+    from deeptree.losses import Stage1Loss
+    from deeptree.networks import stage1_network
+    from deeptree.threads import current_policy
+
+    net, tcfg = get_config("cpu").stage1_net, get_config("cpu").stage1_train
+    torch.manual_seed(0)
+    model, loss_fn = stage1_network(net, "amc+gul"), Stage1Loss("amc+gul")
+    optimizer = torch.optim.SGD(model.parameters(), lr=tcfg.learning_rate, momentum=0.99,
+                                nesterov=True)
+    shape = (tcfg.batch_size, 1, *net.patch_size)
+    image = torch.randn(shape)
+    label = torch.randint(0, 4, shape)
+    distance = torch.rand(shape)
+
+    def train_step() -> None:
+        optimizer.zero_grad()
+        loss, _ = loss_fn(model(image), label, distance)
+        loss.backward()
+        optimizer.step()
+
+    windows = torch.randn(8, 1, *net.patch_size)
+
+    def predict_step() -> None:
+        with torch.no_grad():
+            model(windows)
+
+    timings: dict = {}
+    for name, step, train_mode in (("train", train_step, True), ("predict", predict_step, False)):
+        model.train(train_mode)
+        step()  # warm-up: oneDNN chooses and caches its kernels on the first call
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        timings[name] = statistics.median(times)
+    # the weights after the same number of steps: equal across policies only where the policy
+    # keeps the floating-point order of the sums (the thread count changes it)
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
+    timings["weights_md5"] = hashlib.md5(weights.tobytes()).hexdigest()
+    return {"threads": torch.get_num_threads(), "policy": current_policy().describe(), **timings}
+
+
+def free_cores() -> int:
+    """Cores minus the rounded 1-minute load average, clipped to [1, cores]."""
+    cores = len(os.sched_getaffinity(0))
+    return int(min(cores, max(1, cores - round(os.getloadavg()[0]))))
+
+
+def run_worker(policy: str, steps: int) -> dict:
+    """One fresh process with ``policy``'s environment; its timings as a dict."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(POLICIES[policy])
+    if policy == "free cores":
+        env["OMP_NUM_THREADS"] = str(free_cores())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, __file__, "--worker", "--steps", str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
+    """Every policy, ``rounds`` times interleaved, under ``condition`` (idle / loaded)."""
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(load)]
+    for p in busy:
+        p.start()
+    try:
+        samples: dict[str, list[dict]] = {name: [] for name in POLICIES}
+        for r in range(rounds):
+            for name in POLICIES:
+                samples[name].append(run_worker(name, steps))
+                s = samples[name][-1]
+                print(f"  {condition:6s} round {r + 1}/{rounds} {name:10s} threads {s['threads']}"
+                      f"  train {s['train']:.3f} s  predict {s['predict']:.3f} s", flush=True)
+    finally:
+        for p in busy:
+            p.terminate()
+            p.join()
+    return {
+        name: {
+            "threads": "/".join(sorted({str(r["threads"]) for r in runs})),
+            "policy": runs[0]["policy"],
+            "train_s": statistics.median(r["train"] for r in runs),
+            "predict_s": statistics.median(r["predict"] for r in runs),
+            "same_weights_as_old": "yes" if all(
+                r["weights_md5"] == o["weights_md5"] for r, o in zip(runs, samples["old"], strict=True)
+            ) else "no",
+        }
+        for name, runs in samples.items()
+    }
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (platform's answer elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown(results: dict, args: argparse.Namespace) -> str:
+    """The RESULTS.md section of one run."""
+    rows = []
+    for condition in ("idle", "loaded"):
+        old = results[condition]["old"]
+        for name, r in results[condition].items():
+            rows.append(
+                f"| {condition} | {name} | {r['threads']} | {r['train_s']:.3f} | "
+                f"{old['train_s'] / r['train_s']:.2f}x | {r['predict_s']:.3f} | "
+                f"{old['predict_s'] / r['predict_s']:.2f}x | {r['same_weights_as_old']} |"
+            )
+    return "\n".join([
+        f"### CPU thread policy ({time.strftime('%Y-%m-%d')}, `bench_cpu_threads.py`)",
+        "",
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"load average before the run {results['load_before']}. Command: "
+        f"`.venv/bin/python benchmarks/bench_cpu_threads.py --rounds {args.rounds} "
+        f"--steps {args.steps} --load {args.load} --record`. `loaded` = {args.load} busy "
+        "processes started by the script. Medians over the rounds of the per-process median "
+        "step time; speed-up = old time / this time.",
+        "",
+        f"New policy in a fresh process: {results['idle']['new']['policy']}.",
+        "",
+        "| condition | policy | torch threads | train step (s) | speed-up | "
+        "predict 8 windows (s) | speed-up | same weights as old |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--load", type=int, default=2, help="busy processes for 'loaded'")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.steps)))
+        return 0
+    results = {"load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+               "cpu_model": cpu_model(), "cores": os.cpu_count()}
+    for condition, load in (("idle", 0), ("loaded", args.load)):
+        results[condition] = measure(condition, args.rounds, args.steps, load)
+    text = markdown(results, args)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.record:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

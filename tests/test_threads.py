@@ -1,0 +1,172 @@
+"""The CPU thread policy (deeptree/threads.py): in place in a process started by the
+``deeptree`` command and in a notebook kernel started by the runner; an explicit user setting
+is left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import deeptree
+from deeptree import threads
+from deeptree.runner import run_notebooks
+
+REPO = Path(deeptree.__file__).resolve().parent.parent
+THREAD_VARIABLES = (*threads.USER_VARIABLES, threads.OPT_OUT_VARIABLE, "OMP_DISPLAY_ENV")
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without any thread variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+# --- the decision, on plain dicts -----------------------------------------------------------
+def test_policy_sets_passive_waiting_before_torch_loads():
+    env: dict[str, str] = {}
+    policy = threads.decide_policy(env, torch_loaded=False)
+    assert policy.set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {}  # deciding changes nothing
+    assert "OMP_WAIT_POLICY=PASSIVE" in policy.describe()
+
+
+@pytest.mark.parametrize("user", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}])
+def test_policy_keeps_the_users_wait_setting(user):
+    policy = threads.decide_policy(dict(user), torch_loaded=False)
+    assert policy.set_variables == {}
+    assert policy.user_variables == user
+    assert "(yours)" in policy.describe()
+
+
+def test_policy_never_touches_the_thread_count():
+    policy = threads.decide_policy({"OMP_NUM_THREADS": "3"}, torch_loaded=False)
+    assert "OMP_NUM_THREADS" not in policy.set_variables
+    assert policy.set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert policy.user_variables == {"OMP_NUM_THREADS": "3"}
+
+
+@pytest.mark.parametrize("word", ["off", "OFF", "0", "no", "false"])
+def test_policy_can_be_switched_off(word):
+    policy = threads.decide_policy({threads.OPT_OUT_VARIABLE: word}, torch_loaded=False)
+    assert policy.set_variables == {} and policy.reason.startswith("off")
+
+
+def test_policy_does_nothing_once_torch_is_loaded():
+    policy = threads.decide_policy({}, torch_loaded=True)
+    assert policy.set_variables == {} and "torch was imported" in policy.reason
+
+
+def test_child_processes_get_the_policy_even_with_torch_loaded():
+    import torch  # noqa: F401  (loaded in this process: the children are new processes)
+
+    env: dict[str, str] = {}
+    assert threads.apply_to_child_processes(env).set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    user = {"OMP_WAIT_POLICY": "ACTIVE"}
+    threads.apply_to_child_processes(user)
+    assert user == {"OMP_WAIT_POLICY": "ACTIVE"}
+    off = {threads.OPT_OUT_VARIABLE: "off"}
+    threads.apply_to_child_processes(off)
+    assert off == {threads.OPT_OUT_VARIABLE: "off"}
+
+
+# --- real processes ---------------------------------------------------------------------------
+def openmp_report(stderr: str) -> dict[str, str]:
+    """The variables GNU libgomp prints at start-up under ``OMP_DISPLAY_ENV=VERBOSE``."""
+    report = {}
+    for line in stderr.splitlines():
+        key, sep, value = line.strip().partition(" = ")
+        if sep and key.isupper():
+            report[key] = value.strip("'")
+    return report
+
+
+def run_deeptree_info(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deeptree", "info", "--profile", "smoke"],
+                          env=env, capture_output=True, text=True, timeout=300, check=True)
+
+
+def test_deeptree_command_starts_torch_with_passive_threads():
+    out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE"))
+    assert "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded" in out.stdout
+    runtime = openmp_report(out.stderr)
+    if not runtime:
+        pytest.skip("this torch build's OpenMP runtime prints no OMP_DISPLAY_ENV report")
+    # what the OpenMP runtime itself read when torch loaded it: waiting threads never spin
+    assert runtime["GOMP_SPINCOUNT"] == "0"
+
+
+def test_deeptree_command_leaves_the_users_setting_alone():
+    out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE", OMP_WAIT_POLICY="ACTIVE",
+                                              OMP_NUM_THREADS="1"))
+    assert "cpu threads: 1 (OMP_WAIT_POLICY=ACTIVE (yours), OMP_NUM_THREADS=1 (yours)" in out.stdout
+    runtime = openmp_report(out.stderr)
+    if runtime:
+        assert runtime["OMP_WAIT_POLICY"] == "ACTIVE" and runtime["GOMP_SPINCOUNT"] != "0"
+
+
+def test_deeptree_command_can_switch_the_policy_off():
+    out = run_deeptree_info(clean_environment(**{threads.OPT_OUT_VARIABLE: "off"}))
+    assert "cpu threads: " in out.stdout and "off (DEEPTREE_THREAD_POLICY)" in out.stdout
+    assert "PASSIVE" not in out.stdout
+
+
+def test_torch_imported_first_gets_a_warning_and_no_change():
+    code = ("import warnings, os\nwarnings.simplefilter('always')\nimport torch\n"
+            "torch.set_num_threads(2)\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n    import deeptree\n"
+            "print(torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'), "
+            "[x.category.__name__ for x in w])")
+    out = subprocess.run([sys.executable, "-c", code], env=clean_environment(),
+                         capture_output=True, text=True, timeout=300, check=True)
+    # the user's torch.set_num_threads stays, nothing is set, and the warning says why
+    assert out.stdout.split() == ["2", "None", "['ThreadPolicyWarning']"]
+
+
+def test_runner_kernel_has_the_policy_and_keeps_the_users_setting(tmp_path, monkeypatch):
+    # A notebook that imports torch first, as a user's might, and reports what its kernel
+    # process started with (/proc/self/environ: what the OpenMP runtime read when it loaded).
+    code = (
+        "import json, os, warnings\nimport torch\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n    import deeptree\n"
+        "start = dict(x.split('=', 1) for x in open('/proc/self/environ').read().split('\\0') if '=' in x)\n"
+        "report = {'start': start.get('OMP_WAIT_POLICY'), 'threads': torch.get_num_threads(),\n"
+        "          'warnings': [w.category.__name__ for w in caught]}\n"
+        "open(os.path.join(run_dir, 'threads.json'), 'w').write(json.dumps(report))"
+    )
+    nb = nbformat.v4.new_notebook(metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    parameters = nbformat.v4.new_code_cell('profile = "cpu"\nrun_dir = None')
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell(code)]
+    notebook = tmp_path / "nb" / "00_threads.ipynb"
+    notebook.parent.mkdir()
+    nbformat.write(nb, notebook)
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = run_notebooks("smoke", tmp_path / "default", [notebook])
+    assert runs[0].ok, runs[0].error
+    report = json.loads((tmp_path / "default" / "threads.json").read_text())
+    assert report["start"] == "PASSIVE" and report["warnings"] == []
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = run_notebooks("smoke", tmp_path / "user", [notebook])
+    assert runs[0].ok, runs[0].error
+    report = json.loads((tmp_path / "user" / "threads.json").read_text())
+    assert report == {"start": "ACTIVE", "threads": 1, "warnings": []}
