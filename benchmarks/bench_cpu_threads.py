@@ -26,7 +26,13 @@ policies are interleaved round by round so that a drift of the machine's own loa
 the figure of a policy is the median over its rounds of the per-process median step time.
 
 ``--record`` appends a section with the figures, the CPU model and the command to
-``benchmarks/RESULTS.md``. NOT package code: a benchmark script.
+``benchmarks/RESULTS.md``.
+
+``--command "CMD"`` instead runs one shell command under the same background load (``--load``
+busy processes) and prints its wall time and the load averages, e.g. the whole reproduction:
+``python benchmarks/bench_cpu_threads.py --load 2 --command "make reproduce PROFILE=cpu"``.
+
+NOT package code: a benchmark script.
 """
 
 from __future__ import annotations
@@ -129,11 +135,43 @@ def _spin() -> None:
         pass
 
 
-def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
-    """Every policy, ``rounds`` times interleaved, under ``condition`` (idle / loaded)."""
-    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(load)]
+def start_load(n: int) -> list[multiprocessing.Process]:
+    """Start ``n`` busy processes (each spins on one core until terminated)."""
+    busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
     for p in busy:
         p.start()
+    return busy
+
+
+def stop_load(busy: list[multiprocessing.Process]) -> None:
+    for p in busy:
+        p.terminate()
+        p.join()
+
+
+def run_command_under_load(command: str, load: int) -> int:
+    """Run ``command`` in a shell beside ``load`` busy processes; print time and load."""
+    before = os.getloadavg()
+    busy = start_load(load)
+    start = time.perf_counter()
+    try:
+        status = subprocess.run(command, shell=True).returncode
+    finally:
+        seconds = time.perf_counter() - start
+        after = os.getloadavg()
+        stop_load(busy)
+    print(json.dumps({
+        "command": command, "busy_processes": load, "exit_status": status,
+        "seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
+        "load_before": [round(x, 2) for x in before], "load_at_end": [round(x, 2) for x in after],
+        "cpu_model": cpu_model(), "cores": os.cpu_count(),
+    }, indent=2))
+    return status
+
+
+def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
+    """Every policy, ``rounds`` times interleaved, under ``condition`` (idle / loaded)."""
+    busy = start_load(load)
     try:
         samples: dict[str, list[dict]] = {name: [] for name in POLICIES}
         for r in range(rounds):
@@ -143,9 +181,7 @@ def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
                 print(f"  {condition:6s} round {r + 1}/{rounds} {name:10s} threads {s['threads']}"
                       f"  train {s['train']:.3f} s  predict {s['predict']:.3f} s", flush=True)
     finally:
-        for p in busy:
-            p.terminate()
-            p.join()
+        stop_load(busy)
     return {
         name: {
             "threads": "/".join(sorted({str(r["threads"]) for r in runs})),
@@ -209,8 +245,11 @@ def main() -> int:
     parser.add_argument("--load", type=int, default=2, help="busy processes for 'loaded'")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument("--command", help="run this shell command under --load busy processes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.command:
+        return run_command_under_load(args.command, args.load)
     if args.worker:
         print(json.dumps(worker(args.steps)))
         return 0
