@@ -149,8 +149,9 @@ def stop_load(busy: list[multiprocessing.Process]) -> None:
         p.join()
 
 
-def run_command_under_load(command: str, load: int) -> int:
-    """Run ``command`` in a shell beside ``load`` busy processes; print time and load."""
+def run_command_under_load(command: str, load: int, record: bool = False) -> int:
+    """Run ``command`` in a shell beside ``load`` busy processes; print time and load
+    (and with ``record`` append them to ``benchmarks/RESULTS.md``)."""
     before = os.getloadavg()
     busy = start_load(load)
     start = time.perf_counter()
@@ -160,13 +161,29 @@ def run_command_under_load(command: str, load: int) -> int:
         seconds = time.perf_counter() - start
         after = os.getloadavg()
         stop_load(busy)
-    print(json.dumps({
+    figures = {
         "command": command, "busy_processes": load, "exit_status": status,
         "seconds": round(seconds, 1), "minutes": round(seconds / 60, 1),
         "load_before": [round(x, 2) for x in before], "load_at_end": [round(x, 2) for x in after],
-        "cpu_model": cpu_model(), "cores": os.cpu_count(),
-    }, indent=2))
+        "cpu_model": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+    }
+    print(json.dumps(figures, indent=2))
+    if record:
+        append_results(
+            f"### `{command}` beside {load} busy processes ({figures['date']})\n\n"
+            f"`python benchmarks/bench_cpu_threads.py --load {load} --command \"{command}\" "
+            f"--record`, in a fresh clone, on {figures['cpu_model']} ({figures['cores']} cores): "
+            f"**{figures['minutes']} min** wall time, exit status {status}; load average "
+            f"(1/5/15 min) {' / '.join(map(str, figures['load_before']))} before, "
+            f"{' / '.join(map(str, figures['load_at_end']))} at the end.\n"
+        )
     return status
+
+
+def append_results(text: str) -> None:
+    """Append ``text`` (a Markdown section) to ``benchmarks/RESULTS.md``."""
+    with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
+        f.write("\n" + text)
 
 
 def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
@@ -249,7 +266,7 @@ def main() -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.command:
-        return run_command_under_load(args.command, args.load)
+        return run_command_under_load(args.command, args.load, args.record)
     if args.worker:
         print(json.dumps(worker(args.steps)))
         return 0
@@ -262,8 +279,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.record:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+        append_results(text)
     return 0
 
 
