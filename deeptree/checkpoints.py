@@ -136,7 +136,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return state
 
 
-def load_model(checkpoint: str | Path, stage: int, build, device="cpu"):
+def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> LoadedModel:
     """Rebuild a trained network of one stage from its checkpoint.
 
     Parameters

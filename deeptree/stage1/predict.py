@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from deeptree.checkpoints import LoadedModel, load_model
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
+from deeptree.masks import largest_components
 from deeptree.networks import choose_device, stage1_network
 from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
@@ -60,13 +62,10 @@ def body_mask(ct: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.nda
     ndarray of bool, shape (I, J, K)
         All True when no voxel is above the threshold (nothing to restrict).
     """
-    from scipy import ndimage
-
     tissue = np.asarray(ct) > threshold_hu
     if not tissue.any():
         return np.ones(tissue.shape, bool)
-    labels, n = ndimage.label(tissue, structure=np.ones((3, 3, 3)))
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if n > 1 else tissue
+    body, _ = largest_components(tissue, 1)
     filled = np.zeros_like(body)
     for axis in range(3):
         structure = np.zeros((3, 3, 3), bool)  # 4-connectivity inside the slices across `axis`
@@ -192,7 +191,9 @@ def predict_stage1(
     return Stage1Prediction(probabilities=probs, mask=mask, seconds=seconds)
 
 
-def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_stage1_model(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> LoadedModel:
     """Rebuild a stage-1 network from a training checkpoint.
 
     Parameters
@@ -202,8 +203,8 @@ def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device 
 
     Returns
     -------
-    model : AirwayUNet, in eval mode on ``device``
-    meta : dict
+    LoadedModel
+        The network (``AirwayUNet`` in eval mode on ``device``) and its metadata:
         ``variant``, ``filters``, ``patch_size``, ``overlap``, ...
 
     Raises
@@ -211,7 +212,6 @@ def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device 
     InputError
         Missing, unreadable or non-DeepTree checkpoint, or one of another stage.
     """
-
     return load_model(checkpoint, 1, lambda net, meta: stage1_network(net, meta["variant"]), device)
 
 

@@ -54,13 +54,15 @@ class Stage2Patch:
     probability: np.ndarray | None = None
 
 
-def load_stage2_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_stage2_model(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> LoadedModel:
     """Rebuild the stage-2 network from a training checkpoint.
 
     Returns
     -------
-    model : AirwayUNet in eval mode on ``device``
-    meta : dict
+    LoadedModel
+        The network (``AirwayUNet`` in eval mode on ``device``) and its metadata:
         ``filters``, ``patch_size``, ``alpha``, ``centre_threshold``, ...
 
     Raises
@@ -68,7 +70,6 @@ def load_stage2_model(checkpoint: str | os.PathLike, device: str | torch.device 
     InputError
         Missing, unreadable or non-DeepTree checkpoint, or one of another stage.
     """
-
     return load_model(checkpoint, 2, lambda net, meta: stage2_network(net), device)
 
 
