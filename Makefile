@@ -27,7 +27,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 lint: setup
-	$(VENV)/bin/ruff check deeptree tests benchmarks
+	$(VENV)/bin/ruff check deeptree tests benchmarks notebooks
 
 pytest: setup
 	$(XVFB) $(VENV)/bin/pytest -q

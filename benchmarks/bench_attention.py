@@ -34,14 +34,10 @@ import warnings
 import numpy as np
 from _common import finish_report  # benchmarks/_common.py: the script's folder is on sys.path
 
-from deeptree.attention import (
-    _fold_component,
-    breakage_attention,
-    breakage_attention_naive,
-    label_components,
-)
+from deeptree.attention import _fold_component, breakage_attention, breakage_attention_naive
 from deeptree.breakage import simulate_breakage
 from deeptree.io import SAMPLES_DIR, read_nifti
+from deeptree.masks import label_components
 from deeptree.tree import parse_tree
 
 REGION = (slice(250, 366), slice(197, 334), slice(218, 420))

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import standard_phantom  # noqa: E402
 
-from deeptree.attention import label_components  # noqa: E402
-from deeptree.pipeline import MAX_COMPONENTS, repair  # noqa: E402
+from deeptree.masks import label_components
+from deeptree.pipeline import MAX_COMPONENTS, repair
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Cost of one augmented stage-1 patch at the gpu profile (128^3): the data side of a GPU run.
 
-Compares, in one process and on the same patches, :func:`deeptree.data.resample_patches`
+Compares, in one process and on the same patches, :func:`deeptree.stage1.data.resample_patches`
 (one float32 sampling grid shared by CT, label and distance) with the reference it replaced
 (``reference_resample``: a float64 grid rebuilt for each volume), then times whole
 ``Stage1PatchDataset`` items (crop, augmentation, tensors) with one thread, as one
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import standard_phantom  # noqa: E402
 
 from deeptree.config import get_config  # noqa: E402
-from deeptree.data import (  # noqa: E402
+from deeptree.stage1.data import (
     Stage1PatchDataset,
     _rotation,
     crop_patch,

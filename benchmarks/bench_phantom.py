@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 For each case: generation time; HU of parenchyma / lumen / wall
 (:func:`deeptree.phantom.stats.tissue_samples`); the classical baseline
-(:func:`deeptree.baselines.region_growing`) evaluated with
+(:func:`deeptree.evaluation.baselines.region_growing`) evaluated with
 :func:`deeptree.metrics.airway_metrics` under the paper's protocol (trachea and main
 bronchi excluded) and whether it found the trachea and both main bronchi (>= 95 % of the
 centreline voxels of each of the generation 0-1 branches of the phantom's own tree). The
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeptree.baselines import region_growing
+from deeptree.evaluation.baselines import region_growing
 from deeptree.io import SAMPLES_DIR, read_nifti
 from deeptree.metrics import airway_metrics
 from deeptree.phantom import generate_case

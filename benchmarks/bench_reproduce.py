@@ -1,4 +1,4 @@
-"""Per-step costs of a ``cpu``-profile reproduction (``deeptree.reproduce``), to estimate the
+"""Per-step costs of a ``cpu``-profile reproduction (``deeptree.evaluation.reproduce``), to estimate the
 whole run without running it: one training iteration of each kind of stage-1 model, of stage 2
 (with its breakage simulations), and one sliding-window prediction of a cpu phantom.
 
@@ -50,15 +50,15 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
 
-    from deeptree import reproduce as rp
     from deeptree.config import get_config
-    from deeptree.data import Stage1PatchDataset, load_cohort
-    from deeptree.inference import predict_stage1
+    from deeptree.evaluation import reproduce as rp
     from deeptree.io import list_cases, load_case
-    from deeptree.losses import Stage1Loss
     from deeptree.networks import stage1_network
     from deeptree.phantom import generate_cohort
-    from deeptree.stage2 import stage2_task
+    from deeptree.stage1.data import Stage1PatchDataset, load_cohort
+    from deeptree.stage1.losses import Stage1Loss
+    from deeptree.stage1.predict import predict_stage1
+    from deeptree.stage2.task import stage2_task
     from deeptree.train import train
 
     s = rp.reproduce_settings("cpu")

@@ -6,7 +6,7 @@ Prints (and writes ``--out/bench_stage1.json``):
 
 * ``bare_it_per_s``: forward + loss + backward + SGD step of the profile's stage-1 network on
   one batch kept in memory (no data loading);
-* ``data_items_per_s`` / ``data_batches_per_s``: ``deeptree.data.Stage1PatchDataset`` items
+* ``data_items_per_s`` / ``data_batches_per_s``: ``deeptree.stage1.data.Stage1PatchDataset`` items
   (patch crop + augmentation) per second in one process, and batches of the profile's size;
 * ``data_over_bare``: how many times faster the data side (one process) produces batches
   than the network consumes them (>= 1 means one worker keeps up; the GPU target is >= 0.8
@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> int:
     from deeptree.config import get_config
-    from deeptree.data import Stage1PatchDataset, load_cohort
-    from deeptree.losses import Stage1Loss
     from deeptree.networks import stage1_network
     from deeptree.phantom import generate_cohort
-    from deeptree.train import make_optimizer, read_log, stage1_task, train
+    from deeptree.stage1.data import Stage1PatchDataset, load_cohort
+    from deeptree.stage1.losses import Stage1Loss
+    from deeptree.stage1.task import stage1_task
+    from deeptree.train import make_optimizer, read_log, train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu")

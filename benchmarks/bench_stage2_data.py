@@ -1,7 +1,7 @@
 """Cost of one stage-2 training simulation on a standard (0.7 mm) phantom, by part.
 
 A stage-2 training batch needs a fresh breakage simulation of a training GT
-(``deeptree.stage2.simulate_stage2_sample``): breakage, false-positive fragments, attention
+(``deeptree.stage2.data.simulate_stage2_sample``): breakage, false-positive fragments, attention
 map and centres. On a GPU this is the stage-2 data side. The script times each part once
 per repeat, with one thread, and compares ``add_fragments`` with the reference it replaced
 (``reference_fragment_candidates``: EDTs of the whole grown box, kept here for the ratio).
@@ -31,15 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import standard_phantom  # noqa: E402
 
-from deeptree.attention import breakage_attention, breakage_centres  # noqa: E402
+from deeptree.attention import breakage_attention, breakage_centres
 from deeptree.breakage import simulate_breakage  # noqa: E402
-from deeptree.config import get_config  # noqa: E402
-from deeptree.stage2 import (  # noqa: E402
-    Stage2CropDataset,
-    _grown_box,
-    add_fragments,
+from deeptree.config import (
+    get_config,  # noqa: E402
     stage2_settings,
 )
+from deeptree.stage2.data import Stage2CropDataset, _grown_box, add_fragments
 
 
 def reference_fragment_candidates(airway, avoid, room, cfg):
@@ -80,7 +78,7 @@ def main() -> int:
     parser.add_argument("--loader", type=int, default=0, help="batches to time (0: skip)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    from deeptree.reproduce import _stage2_sources
+    from deeptree.evaluation.reproduce import _stage2_sources
 
     source = _stage2_sources([standard_phantom(args.data)])[0]
     _, _, data = stage2_settings("gpu")

@@ -17,7 +17,7 @@ The network weights do not change the cost of a forward pass, but they change th
 mask and hence the work of the later steps. Without checkpoints the networks are randomly
 initialised, and the mask handed to attention / stage 2 / merge is a realistic stand-in: the
 phantom's ground truth with simulated breakages and false-positive fragments
-(``deeptree.stage2.simulate_stage2_sample``), i.e. a tree in a few dozen pieces; stage 1 is
+(``deeptree.stage2.data.simulate_stage2_sample``), i.e. a tree in a few dozen pieces; stage 1 is
 still run and timed in full. With ``--stage1`` and ``--stage2`` checkpoints the real
 pipeline runs end to end.
 
@@ -38,13 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeptree.attention import label_components
-from deeptree.config import get_config
-from deeptree.inference import load_stage1_model, predict_stage1
+from deeptree.checkpoints import LoadedModel
+from deeptree.config import get_config, stage2_settings
+from deeptree.masks import label_components
 from deeptree.networks import stage1_network, stage2_network
 from deeptree.phantom import generate_case
-from deeptree.pipeline import load_stage2_model, repair, segment
-from deeptree.stage2 import simulate_stage2_sample, source_from_case, stage2_settings
+from deeptree.pipeline import repair, segment
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
+from deeptree.stage2.data import simulate_stage2_sample
+from deeptree.stage2.predict import load_stage2_model
+from deeptree.stage2.task import source_from_case
 
 STEPS = ("stage1", "attention", "stage2", "merge")
 
@@ -66,7 +69,9 @@ def networks(profile: str, args, device):
         stage2 = load_stage2_model(args.stage2, device)
     else:
         torch.manual_seed(1)
-        stage2 = (stage2_network(net2).to(device).eval(), {"patch_size": list(net2.patch_size)})
+        stage2 = LoadedModel(
+            stage2_network(net2).to(device).eval(), {"patch_size": list(net2.patch_size)}
+        )
     return stage1, stage2
 
 

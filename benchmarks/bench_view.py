@@ -20,9 +20,9 @@ def main() -> None:
 
     import napari
 
-    from deeptree import napari_case, napari_viz
     from deeptree.io import SAMPLES_DIR
-    from deeptree.view_case import load_view_case
+    from deeptree.viz import napari_case, napari_layers
+    from deeptree.viz.case_folder import load_view_case
 
     for name in ("cip_ct64", "atm_001"):
         t0 = time.perf_counter()
@@ -30,11 +30,11 @@ def main() -> None:
         t1 = time.perf_counter()
         viewer = napari.Viewer(show=False, ndisplay=3)
         try:
-            napari_viz.fit_window(viewer, tuple(args.size))
+            napari_layers.fit_window(viewer, tuple(args.size))
             t2 = time.perf_counter()
-            napari_case.show_view_case(viewer, case)
+            napari_case.show_case(viewer, case)
             t3 = time.perf_counter()
-            picture = napari_viz.screenshot(viewer, tuple(args.size))
+            picture = napari_layers.screenshot(viewer, tuple(args.size))
             t4 = time.perf_counter()
         finally:
             viewer.close()

@@ -1,6 +1,6 @@
 """Bias of the branch diameter of ``deeptree.tree`` (2 x mean EDT over the skeleton voxels).
 
-DESIGN.md defines a branch's lumen diameter as 2 x the mean Euclidean distance to the
+docs/design.md defines a branch's lumen diameter as 2 x the mean Euclidean distance to the
 background over the branch's skeleton voxels. This script measures how that estimate relates
 to the true diameter of digitised straight tubes (capsules, a voxel inside when its centre is
 within the radius) of known radius at random orientations and sub-voxel offsets, on an

@@ -44,7 +44,7 @@ echo "== 0. environment ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD
 nvidia-smi >"$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi"
 $PY - <<'EOF' || { echo "import check failed: stopping before any GPU work"; exit 3; }
 import monai, nibabel, numpy, scipy, skimage, torch
-import deeptree.cli, deeptree.pipeline, deeptree.reproduce, deeptree.stage2  # noqa: F401
+import deeptree.cli, deeptree.pipeline, deeptree.evaluation.reproduce, deeptree.stage2.task  # noqa: F401
 print("python", __import__("sys").version.split()[0], "torch", torch.__version__,
       "cuda", torch.cuda.is_available(), "monai", monai.__version__, "numpy", numpy.__version__,
       "cores", __import__("os").cpu_count())

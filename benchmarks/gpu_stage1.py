@@ -17,7 +17,7 @@ Steps (each one prints and the JSON in ``--out/gpu_stage1.json`` collects):
    real data pipeline (``--workers`` DataLoader workers) and no validation; iterations/s over
    the second half (after warm-up), and the ratio to the bare rate (target >= 0.8);
 4. peak GPU memory (``torch.cuda.max_memory_allocated``) of the training run;
-5. **inference**: :func:`deeptree.inference.predict_stage1` on a 320 x 512 x 512 volume
+5. **inference**: :func:`deeptree.stage1.predict.predict_stage1` on a 320 x 512 x 512 volume
    (a phantom CT tiled/cropped to that size), overlap 0.5, Gaussian blending, bf16; seconds
    (median of ``--repeats``, after one warm-up run).
 
@@ -60,7 +60,7 @@ def _generate(args):
 
 
 def _prepare(args):
-    from deeptree.data import load_stage1_case
+    from deeptree.stage1.data import load_stage1_case
 
     paths, cache = args
     load_stage1_case(paths, cache)
@@ -128,12 +128,13 @@ def main() -> int:
     if not (args.dry_run or args.data_only) and not torch.cuda.is_available():
         print("no CUDA device: this script measures a GPU (--dry-run checks it on a CPU)")
         return 1
-    from deeptree.data import load_cohort, split_cases
-    from deeptree.inference import predict_stage1
     from deeptree.io import list_cases
-    from deeptree.losses import Stage1Loss
     from deeptree.networks import stage1_network
-    from deeptree.train import read_log, stage1_task, train
+    from deeptree.stage1.data import load_cohort, split_cases
+    from deeptree.stage1.losses import Stage1Loss
+    from deeptree.stage1.predict import predict_stage1
+    from deeptree.stage1.task import stage1_task
+    from deeptree.train import read_log, train
 
     results = {
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",

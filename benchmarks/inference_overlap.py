@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import finish_report  # noqa: E402
 
-from deeptree.inference import load_stage1_model, predict_stage1  # noqa: E402
+from deeptree.evaluation.paper import split_dataset
 from deeptree.io import load_case  # noqa: E402
 from deeptree.metrics import airway_metrics, prepare_ground_truth  # noqa: E402
-from deeptree.reproduce import split_dataset  # noqa: E402
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
 
 KEYS = ("BD", "TLD", "precision", "n_components", "seconds")
 

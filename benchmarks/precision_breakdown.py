@@ -34,16 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import finish_report  # noqa: E402
 
-from deeptree.inference import load_stage1_model, predict_stage1  # noqa: E402
+from deeptree.checkpoints import selected_checkpoint
+from deeptree.evaluation.paper import split_dataset
 from deeptree.io import load_case  # noqa: E402
 from deeptree.metrics import largest_component  # noqa: E402
-from deeptree.pipeline import load_stage2_model, repair, repair_sources  # noqa: E402
-from deeptree.reproduce import split_dataset  # noqa: E402
-from deeptree.train import selected_checkpoint  # noqa: E402
+from deeptree.pipeline import repair
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
+from deeptree.stage2.figures import repair_sources
+from deeptree.stage2.predict import load_stage2_model
 
 
 def breakdown(ct: np.ndarray, gt: np.ndarray, stage1: np.ndarray, final: np.ndarray) -> dict:
-    """Voxel counts of one case (``deeptree.pipeline.repair_sources`` groups) and the median
+    """Voxel counts of one case (``deeptree.stage2.figures.repair_sources`` groups) and the median
     CT value (HU) of the groups that matter here."""
     labels = repair_sources(stage1, final, gt)
     counts = np.bincount(labels.ravel(), minlength=7)

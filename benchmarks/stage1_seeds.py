@@ -1,7 +1,7 @@
 """Notebook 05's stage-1 training repeated with several training seeds: per-class scores.
 
 The cohort and held-out phantoms are notebook 05's (``generate_cohort`` with seed 0 and
-1000, ``data.NOTEBOOK_COHORT`` sizes), made in ``--work`` unless already there; only
+1000, ``NOTEBOOK_COHORT`` sizes), made in ``--work`` unless already there; only
 ``TrainConfig.seed`` (patch draws, augmentation, initial weights) changes between runs. Each
 run trains the profile's variant for the profile's iterations and predicts the held-out
 phantoms with the profile's sliding-window overlap. Prints BD / TLD / precision and, per
@@ -31,9 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import finish_report  # noqa: E402
 
-from deeptree import data, inference, io, train  # noqa: E402
-from deeptree.config import get_config  # noqa: E402
+from deeptree import io
+from deeptree.config import (
+    NOTEBOOK_COHORT,
+    get_config,  # noqa: E402
+)
+from deeptree.evaluation.compare import class_scores, heldout_comparison
 from deeptree.phantom import generate_cohort  # noqa: E402
+from deeptree.stage1.data import load_cohort, split_cases
+from deeptree.stage1.predict import predict_stage1
+from deeptree.stage1.task import stage1_task
+from deeptree.train import train
 
 KEYS = ("BD", "TLD", "precision", "recall_1", "recall_2", "dice_1", "dice_2")
 
@@ -42,14 +50,14 @@ def training_class_dice(model, cases, net_cfg) -> dict[str, float]:
     """Mean Dice of predicted class 1 and 2 against the labels of prepared training cases."""
     scores = []
     for case in cases:
-        pred = inference.predict_stage1(
+        pred = predict_stage1(
             model,
             case.image,
             net_cfg.patch_size,
             overlap=net_cfg.inference_overlap,
             normalized=True,
         )
-        scores.append(inference.class_scores(pred.classes, pred.mask, np.asarray(case.label)))
+        scores.append(class_scores(pred.classes, pred.mask, np.asarray(case.label)))
     return {f"train_dice_{c}": float(np.nanmean([s[f"dice_{c}"] for s in scores])) for c in (1, 2)}
 
 
@@ -67,21 +75,19 @@ def main() -> int:
     work = Path(args.work)
     config = get_config(args.profile)
     net_cfg = config.stage1_net
-    n_train, n_test = data.NOTEBOOK_COHORT[args.profile]
+    n_train, n_test = NOTEBOOK_COHORT[args.profile]
     generate_cohort(work / "cohort", args.profile, n_train, seed=0, progress=False)
     generate_cohort(work / "heldout", args.profile, n_test, seed=1000, progress=False)
-    cases = data.load_cohort(work / "cohort", work / "cache")
+    cases = load_cohort(work / "cohort", work / "cache")
     test_paths = io.list_cases(work / "heldout")
     report: dict = {"profile": args.profile, "variant": args.variant, "runs": {}}
     for seed in args.seed:
         cfg = replace(config.stage1_train, seed=seed)
-        train_cases, val_cases = data.split_cases(cases, cfg.val_cases)
+        train_cases, val_cases = split_cases(cases, cfg.val_cases)
         torch.manual_seed(seed)
-        task = train.stage1_task(
-            train_cases, val_cases, args.variant, net_cfg, cfg, profile=args.profile
-        )
-        result = train.train(task, cfg, work / f"run_seed{seed}", progress=False)
-        rows, _ = inference.heldout_comparison(
+        task = stage1_task(train_cases, val_cases, args.variant, net_cfg, cfg, profile=args.profile)
+        result = train(task, cfg, work / f"run_seed{seed}", progress=False)
+        rows, _ = heldout_comparison(
             task.model.eval(),
             test_paths,
             net_cfg.patch_size,

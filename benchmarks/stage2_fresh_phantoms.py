@@ -15,7 +15,7 @@ protocol), per case and as the mean.
 About 10 s per cpu phantom on 2 cores.
 
 ``--combine`` compares how overlapping stage-2 crops are combined: ``mean`` is the package's
-rule (``deeptree.pipeline.paste_patches``: mean breakage probability > 0.5); ``or`` is the
+rule (``deeptree.stage2.predict.paste_patches``: mean breakage probability > 0.5); ``or`` is the
 rule before 2026-11-26 (a voxel is breakage if any crop says so); ``gaussian`` weights each
 crop's probabilities by nnU-Net's Gaussian importance map (sigma = patch / 8). The two
 alternatives exist only here, to measure the choice.
@@ -36,9 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import finish_report  # noqa: E402
 
-from deeptree import inference, pipeline  # noqa: E402
+from deeptree import pipeline
+from deeptree.checkpoints import selected_checkpoint
+from deeptree.evaluation.compare import compare_on_stage1, mean_by_method
 from deeptree.phantom import generate_case  # noqa: E402
-from deeptree.train import selected_checkpoint  # noqa: E402
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
+from deeptree.stage2.predict import box_overlap, load_stage2_model
 
 
 def main() -> int:
@@ -66,12 +69,12 @@ def main() -> int:
     stage2 = args.stage2 or selected_checkpoint(run / "06_stage2/stage2")
     if args.combine != "mean":
         pipeline.paste_patches = _alternative_paste(args.combine)
-    model1, meta1 = inference.load_stage1_model(stage1)
-    model2 = pipeline.load_stage2_model(stage2)
+    model1, meta1 = load_stage1_model(stage1)
+    model2 = load_stage2_model(stage2)
     cases = []
     for i in range(args.cases):
         case = generate_case(args.profile, (args.seed, i), case_id=f"FRESH_{i:03d}")
-        pred = inference.predict_stage1(
+        pred = predict_stage1(
             model1, case.ct, meta1["patch_size"], overlap=meta1.get("overlap", 0.5)
         )
         cases.append(
@@ -81,8 +84,8 @@ def main() -> int:
     connectors = {"stage 2": model2, "gap filler (straight)": "gapfill"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        rows = pipeline.compare_on_stage1(cases, connectors)
-    means = pipeline.summarize_rows(rows)
+        rows = compare_on_stage1(cases, connectors)
+    means = mean_by_method(rows, keys=None, ignore_nan=False)
     for row in rows:
         print(
             f"{row['case']} {row['method']:>22}: components {row['n_components']:3d}  "
@@ -126,7 +129,7 @@ def _alternative_paste(combine: str):
         total = np.zeros(shape, dtype=np.float32)
         weight_sum = np.zeros(shape, dtype=np.float32)
         for p in patches:
-            overlap = pipeline.box_overlap(p.start, p.mask.shape, shape)
+            overlap = box_overlap(p.start, p.mask.shape, shape)
             if overlap is None:
                 continue
             dst, src = overlap

@@ -27,10 +27,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deeptree import inference, pipeline, stage2, train  # noqa: E402
-from deeptree.config import get_config  # noqa: E402
-from deeptree.data import NOTEBOOK_COHORT  # noqa: E402
+from deeptree.config import (
+    NOTEBOOK_COHORT,
+    get_config,  # noqa: E402
+    stage2_settings,
+)
+from deeptree.evaluation.compare import compare_on_stage1, mean_by_method
 from deeptree.phantom import generate_case  # noqa: E402
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
+from deeptree.stage2.data import simulate_stage2_sample
+from deeptree.stage2.task import evaluate_gap_repair, phantom_sources, source_from_case, stage2_task
+from deeptree.train import train
 
 
 def main() -> int:
@@ -44,41 +51,43 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     profile, seed = "cpu", 0
     run = get_config(profile)
-    net_cfg, train_cfg, default_data = stage2.stage2_settings(profile)
+    net_cfg, train_cfg, default_data = stage2_settings(profile)
     if args.iterations:
         train_cfg = replace(train_cfg, iterations=args.iterations)
     n_train, n_test = NOTEBOOK_COHORT[profile]
-    sources = stage2.phantom_sources(profile, [(seed, i) for i in range(n_train)])
+    sources = phantom_sources(profile, [(seed, i) for i in range(n_train)])
     test_cases = [
         generate_case(profile, (seed + 1000, i), case_id=f"HELDOUT_{i:03d}") for i in range(n_test)
     ]
-    test_sources = [stage2.source_from_case(c) for c in test_cases]
+    test_sources = [source_from_case(c) for c in test_cases]
     rngs = [np.random.default_rng([seed, 5000, i]) for i in range(2 * n_test)]
     samples = [
-        stage2.simulate_stage2_sample(s, rngs[2 * i + j], default_data, run.breakage, run.attention)
+        simulate_stage2_sample(s, rngs[2 * i + j], default_data, run.breakage, run.attention)
         for i, s in enumerate(test_sources)
         for j in range(2)
     ]
-    model1, meta1 = inference.load_stage1_model(args.stage1, "cpu")
+    model1, meta1 = load_stage1_model(args.stage1, "cpu")
     cases = []
     for case in test_cases:
-        pred = inference.predict_stage1(model1, case.ct, meta1["patch_size"], overlap=meta1.get("overlap", 0.5))  # fmt: skip
+        pred = predict_stage1(model1, case.ct, meta1["patch_size"], overlap=meta1.get("overlap", 0.5))  # fmt: skip
         cases.append({"id": case.id, "ct": case.ct, "stage1": pred.mask, "gt": case.airway, "spacing": case.spacing})  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for config in args.config:
         negative, fragments = (float(v) for v in config.split(","))
         data = replace(default_data, negative_fraction=negative, fragments_per_gap=fragments)
-        task = stage2.stage2_task(
+        task = stage2_task(
             sources[:-1], sources[-1:], net_cfg, train_cfg, data=data,
             breakage=run.breakage, attention=run.attention, profile=profile,
         )  # fmt: skip
         start = time.perf_counter()
-        train.train(task, train_cfg, out / f"model_{config}", resume=True, progress=False)
+        train(task, train_cfg, out / f"model_{config}", resume=True, progress=False)
         seconds = time.perf_counter() - start
         model2 = (task.model.eval(), task.meta)
-        gap = pipeline.evaluate_gap_repair(samples, model2)
-        means = pipeline.summarize_rows(pipeline.compare_on_stage1(cases, {"stage 2": model2}))
+        gap = evaluate_gap_repair(samples, model2)
+        means = mean_by_method(
+            compare_on_stage1(cases, {"stage 2": model2}), keys=None, ignore_nan=False
+        )
         print(f"negative_fraction {negative}, fragments_per_gap {fragments} ({seconds:.0f} s): "
               f"gaps repaired {gap['repaired']}/{gap['gaps']}, fragments joined "
               f"{gap['fragments_joined']}/{gap['fragments']}")  # fmt: skip

@@ -1,6 +1,6 @@
 """How stage-2 training starts, with and without the foreground prior (issue 8).
 
-Trains notebook 06's cpu stage 2 (``deeptree.stage2.stage2_settings("cpu")``) on the 6
+Trains notebook 06's cpu stage 2 (``deeptree.config.stage2_settings("cpu")``) on the 6
 training phantoms of a run's notebook-05 cohort and, every ``--every`` iterations, prints on
 a fixed probe batch of 16 training crops: the mean breakage probability on the target voxels
 ``Y^B`` and elsewhere, the share of ``Y^B`` voxels above 0.5, and the output bias
@@ -26,15 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deeptree.config import get_config  # noqa: E402
-from deeptree.data import split_cases  # noqa: E402
-from deeptree.stage2 import (  # noqa: E402
-    Stage2CropDataset,
-    load_sources,
+from deeptree.config import (
+    get_config,  # noqa: E402
     stage2_settings,
-    stage2_task,
 )
-from deeptree.train import train  # noqa: E402
+from deeptree.stage1.data import split_cases
+from deeptree.stage2.data import Stage2CropDataset
+from deeptree.stage2.task import load_sources, stage2_task
+from deeptree.train import train
 
 
 class _Stop(Exception):

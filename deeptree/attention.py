@@ -1,11 +1,11 @@
 """Breakage attention map (DeepTree paper, Sec. 2.2, Eq. 2) and breakage centres.
 
-Definition (paper Eq. 2, conventions fixed in DESIGN.md):
+Definition (paper Eq. 2, conventions fixed in docs/design.md):
 
 * the components :math:`\\hat Y_k` of the mask are its 26-connected components;
 * :math:`D_k(j)` is the Euclidean distance from voxel ``j`` to the nearest voxel of component
   ``k``, **in voxels**: the grid is treated as isotropic whatever the physical spacing. The
-  paper calls the map a morphological (image) operation and does not give units; DESIGN.md
+  paper calls the map a morphological (image) operation and does not give units; docs/design.md
   fixes its :math:`\\alpha = 5` as a distance in voxels. On an anisotropic scan the
   attention ball is therefore an ellipsoid in mm; voxel units keep the map the paper's
   image operation on each case's native grid, without resampling;
@@ -31,7 +31,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.special import expit
 
-from deeptree.io import InputError, check_binary_mask, check_volume
+from deeptree.io import InputError, check_volume
+from deeptree.masks import as_binary_mask, bounding_box, label_components
 
 #: Paper: alpha = 5 (voxels).
 DEFAULT_ALPHA = 5.0
@@ -40,101 +41,8 @@ DEFAULT_ALPHA = 5.0
 #: = 8.3e-7 < 1e-6, so the map differs from the definition there by less than 1e-6.
 TAIL = 14.0
 
-#: 26-connectivity (the components of Eq. 2 and the regions of :func:`breakage_centres`).
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 Box = tuple[tuple[int, int], ...]  # ((lo_i, hi_i), (lo_j, hi_j), (lo_k, hi_k)), hi exclusive
-
-
-def as_binary_mask(mask, name: str = "mask", allow_empty: bool = False) -> np.ndarray:
-    """Validate a binary 3D mask and return it as ``bool`` (never modifying the input).
-
-    Same checks and messages as :func:`deeptree.io.check_binary_mask`, with a fast path for
-    ``bool`` and unsigned-integer masks (min/max instead of :func:`numpy.unique`, which takes
-    seconds on a 512 x 512 x 679 volume).
-
-    Parameters
-    ----------
-    mask : ndarray, shape (I, J, K), bool or 0/1 numbers
-    name : str
-        What to call the array in errors.
-    allow_empty : bool
-        Accept an all-zero mask.
-
-    Returns
-    -------
-    ndarray of bool, shape (I, J, K)
-        ``mask`` itself when it already is ``bool``, else a new array.
-    """
-    array = np.asarray(mask)
-    if array.ndim == 3 and array.size and array.dtype.kind in "bu" and array.max() <= 1:
-        if allow_empty or array.any():
-            return array if array.dtype == bool else array != 0
-    return check_binary_mask(array, name, allow_empty=allow_empty)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Smallest box holding every nonzero voxel of a 3D array, or None if there is none.
-
-    Parameters
-    ----------
-    mask : ndarray, shape (I, J, K)
-
-    Returns
-    -------
-    tuple of 3 slice, or None
-
-    Notes
-    -----
-    Uses ``any`` reductions, which follow the memory layout: on a Fortran-ordered NIfTI
-    volume :func:`scipy.ndimage.find_objects` is a hundred times slower.
-    """
-    plane = mask.any(axis=2)
-    i = np.flatnonzero(plane.any(axis=1))
-    if i.size == 0:
-        return None
-    j = np.flatnonzero(plane.any(axis=0))
-    k = np.flatnonzero(mask.any(axis=(0, 1)))
-    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (i, j, k))  # type: ignore[return-value]
-
-
-def _label26(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """scipy.ndimage.label with 26-connectivity on a C-ordered copy (faster than strided)."""
-    labels, n = ndi.label(np.ascontiguousarray(mask), structure=CONNECTIVITY_26)
-    return labels.astype(np.int32, copy=False), int(n)
-
-
-def label_components(mask: np.ndarray, name: str = "mask") -> tuple[np.ndarray, int]:
-    """Label the 26-connected components of a binary mask.
-
-    Parameters
-    ----------
-    mask : ndarray, shape (I, J, K), bool or 0/1 integers
-        May be empty.
-    name : str
-        What to call the array in errors.
-
-    Returns
-    -------
-    labels : ndarray of int32, shape (I, J, K)
-        0 for background, 1..n for the components (scan order of scipy.ndimage.label).
-    n : int
-        Number of components.
-
-    Raises
-    ------
-    InputError
-        Not a 3D binary volume.
-    """
-    mask = as_binary_mask(mask, name, allow_empty=True)
-    labels = np.zeros(mask.shape, dtype=np.int32)  # pages outside the box stay unmapped
-    box = bounding_box(mask)
-    if box is None:
-        return labels, 0
-    # Labelling only the bounding box is much faster on a CT-sized volume and numbers the
-    # components identically (the raster order of the voxels is the same).
-    labels[box], n = _label26(mask[box])
-    return labels, n
 
 
 def attention_cutoff(alpha: float = DEFAULT_ALPHA) -> float:
@@ -337,7 +245,7 @@ def breakage_attention(
     if found is None:
         return done  # empty mask: no component
     tight = tuple((s.start, s.stop) for s in found)
-    labels_tight, n = _label26(mask[found])
+    labels_tight, n = label_components(mask[found])
     if n < 2:
         return done
 
@@ -447,7 +355,7 @@ def breakage_centres(h_bar: np.ndarray, threshold: float = 0.5, name: str = "h_b
     box = bounding_box(above)  # label only inside the box of the voxels above the threshold
     if box is None:
         return np.zeros((0, 3), dtype=np.int64)
-    regions, n = _label26(above[box])
+    regions, n = label_components(above[box])
     weights = h_bar[box].astype(np.float64)
     centres = ndi.center_of_mass(weights, regions, index=np.arange(1, n + 1))
     offset = np.array([s.start for s in box], dtype=np.float64)

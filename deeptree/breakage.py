@@ -1,6 +1,6 @@
 """Breakage simulation on ground truth: training data for stage 2 (DeepTree paper, Sec. 2.3).
 
-The paper's recipe, with the choices DESIGN.md fixes:
+The paper's recipe, with the choices docs/design.md fixes:
 
 1. parse the GT into branches (:func:`deeptree.tree.parse_tree`, the ATM'22 scheme: its
    skeleton and skeleton-to-volume propagation stand in for the paper's minimum-cost-path
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from deeptree.attention import CONNECTIVITY_26, as_binary_mask, bounding_box, label_components
 from deeptree.io import InputError
+from deeptree.masks import CONNECTIVITY_26, as_binary_mask, bounding_box, grow_box, label_components
 
-#: DESIGN.md: peripheral = leaf branch of generation >= 3.
+#: docs/design.md: peripheral = leaf branch of generation >= 3.
 MIN_PERIPHERAL_GENERATION = 3
 
 #: Contact voxels farther than this (26-steps from the propagated run) reject a branch.
@@ -171,7 +171,7 @@ def peripheral_branches(tree, min_generation: int = MIN_PERIPHERAL_GENERATION) -
     ----------
     tree : deeptree.tree.AirwayTree
     min_generation : int
-        DESIGN.md: 3.
+        docs/design.md: 3.
 
     Returns
     -------
@@ -245,12 +245,6 @@ def _check_tree(mask: np.ndarray, tree) -> None:
             raise InputError("tree: its mask has voxels outside the given mask; parse this mask")
 
 
-def _box_of(points: np.ndarray, margin: int, shape) -> tuple[slice, ...]:
-    lo = np.maximum(points.min(axis=0) - margin, 0)
-    hi = np.minimum(points.max(axis=0) + margin + 1, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-
-
 def _voxels_by_value(values: np.ndarray, n_values: int) -> list[np.ndarray]:
     """For v = 1..n_values, the (n, 3) coordinates of the voxels holding v (index v - 1)."""
     box = bounding_box(values)
@@ -293,7 +287,7 @@ def simulate_breakage(
         The removed run has between ``low * n`` and ``high * n`` skeleton voxels (rounded
         inwards, at least 1) for a branch of ``n`` skeleton voxels (paper: 10%-30%).
     min_generation : int
-        Peripheral branches are leaves of at least this generation (DESIGN.md: 3).
+        Peripheral branches are leaves of at least this generation (docs/design.md: 3).
     name : str
         What to call the mask in errors.
 
@@ -408,7 +402,12 @@ def _cut(broken, mask, plan, run_voxels, distal_voxels, shape):
     if plan is None or len(run_voxels) == 0 or len(distal_voxels) == 0:
         return None
     path, start, stop = plan
-    box = _box_of(np.concatenate([run_voxels, distal_voxels]), _CROP_MARGIN, shape)
+    points = np.concatenate([run_voxels, distal_voxels])
+    points_box = tuple(
+        slice(int(lo), int(hi) + 1)
+        for lo, hi in zip(points.min(axis=0), points.max(axis=0), strict=True)
+    )
+    box = grow_box(points_box, _CROP_MARGIN, shape)
     offset = np.array([s.start for s in box], dtype=np.int64)
 
     def local(points):

@@ -13,14 +13,92 @@ gpu       reproduction on one GPU with the paper's settings      standard cohort
 
 Each part of the package owns a small frozen dataclass here; modules read the
 section they need (``get_config("cpu").attention.alpha``). Values that come from
-the paper say so in a comment.
+the paper say so in a comment. Every other table that changes with the profile is here too:
+the stage-1 variants (:data:`VARIANTS`), stage-2 training data (:func:`stage2_settings`), the
+notebooks' cohort sizes (:data:`NOTEBOOK_COHORT`), the reproduction
+(:func:`reproduce_settings`) and the phantoms (:func:`phantom_profile`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from deeptree.io import InputError
+
 PROFILES: tuple[str, ...] = ("smoke", "cpu", "gpu")
+
+
+# --------------------------------------------------------------------------------------------
+# stage-1 variants (the paper's Tables 1 and 2)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One stage-1 model of the paper's comparisons: which losses it trains with.
+
+    Attributes
+    ----------
+    name : str
+        Its id (``"plain"``, ``"amc"``, ``"gul"``, ``"amc+gul"``, ``"cldice"``).
+    label : str
+        Readable name in tables and figures.
+    amc : bool
+        Anatomy-aware multi-class labels (4 output channels instead of 2).
+    gul : bool
+        General Union Loss added on the union of the airway classes.
+    cldice : bool
+        Soft clDice added to DiceCE (``deeptree.stage1.losses.DiceCEClDiceLoss``).
+    """
+
+    name: str
+    label: str
+    amc: bool
+    gul: bool
+    cldice: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        """Network output channels: 4 with AMC (background + 3 classes), else 2."""
+        return 4 if self.amc else 2
+
+
+#: Every stage-1 model the comparisons train, by id.
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("plain", "nnUNet*", amc=False, gul=False),
+        Variant("amc", "nnUNet* + AMC", amc=True, gul=False),
+        Variant("gul", "nnUNet* + GUL", amc=False, gul=True),
+        Variant("amc+gul", "nnUNet* + AMC + GUL", amc=True, gul=True),
+        Variant("cldice", "clDice", amc=False, gul=False, cldice=True),
+    )
+}
+
+#: The paper's four loss variants of ``deeptree.stage1.losses.Stage1Loss`` (Table 2), in the
+#: table's order; clDice has a loss of its own.
+LOSS_VARIANTS: tuple[str, ...] = tuple(v.name for v in VARIANTS.values() if not v.cldice)
+
+#: Id of the clDice comparison model.
+CLDICE: str = VARIANTS["cldice"].name
+
+
+def check_variant(variant: str) -> str:
+    """Return ``variant`` if it is one of :data:`LOSS_VARIANTS`, else raise
+    :class:`~deeptree.io.InputError`."""
+    if variant not in LOSS_VARIANTS:
+        raise InputError(
+            f"unknown stage-1 variant {variant!r}: choose one of {', '.join(LOSS_VARIANTS)}"
+        )
+    return variant
+
+
+def n_output_channels(variant: str) -> int:
+    """Network output channels for a loss variant: 4 with AMC (background + 3 classes), else 2."""
+    return VARIANTS[check_variant(variant)].out_channels
+
+
+def uses_gul(variant: str) -> bool:
+    """True for the loss variants that add the General Union Loss (``"gul"``, ``"amc+gul"``)."""
+    return VARIANTS[check_variant(variant)].gul
 
 
 class UnknownProfileError(ValueError):
@@ -63,7 +141,7 @@ class BreakageConfig:
 
     branch_fraction: float = 0.5  # paper: a random 50% of peripheral branches
     run_fraction: tuple[float, float] = (0.1, 0.3)  # paper: 10%-30% of the branch skeleton
-    min_generation: int = 3  # peripheral = leaf branch of generation >= 3 (DESIGN.md)
+    min_generation: int = 3  # peripheral = leaf branch of generation >= 3 (docs/design.md)
 
 
 @dataclass(frozen=True)
@@ -204,3 +282,362 @@ def get_config(profile: str = "cpu") -> RunConfig:
             foreground_prior=STAGE2_FOREGROUND_PRIOR,
         ),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# stage-2 training data
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stage2DataConfig:
+    """How stage-2 training samples are simulated (choices of this implementation).
+
+    Attributes
+    ----------
+    min_generation : int
+        Peripheral branches (cut by the simulation) are leaves of at least this generation
+        (docs/design.md: 3; the smoke phantoms stop at generation 2, so smoke uses 2).
+    negative_fraction : float
+        Probability that a crop is centred on a negative centre (an attention peak away from
+        every simulated gap) when there is one.
+    fragments_per_gap : float
+        Simulated false-positive fragments per gap (rounded, at least one when there is
+        room); 0 switches fragments off.
+    fragment_length : (float, float)
+        Length range of a fragment's axis, voxels.
+    fragment_radius : (float, float)
+        Radius range of a fragment, voxels.
+    fragment_distance : (float, float)
+        Distance range (voxels) between a fragment's centre and the airway surface: close
+        enough to raise attention (alpha = 5 voxels), never touching the airway.
+    gap_clearance : float
+        Fragments keep at least this distance (voxels) from every simulated gap, so that
+        positives stay clean.
+    match_distance : float
+        An attention centre within this distance (voxels) of a ``Y^B`` voxel belongs to that
+        gap (positive).
+    max_shift_fraction : float
+        Random shift of a crop, up to this fraction of the patch per axis (paper: "a random
+        3D spatial shifting"; 0.25 as for stage-1 patches).
+    crops_per_simulation : int
+        Consecutive dataset items drawn from one simulation (see the module notes).
+    simulation_streams : int
+        Batches are dealt round-robin to this many streams, and a simulation serves
+        ``crops_per_simulation`` consecutive crops *of its stream*. A DataLoader hands batch
+        ``b`` to worker ``b % workers``, so with as many workers as streams each worker
+        reuses its own simulation instead of simulating once per batch. 1: the plain order
+        (simulation ``index // crops_per_simulation``). The crops do not depend on the
+        number of workers, only on this value.
+    """
+
+    min_generation: int = 3
+    # 0.25 joined 21 of 24 simulated false-positive fragments and cost 3.5 points of precision
+    # on notebook 05's trained stage 1; 0.5 joined 15 and cost 1.4 (TLD gain +4.4 instead of
+    # +7.8): the paper's ~2-point precision margin decides (benchmarks/RESULTS.md, stage 2)
+    negative_fraction: float = 0.5
+    fragments_per_gap: float = 0.5
+    fragment_length: tuple[float, float] = (1.0, 5.0)
+    fragment_radius: tuple[float, float] = (0.8, 1.6)
+    fragment_distance: tuple[float, float] = (3.0, 6.0)
+    gap_clearance: float = 10.0
+    match_distance: float = 5.0
+    max_shift_fraction: float = 0.25
+    crops_per_simulation: int = 4
+    simulation_streams: int = 1
+
+
+_DATA_PROFILES = {
+    "smoke": Stage2DataConfig(min_generation=2),
+    "cpu": Stage2DataConfig(crops_per_simulation=8),
+    # 12 streams for the 12 DataLoader workers of a GPU run (deeptree reproduce --workers,
+    # benchmarks/gpu_session.sh): each worker simulates once per 4 batches of 2, not once
+    # per batch (a standard-phantom simulation costs ~4 s, a GPU step 0.08 s)
+    "gpu": Stage2DataConfig(crops_per_simulation=8, simulation_streams=12),
+}
+
+
+def stage2_data_config(profile: str = "cpu") -> Stage2DataConfig:
+    """The :class:`Stage2DataConfig` of a run profile (``smoke``, ``cpu``, ``gpu``)."""
+    return _DATA_PROFILES[check_profile(profile)]
+
+
+def stage2_settings(profile: str) -> tuple[NetworkConfig, TrainConfig, Stage2DataConfig]:
+    """Network, training and data settings of stage 2 for a run profile:
+    ``get_config(profile).stage2_net``, ``.stage2_train`` and :func:`stage2_data_config`."""
+
+    run = get_config(profile)
+    return run.stage2_net, run.stage2_train, stage2_data_config(profile)
+
+
+# --------------------------------------------------------------------------------------------
+# notebooks 05 and 06: cohort sizes
+# --------------------------------------------------------------------------------------------
+#: Cohort sizes of notebook 05 per profile: (training + validation cases, held-out cases).
+NOTEBOOK_COHORT: dict[str, tuple[int, int]] = {"smoke": (2, 1), "cpu": (7, 3), "gpu": (24, 6)}
+
+
+# --------------------------------------------------------------------------------------------
+# the reproduction (notebook 07, deeptree reproduce)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """Everything a reproduction run fixes.
+
+    Attributes
+    ----------
+    profile : str
+    n_cases : int
+        Size of the synthetic cohort generated when no ``data`` folder is given.
+    phantom : str
+        Phantom profile of that cohort.
+    stage1_net, stage1_train : NetworkConfig, TrainConfig
+        All stage-1 models (the four variants and clDice) share them.
+    stage2_net, stage2_train : NetworkConfig, TrainConfig
+        ``deeptree.config.stage2_settings(profile)``.
+    stage2_data : deeptree.config.Stage2DataConfig
+    cldice_weight : float
+        Factor on the soft clDice term (Shit et al. use alpha = 0.5).
+    cldice_iterations : int
+        Soft-skeleton iterations of clDice (should reach the largest lumen radius in voxels).
+    validate : bool
+        Score the validation cases at the end of each training (logged).
+    seed : int
+        Seeds the synthetic cohort and the training runs.
+    """
+
+    profile: str
+    n_cases: int
+    phantom: str
+    stage1_net: NetworkConfig
+    stage1_train: TrainConfig
+    stage2_net: NetworkConfig
+    stage2_train: TrainConfig
+    stage2_data: object
+    cldice_weight: float = 0.5
+    cldice_iterations: int = 3
+    validate: bool = True
+    seed: int = 0
+
+
+#: Synthetic cohort size, clDice skeleton iterations and validation per profile (smoke skips
+#: the validation inference: its 4-iteration models score nothing worth the time). 9 cpu cases split 5/2/2;
+#: 18 standard (0.7 mm) phantoms split 10/4/4 (90 would take ~45 CPU-minutes to generate).
+_PROFILE_SIZES: dict[str, dict] = {
+    "smoke": {"n_cases": 3, "cldice_iterations": 3, "validate": False},
+    "cpu": {"n_cases": 9, "cldice_iterations": 5, "validate": True},
+    "gpu": {"n_cases": 18, "cldice_iterations": 10, "validate": True},
+}
+
+
+def reproduce_settings(
+    profile: str = "cpu",
+    *,
+    stage1_iterations: int | None = None,
+    stage2_iterations: int | None = None,
+    n_cases: int | None = None,
+    validate: bool | None = None,
+    seed: int = 0,
+) -> ReproduceSettings:
+    """The :class:`ReproduceSettings` of a run profile, with optional overrides.
+
+    Stage 1 uses ``get_config(profile).stage1_net/stage1_train`` with validation only at the
+    end of each run (``validate_every = iterations``: the learning curves are notebook 05's
+    subject); stage 2 uses ``deeptree.config.stage2_settings(profile)``.
+
+    Parameters
+    ----------
+    profile : str
+        ``smoke``, ``cpu`` or ``gpu``.
+    stage1_iterations, stage2_iterations : int, optional
+        Training length of every stage-1 model / of the stage-2 model.
+    n_cases : int, optional
+        Synthetic cohort size.
+    validate : bool, optional
+        See :class:`ReproduceSettings` (default: the profile's; off for ``smoke``).
+    seed : int
+
+    Raises
+    ------
+    InputError
+        Iterations or cohort size below 1.
+    """
+
+    check_profile(profile)
+    run = get_config(profile)
+    sizes = _PROFILE_SIZES[profile]
+    s1 = run.stage1_train
+    if stage1_iterations is not None:
+        s1 = replace(s1, iterations=int(stage1_iterations))
+    net2, s2, data2 = stage2_settings(profile)
+    if stage2_iterations is not None:
+        s2 = replace(s2, iterations=int(stage2_iterations))
+    for name, cfg in (("stage-1", s1), ("stage-2", s2)):
+        if cfg.iterations < 1:
+            raise InputError(
+                f"reproduce: {name} iterations must be at least 1, got {cfg.iterations}"
+            )
+    s1 = replace(
+        s1,
+        validate_every=s1.iterations,
+        checkpoint_every=min(s1.checkpoint_every, s1.iterations),
+        seed=seed,
+    )
+    s2 = replace(
+        s2,
+        # stage 2 validates as its profile says: it keeps the best model (deeptree.stage2)
+        validate_every=min(s2.validate_every, s2.iterations),
+        checkpoint_every=min(s2.checkpoint_every, s2.iterations),
+        seed=seed,
+    )
+    n = int(n_cases) if n_cases is not None else sizes["n_cases"]
+    if n < 2:
+        raise InputError(f"reproduce: the synthetic cohort needs at least 2 cases, got {n}")
+    return ReproduceSettings(
+        profile=profile,
+        n_cases=n,
+        phantom="gpu" if profile == "gpu" else profile,
+        stage1_net=run.stage1_net,
+        stage1_train=s1,
+        stage2_net=net2,
+        stage2_train=s2,
+        stage2_data=data2,
+        cldice_iterations=sizes["cldice_iterations"],
+        validate=sizes["validate"] if validate is None else bool(validate),
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# phantoms (notebook 01): image quality and size per profile
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CTParams:
+    """Hounsfield units and image-quality settings of the simulated CT.
+
+    Attributes
+    ----------
+    lumen_hu, wall_hu, vessel_hu : float
+        Air in the airway lumen, airway wall (soft tissue), blood in vessels.
+    parenchyma_hu : float
+        Lung parenchyma at mid-depth.
+    gravity_hu : float
+        Posterior (dependent) lung is denser by up to this much, anterior lighter.
+    texture_hu, texture_mm : float
+        Standard deviation (HU) and correlation length (mm, Gaussian sigma) of the
+        parenchyma texture.
+    psf_fwhm_mm : float
+        Full width at half maximum (mm) of the Gaussian point spread function.
+    noise_hu : float
+        Standard deviation of the image noise (HU).
+    noise_corr_mm : float
+        Gaussian sigma (mm) that correlates the noise (0 = white).
+    """
+
+    lumen_hu: float = -1000.0
+    wall_hu: float = 40.0
+    vessel_hu: float = 40.0
+    parenchyma_hu: float = -890.0
+    gravity_hu: float = 25.0
+    texture_hu: float = 30.0
+    texture_mm: float = 1.2
+    psf_fwhm_mm: float = 1.0
+    noise_hu: float = 25.0
+    noise_corr_mm: float = 0.4
+
+
+@dataclass(frozen=True)
+class PhantomProfile:
+    """Size and image quality of the phantoms of one run profile.
+
+    Attributes
+    ----------
+    name : str
+        "smoke", "cpu" or "standard" (the ``gpu`` run profile).
+    spacing_mm : float
+        Isotropic voxel size (mm).
+    scale : float
+        Size of the chest relative to an adult (the small profiles use a small chest so
+        that it fits a small grid; anatomy tests use ``scale = 1``).
+    min_lumen_mm : float
+        Growth stops before lumen diameters below this (about what the spacing resolves).
+    n_points, min_points : int
+        Lung volume sampling of the tree growth (see :func:`grow_airway_tree`).
+    n_plugs : int
+        Mucus plugs per case.
+    plug_min_generation : int
+        Plugs go in branches of at least this generation.
+    ct : CTParams
+        HU and image-quality settings (PSF, noise).
+    """
+
+    name: str
+    spacing_mm: float
+    scale: float
+    min_lumen_mm: float
+    n_points: int
+    min_points: int
+    n_plugs: int
+    plug_min_generation: int
+    ct: CTParams = field(default_factory=CTParams)
+
+
+_PROFILES = {
+    # CI: ~60 x 45 x 55 voxels, trachea, main bronchi and a few generations
+    "smoke": PhantomProfile(
+        name="smoke",
+        spacing_mm=2.6,
+        scale=0.55,
+        min_lumen_mm=3.0,
+        n_points=3000,
+        min_points=5,
+        n_plugs=1,
+        plug_min_generation=3,
+        ct=CTParams(
+            psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0, texture_hu=20.0
+        ),
+    ),
+    # a laptop: ~150 x 115 x 125 voxels at 1.5 mm, lumen down to 2 mm
+    "cpu": PhantomProfile(
+        name="cpu",
+        spacing_mm=1.5,
+        scale=0.7,
+        min_lumen_mm=2.0,
+        n_points=15000,
+        min_points=5,
+        n_plugs=3,
+        plug_min_generation=4,
+        ct=CTParams(psf_fwhm_mm=1.6, noise_hu=18.0, noise_corr_mm=0.0, texture_mm=1.5),
+    ),
+    # realistic resolution: 0.7 mm, lumen down to 1 mm
+    "standard": PhantomProfile(
+        name="standard",
+        spacing_mm=0.7,
+        scale=1.0,
+        min_lumen_mm=1.0,
+        n_points=40000,
+        min_points=5,
+        n_plugs=6,
+        plug_min_generation=4,
+        ct=CTParams(psf_fwhm_mm=1.0, noise_hu=28.0, noise_corr_mm=0.4, texture_mm=1.2),
+    ),
+}
+
+
+def phantom_profile(name: str | PhantomProfile) -> PhantomProfile:
+    """The :class:`PhantomProfile` of a run profile.
+
+    Parameters
+    ----------
+    name : str or PhantomProfile
+        "smoke", "cpu", "gpu" (same as "standard"), or a profile (returned unchanged).
+
+    Raises
+    ------
+    deeptree.config.UnknownProfileError
+        For any other name (a ValueError listing the valid names).
+    """
+    if isinstance(name, PhantomProfile):
+        return name
+    if name == "standard":
+        return _PROFILES["standard"]
+    check_profile(name)
+    return _PROFILES["standard" if name == "gpu" else name]

@@ -97,16 +97,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from deeptree.config import AnatomyConfig
 from deeptree.io import InputError, check_spacing, check_volume
-
-if TYPE_CHECKING:  # deeptree.tree is imported lazily at run time
-    from deeptree.tree import AirwayTree
+from deeptree.tree import AirwayTree, parse_tree
 
 #: Evaluation protocols: ``"paper"`` excludes the central airways, ``"atm22"`` does not.
 PROTOCOLS: tuple[str, ...] = ("paper", "atm22")
@@ -254,7 +251,6 @@ def prepare_ground_truth(
     if not mask.any():
         raise InputError(f"{name}: the ground-truth mask is empty (no foreground voxel)")
     if gt_tree is None:
-        from deeptree.tree import parse_tree
 
         gt_tree = parse_tree(mask, spacing, name=name, nearest_in_voxels=True)
     else:

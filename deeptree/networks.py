@@ -15,7 +15,7 @@ a laptop trains one in minutes.
 Deep supervision: in training mode :class:`AirwayUNet` returns the logits at full, 1/2 and
 1/4 resolution *without* upsampling them (nnU-Net style, cheaper than MONAI's default of
 interpolating every head to full size); the loss downsamples the targets instead
-(``deeptree.losses.Stage1Loss``). In eval mode it returns the full-resolution logits only,
+(``deeptree.stage1.losses.Stage1Loss``). In eval mode it returns the full-resolution logits only,
 as sliding-window inference expects.
 
 Stage-2 training starts its output heads at a small foreground probability
@@ -29,7 +29,7 @@ import math
 import torch
 from monai.networks.nets import DynUNet
 
-from deeptree.config import NetworkConfig
+from deeptree.config import NetworkConfig, n_output_channels
 from deeptree.io import InputError
 
 #: Number of resolution levels (paper: 3 downsamplings, 4 levels).
@@ -115,8 +115,7 @@ def build_network(
 
 def stage1_network(net: NetworkConfig, variant: str = "amc+gul") -> AirwayUNet:
     """The stage-1 network of a variant: 1 input channel (normalised CT), 4 output channels
-    with AMC (background + 3 anatomy classes) or 2 without (see ``deeptree.losses``)."""
-    from deeptree.losses import n_output_channels
+    with AMC (background + 3 anatomy classes) or 2 without (see ``deeptree.stage1.losses``)."""
 
     return build_network(net, in_channels=1, out_channels=n_output_channels(variant))
 
@@ -174,3 +173,20 @@ def count_parameters(model: torch.nn.Module) -> int:
 def divisor() -> int:
     """Every spatial size fed to the network must be a multiple of this (2^3 = 8)."""
     return 2 ** (N_LEVELS - 1)
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: ``device`` if given, else CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        E.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+
+    Returns
+    -------
+    torch.device
+    """
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

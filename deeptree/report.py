@@ -45,16 +45,28 @@ def results_dir(run_dir: str | os.PathLike | None) -> Path:
     return path
 
 
-def _jsonable(value):
-    """Convert numpy scalars/arrays and paths to plain JSON types."""
+def jsonable(value):
+    """A value with numpy scalars and arrays, paths, tuples and non-string keys turned into
+    plain JSON types (lists, strings, numbers), recursively.
+
+    Parameters
+    ----------
+    value : any
+        Nested dicts, lists and tuples of numbers, strings, numpy values and paths.
+
+    Returns
+    -------
+    The same structure with dict keys as ``str``, tuples and arrays as lists, numpy scalars as
+    python numbers, paths as ``str``.
+    """
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -78,7 +90,7 @@ def save_results(notebook: str, results: dict, run_dir: str | os.PathLike | None
     payload = {
         "notebook": notebook,
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "results": _jsonable(results),
+        "results": jsonable(results),
     }
     path = results_dir(run_dir) / f"{notebook}{RESULTS_SUFFIX}"
     text = json.dumps(payload, indent=2, sort_keys=False)

@@ -18,13 +18,11 @@ The loop (:func:`train`) knows nothing about airways. A stage hands it a
 * ``meta``: what is needed to rebuild the model from the checkpoint (stage, variant, network
   config); stored in every checkpoint.
 
-Stage 1 is assembled by :func:`stage1_task` (``deeptree.data.Stage1PatchDataset`` +
-``deeptree.losses.Stage1Loss`` + validation on held-out cases). **Stage 2 plugs in the same
-way**: its dataset yields ``{"image": (2, 64, 64, 64) CT + attention, "label": (1, 64, 64, 64)
-breakage}`` crops drawn from ``(seed, index)``, its ``loss_fn`` is a 2-class DiceCE
-(``deeptree.losses.DiceCELoss``) on ``batch["label"]``, its model is
-``deeptree.networks.stage2_network``; a ``stage2_task`` function next to :func:`stage1_task`
-builds the :class:`TrainingTask` and :func:`train` does the rest unchanged.
+The stages build their tasks: :func:`deeptree.stage1.task.stage1_task` (patches of
+``deeptree.stage1.data``, the loss of ``deeptree.stage1.losses``, validation on held-out cases)
+and :func:`deeptree.stage2.task.stage2_task` (crops of (CT, attention) around simulated
+breakages, the plain 2-class loss, validation by repaired gaps). Checkpoints are written and
+read by :mod:`deeptree.checkpoints`.
 
 Optimisation follows nnU-Net (Isensee et al., Nature Methods 2021; nnU-Net v2
 ``nnUNetTrainer``): SGD, Nesterov momentum 0.99, weight decay 3e-5, initial learning rate 0.01
@@ -36,7 +34,8 @@ Files in ``out_dir``:
 * ``last.pt``: the resume checkpoint (weights, optimiser, iteration, random states, meta),
   written atomically every ``checkpoint_every`` iterations, at the end, and on Ctrl-C;
 * ``best.pt``: with ``select``, the model at the validation with the best value (ties keep
-  the earlier one), same format as ``last.pt``; :func:`selected_checkpoint` picks it;
+  the earlier one), same format as ``last.pt``; :func:`deeptree.checkpoints.selected_checkpoint`
+  picks it;
 * ``log.jsonl``: one JSON object per training iteration (``loss``, its parts, ``lr``,
   ``seconds`` since the start of the call) and one per validation (``"val": {...}``);
 * ``loss_curves.png``: :func:`plot_log` of the log, written at the end.
@@ -48,25 +47,32 @@ Ctrl-C (SIGINT) is deferred to the end of the running iteration: the checkpoint 
 from __future__ import annotations
 
 import json
-import random
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from deeptree.checkpoints import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from deeptree.config import TrainConfig
-from deeptree.io import InputError, atomic_write
+from deeptree.io import atomic_write
+from deeptree.networks import choose_device
+from deeptree.report import jsonable
 
-CHECKPOINT_FORMAT = "deeptree-checkpoint-1"
-CHECKPOINT_NAME = "last.pt"
-BEST_NAME = "best.pt"
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss_curves.png"
 
@@ -131,148 +137,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         weight_decay=cfg.weight_decay,
         nesterov=True,
     )
-
-
-def get_rng_state() -> dict:
-    """torch (CPU and CUDA), numpy-global and python random states, as plain containers that
-    ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`get_rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    name, key, *rest = state["numpy"]
-    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy's global generator and python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------------
-def save_checkpoint(
-    path: str | Path, model, optimizer, iteration: int, cfg: TrainConfig, meta: dict
-) -> Path:
-    """Write a resume checkpoint atomically (temporary name, then rename).
-
-    Parameters
-    ----------
-    path : path-like
-    model, optimizer
-        Their ``state_dict`` is saved.
-    iteration : int
-        Iterations completed.
-    cfg : TrainConfig
-        Saved as a dict (the schedule depends on it).
-    meta : dict
-        Stage, variant, network config, ...: what rebuilds the model.
-    """
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "iteration": int(iteration),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": get_rng_state(),
-        "train_config": _plain(asdict(cfg)),
-        "meta": _plain(meta),
-    }
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`.
-
-    Raises
-    ------
-    InputError
-        If the file is missing, unreadable, or not a DeepTree checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise InputError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(
-            f"{path}: not a DeepTree checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
-        )
-    return state
-
-
-def load_model(checkpoint: str | Path, stage: int, build, device="cpu"):
-    """Rebuild a trained network of one stage from its checkpoint.
-
-    Parameters
-    ----------
-    checkpoint : path-like
-        ``last.pt`` written by :func:`train`.
-    stage : int
-        1 or 2: the stage the checkpoint must belong to.
-    build : callable
-        ``build(net_config, meta) -> torch.nn.Module`` makes the untrained network from the
-        :class:`~deeptree.config.NetworkConfig` (filters, patch size) stored in the metadata.
-    device : str or torch.device
-
-    Returns
-    -------
-    model : torch.nn.Module in eval mode on ``device``
-    meta : dict
-        The checkpoint's metadata (stage, variant, filters, patch_size, ...).
-
-    Raises
-    ------
-    InputError
-        Missing, unreadable or non-DeepTree checkpoint, one of another stage, or weights that
-        do not fit the network the metadata describes.
-    """
-    from deeptree.config import NetworkConfig
-
-    state = load_checkpoint(checkpoint, map_location=device)
-    meta = state.get("meta", {})
-    if meta.get("stage") != stage:
-        raise InputError(
-            f"{checkpoint}: not a stage-{stage} checkpoint (stage {meta.get('stage')!r})"
-        )
-    net = NetworkConfig(filters=tuple(meta["filters"]), patch_size=tuple(meta["patch_size"]))
-    model = build(net, meta)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise InputError(
-            f"{checkpoint}: weights do not fit the network in its metadata ({err})"
-        ) from err
-    return model.to(device).eval(), meta
-
-
-def _plain(value):
-    """Tuples -> lists recursively, so that metadata round-trips through JSON and torch.load."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,29 +300,13 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
-    device = torch.device(device) if device is not None else _default_device()
+    device = choose_device(device)
     model = task.model.to(device)
     optimizer = make_optimizer(model, cfg)
     use_amp = bool(cfg.amp and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    iteration = 0
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        _check_compatible(state, task.meta, cfg, ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        iteration = state["iteration"]
-        set_rng_state(state["rng"])
-        # entries logged after the checkpoint (a run killed hard) are replayed: drop them
-        history = [e for e in read_log(log_path) if e["iteration"] <= iteration]
-        _write_log(log_path, history)
-    else:
-        seed_everything(cfg.seed)
-        history = []
-        _write_log(log_path, history)
-        (out_dir / BEST_NAME).unlink(missing_ok=True)  # an earlier run's best is not this one's
+    iteration, history = _restore_or_start(task, cfg, model, optimizer, out_dir, resume, device)
     best_value = _best_value(history, task.select)
 
     loader = _loader(task.dataset, cfg, iteration, num_workers, device)
@@ -470,27 +318,13 @@ def train(
         batches = iter(loader)
         while iteration < cfg.iterations:
             batch = _to_device(next(batches), device)
-            lr = poly_lr(iteration, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                outputs = model(batch["image"])
-                loss, parts = task.loss_fn(outputs, batch)
-            if not torch.isfinite(loss):
-                _save(ckpt_path, model, optimizer, iteration, cfg, task.meta)
-                raise FloatingPointError(
-                    f"loss is {float(loss)} at iteration {iteration}; checkpoint of the last good state kept"
-                )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss, parts, lr = _step(
+                task, cfg, model, optimizer, batch, iteration, use_amp, ckpt_path
+            )
             iteration += 1
-
             entry = {
                 "iteration": iteration,
-                "loss": float(loss.detach()),
+                "loss": loss,
                 **parts,
                 "lr": lr,
                 "seconds": round(time.perf_counter() - start_time, 4),  # since this call began
@@ -502,17 +336,18 @@ def train(
             if task.validate is not None and (
                 iteration % cfg.validate_every == 0 or iteration == cfg.iterations
             ):
-                model.eval()
-                with (
-                    torch.no_grad(),
-                    torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp),
-                ):
-                    metrics = task.validate(model)
-                _append(log, history, {"iteration": iteration, "val": _plain(metrics)})
-                value = _selection_value(metrics, task.select)
-                if value is not None and (best_value is None or value > best_value):
-                    best_value = value
-                    _save(out_dir / BEST_NAME, model, optimizer, iteration, cfg, task.meta)
+                metrics, best_value = _validate_and_keep_best(
+                    task,
+                    cfg,
+                    model,
+                    optimizer,
+                    iteration,
+                    use_amp,
+                    best_value,
+                    out_dir,
+                    log,
+                    history,
+                )
                 bar.write(
                     f"iteration {iteration}: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
@@ -520,9 +355,9 @@ def train(
             if callback is not None:
                 callback(iteration, entry)
             if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
-                _save(ckpt_path, model, optimizer, iteration, cfg, task.meta)
+                save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
             if stop.requested:
-                _save(ckpt_path, model, optimizer, iteration, cfg, task.meta)
+                save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
                 bar.close()
                 raise KeyboardInterrupt(
                     f"training interrupted after iteration {iteration}; resume from {ckpt_path}"
@@ -533,14 +368,86 @@ def train(
     if best is not None and best_value <= 0.0:
         warnings.warn(
             f"{out_dir}: validation {task.select} never rose above 0 in {iteration} iterations; "
-            "the network may predict no foreground at all (stage 2 at the cpu budget: one "
-            "training seed in five, benchmarks/RESULTS.md). Train again with another --seed "
+            "the network may predict no foreground at all. Train again with another --seed "
             "or more iterations.",
             stacklevel=2,
         )
     return TrainResult(
         iteration, ckpt_path, log_path, history, time.perf_counter() - start_time, best
     )
+
+
+def _restore_or_start(
+    task: TrainingTask, cfg: TrainConfig, model, optimizer, out_dir: Path, resume: bool, device
+) -> tuple[int, list[dict]]:
+    """Restore weights, optimiser, iteration, random states and log from ``last.pt`` (with
+    ``resume`` and a checkpoint there), else seed everything and start an empty log.
+
+    Returns the iteration to start from and the log entries so far."""
+    ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    if resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        check_compatible(state, task.meta, cfg, ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        iteration = state["iteration"]
+        set_rng_state(state["rng"])
+        # entries logged after the checkpoint (a run killed hard) are replayed: drop them
+        history = [e for e in read_log(log_path) if e["iteration"] <= iteration]
+        _write_log(log_path, history)
+        return iteration, history
+    seed_everything(cfg.seed)
+    _write_log(log_path, [])
+    (out_dir / BEST_NAME).unlink(missing_ok=True)  # an earlier run's best is not this one's
+    return 0, []
+
+
+def _step(
+    task: TrainingTask, cfg: TrainConfig, model, optimizer, batch: dict, iteration: int,
+    use_amp: bool, ckpt_path: Path,
+) -> tuple[float, dict, float]:  # fmt: skip
+    """One optimisation step at the learning rate of ``iteration``; returns the loss, its
+    parts and the learning rate. A non-finite loss keeps the last good state in ``ckpt_path``
+    and raises ``FloatingPointError``."""
+    device = next(model.parameters()).device
+    lr = poly_lr(iteration, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        outputs = model(batch["image"])
+        loss, parts = task.loss_fn(outputs, batch)
+    if not torch.isfinite(loss):
+        save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
+        raise FloatingPointError(
+            f"loss is {float(loss)} at iteration {iteration}; checkpoint of the last good state kept"
+        )
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return float(loss.detach()), parts, lr
+
+
+def _validate_and_keep_best(
+    task: TrainingTask, cfg: TrainConfig, model, optimizer, iteration: int, use_amp: bool,
+    best_value: float | None, out_dir: Path, log, history: list,
+) -> tuple[dict, float | None]:  # fmt: skip
+    """Run ``task.validate``, log its figures, and write ``best.pt`` when the selection figure
+    beats ``best_value``; returns the figures and the best value so far."""
+    device = next(model.parameters()).device
+    model.eval()
+    with (
+        torch.no_grad(),
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp),
+    ):
+        metrics = task.validate(model)
+    _append(log, history, {"iteration": iteration, "val": jsonable(metrics)})
+    value = _selection_value(metrics, task.select)
+    if value is not None and (best_value is None or value > best_value):
+        best_value = value
+        save_checkpoint(out_dir / BEST_NAME, model, optimizer, iteration, cfg, task.meta)
+    return metrics, best_value
 
 
 def _selection_value(metrics: dict, select: str | None) -> float | None:
@@ -559,30 +466,6 @@ def _best_value(history: list[dict], select: str | None) -> float | None:
     return max(values) if values else None
 
 
-def selected_checkpoint(out_dir: str | Path) -> Path:
-    """The checkpoint to use from a training folder: ``best.pt`` when the task selected a
-    model by validation (stage 2), else ``last.pt``.
-
-    Raises
-    ------
-    InputError
-        If the folder holds neither.
-    """
-    out_dir = Path(out_dir)
-    for name in (BEST_NAME, CHECKPOINT_NAME):
-        if (out_dir / name).is_file():
-            return out_dir / name
-    raise InputError(f"{out_dir}: no {BEST_NAME} or {CHECKPOINT_NAME} (not a training folder?)")
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _save(path, model, optimizer, iteration, cfg, meta):
-    save_checkpoint(path, model, optimizer, iteration, cfg, meta)
-
-
 def _append(log, history: list, entry: dict) -> None:
     history.append(entry)
     log.write(json.dumps(entry) + "\n")
@@ -592,24 +475,6 @@ def _append(log, history: list, entry: dict) -> None:
 def _save_plot(path: Path, history: list[dict], meta: dict) -> None:
     fig = plot_log(history, title=meta.get("name"), offscreen=True)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-
-
-def _check_compatible(state: dict, meta: dict, cfg: TrainConfig, path: Path) -> None:
-    """Resuming with another stage/variant/network or another schedule would silently train
-    something else: refuse with a message naming what differs."""
-    saved = state.get("meta", {})
-    for key, value in _plain(meta).items():
-        if key in saved and saved[key] != value:
-            raise InputError(
-                f"{path}: checkpoint has {key}={saved[key]!r}, this run {key}={value!r}; use another --out"
-            )
-    saved_cfg = state.get("train_config", {})
-    for key in ("iterations", "batch_size", "learning_rate", "seed"):
-        if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
-            raise InputError(
-                f"{path}: checkpoint was trained with {key}={saved_cfg[key]!r}, this run has "
-                f"{getattr(cfg, key)!r}; resume needs the same schedule"
-            )
 
 
 class _IndexRange(torch.utils.data.Sampler):
@@ -641,97 +506,3 @@ def _loader(dataset, cfg: TrainConfig, iteration: int, num_workers: int, device)
         # or a resumed run (a second iterator) would drift from an uninterrupted one
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# stage 1
-# --------------------------------------------------------------------------------------------
-def stage1_task(
-    train_cases: list,
-    val_cases: list,
-    variant: str,
-    net,
-    cfg: TrainConfig,
-    *,
-    profile: str | None = None,
-    device: str | torch.device | None = None,
-) -> TrainingTask:
-    """Assemble the stage-1 :class:`TrainingTask`.
-
-    Parameters
-    ----------
-    train_cases, val_cases : list of deeptree.data.Stage1Case
-        Prepared cases (``deeptree.data.load_cohort`` + ``split_cases``); validation cases
-        are predicted whole by sliding-window inference and scored with
-        ``deeptree.metrics.airway_metrics`` (paper protocol: BD, TLD, precision, DSC,
-        averaged over the cases). No validation if empty.
-    variant : str
-        ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.losses``).
-    net : NetworkConfig
-    cfg : TrainConfig
-        Seeds the weights (``cfg.seed``), the patch stream and its class ratios;
-        ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
-    profile : str, optional
-        Recorded in the checkpoint.
-    device : optional
-        Where validation inference runs (default: CUDA if available).
-    """
-    from deeptree.data import Stage1PatchDataset
-    from deeptree.losses import Stage1Loss, check_variant
-    from deeptree.networks import init_foreground_prior, stage1_network
-
-    check_variant(variant)
-    torch.manual_seed(cfg.seed)
-    model = stage1_network(net, variant)
-    if cfg.foreground_prior is not None:
-        init_foreground_prior(model, cfg.foreground_prior)
-    criterion = Stage1Loss(variant)
-    dataset = Stage1PatchDataset(
-        train_cases,
-        net.patch_size,
-        ratios=cfg.patch_class_ratios,
-        seed=cfg.seed,
-        length=cfg.iterations * cfg.batch_size,
-    )
-
-    def loss_fn(outputs, batch):
-        return criterion(outputs, batch["label"], batch["distance"])
-
-    meta = {
-        "stage": 1,
-        "variant": variant,
-        "filters": list(net.filters),
-        "patch_size": list(net.patch_size),
-        "overlap": net.inference_overlap,
-        "profile": profile,
-        "name": f"stage 1, {variant}",
-    }
-    validate = _stage1_validator(val_cases, net, device) if val_cases else None
-    return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
-
-
-def _stage1_validator(val_cases: list, net, device) -> Callable[[torch.nn.Module], dict]:
-    from deeptree.inference import predict_stage1
-    from deeptree.metrics import airway_metrics, prepare_ground_truth
-
-    references = [
-        prepare_ground_truth(np.asarray(c.label) > 0, c.spacing, name=f"{c.id} label")
-        for c in val_cases
-    ]
-
-    def validate(model: torch.nn.Module) -> dict:
-        rows = []
-        for case, reference in zip(val_cases, references, strict=True):
-            pred = predict_stage1(
-                model,
-                np.asarray(case.image),
-                net.patch_size,
-                overlap=net.inference_overlap,
-                device=next(model.parameters()).device if device is None else device,
-                normalized=True,
-                name=case.id,
-            )
-            rows.append(airway_metrics(pred.mask, reference, case.spacing))
-        return {k: float(np.mean([r[k] for r in rows])) for k in ("BD", "TLD", "precision", "DSC")}
-
-    return validate

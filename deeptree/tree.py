@@ -51,7 +51,8 @@ from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
-from deeptree.io import InputError, check_binary_mask, check_spacing
+from deeptree.io import InputError, check_spacing
+from deeptree.masks import as_binary_mask, bounding_box, largest_components
 
 #: ATM'22 drops skeleton pieces shorter than this many voxels (``skeleton_parsing``).
 MIN_SEGMENT_VOXELS = 5
@@ -289,31 +290,14 @@ def parse_tree(
         numbers, or if its skeleton has no segment of ``min_segment_voxels`` voxels
         (the mask is too small or too thin to parse).
     """
-    mask = _as_binary(mask, name)
+    mask = as_binary_mask(mask, name)
     spacing = check_spacing(spacing, f"{name} spacing")
     if min_segment_voxels < 1:
         raise InputError(f"min_segment_voxels must be >= 1, got {min_segment_voxels}")
     shape = mask.shape
 
-    # 1. Work inside the bounding box of the mask, padded by one background voxel, so the
-    #    outside is always background (for hole filling, thinning and the EDT).
-    box = _bounding_box(mask)
-    crop = np.pad(mask[box], 1)
-    crop, n_dropped = _largest_component(crop)
-    if n_dropped:
-        warnings.warn(
-            f"{name}: {n_dropped} smaller 6-connected component(s) dropped; "
-            "only the largest is parsed",
-            UserWarning,
-            stacklevel=2,
-        )
-    crop = ndimage.binary_fill_holes(crop)
-    # the kept component may be smaller than the first box: shrink the box to it
-    inner = _bounding_box(crop)
-    offset = np.array([box[d].start - 1 + inner[d].start for d in range(3)])
-    crop = np.pad(crop[inner], 1)
-    box = tuple(slice(int(o), int(o) + n - 2) for o, n in zip(offset, crop.shape, strict=True))
-    origin = offset - 1  # full-volume coordinates of crop voxel (0, 0, 0)
+    # 1. the largest component, holes filled, in its padded bounding box
+    crop, box, origin, n_dropped = _largest_component_crop(mask, name)
 
     # 2. skeleton and 3. segments
     skeleton = skeletonize(crop)
@@ -324,25 +308,13 @@ def parse_tree(
             "the mask is too small or too thin to parse into branches"
         )
 
-    # 4. nearest labelled skeleton voxel of every mask voxel, stored compactly: one int32
-    #    row number (into the labelled skeleton voxels) per mask voxel, in C order inside
-    #    the box. In mm: a k-d tree of the few thousand skeleton voxels queried with the
-    #    mask voxels (fast). In voxel units: scipy's EDT feature transform inside the box,
-    #    as the ATM'22 code, whose partition it then reproduces exactly (same tie-breaking).
+    # 4. every mask voxel joins the segment of its nearest labelled skeleton voxel
     labelled = segments > 0
     skel_voxels = np.argwhere(labelled)  # (n, 3) crop coordinates, C order
     mask_voxels = np.argwhere(crop)
-    if nearest_in_voxels:
-        row_of = np.full(crop.shape, -1, dtype=np.int32)
-        row_of[labelled] = np.arange(len(skel_voxels), dtype=np.int32)
-        nearest_idx = ndimage.distance_transform_edt(
-            ~labelled, return_distances=False, return_indices=True
-        )
-        nearest = row_of[tuple(nearest_idx[:, crop])]
-        del nearest_idx, row_of
-    else:
-        scale = np.asarray(spacing)
-        nearest = cKDTree(skel_voxels * scale).query(mask_voxels * scale)[1].astype(np.int32)
+    nearest = _nearest_skeleton_voxel(
+        crop, labelled, skel_voxels, mask_voxels, spacing, nearest_in_voxels
+    )
     segment_of_voxel = segments[tuple(skel_voxels.T)]
     regions = np.zeros(crop.shape, dtype=np.int32)
     regions[crop] = segment_of_voxel[nearest]
@@ -351,37 +323,16 @@ def parse_tree(
     volumes = np.bincount(regions[crop], minlength=n_segments + 1).astype(np.int64)
     pairs = _touching_pairs(regions)
     seg_to_branch, parents, generation = _build_tree(n_segments, pairs, volumes)
-    n_branches = len(parents)
-
     skeleton_labels_c = seg_to_branch[segments]
     branch_labels_c = seg_to_branch[regions]
     del regions
 
-    # per-branch measurements
-    children: dict[int, list[int]] = {b: [] for b in range(1, n_branches + 1)}
-    for b, p in parents.items():
-        if p:
-            children[p].append(b)
+    # 7. per-branch measurements: length along the ordered skeleton, lumen diameter
     wall_distance = _distance_to_background(crop, mask_voxels, skel_voxels, spacing)
-    skel_branch = skeleton_labels_c[labelled]
-    n_skel = np.bincount(skel_branch, minlength=n_branches + 1)
-    radius_sum = np.bincount(skel_branch, weights=wall_distance, minlength=n_branches + 1)
-    paths, lengths = _order_branches(
-        skeleton, skeleton_labels_c, branch_labels_c, parents, children, spacing
-    )
-
-    branches: dict[int, Branch] = {}
-    for b in range(1, n_branches + 1):
-        branches[b] = Branch(
-            id=b,
-            parent=parents[b],
-            children=sorted(children[b]),
-            generation=generation[b],
-            length_mm=float(lengths[b]),
-            diameter_mm=float(2.0 * radius_sum[b] / n_skel[b]) if n_skel[b] else 0.0,
-            n_skeleton=int(n_skel[b]),
-            is_leaf=not children[b],
-        )
+    branches, paths = _measure_branches(
+        skeleton, skeleton_labels_c, branch_labels_c, labelled, wall_distance, parents,
+        generation, spacing,
+    )  # fmt: skip
 
     def full(array_c: np.ndarray, dtype) -> np.ndarray:
         # np.zeros maps untouched pages lazily: only the box costs memory
@@ -405,38 +356,86 @@ def parse_tree(
     )
 
 
-def _as_binary(mask, name: str) -> np.ndarray:
-    """The mask as bool (a new array unless it already is bool), or InputError.
+def _largest_component_crop(mask: np.ndarray, name: str):
+    """Step 1 of :func:`parse_tree`: the largest 6-connected component of ``mask`` with its
+    holes filled, in its bounding box padded by one background voxel (so that the outside
+    is background for hole filling, thinning and the EDT).
 
-    A fast path for integer masks (min/max instead of :func:`numpy.unique`, which takes
-    seconds on a 512x512x679 volume); anything else goes through
-    :func:`deeptree.io.check_binary_mask` and its messages.
+    Returns ``crop`` (bool), ``box`` (3 slices: where ``crop[1:-1, 1:-1, 1:-1]`` lies in the
+    volume), ``origin`` (volume coordinates of crop voxel (0, 0, 0)) and ``n_dropped`` (smaller
+    components dropped; a ``UserWarning`` says so).
     """
-    array = np.asarray(mask)
-    if array.ndim == 3 and array.size and array.dtype.kind in "bu" and array.max() <= 1:
-        if array.any():
-            return array if array.dtype == bool else array != 0
-    return check_binary_mask(array, name)
+    box = bounding_box(mask)
+    crop = np.pad(mask[box], 1)
+    crop, n_dropped = largest_components(crop, 1, connectivity=6)
+    if n_dropped:
+        warnings.warn(
+            f"{name}: {n_dropped} smaller 6-connected component(s) dropped; "
+            "only the largest is parsed",
+            UserWarning,
+            stacklevel=3,
+        )
+    crop = ndimage.binary_fill_holes(crop)
+    # the kept component may be smaller than the first box: shrink the box to it
+    inner = bounding_box(crop)
+    offset = np.array([box[d].start - 1 + inner[d].start for d in range(3)])
+    crop = np.pad(crop[inner], 1)
+    box = tuple(slice(int(o), int(o) + n - 2) for o, n in zip(offset, crop.shape, strict=True))
+    return crop, box, offset - 1, n_dropped
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
-    """Smallest box (slices) holding every True voxel of a non-empty 3D mask."""
-    box = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)  # type: ignore[return-value]
+def _nearest_skeleton_voxel(
+    crop, labelled, skel_voxels, mask_voxels, spacing, nearest_in_voxels: bool
+) -> np.ndarray:
+    """Step 4 of :func:`parse_tree`: for each mask voxel (C order in the crop), the row of
+    its nearest labelled skeleton voxel in ``skel_voxels`` (int32).
+
+    In mm: a k-d tree of the few thousand skeleton voxels queried with the mask voxels
+    (fast). In voxel units: scipy's EDT feature transform inside the box, as the ATM'22
+    code, whose partition it then reproduces exactly (same tie-breaking).
+    """
+    if nearest_in_voxels:
+        row_of = np.full(crop.shape, -1, dtype=np.int32)
+        row_of[labelled] = np.arange(len(skel_voxels), dtype=np.int32)
+        nearest_idx = ndimage.distance_transform_edt(
+            ~labelled, return_distances=False, return_indices=True
+        )
+        return row_of[tuple(nearest_idx[:, crop])]
+    scale = np.asarray(spacing)
+    return cKDTree(skel_voxels * scale).query(mask_voxels * scale)[1].astype(np.int32)
 
 
-def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Largest 6-connected component (ATM'22 ``large_connected_domain``) and how many others."""
-    components, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(3, 1))
-    if n <= 1:
-        return mask.copy(), 0
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes)), n - 1
+def _measure_branches(
+    skeleton, skeleton_labels_c, branch_labels_c, labelled, wall_distance, parents: dict,
+    generation: dict, spacing,
+) -> tuple[dict[int, Branch], dict[int, np.ndarray]]:  # fmt: skip
+    """Step 7 of :func:`parse_tree`: the :class:`Branch` records (children, generation,
+    length in mm, lumen diameter in mm = 2 x mean wall distance over the skeleton) and the
+    ordered skeleton path of each branch (crop coordinates)."""
+    n_branches = len(parents)
+    children: dict[int, list[int]] = {b: [] for b in range(1, n_branches + 1)}
+    for b, p in parents.items():
+        if p:
+            children[p].append(b)
+    skel_branch = skeleton_labels_c[labelled]
+    n_skel = np.bincount(skel_branch, minlength=n_branches + 1)
+    radius_sum = np.bincount(skel_branch, weights=wall_distance, minlength=n_branches + 1)
+    paths, lengths = _order_branches(
+        skeleton, skeleton_labels_c, branch_labels_c, parents, children, spacing
+    )
+    branches: dict[int, Branch] = {}
+    for b in range(1, n_branches + 1):
+        branches[b] = Branch(
+            id=b,
+            parent=parents[b],
+            children=sorted(children[b]),
+            generation=generation[b],
+            length_mm=float(lengths[b]),
+            diameter_mm=float(2.0 * radius_sum[b] / n_skel[b]) if n_skel[b] else 0.0,
+            n_skeleton=int(n_skel[b]),
+            is_leaf=not children[b],
+        )
+    return branches, paths
 
 
 def _distance_to_background(crop, mask_voxels, points, spacing) -> np.ndarray:

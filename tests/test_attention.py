@@ -14,9 +14,9 @@ from deeptree.attention import (
     breakage_attention,
     breakage_attention_naive,
     breakage_centres,
-    label_components,
 )
 from deeptree.io import InputError, read_nifti
+from deeptree.masks import label_components
 
 
 def reference_h(mask: np.ndarray) -> np.ndarray:

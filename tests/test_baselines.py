@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from deeptree import io
-from deeptree.baselines import find_trachea_seed, region_growing
+from deeptree.evaluation.baselines import find_trachea_seed, region_growing
 from deeptree.phantom import generate_case
 from deeptree.phantom.raster import Grid, centreline_voxels
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 from tree_builders import binary_tree, rasterize
 
-from deeptree.attention import breakage_attention, breakage_centres, label_components
+from deeptree.attention import breakage_attention, breakage_centres
 from deeptree.breakage import (
     Breakage,
     peripheral_branches,
@@ -17,6 +17,7 @@ from deeptree.breakage import (
     simulate_breakage,
 )
 from deeptree.io import InputError, read_nifti
+from deeptree.masks import label_components
 from deeptree.tree import parse_tree
 
 
@@ -245,7 +246,7 @@ def test_crop_around():
 def test_cli_dataset_layout_is_read_by_the_viewer(capsule_tree, tmp_path):
     from deeptree.cli import main
     from deeptree.io import write_nifti
-    from deeptree.view_case import read_centres
+    from deeptree.viz.case_folder import read_centres
 
     mask, _ = capsule_tree
     write_nifti(tmp_path / "labelsTr" / "CASE_001.nii.gz", mask, np.eye(4))

@@ -1,4 +1,4 @@
-"""Tests of deeptree.data: normalisation, patch sampling ratios, padding, augmentation,
+"""Tests of deeptree.stage1.data: normalisation, patch sampling ratios, padding, augmentation,
 determinism, case preparation and its cache, clear errors."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from deeptree.data import (
+from deeptree.io import CasePaths, InputError, read_nifti, write_nifti
+from deeptree.stage1.data import (
     AugmentConfig,
     Stage1Case,
     Stage1PatchDataset,
@@ -22,8 +23,7 @@ from deeptree.data import (
     sample_patch,
     split_cases,
 )
-from deeptree.io import CasePaths, InputError, read_nifti, write_nifti
-from deeptree.losses import gul_distance_weight
+from deeptree.stage1.losses import gul_distance_weight
 
 
 def hand_case(shape=(48, 48, 40), label=None) -> Stage1Case:
@@ -189,7 +189,7 @@ def test_missing_label_and_other_shape_are_clear_errors(tmp_path):
 
 
 def test_prepare_real_case_and_cache(tmp_path, cip_ct64_dir):
-    from deeptree.data import class_frequencies, load_cohort
+    from deeptree.stage1.data import class_frequencies, load_cohort
 
     root = tmp_path / "ds"
     for name, target in (("ct", "imagesTr/CIP_0000.nii.gz"), ("airway", "labelsTr/CIP.nii.gz")):

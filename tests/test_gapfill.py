@@ -1,13 +1,14 @@
-"""Tests of deeptree.gapfill, the non-learned gap filler."""
+"""Tests of deeptree.stage2.gapfill, the non-learned gap filler."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from deeptree.attention import breakage_attention, breakage_centres, label_components
-from deeptree.gapfill import fill_gaps
+from deeptree.attention import breakage_attention, breakage_centres
 from deeptree.io import InputError, read_nifti
+from deeptree.masks import label_components
+from deeptree.stage2.gapfill import fill_gaps
 
 
 def two_tubes(gap: int = 6, radius: int = 1):
@@ -107,7 +108,8 @@ def test_bad_input():
 def test_real_ct_simulated_gaps_are_filled(cip_ct64_dir):
     """Gaps cut into the real coarse airway of cip_ct64 are closed by the filler, through
     the real CT's dark lumen with the intensity path."""
-    from deeptree.stage2 import Stage2DataConfig, prepare_stage2_source, simulate_stage2_sample
+    from deeptree.config import Stage2DataConfig
+    from deeptree.stage2.data import prepare_stage2_source, simulate_stage2_sample
 
     ct = read_nifti(cip_ct64_dir / "ct.nii.gz")
     airway = read_nifti(cip_ct64_dir / "airway.nii.gz")

@@ -1,4 +1,4 @@
-"""Tests of deeptree.inference: shapes, affine, padding, Gaussian blending, checkpoint errors."""
+"""Tests of deeptree.stage1.predict: shapes, affine, padding, Gaussian blending, checkpoint errors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from deeptree.checkpoints import save_checkpoint
 from deeptree.config import NetworkConfig, TrainConfig
-from deeptree.inference import body_mask, load_stage1_model, predict_file, predict_stage1
 from deeptree.io import InputError, read_nifti, write_nifti
 from deeptree.networks import stage1_network
-from deeptree.train import save_checkpoint
+from deeptree.stage1.predict import body_mask, load_stage1_model, predict_file, predict_stage1
 
 NET = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))
 
@@ -39,7 +39,7 @@ def test_ct_smaller_than_patch_is_padded_and_window_matches_direct_forward():
     ct = np.random.default_rng(1).integers(-1000, 200, (16, 16, 16)).astype(np.int16)
     model = tiny_model("plain")
     pred = predict_stage1(model, ct, (16, 16, 16), device="cpu")
-    from deeptree.data import normalize_ct
+    from deeptree.stage1.data import normalize_ct
 
     with torch.no_grad():
         direct = torch.softmax(model.eval()(torch.from_numpy(normalize_ct(ct))[None, None]), 1)[0]
@@ -109,7 +109,7 @@ def test_unreadable_or_wrong_checkpoint(tmp_path):
 
 
 def test_class_scores_hand_computed():
-    from deeptree.inference import class_scores, mean_by_method
+    from deeptree.evaluation.compare import class_scores, mean_by_method
 
     label = np.zeros((4, 4, 4), np.uint8)
     label[0, 0, :2] = 1  # 2 voxels of class 1

@@ -1,4 +1,4 @@
-"""Tests of deeptree.losses: hand-computed values, perfect prediction, gradients, GUL weight."""
+"""Tests of deeptree.stage1.losses: hand-computed values, perfect prediction, gradients, GUL weight."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from deeptree.config import LOSS_VARIANTS
 from deeptree.io import InputError, read_nifti
-from deeptree.losses import (
-    VARIANTS,
+from deeptree.stage1.losses import (
     DiceCELoss,
     GeneralUnionLoss,
     Stage1Loss,
@@ -165,7 +165,7 @@ def anatomy_batch():
     return torch.from_numpy(label)[None, None].long(), torch.from_numpy(d)[None, None]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", LOSS_VARIANTS)
 def test_stage1_loss_variants_perfect_and_gradients(variant):
     label, d = anatomy_batch()
     n = n_output_channels(variant)

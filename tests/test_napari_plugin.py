@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptree import napari_reader
 from deeptree.io import write_nifti
+from deeptree.viz import napari_reader
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,7 +49,7 @@ def test_manifest_is_valid_and_declared_as_the_entry_point():
     assert reader.accepts_directories and set(reader.filename_patterns) == {"*.nii", "*.nii.gz"}
     (command,) = manifest.contributions.commands
     assert command.id == reader.command
-    assert command.python_name == "deeptree.napari_reader:get_reader"
+    assert command.python_name == "deeptree.viz.napari_reader:get_reader"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["napari.manifest"] == {
         "deeptree": "deeptree:napari.yaml"
@@ -137,20 +137,16 @@ def test_napari_file_open_uses_the_deeptree_reader(tmp_path):
         viewer.close()
 
 
-def test_case_volumes_are_the_keywords_of_show_case_and_the_reader():
-    import inspect
-    from types import SimpleNamespace
+def test_show_case_and_the_reader_take_the_case_object():
+    from deeptree.viz.case_folder import ViewCase
+    from deeptree.viz.napari_case import case_layer_data
 
-    from deeptree.napari_case import case_layer_data, case_volumes, show_case
-
-    fields = ("ct", "gt", "anatomy", "attention", "centres", "spacing", "lung", "breakage",
-              "gap_sizes")  # fmt: skip
-    case = SimpleNamespace(predictions={}, **{f: object() for f in fields})
-    volumes = case_volumes(case)
-    assert volumes["pred"] is None  # no prediction: no prediction layers
-    assert all(volumes[f] is getattr(case, f) for f in fields)
-    for function in (show_case, case_layer_data):
-        parameters = inspect.signature(function).parameters
-        assert set(volumes) <= set(parameters), function.__name__
-    case.predictions = {"model": object()}
-    assert case_volumes(case)["pred"] is case.predictions
+    gt = np.zeros((4, 4, 4), np.uint8)
+    gt[1:3, 1:3, :] = 1
+    case = ViewCase(gt=gt, spacing=(1.0, 1.0, 2.0))
+    layers = case_layer_data(case)
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["ground truth"]
+    case.predictions = {"model": gt}
+    layers = case_layer_data(case)
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["ground truth", "model comparison"]
+    assert all(tuple(kwargs["scale"]) == (1.0, 1.0, 2.0) for _, kwargs, _ in layers)

@@ -105,8 +105,8 @@ def test_foreground_prior_on_a_real_ct(cip_ct64_dir):
     """On the real 64^3 CT and its airway's attention, the cpu stage-2 network starts near the
     prior instead of near 50/50 (same random weights otherwise)."""
     from deeptree.attention import breakage_attention
-    from deeptree.data import normalize_ct
     from deeptree.io import read_nifti
+    from deeptree.stage1.data import normalize_ct
 
     ct = read_nifti(cip_ct64_dir / "ct.nii.gz").array
     airway = read_nifti(cip_ct64_dir / "airway.nii.gz").array > 0

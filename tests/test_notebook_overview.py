@@ -11,7 +11,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from deeptree.runner import NOTEBOOKS_DIR, run_notebooks
+from deeptree.notebooks import NOTEBOOKS_DIR, run_notebooks
 
 
 @pytest.mark.gui

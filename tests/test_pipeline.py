@@ -8,23 +8,16 @@ import pytest
 import torch
 from tree_builders import binary_tree, rasterize
 
-from deeptree.attention import label_components
+from deeptree.checkpoints import LoadedModel
 from deeptree.config import NetworkConfig, TrainConfig
+from deeptree.evaluation.compare import compare_on_stage1, mean_by_method
 from deeptree.io import InputError, read_nifti, write_nifti
+from deeptree.masks import label_components
 from deeptree.networks import stage1_network, stage2_network
-from deeptree.pipeline import (
-    Stage2Patch,
-    compare_on_stage1,
-    evaluate_gap_repair,
-    merge,
-    paste_patches,
-    predict_breakage,
-    repair,
-    repair_sources,
-    segment,
-    segment_file,
-    summarize_rows,
-)
+from deeptree.pipeline import merge, repair, segment, segment_file
+from deeptree.stage2.figures import repair_sources
+from deeptree.stage2.predict import Stage2Patch, paste_patches, predict_breakage
+from deeptree.stage2.task import evaluate_gap_repair
 
 TINY = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))
 
@@ -191,8 +184,8 @@ def test_segment_on_a_smoke_phantom_is_one_component_with_shape_and_affine():
 
     case = generate_case("smoke", 0)
     torch.manual_seed(0)
-    stage2 = (stage2_network(TINY).eval(), {"patch_size": [16, 16, 16], "alpha": 5.0})
-    stage1 = (DarkIsAirway(), {"patch_size": [32, 32, 32], "overlap": 0.25})
+    stage2 = LoadedModel(stage2_network(TINY).eval(), {"patch_size": [16, 16, 16], "alpha": 5.0})
+    stage1 = LoadedModel(DarkIsAirway(), {"patch_size": [32, 32, 32], "overlap": 0.25})
     result = segment(case.ct, stage1, stage2, case.spacing, affine=case.affine, device="cpu")
     assert result.mask.shape == case.ct.shape and result.mask.dtype == np.uint8
     assert np.array_equal(result.affine, case.affine)
@@ -216,7 +209,7 @@ def test_segment_file_writes_the_input_affine(tmp_path):
     affine = case.affine.copy()
     affine[:3, 3] = [-40.0, 12.5, 7.0]
     write_nifti(tmp_path / "ct.nii.gz", case.ct, affine)
-    stage1 = (DarkIsAirway(), {"patch_size": [32, 32, 32]})
+    stage1 = LoadedModel(DarkIsAirway(), {"patch_size": [32, 32, 32]})
     out = segment_file(
         tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", stage1, "gapfill", device="cpu"
     )
@@ -240,7 +233,8 @@ def test_bad_input():
 
 
 def test_evaluate_gap_repair_and_compare_on_stage1():
-    from deeptree.stage2 import Stage2DataConfig, prepare_stage2_source, simulate_stage2_sample
+    from deeptree.config import Stage2DataConfig
+    from deeptree.stage2.data import prepare_stage2_source, simulate_stage2_sample
 
     gt, _ = rasterize(binary_tree(depth=3, trachea_radius=3.0), (1.0, 1.0, 1.0))
     ct = np.where(gt, -1000, -850).astype(np.int16)
@@ -265,7 +259,7 @@ def test_evaluate_gap_repair_and_compare_on_stage1():
         ],
         {"gap filler": "gapfill"},
     )
-    means = summarize_rows(rows)
+    means = mean_by_method(rows, keys=None, ignore_nan=False)
     assert [r["method"] for r in rows] == ["stage 1", "gap filler"]
     assert means["stage 1"]["n_components"] > 1 and means["gap filler"]["n_components"] == 1
     assert means["gap filler"]["TLD"] > means["stage 1"]["TLD"]
@@ -289,7 +283,8 @@ def test_real_ct_two_stage_with_a_precomputed_mask(cip_ct64_dir):
 
 
 def _save_checkpoint(path, model, meta):
-    from deeptree.train import make_optimizer, save_checkpoint
+    from deeptree.checkpoints import save_checkpoint
+    from deeptree.train import make_optimizer
 
     cfg = TrainConfig(iterations=1)
     save_checkpoint(path, model, make_optimizer(model, cfg), 1, cfg, meta)
@@ -387,7 +382,7 @@ def test_repair_sources_on_the_real_cip_ct64_airway(cip_ct64_dir):
 
 
 def test_box_overlap_clips_to_the_volume():
-    from deeptree.pipeline import box_overlap
+    from deeptree.stage2.predict import box_overlap
 
     dst, src = box_overlap((-2, 3, 8), (4, 4, 4), (10, 10, 10))
     assert dst == (slice(0, 2), slice(3, 7), slice(8, 10))

@@ -1,4 +1,4 @@
-"""Tests of deeptree.reproduce: the split, the paper's numbers, the clDice loss, the tables, and
+"""Tests of deeptree.evaluation.reproduce: the split, the paper's numbers, the clDice loss, the tables, and
 one whole reproduction on a tiny dataset in the ATM'22 layout (the real-data code path)."""
 
 from __future__ import annotations
@@ -10,8 +10,31 @@ import numpy as np
 import pytest
 import torch
 
-from deeptree import reproduce as rp
+from deeptree.config import CLDICE, reproduce_settings
+from deeptree.evaluation.outputs import markdown_table, percent_rows, write_csv
+from deeptree.evaluation.paper import (
+    PAPER_SOURCE,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    REGION_GROWING,
+    TABLE1_ROWS,
+    component_effects,
+    effect_statements,
+    generation_curves,
+    method_ids,
+    split_dataset,
+    split_sizes,
+    table1_rows,
+    table2_rows,
+)
+from deeptree.evaluation.reproduce import (
+    reproduce,
+    run_on_real_ct,
+    summarize_methods,
+    train_or_load,
+)
 from deeptree.io import InputError, case_file_names, write_nifti
+from deeptree.stage1.losses import DiceCEClDiceLoss
 
 
 # --------------------------------------------------------------------------------------------
@@ -29,12 +52,12 @@ from deeptree.io import InputError, case_file_names, write_nifti
     ],
 )
 def test_split_sizes_hand_values(n, expected):
-    assert rp.split_sizes(n) == expected
+    assert split_sizes(n) == expected
 
 
 def test_split_sizes_keep_every_part_and_the_proportions():
     for n in range(2, 300):
-        n_train, n_val, n_test = rp.split_sizes(n)
+        n_train, n_val, n_test = split_sizes(n)
         assert n_train + n_val + n_test == n
         assert n_train >= 1 and n_test >= 1 and (n_val >= 1 or n < 3)
         if n >= 9:  # round half up of 2n/9 for validation and test
@@ -43,7 +66,7 @@ def test_split_sizes_keep_every_part_and_the_proportions():
 
 def test_split_sizes_rejects_fewer_than_two_cases():
     with pytest.raises(InputError, match="at least 2 cases"):
-        rp.split_sizes(1)
+        split_sizes(1)
 
 
 def test_split_dataset_names_a_case_without_label(tmp_path):
@@ -54,24 +77,24 @@ def test_split_dataset_names_a_case_without_label(tmp_path):
         if case_id == "A_001":
             write_nifti(tmp_path / "labelsTr" / label, np.zeros((8, 8, 8), np.uint8), affine)
     with pytest.raises(InputError, match="A_002 has no label"):
-        rp.split_dataset(tmp_path)
+        split_dataset(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
 # the paper's numbers
 # --------------------------------------------------------------------------------------------
 def test_paper_numbers_are_labelled_and_consistent():
-    assert "paper" in rp.PAPER_SOURCE and "real data" in rp.PAPER_SOURCE
+    assert "paper" in PAPER_SOURCE and "real data" in PAPER_SOURCE
     # the paper's DeepTree row of Table 1 is the last row of its Table 2
-    assert rp.PAPER_TABLE1["DeepTree"] == rp.PAPER_TABLE2[("amc+gul", True)]
-    assert rp.PAPER_TABLE2[("plain", False)] == {
+    assert PAPER_TABLE1["DeepTree"] == PAPER_TABLE2[("amc+gul", True)]
+    assert PAPER_TABLE2[("plain", False)] == {
         "BD": (90.3, 5.1),
         "TLD": (78.1, 6.7),
         "precision": (99.8, 0.2),
     }
-    assert len(rp.PAPER_TABLE1) == 8 and len(rp.PAPER_TABLE2) == 8
-    for name, _, paper_name in rp.TABLE1_ROWS:
-        assert paper_name is None or paper_name in rp.PAPER_TABLE1, name
+    assert len(PAPER_TABLE1) == 8 and len(PAPER_TABLE2) == 8
+    for name, _, paper_name in TABLE1_ROWS:
+        assert paper_name is None or paper_name in PAPER_TABLE1, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +108,7 @@ def _tube_label(size=16) -> torch.Tensor:
 
 def test_cldice_loss_prefers_the_tube_and_reports_its_part():
     label = _tube_label()
-    criterion = rp.DiceCEClDiceLoss(weight=0.5, iterations=3)
+    criterion = DiceCEClDiceLoss(weight=0.5, iterations=3)
     perfect = torch.nn.functional.one_hot(label[:, 0], 2).movedim(-1, 1).float() * 20 - 10
     broken_label = label.clone()
     broken_label[..., 6:10] = 0  # the tube cut in two: its skeleton is missed there
@@ -102,7 +125,7 @@ def test_cldice_loss_has_finite_gradients_with_deep_supervision():
     label = _tube_label()
     logits = [torch.zeros(1, 2, 16, 16, 16, requires_grad=True), torch.zeros(1, 2, 8, 8, 8, requires_grad=True),
               torch.zeros(1, 2, 4, 4, 4, requires_grad=True)]  # fmt: skip
-    loss, _ = rp.DiceCEClDiceLoss()(logits, label)
+    loss, _ = DiceCEClDiceLoss()(logits, label)
     loss.backward()
     assert torch.isfinite(logits[0].grad).all() and logits[0].grad.abs().sum() > 0
 
@@ -122,25 +145,25 @@ def test_tables_and_effects_from_hand_rows():
         _rows("plain", [0.5, 0.7], [0.4, 0.6])
         + _rows("amc", [0.6, 0.8], [0.4, 0.6])
         + _rows("plain+stage2", [0.4, 0.6], [0.5, 0.7])
-        + _rows(rp.REGION_GROWING, [0.2, 0.2], [0.1, 0.1], precision=1.0)
+        + _rows(REGION_GROWING, [0.2, 0.2], [0.1, 0.1], precision=1.0)
     )
-    summary = rp.summarize_methods(rows)
-    t2 = rp.table2_rows(summary)
+    summary = summarize_methods(rows)
+    t2 = table2_rows(summary)
     assert [r["method"] for r in t2] == ["plain", "amc", "plain+stage2"]
     assert t2[0]["TLD"] == "60.0 ± 14.1"  # mean 0.6, sample std 0.1414
     assert t2[0]["paper TLD"] == "78.1 ± 6.7" and t2[2]["paper BD"] == "91.2 ± 5.2"
     assert (t2[1]["AMC"], t2[1]["GUL"], t2[1]["stage2"]) == (True, False, False)
-    t1 = rp.table1_rows(summary)
-    assert [r["method"] for r in t1] == [rp.REGION_GROWING, "plain"]
+    t1 = table1_rows(summary)
+    assert [r["method"] for r in t1] == [REGION_GROWING, "plain"]
     assert t1[0]["paper BD"] == "—" and t1[1]["paper method"] == "nnUNet [3]"
-    effects = {(e["without"], e["with"]): e for e in rp.component_effects(summary)}
+    effects = {(e["without"], e["with"]): e for e in component_effects(summary)}
     assert set(effects) == {("plain", "amc"), ("plain", "plain+stage2")}
     amc = effects[("plain", "amc")]
     assert amc["dTLD"] == pytest.approx(10.0) and amc["TLD improves"] and not amc["BD improves"]
     assert amc["paper dTLD"] == pytest.approx(81.0 - 78.1)
     s2 = effects[("plain", "plain+stage2")]
     assert s2["dTLD"] == pytest.approx(-10.0) and not s2["TLD improves"] and s2["BD improves"]
-    text = " ".join(rp.effect_statements(rp.component_effects(summary)))
+    text = " ".join(effect_statements(component_effects(summary)))
     assert "does not improve TLD (-10.0 points; paper +1.5)" in text
 
 
@@ -150,7 +173,7 @@ def test_generation_curves_pool_counts_before_dividing():
         {"case": "b", "method": "m", "generation": 2, "skeleton_covered": 0, "skeleton_total": 3, "branches_detected": 0, "branches_total": 3},
         {"case": "a", "method": "m", "generation": 0, "skeleton_covered": 4, "skeleton_total": 4, "branches_detected": 1, "branches_total": 1},
     ]  # fmt: skip
-    curves = rp.generation_curves(rows)
+    curves = generation_curves(rows)
     assert [(c["generation"], c["TLD"], c["BD"]) for c in curves] == [
         (0, 1.0, 1.0),
         (2, 0.25, 0.25),
@@ -159,26 +182,26 @@ def test_generation_curves_pool_counts_before_dividing():
 
 def test_csv_and_markdown_writers(tmp_path):
     rows = [{"method": "amc", "AMC": True, "TLD": "60.0 ± 1.0"}]
-    path = rp.write_csv(tmp_path / "sub" / "t.csv", rows)
+    path = write_csv(tmp_path / "sub" / "t.csv", rows)
     with open(path, newline="") as f:
         assert list(csv.DictReader(f)) == [{"method": "amc", "AMC": "True", "TLD": "60.0 ± 1.0"}]
     assert not list(tmp_path.glob("sub/*.tmp*"))
-    assert rp.percent_rows([{"TLD": 0.875, "BD": None, "n": 2}]) == [
+    assert percent_rows([{"TLD": 0.875, "BD": None, "n": 2}]) == [
         {"TLD": "87.5", "BD": "—", "n": 2}
     ]
-    md = rp.markdown_table(rows)
+    md = markdown_table(rows)
     assert md.splitlines()[2] == "| amc | ✓ | 60.0 ± 1.0 |"
 
 
 def test_settings_overrides_and_bad_values():
-    s = rp.reproduce_settings("smoke", stage1_iterations=2, stage2_iterations=3, n_cases=4)
+    s = reproduce_settings("smoke", stage1_iterations=2, stage2_iterations=3, n_cases=4)
     assert (s.stage1_train.iterations, s.stage2_train.iterations, s.n_cases) == (2, 3, 4)
     assert s.stage1_train.validate_every == 2  # validation once, at the end
-    assert not s.validate and rp.reproduce_settings("cpu").validate  # smoke skips it
+    assert not s.validate and reproduce_settings("cpu").validate  # smoke skips it
     with pytest.raises(InputError, match="iterations"):
-        rp.reproduce_settings("smoke", stage1_iterations=0)
+        reproduce_settings("smoke", stage1_iterations=0)
     with pytest.raises(ValueError, match="unknown profile"):
-        rp.reproduce_settings("laptop")
+        reproduce_settings("laptop")
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +223,7 @@ def atm_layout(tmp_path_factory):
 
 #: One training iteration per model, no validation: the code path, not the numbers.
 def _tiny_settings(stage1_iterations=1):
-    return rp.reproduce_settings(
+    return reproduce_settings(
         "smoke", stage1_iterations=stage1_iterations, stage2_iterations=1, validate=False
     )
 
@@ -215,7 +238,7 @@ def reproduced(atm_layout, tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce") / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = rp.reproduce(
+        result = reproduce(
             "smoke", out, atm_layout, settings=_tiny_settings(), device="cpu", progress=False
         )
     yield result, out
@@ -228,44 +251,44 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     assert result.data_label == str(atm_layout)
     assert all(result.trained.values()) and len(result.trained) == 6
     # every method scored once on the test case, fractions in [0, 1]
-    assert sorted(r["method"] for r in result.rows) == sorted(rp.method_ids(True))
+    assert sorted(r["method"] for r in result.rows) == sorted(method_ids(True))
     for r in result.rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("BD", "TLD", "precision", "DSC")), r
     assert len(result.table2) == 8 and len(result.table1) == 5
     assert [r["paper TLD"] for r in result.table2][-1] == "88.9 ± 4.5"
-    assert {c["method"] for c in result.curves} == set(rp.method_ids(True))
+    assert {c["method"] for c in result.curves} == set(method_ids(True))
     # files, with the paper's label
     text = result.paths["tables_md"].read_text()
-    assert rp.PAPER_SOURCE in text and "## Ablation (paper Table 2)" in text
+    assert PAPER_SOURCE in text and "## Ablation (paper Table 2)" in text
     for key in ("table1_csv", "table2_csv", "per_case_csv", "generations_csv", "curves_png",
                 "fig3_mip_png", "results_json"):  # fmt: skip
         assert result.paths[key].is_file() and result.paths[key].stat().st_size > 0, key
     with open(result.paths["per_case_csv"], newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(rp.method_ids(True))
+        assert len(list(csv.DictReader(f))) == len(method_ids(True))
     figures = result.results()
     assert figures["split"] == "1/1/1" and figures["stage1_iterations"] == 1
     assert figures["T2 nnUNet* + AMC + GUL + stage 2 TLD"] == result.table2[-1]["TLD"]
 
 
 def test_reproduce_saves_reusable_models_and_refuses_other_ones(reproduced, atm_layout):
-    from deeptree.inference import load_stage1_model
-    from deeptree.pipeline import load_stage2_model
+    from deeptree.stage1.predict import load_stage1_model
+    from deeptree.stage2.predict import load_stage2_model
 
     result, out = reproduced
     # models saved where later notebooks and `deeptree predict` read them
-    _, meta = load_stage1_model(result.checkpoints[rp.CLDICE])
+    _, meta = load_stage1_model(result.checkpoints[CLDICE])
     assert (meta["variant"], meta["loss"], meta["train_cases"]) == ("plain", "dice-ce+cldice", ["ATM_000"])  # fmt: skip
-    assert load_stage2_model(result.checkpoints["stage2"])[1]["stage"] == 2
+    assert load_stage2_model(result.checkpoints["stage2"]).meta["stage"] == 2
     assert result.checkpoints["amc+gul"].parent == out / "models" / "stage1_amc_gul"
     # a second run loads every model and gives the same numbers
-    again = rp.reproduce("smoke", out, atm_layout, settings=_tiny_settings(), device="cpu", progress=False)  # fmt: skip
+    again = reproduce("smoke", out, atm_layout, settings=_tiny_settings(), device="cpu", progress=False)  # fmt: skip
     assert not any(again.trained.values())
     assert again.rows == [
         dict(r, seconds=a["seconds"]) for r, a in zip(result.rows, again.rows, strict=True)
     ]
     # another training length in the same folder is refused, not overwritten
     with pytest.raises(InputError, match="iterations=1"):
-        rp.reproduce("smoke", out, atm_layout, settings=_tiny_settings(2), device="cpu", progress=False)  # fmt: skip
+        reproduce("smoke", out, atm_layout, settings=_tiny_settings(2), device="cpu", progress=False)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -282,7 +305,7 @@ def test_models_run_on_real_ct_samples(
     write_nifti(
         tmp_path / "totalseg_chest" / "ct.nii.gz", ct.array[30:78, 30:78, 100:148], ct.affine
     )
-    rows, masks = rp.run_on_real_ct(result.checkpoints, tmp_path, device="cpu")
+    rows, masks = run_on_real_ct(result.checkpoints, tmp_path, device="cpu")
     assert [(r["sample"], r["method"]) for r in rows] == [
         ("totalseg_chest", "nnUNet*"), ("totalseg_chest", "DeepTree"),
         ("cip_ct64", "nnUNet*"), ("cip_ct64", "DeepTree"),
@@ -303,7 +326,7 @@ def test_cli_reuses_the_models_and_prints_the_tables(reproduced, atm_layout, cap
             "--stage1-iterations", "1", "--stage2-iterations", "1", "--no-validation", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert rp.PAPER_SOURCE in printed and "## Comparison (paper Table 1" in printed
+    assert PAPER_SOURCE in printed and "## Comparison (paper Table 1" in printed
     assert "'train amc+gul': 0.0" in printed  # loaded, not retrained
 
 
@@ -329,8 +352,9 @@ def test_cli_names_a_dataset_too_small_to_split(tmp_path, capsys):
 def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
     """``workers`` (DataLoader processes, for a GPU) changes where patches are made, not
     which: every item is a pure function of (seed, index)."""
-    from deeptree.data import load_cohort
-    from deeptree.train import load_checkpoint, stage1_task
+    from deeptree.checkpoints import load_checkpoint
+    from deeptree.stage1.data import load_cohort
+    from deeptree.stage1.task import stage1_task
 
     torch.set_num_threads(1)
     cases = load_cohort(atm_layout, tmp_path / "cache")[:1]
@@ -338,7 +362,7 @@ def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
     weights = []
     for workers in (0, 2):
         task = stage1_task(cases, [], "amc+gul", settings.stage1_net, settings.stage1_train, profile="smoke")  # fmt: skip
-        path, trained, _ = rp.train_or_load(
+        path, trained, _ = train_or_load(
             task, settings.stage1_train, tmp_path / f"w{workers}", device="cpu", progress=False,
             workers=workers,
         )  # fmt: skip

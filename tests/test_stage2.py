@@ -10,12 +10,11 @@ import torch
 from scipy import ndimage as ndi
 from tree_builders import binary_tree, rasterize
 
-from deeptree.attention import CONNECTIVITY_26, label_components
-from deeptree.config import NetworkConfig, TrainConfig
+from deeptree.config import NetworkConfig, Stage2DataConfig, TrainConfig, stage2_data_config
 from deeptree.io import InputError, read_nifti
-from deeptree.stage2 import (
+from deeptree.masks import CONNECTIVITY_26, label_components
+from deeptree.stage2.data import (
     Stage2CropDataset,
-    Stage2DataConfig,
     add_fragments,
     crop_stage2,
     crop_start,
@@ -23,9 +22,8 @@ from deeptree.stage2 import (
     random_shift,
     simulate_stage2_sample,
     split_centres,
-    stage2_data_config,
-    stage2_task,
 )
+from deeptree.stage2.task import stage2_task
 
 
 def tree_ct(mask: np.ndarray) -> np.ndarray:
@@ -200,7 +198,7 @@ def test_simulation_numbers_of_streams_are_one_to_one_and_follow_a_worker():
 def test_streams_make_each_worker_reuse_its_simulation(source, monkeypatch):
     """Cache misses of one worker's item sequence: one per c items with streams = workers,
     one per batch without (consecutive batches go to different workers)."""
-    import deeptree.stage2 as stage2_module
+    import deeptree.stage2.data as stage2_module
 
     calls = []
     real = stage2_module.simulate_stage2_sample
@@ -281,7 +279,7 @@ def test_inputs_are_not_modified(source):
 
 
 def test_stage2_task_trains_through_the_shared_loop(source, tmp_path):
-    from deeptree.pipeline import load_stage2_model
+    from deeptree.stage2.predict import load_stage2_model
     from deeptree.train import train
 
     net = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))
@@ -299,7 +297,7 @@ def test_stage2_task_trains_through_the_shared_loop(source, tmp_path):
     assert meta["stage"] == 2 and meta["filters"] == [2, 4, 8, 16]
     assert not model.training
     with pytest.raises(InputError, match="stage-1"):
-        from deeptree.inference import load_stage1_model
+        from deeptree.stage1.predict import load_stage1_model
 
         load_stage1_model(result.checkpoint)
 
@@ -333,9 +331,9 @@ def test_real_ct_and_airway_give_aligned_crops(cip_ct64_dir):
 
 
 def test_cli_train_stage2_on_a_phantom_cohort(tmp_path, capsys):
+    from deeptree.checkpoints import load_checkpoint
     from deeptree.cli import main
     from deeptree.phantom import generate_cohort
-    from deeptree.train import load_checkpoint
 
     generate_cohort(tmp_path / "cohort", "smoke", 2, seed=0, progress=False)
     argv = ["train", "--stage", "2", "--profile", "smoke", "--data", str(tmp_path / "cohort")]
@@ -349,9 +347,10 @@ def test_cli_train_stage2_on_a_phantom_cohort(tmp_path, capsys):
 
 
 def test_cli_train_stage2_refuses_an_out_folder_of_stage1(tmp_path, capsys):
+    from deeptree.checkpoints import save_checkpoint
     from deeptree.cli import main
     from deeptree.networks import stage1_network
-    from deeptree.train import make_optimizer, save_checkpoint
+    from deeptree.train import make_optimizer
 
     model = stage1_network(NetworkConfig(filters=(2, 4, 8, 16)), "plain")
     cfg = TrainConfig(iterations=1)

@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from deeptree.checkpoints import load_checkpoint
 from deeptree.config import NetworkConfig, TrainConfig, get_config
 from deeptree.io import InputError
-from deeptree.losses import Stage1Loss, gul_distance_weight
 from deeptree.networks import stage1_network
-from deeptree.train import (
-    TrainingTask,
-    load_checkpoint,
-    plot_log,
-    poly_lr,
-    read_log,
-    train,
-)
+from deeptree.stage1.losses import Stage1Loss, gul_distance_weight
+from deeptree.train import TrainingTask, plot_log, poly_lr, read_log, train
 
 PATCH = 16
 
@@ -237,7 +231,7 @@ def scripted_validation(values):
 
 def test_select_keeps_the_best_validated_model(tmp_path):
     """Scores 0.2, 0.7, 0.4 at iterations 2, 4, 6: best.pt is iteration 4's model."""
-    from deeptree.train import selected_checkpoint
+    from deeptree.checkpoints import selected_checkpoint
 
     cfg = replace(CFG, validate_every=2)
     snapshots = {}
@@ -267,7 +261,7 @@ def test_select_ignores_nan_and_ties_keep_the_earlier(tmp_path):
 
 
 def test_no_selection_means_last_pt(tmp_path):
-    from deeptree.train import selected_checkpoint
+    from deeptree.checkpoints import selected_checkpoint
 
     (tmp_path / "best.pt").write_bytes(b"stale")  # an earlier run's: a fresh start removes it
     task = make_task()

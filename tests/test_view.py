@@ -1,4 +1,4 @@
-"""The case-folder convention (deeptree.view_case) and ``deeptree view``."""
+"""The case-folder convention (deeptree.viz.case_folder) and ``deeptree view``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from deeptree import view_case
 from deeptree.io import InputError, write_nifti
+from deeptree.viz import case_folder
 
 needs_display = pytest.mark.skipif(
     not os.environ.get("DISPLAY"),
@@ -41,7 +41,7 @@ def _write_case_folder(folder, **arrays):
 def test_a_case_folder_is_read_with_spacing_and_missing_files_are_reported(tmp_path):
     ct, gt, broken = _tube_case()
     folder = _write_case_folder(tmp_path / "case", ct=ct, airway=gt, final=broken)
-    case = view_case.load_view_case(folder)
+    case = case_folder.load_view_case(folder)
     assert case.id == "case" and case.spacing == pytest.approx((0.8, 0.8, 0.5))
     np.testing.assert_array_equal(case.ct, ct)
     np.testing.assert_array_equal(case.gt, gt)  # airway.nii.gz is an accepted ground-truth name
@@ -59,7 +59,7 @@ def test_centres_come_from_the_attention_map_with_their_gap_sizes(tmp_path):
     _, gt, broken = _tube_case()
     attention = breakage_attention(broken)
     folder = _write_case_folder(tmp_path / "c", gt=gt, stage1=broken, attention=attention)
-    case = view_case.load_view_case(folder)
+    case = case_folder.load_view_case(folder)
     assert case.centres.shape == (1, 3)
     assert (
         tuple(case.centres[0][:2]) in {(7, 7), (7, 8), (8, 7), (8, 8)}
@@ -74,8 +74,8 @@ def test_gap_sizes_match_each_centre_to_its_region():
     h_bar[1:3, 1:3, 1:3] = 0.9  # 8 voxels
     h_bar[6:9, 6:7, 6:7] = 0.8  # 3 voxels
     centres = np.array([[7, 6, 6], [2, 2, 2], [5, 5, 5]])  # the last lies outside: nearest region
-    assert view_case.gap_sizes(h_bar, centres).tolist() == [3, 8, 3]
-    assert view_case.gap_sizes(np.zeros((4, 4, 4)), centres[:1]).tolist() == [0]
+    assert case_folder.gap_sizes(h_bar, centres).tolist() == [3, 8, 3]
+    assert case_folder.gap_sizes(np.zeros((4, 4, 4)), centres[:1]).tolist() == [0]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_gap_sizes_match_each_centre_to_its_region():
 def test_read_centres_formats(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    centres, sizes = view_case.read_centres(path)
+    centres, sizes = case_folder.read_centres(path)
     np.testing.assert_array_equal(centres, [[1, 2, 3], [4, 5, 6]])
     assert centres.dtype == np.int64
     assert sizes is None or sizes.tolist() == [10, 20]
@@ -106,7 +106,7 @@ def test_bad_files_are_skipped_with_a_message(tmp_path):
     write_nifti(folder / "stage1.nii.gz", broken[:, :, :10], AFFINE)  # wrong grid
     (folder / "final.nii.gz").write_bytes(b"not a nifti")
     (folder / "centres.json").write_text("{broken")
-    case = view_case.load_view_case(folder)
+    case = case_folder.load_view_case(folder)
     assert case.ct is not None and case.gt is not None
     assert case.anatomy is None and case.predictions == {} and case.centres is None
     text = "\n".join(case.messages)
@@ -117,9 +117,9 @@ def test_bad_files_are_skipped_with_a_message(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no readable volume"):
-        view_case.load_view_case(empty)
+        case_folder.load_view_case(empty)
     with pytest.raises(InputError, match="no such file"):
-        view_case.load_view_case(tmp_path / "absent")
+        case_folder.load_view_case(tmp_path / "absent")
 
 
 def test_a_case_of_an_atm22_dataset_with_prediction_folders(tmp_path):
@@ -134,15 +134,15 @@ def test_a_case_of_an_atm22_dataset_with_prediction_folders(tmp_path):
     (root / "centres" / "ATM_002.json").write_text(
         json.dumps({"centres": [[8, 8, 12]], "sizes": [32]})
     )
-    case = view_case.load_view_case(root, "ATM_002")
+    case = case_folder.load_view_case(root, "ATM_002")
     assert case.id == "ATM_002"
     assert sorted(case.paths) == ["centres", "ct", "gt", "lung", "stage1"]
     np.testing.assert_array_equal(case.predictions["stage1"], broken)
     assert case.centres.tolist() == [[8, 8, 12]] and case.gap_sizes.tolist() == [32]
-    first = view_case.load_view_case(root)
+    first = case_folder.load_view_case(root)
     assert first.id == "ATM_001" and any("2 cases, showing ATM_001" in m for m in first.messages)
     with pytest.raises(InputError, match="no case 'ATM_009'"):
-        view_case.load_view_case(root, "ATM_009")
+        case_folder.load_view_case(root, "ATM_009")
 
 
 def test_files_kept_elsewhere_are_added_by_kind(tmp_path):
@@ -158,17 +158,17 @@ def test_files_kept_elsewhere_are_added_by_kind(tmp_path):
     write_nifti(tmp_path / "pred" / "P_000.nii.gz", broken, AFFINE)
     write_nifti(tmp_path / "pred" / "P_000_classes.nii.gz", gt * 3, AFFINE)
     extra = {"stage1": tmp_path / "pred", "anatomy": tmp_path / "pred"}
-    case = view_case.load_view_case(root, "P_000", extra)
+    case = case_folder.load_view_case(root, "P_000", extra)
     assert case.paths["stage1"] == tmp_path / "pred" / "P_000.nii.gz"
     assert case.paths["anatomy"] == tmp_path / "pred" / "P_000_classes.nii.gz"
     assert list(case.predictions) == ["broken", "stage1"]
     np.testing.assert_array_equal(case.breakage, gt - broken)
     assert case.centres.tolist() == [[8, 8, 11]] and case.gap_sizes is None  # no attention map
     with pytest.raises(InputError, match="unknown kind"):
-        view_case.load_view_case(root, "P_000", {"stage3": tmp_path})
+        case_folder.load_view_case(root, "P_000", {"stage3": tmp_path})
     empty = tmp_path / "empty"
     empty.mkdir()
-    case = view_case.load_view_case(root, "P_000", {"final": empty})
+    case = case_folder.load_view_case(root, "P_000", {"final": empty})
     assert any("--add final=" in m and "no file for case P_000" in m for m in case.messages)
 
 
@@ -178,41 +178,41 @@ def test_a_run_folder_of_case_folders(tmp_path):
     _write_case_folder(run / "case_a", gt=gt)
     _write_case_folder(run / "case_b", gt=gt, final=broken)
     (run / "logs").mkdir()
-    case = view_case.load_view_case(run, "case_b")
+    case = case_folder.load_view_case(run, "case_b")
     assert case.id == "case_b" and list(case.predictions) == ["final"]
-    first = view_case.load_view_case(run)
+    first = case_folder.load_view_case(run)
     assert first.id == "case_a" and any(
         "2 case folders, showing case_a" in m for m in first.messages
     )
     with pytest.raises(InputError, match="no case folder 'logs'"):
-        view_case.load_view_case(run, "logs")
+        case_folder.load_view_case(run, "logs")
 
 
 def test_kinds_from_file_names_and_values(tmp_path):
-    guess = view_case.guess_kind_from_name
+    guess = case_folder.guess_kind_from_name
     assert guess("case/gt.nii.gz") == "gt" and guess("case/airway.nii") == "gt"
     assert guess("d/imagesTr/ATM_001_0000.nii.gz") == "ct"
     assert guess("d/labelsTr/ATM_001.nii.gz") == "gt"
     assert guess("d/lungsTr/ATM_001.nii.gz") == "lung"
     assert guess("d/predictions/final/ATM_001.nii.gz") == "final"
     assert guess("somewhere/scan.nii.gz") is None
-    by_values = view_case.guess_kind_from_array
+    by_values = case_folder.guess_kind_from_array
     assert by_values(np.array([[[0, 1]]], np.uint8)) == "gt"
     assert by_values(np.array([[[0, 3]]], np.uint8)) == "anatomy"
     assert by_values(np.array([[[0.0, 0.3]]], np.float32)) == "attention"
     assert by_values(np.array([[[-1000, 40]]], np.int16)) == "ct"
     # one unnamed file opens with the kind its values say
     write_nifti(tmp_path / "scan.nii.gz", np.full((4, 4, 4), -900, np.int16), AFFINE)
-    case = view_case.load_view_case(tmp_path / "scan.nii.gz")
+    case = case_folder.load_view_case(tmp_path / "scan.nii.gz")
     assert case.ct is not None and case.id == "scan"
 
 
 def test_the_real_samples_are_case_folders(cip_ct64_dir, atm001_path):
-    case = view_case.load_view_case(cip_ct64_dir)
+    case = case_folder.load_view_case(cip_ct64_dir)
     assert sorted(case.paths) == ["ct", "gt", "lung"]
     assert case.ct.shape == case.gt.shape == case.lung.shape == (64, 64, 79)
     assert case.spacing[0] == pytest.approx(4.17, abs=0.01)
-    _, files, _ = view_case.find_case_files(atm001_path.parent)  # (not read: 178 M voxels)
+    _, files, _ = case_folder.find_case_files(atm001_path.parent)  # (not read: 178 M voxels)
     assert files == {"gt": atm001_path}
 
 

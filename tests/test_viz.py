@@ -209,7 +209,6 @@ def test_napari_names_are_reachable_from_viz_without_importing_napari_first():
         "render_comparison",
     ):
         assert callable(getattr(viz, name)), name
-    from deeptree.viz import render_3d  # noqa: F401  (from-import works too)
 
     assert "show_case" in dir(viz)
     with pytest.raises(AttributeError):
@@ -253,18 +252,18 @@ def test_show_case_adds_named_layers_in_the_project_colours_with_the_spacing(vie
     centres = breakage_centres(attention)
     spacing = (0.8, 0.8, 0.5)
     breakage = (gt == 1) & (pred == 0)
-    layers = viz.show_case(
-        viewer,
-        ct,
-        gt,
-        {"stage1": gt, "final": pred},
-        anatomy,
-        attention,
-        centres,
+    case = viz.ViewCase(
+        ct=ct,
+        gt=gt,
+        predictions={"stage1": gt, "final": pred},
+        anatomy=anatomy,
+        attention=attention,
+        centres=centres,
         spacing=spacing,
         gap_sizes=[7],
         breakage=breakage,
     )
+    layers = viz.show_case(viewer, case)
     assert list(layers) == [
         "CT",
         "ground truth",
@@ -299,7 +298,7 @@ def test_show_case_adds_named_layers_in_the_project_colours_with_the_spacing(vie
     np.testing.assert_array_equal(points.data, centres)
     assert list(points.features["size"]) == [7]
     with pytest.raises(viz_input_error(), match="pred\\['x'\\] shape"):
-        viz.show_case(viewer, ct, pred={"x": np.zeros((2, 2, 2))})
+        viz.show_case(viewer, viz.ViewCase(ct=ct, predictions={"x": np.zeros((2, 2, 2))}))
 
 
 def viz_input_error():
@@ -314,7 +313,7 @@ def test_screenshot_of_a_shown_case_is_not_blank_and_saves_as_png(viewer, tmp_pa
     import matplotlib.image as mpimg
 
     ct, gt, pred, anatomy = _broken_case()
-    viz.show_case(viewer, ct, gt, pred, spacing=(1, 1, 1))
+    viz.show_case(viewer, viz.ViewCase(ct=ct, gt=gt, predictions={"prediction": pred}))
     picture = viz.screenshot(viewer, (300, 400))
     assert picture.dtype == np.uint8 and picture.shape[2] == 4
     assert not viz.is_blank(picture)
@@ -333,7 +332,11 @@ def test_breakage_navigator_moves_the_camera_to_each_centre_in_order(viewer):
     ct, gt, pred, _ = _broken_case()
     centres = np.array([[11, 11, 20], [3, 3, 31], [12, 12, 8]])
     spacing = (0.8, 0.7, 0.5)
-    viz.show_case(viewer, ct, gt, pred, centres=centres, spacing=spacing, gap_sizes=[32, 0, -1])
+    case = viz.ViewCase(
+        ct=ct, gt=gt, predictions={"prediction": pred}, centres=centres, spacing=spacing,
+        gap_sizes=[32, 0, -1],
+    )  # fmt: skip
+    viz.show_case(viewer, case)
     nav = viz.add_breakage_navigator(viewer, centres, spacing, [32, 0, -1], dock=True)
     assert nav.index == -1 and "3 breakage centres" in viewer.canvas.overlays.text.text
     base_zoom = viewer.scene.camera.zoom
@@ -361,10 +364,10 @@ def test_breakage_navigator_moves_the_camera_to_each_centre_in_order(viewer):
 @needs_display
 @pytest.mark.gui
 def test_show_case_of_the_real_cip_ct64_sample(viewer, cip_ct64_dir):
-    from deeptree.view_case import load_view_case
+    from deeptree.viz.case_folder import load_view_case
 
     case = load_view_case(cip_ct64_dir)
-    layers = viz.show_view_case(viewer, case)
+    layers = viz.show_case(viewer, case)
     assert list(layers) == ["CT", "lung", "ground truth"]
     np.testing.assert_allclose(layers["CT"].scale, case.spacing)
     assert not viz.is_blank(viz.screenshot(viewer, (300, 400)))
@@ -376,7 +379,7 @@ def test_show_case_in_2d_shows_a_coronal_slice_through_the_airway_head_up(viewer
     ct, gt, _, _ = _broken_case()
     viewer.dims.ndisplay = 2
     spacing = (0.8, 0.8, 0.5)
-    layers = viz.show_case(viewer, ct, gt, spacing=spacing)
+    layers = viz.show_case(viewer, viz.ViewCase(ct=ct, gt=gt, spacing=spacing))
     assert layers["CT"].visible and layers["ground truth"].visible
     assert tuple(viewer.dims.order) == (1, 2, 0) and tuple(viewer.dims.displayed) == (2, 0)
     assert [str(o.value) for o in viewer.scene.camera.orientation2d] == ["up", "right"]
@@ -433,10 +436,10 @@ def test_show_slices_draws_one_panel_per_quantity_with_the_given_ranges():
 
 
 def test_render_3d_without_a_display_is_a_clear_error(monkeypatch):
-    from deeptree import napari_viz
+    from deeptree.viz import napari_layers
 
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(napari_viz.sys, "platform", "linux")
+    monkeypatch.setattr(napari_layers.sys, "platform", "linux")
     with pytest.raises(RuntimeError, match="napari needs a display.*xvfb-run"):
         viz.render_3d([viz.MaskLayer("tube", _tube())])

@@ -19,6 +19,12 @@ others go on; the exit status is then 1.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from deeptree.cli._cases import for_each_case, masks_by_id, output_path, report_problems, write_json
+from deeptree.config import get_config
+from deeptree.io import case_id_from_path, read_nifti, write_nifti
+
 NAME = "attention"
 HELP = "breakage attention map (H_bar) and breakage centres of airway masks"
 
@@ -42,75 +48,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def mask_files(path) -> dict:
-    """Masks to process, keyed by case id: one file, a folder, or ``root/labelsTr``.
-
-    Raises
-    ------
-    InputError
-        Nothing readable there, or two files with the same case id.
-    """
-    from pathlib import Path
-
-    from deeptree.io import InputError, case_id_from_path
-
-    path = Path(path)
-    if path.is_file():
-        return {case_id_from_path(path): path}
-    if not path.is_dir():
-        raise InputError(f"{path}: no such file or folder")
-    folder = path / "labelsTr" if (path / "labelsTr").is_dir() else path
-    found: dict = {}
-    for file in sorted(folder.iterdir()):
-        if file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
-            continue
-        case_id = case_id_from_path(file)
-        if case_id in found:
-            raise InputError(
-                f"{folder}: two files for case {case_id}: {found[case_id].name}, {file.name}"
-            )
-        found[case_id] = file
-    if not found:
-        raise InputError(f"{folder}: no .nii/.nii.gz mask in this folder")
-    return found
-
-
-def output_path(out_dir, case_id: str, kind: str, suffix: str, dataset_layout: bool):
-    """``out/<id>_<kind><suffix>``, or ``out/<kind>Tr/<id><suffix>`` in the dataset layout."""
-    from pathlib import Path
-
-    if dataset_layout:
-        return Path(out_dir) / f"{kind}Tr" / f"{case_id}{suffix}"
-    return Path(out_dir) / f"{case_id}_{kind}{suffix}"
-
-
-def write_json(path, data: dict) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    import json
-
-    from deeptree.io import atomic_write
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-
-    atomic_write(path, write)
-
-
 def attention_case(
     path, out_dir, alpha: float, threshold: float, save_h: bool, dataset_layout: bool = False
 ) -> dict:
     """Attention map and centres of one mask file; returns the JSON record written."""
     import numpy as np
 
-    from deeptree.attention import (
-        as_binary_mask,
-        attention_cutoff,
-        breakage_attention,
-        breakage_centres,
-        label_components,
-    )
-    from deeptree.io import case_id_from_path, read_nifti, write_nifti
+    from deeptree.attention import attention_cutoff, breakage_attention, breakage_centres
+    from deeptree.masks import as_binary_mask, label_components
 
     volume = read_nifti(path)
     mask = as_binary_mask(volume.array, str(path), allow_empty=True)
@@ -135,36 +80,17 @@ def attention_case(
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from deeptree.config import get_config
-    from deeptree.io import InputError
-
     config = get_config(args.profile).attention
     alpha = config.alpha if args.alpha is None else args.alpha
     threshold = config.centre_threshold if args.threshold is None else args.threshold
-    files = mask_files(args.input)
+    files = masks_by_id(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = []
-    for case_id, path in tqdm(
-        files.items(), desc="attention", unit="case", disable=args.no_progress
-    ):
-        try:
-            record = attention_case(
-                path, out_dir, alpha, threshold, args.save_h, args.dataset_layout
-            )
-        except InputError as err:
-            problems.append(f"{case_id}: {err}")
-            continue
-        print(f"{case_id}: {record['n_components']} components, {len(record['centres'])} centres")
+
+    def work(case_id: str, path: Path) -> str:
+        record = attention_case(path, out_dir, alpha, threshold, args.save_h, args.dataset_layout)
+        return f"{case_id}: {record['n_components']} components, {len(record['centres'])} centres"
+
+    problems = for_each_case(files, work, desc="attention", progress=not args.no_progress)
     print(f"{len(files) - len(problems)}/{len(files)} masks -> {out_dir}")
-    if problems:
-        print(f"deeptree attention: {len(problems)} mask(s) failed:", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_problems(NAME, problems, "mask(s) failed")

@@ -16,6 +16,9 @@ pipeline); under ``paper`` those four use the GT as given (see :mod:`deeptree.me
 
 from __future__ import annotations
 
+from deeptree.cli._cases import masks_by_id, report_problems
+from deeptree.io import InputError, affines_match, atomic_write, read_nifti
+
 NAME = "evaluate"
 HELP = "airway metrics (BD, TLD, precision, DSC, ...) of predictions against ground truths"
 
@@ -46,18 +49,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import sys
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from deeptree.io import InputError
-
-    pred_files = _masks_by_id(Path(args.pred), "--pred")
-    gt_root = Path(args.gt)
-    gt_files = _masks_by_id(
-        gt_root / "labelsTr" if (gt_root / "labelsTr").is_dir() else gt_root, "--gt"
-    )
+    pred_files = masks_by_id(args.pred, "--pred", allow_file=False)
+    gt_files = masks_by_id(args.gt, "--gt", allow_file=False)
     ids = sorted(set(pred_files) | set(gt_files))
     if not ids:
         raise InputError(f"{args.pred} and {args.gt}: no .nii/.nii.gz file in either folder")
@@ -83,12 +80,7 @@ def run(args) -> int:
     write_csv(Path(args.out), rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
     print(f"{n_ok}/{len(ids)} cases evaluated ({args.protocol} protocol) -> {args.out}")
-    if problems:
-        print(f"deeptree evaluate: {len(problems)} case(s) not evaluated:", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_problems(NAME, problems, "case(s) not evaluated")
 
 
 def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:
@@ -101,7 +93,6 @@ def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:
     """
     import numpy as np
 
-    from deeptree.io import InputError, affines_match, read_nifti
     from deeptree.metrics import airway_metrics
 
     gt = read_nifti(gt_path)
@@ -131,7 +122,6 @@ def write_csv(path, rows: list[dict]) -> None:
     """Write the per-case rows and a summary row (``mean ± std`` in percent), atomically."""
     import csv
 
-    from deeptree.io import atomic_write
     from deeptree.metrics import COUNT_KEYS, METRIC_KEYS, format_summary, summarize
 
     columns = ["case", "status", "protocol", *METRIC_KEYS, *COUNT_KEYS]
@@ -155,22 +145,3 @@ def write_csv(path, rows: list[dict]) -> None:
             writer.writerows(out_rows)
 
     atomic_write(path, write)
-
-
-def _masks_by_id(folder, option: str) -> dict:
-    """NIfTI files of a folder keyed by case id (``_0000`` and ``.nii(.gz)`` stripped)."""
-    from deeptree.io import InputError, case_id_from_path
-
-    if not folder.is_dir():
-        raise InputError(f"{folder}: {option} must be a folder of .nii/.nii.gz masks")
-    found: dict = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.name.endswith((".nii.gz", ".nii")):
-            continue
-        case_id = case_id_from_path(path)
-        if case_id in found:
-            raise InputError(
-                f"{folder}: two files for case {case_id}: {found[case_id].name}, {path.name}"
-            )
-        found[case_id] = path
-    return found

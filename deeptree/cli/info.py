@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from deeptree.config import get_config
+from deeptree.report import environment_report
+
 NAME = "info"
 HELP = "print versions, the compute device and the run profiles"
 
@@ -11,8 +14,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from deeptree.config import get_config
-    from deeptree.report import environment_report
 
     for key, value in environment_report().items():
         print(f"{key:>14}: {value}")

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deeptree.config import AnatomyConfig
+from deeptree.io import InputError, read_nifti, write_nifti
+
 NAME = "labels"
 HELP = "write the three-class anatomy labels (AMC) of every airway mask in a folder"
 
@@ -56,8 +59,6 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from deeptree.anatomy import anatomy_labels, class_summary
-    from deeptree.config import AnatomyConfig
-    from deeptree.io import InputError, read_nifti, write_nifti
     from deeptree.tree import parse_tree
 
     config = AnatomyConfig()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from deeptree.config import check_profile
+from deeptree.notebooks import REPO_ROOT, run_notebooks
+
 NAME = "notebooks"
 HELP = "execute the notebooks with papermill (fresh kernel each) into a run folder"
 
@@ -19,8 +22,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from deeptree.config import check_profile
-    from deeptree.runner import REPO_ROOT, run_notebooks
 
     check_profile(args.profile)
     out = args.out or REPO_ROOT / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{args.profile}"

@@ -17,6 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+
     from deeptree.phantom import generate_cohort
 
     ids = generate_cohort(

@@ -12,6 +12,10 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from deeptree.io import InputError, case_id_from_path, nifti_inputs
+
 NAME = "predict"
 HELP = "predict stage-1 airway masks with a trained checkpoint"
 
@@ -30,7 +34,7 @@ def add_arguments(parser) -> None:
         "--overlap", type=float, help="sliding-window overlap (default: the model's)"
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
-    # stage 2 (deeptree.pipeline.predict_cli): stage 1, attention, stage 2, union, largest CC
+    # two stages (deeptree.pipeline.segment_file): stage 1, attention, stage 2, union, largest CC
     parser.add_argument(
         "--two-stage", action="store_true", help="full DeepTree: stage 1 + stage-2 connection"
     )
@@ -46,38 +50,44 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
+    import torch  # noqa: F401  (loaded here, not at import: `deeptree --help` stays fast)
 
-    import torch
+    from deeptree.networks import choose_device
+    from deeptree.pipeline import segment_file
+    from deeptree.stage1.predict import load_stage1_model, predict_file
+    from deeptree.stage2.predict import load_stage2_model
 
-    from deeptree.inference import load_stage1_model, predict_file
-    from deeptree.io import case_id_from_path, nifti_inputs
-
-    if args.two_stage or args.stage == 2:
-        from deeptree.pipeline import predict_cli
-
-        return predict_cli(args)
+    two_stage = args.two_stage or args.stage == 2
+    if two_stage and args.classes:
+        raise InputError("--classes is a stage-1 output; it is not available with --two-stage")
     inputs = nifti_inputs(args.input)
-    device = (
-        torch.device(args.device)
-        if args.device
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    model_and_meta = load_stage1_model(args.checkpoint, device)
+    device = choose_device(args.device)
+    stage1 = load_stage1_model(args.checkpoint, device)
+    if not two_stage:
+        stage2 = None
+    elif args.gapfill:
+        stage2 = f"gapfill-{args.gapfill}"
+    elif args.stage2_checkpoint:
+        stage2 = load_stage2_model(args.stage2_checkpoint, device)
+    else:
+        raise InputError("--two-stage needs --stage2-checkpoint (or --gapfill straight|intensity)")
     out = Path(args.out)
     single_file = len(inputs) == 1 and out.name.endswith((".nii.gz", ".nii"))
     for path in inputs:
         case_id = case_id_from_path(path)
         target = out if single_file else out / f"{case_id}.nii.gz"
-        classes = target.with_name(f"{case_id}_classes.nii.gz") if args.classes else None
-        predict_file(
-            args.checkpoint,
-            path,
-            target,
-            device=device,
-            overlap=args.overlap,
-            classes_path=classes,
-            model_and_meta=model_and_meta,
-        )
+        if two_stage:
+            segment_file(path, target, stage1, stage2, device=device, overlap=args.overlap)
+        else:
+            classes = target.with_name(f"{case_id}_classes.nii.gz") if args.classes else None
+            predict_file(
+                args.checkpoint,
+                path,
+                target,
+                device=device,
+                overlap=args.overlap,
+                classes_path=classes,
+                loaded=stage1,
+            )
         print(f"{path.name} -> {target}")
     return 0

@@ -8,12 +8,14 @@ Examples::
 
 Without ``--data`` a synthetic cohort of the profile's size is generated into
 ``<out>/cohort``; with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
-``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.reproduce.split_sizes``). Models go to
+``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.evaluation.paper.split_sizes``). Models go to
 ``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
-figures to ``<out>/figures``. See ``deeptree.reproduce``.
+figures to ``<out>/figures``. See ``deeptree.evaluation.reproduce``.
 """
 
 from __future__ import annotations
+
+from deeptree.config import reproduce_settings
 
 NAME = "reproduce"
 HELP = "train/load every variant, evaluate the test cases, write the paper's tables and figures"
@@ -56,7 +58,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from deeptree.reproduce import render_figures, reproduce, reproduce_settings
+    from deeptree.evaluation.outputs import render_figures
+    from deeptree.evaluation.reproduce import reproduce
 
     settings = reproduce_settings(
         args.profile,

@@ -21,6 +21,12 @@ others go on; the exit status is then 1.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from deeptree.cli._cases import for_each_case, masks_by_id, output_path, report_problems, write_json
+from deeptree.config import get_config
+from deeptree.io import case_id_from_path, read_nifti, write_nifti
+
 NAME = "simulate"
 HELP = "simulate breakages on ground-truth airway masks (broken mask + breakage label Y^B)"
 
@@ -75,10 +81,9 @@ def simulate_case(
     """Parse, simulate and write one case; returns the JSON record written."""
     import warnings
 
-    from deeptree.attention import as_binary_mask, breakage_attention
+    from deeptree.attention import breakage_attention
     from deeptree.breakage import simulate_breakage
-    from deeptree.cli.attention import output_path, write_json
-    from deeptree.io import case_id_from_path, read_nifti, write_nifti
+    from deeptree.masks import as_binary_mask
     from deeptree.tree import parse_tree
 
     case_id = case_id_from_path(path)
@@ -119,48 +124,25 @@ def simulate_case(
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from deeptree.cli.attention import mask_files
-    from deeptree.config import get_config
-    from deeptree.io import InputError
-
     config = get_config(args.profile).breakage
     branch_fraction = (
         config.branch_fraction if args.branch_fraction is None else args.branch_fraction
     )
     run_fraction = tuple(config.run_fraction if args.run_fraction is None else args.run_fraction)
-    files = mask_files(args.input)
+    files = masks_by_id(args.input)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = []
-    for case_id, path in tqdm(
-        files.items(), desc="simulate", unit="case", disable=args.no_progress
-    ):
-        try:
-            record = simulate_case(
-                path,
-                out_dir,
-                args.seed,
-                branch_fraction,
-                run_fraction,
-                args.attention,
-                args.dataset_layout,
-            )
-        except InputError as err:
-            problems.append(f"{case_id}: {err}")
-            continue
-        print(
+
+    def work(case_id: str, path: Path) -> str:
+        record = simulate_case(
+            path, out_dir, args.seed, branch_fraction, run_fraction, args.attention,
+            args.dataset_layout,
+        )  # fmt: skip
+        return (
             f"{case_id}: {record['n_gaps']} gaps in {record['n_peripheral']} peripheral branches, "
             f"{record['n_components']} components"
         )
+
+    problems = for_each_case(files, work, desc="simulate", progress=not args.no_progress)
     print(f"{len(files) - len(problems)}/{len(files)} cases -> {out_dir}")
-    if problems:
-        print(f"deeptree simulate: {len(problems)} case(s) failed:", file=sys.stderr)
-        for line in problems:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    return report_problems(NAME, problems, "case(s) failed")

@@ -14,6 +14,9 @@ exactly where it stopped. A ``--out`` holding the other stage's checkpoint is re
 
 from __future__ import annotations
 
+from deeptree.config import check_variant, get_config, stage2_settings
+from deeptree.io import InputError
+
 NAME = "train"
 HELP = "train stage 1 (anatomy-aware classes + General Union Loss) or stage 2 (breakage connection)"
 
@@ -47,20 +50,14 @@ def run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from deeptree.config import get_config
-    from deeptree.data import split_cases
-    from deeptree.io import InputError
+    from deeptree.stage1.data import split_cases
     from deeptree.train import train
 
     _refuse_another_stage(Path(args.out) / "last.pt", args.stage)
     cfg = get_config(args.profile)
     if args.stage == 2:
-        from deeptree.stage2 import stage2_settings
-
         net, train_cfg, data_cfg = stage2_settings(args.profile)
     else:
-        from deeptree.losses import check_variant
-
         check_variant(args.variant)
         net, train_cfg = cfg.stage1_net, cfg.stage1_train
     overrides = {
@@ -74,11 +71,11 @@ def run(args) -> int:
         raise InputError("--iterations and --batch-size must be at least 1")
     data = Path(args.data)
     if args.stage == 2:
-        from deeptree.stage2 import load_sources, stage2_task
+        from deeptree.stage2.task import load_sources, stage2_task
 
         cases = load_sources(data, progress=not args.no_progress)
     else:
-        from deeptree.data import load_cohort
+        from deeptree.stage1.data import load_cohort
 
         cache = Path(args.cache) if args.cache else data / ".cache_stage1"
         cases = load_cohort(data, cache, progress=not args.no_progress)
@@ -90,7 +87,7 @@ def run(args) -> int:
             attention=cfg.attention, profile=args.profile, device=args.device,
         )  # fmt: skip
     else:
-        from deeptree.train import stage1_task
+        from deeptree.stage1.task import stage1_task
 
         task = stage1_task(
             train_cases, val_cases, args.variant, net, train_cfg, profile=args.profile,
@@ -115,8 +112,7 @@ def run(args) -> int:
 
 def _refuse_another_stage(checkpoint, stage: int) -> None:
     """Never overwrite (or resume from) a checkpoint of the other stage in ``--out``."""
-    from deeptree.io import InputError
-    from deeptree.train import load_checkpoint
+    from deeptree.checkpoints import load_checkpoint
 
     if checkpoint.is_file():
         found = load_checkpoint(checkpoint).get("meta", {}).get("stage")

@@ -1,6 +1,6 @@
 """``deeptree view``: open a case in napari with everything that exists for it.
 
-Case folders and datasets follow the convention of :mod:`deeptree.view_case` (CT, ground
+Case folders and datasets follow the convention of :mod:`deeptree.viz.case_folder` (CT, ground
 truth, lung, anatomy, simulated breakages, stage-1 and final predictions, attention map,
 breakage centres); missing files are skipped with a message. ``--add KIND=PATH`` adds files
 kept elsewhere, e.g. ``deeptree view data/cohort --case PHANTOM_003 --add
@@ -10,6 +10,8 @@ a PNG (atomically) and exits instead of opening the window.
 """
 
 from __future__ import annotations
+
+from deeptree.io import InputError
 
 NAME = "view"
 HELP = "open a case (folder, run folder or dataset case) in napari with all its layers"
@@ -66,8 +68,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
-    from deeptree.io import InputError
-    from deeptree.view_case import load_view_case
+    from deeptree.viz import napari_case, napari_layers, napari_navigator
+    from deeptree.viz.case_folder import load_view_case
 
     extra = {}
     for item in args.add:
@@ -85,15 +87,13 @@ def run(args) -> int:
 
     import napari
 
-    from deeptree import napari_case, napari_navigator, napari_viz
-
     viewer = napari.Viewer(
         title=f"DeepTree: {case.id}", ndisplay=args.ndisplay, show=args.screenshot is None
     )
     try:
         if args.screenshot is not None:
-            napari_viz.fit_window(viewer, tuple(args.size))  # fit the view to the final canvas
-        napari_case.show_view_case(viewer, case)
+            napari_layers.fit_window(viewer, tuple(args.size))  # fit the view to the final canvas
+        napari_case.show_case(viewer, case)
         navigator = None
         if case.centres is not None:
             navigator = napari_navigator.add_breakage_navigator(
@@ -103,8 +103,8 @@ def run(args) -> int:
                 navigator.go(args.breakage - 1)
                 print(f"deeptree view: {navigator.text()}")
         if args.screenshot is not None:
-            picture = napari_viz.screenshot(viewer, tuple(args.size))
-            path = napari_viz.save_png(picture, args.screenshot)
+            picture = napari_layers.screenshot(viewer, tuple(args.size))
+            path = napari_layers.save_png(picture, args.screenshot)
             print(f"deeptree view: wrote {path}")
             return 0
         napari.run()

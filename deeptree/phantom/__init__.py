@@ -1,6 +1,6 @@
 """Synthetic airway CT: procedural airway trees and chest CT simulated around them.
 
-The embedded default dataset of the project (issue 3, notebook 01). A phantom case is a
+The embedded default dataset of the project (notebook 01). A phantom case is a
 chest CT in Hounsfield units with its exact airway lumen ground truth, a lung mask and the
 tree as data (branch id, parent, generation, end points, radius), in the ATM'22 layout.
 
@@ -20,18 +20,17 @@ Parts
   figures of notebook 01.
 """
 
+from deeptree.config import CTParams, PhantomProfile, phantom_profile
+from deeptree.phantom.around import simulate_ct
 from deeptree.phantom.cases import (
     PhantomCase,
-    PhantomProfile,
     case_is_complete,
     case_paths,
     generate_case,
     generate_cohort,
-    phantom_profile,
     read_tree,
     write_case,
 )
-from deeptree.phantom.ct import CTParams, simulate_ct
 from deeptree.phantom.growth import (
     DIAMETER_EXPONENT,
     AirwayTreeSpec,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deeptree.config import check_profile
+from deeptree.config import PhantomProfile, phantom_profile
 from deeptree.io import InputError, atomic_write, case_file_names, check_spacing, write_nifti
 from deeptree.phantom.ct import (
-    CTParams,
     Layers,
     choose_plugs,
     compose_ct,
@@ -28,103 +27,10 @@ from deeptree.phantom.thorax import ThoraxGeometry
 LUNGS_DIR, TREES_DIR = "lungsTr", "treesTr"
 
 
-@dataclass(frozen=True)
-class PhantomProfile:
-    """Size and image quality of the phantoms of one run profile.
-
-    Attributes
-    ----------
-    name : str
-        "smoke", "cpu" or "standard" (the ``gpu`` run profile).
-    spacing_mm : float
-        Isotropic voxel size (mm).
-    scale : float
-        Size of the chest relative to an adult (the small profiles use a small chest so
-        that it fits a small grid; anatomy tests use ``scale = 1``).
-    min_lumen_mm : float
-        Growth stops before lumen diameters below this (about what the spacing resolves).
-    n_points, min_points : int
-        Lung volume sampling of the tree growth (see :func:`grow_airway_tree`).
-    n_plugs : int
-        Mucus plugs per case.
-    plug_min_generation : int
-        Plugs go in branches of at least this generation.
-    ct : CTParams
-        HU and image-quality settings (PSF, noise).
-    """
-
-    name: str
-    spacing_mm: float
-    scale: float
-    min_lumen_mm: float
-    n_points: int
-    min_points: int
-    n_plugs: int
-    plug_min_generation: int
-    ct: CTParams = field(default_factory=CTParams)
 
 
-_PROFILES = {
-    # CI: ~60 x 45 x 55 voxels, trachea, main bronchi and a few generations
-    "smoke": PhantomProfile(
-        name="smoke",
-        spacing_mm=2.6,
-        scale=0.55,
-        min_lumen_mm=3.0,
-        n_points=3000,
-        min_points=5,
-        n_plugs=1,
-        plug_min_generation=3,
-        ct=CTParams(
-            psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0, texture_hu=20.0
-        ),
-    ),
-    # a laptop: ~150 x 115 x 125 voxels at 1.5 mm, lumen down to 2 mm
-    "cpu": PhantomProfile(
-        name="cpu",
-        spacing_mm=1.5,
-        scale=0.7,
-        min_lumen_mm=2.0,
-        n_points=15000,
-        min_points=5,
-        n_plugs=3,
-        plug_min_generation=4,
-        ct=CTParams(psf_fwhm_mm=1.6, noise_hu=18.0, noise_corr_mm=0.0, texture_mm=1.5),
-    ),
-    # realistic resolution: 0.7 mm, lumen down to 1 mm
-    "standard": PhantomProfile(
-        name="standard",
-        spacing_mm=0.7,
-        scale=1.0,
-        min_lumen_mm=1.0,
-        n_points=40000,
-        min_points=5,
-        n_plugs=6,
-        plug_min_generation=4,
-        ct=CTParams(psf_fwhm_mm=1.0, noise_hu=28.0, noise_corr_mm=0.4, texture_mm=1.2),
-    ),
-}
 
 
-def phantom_profile(name: str | PhantomProfile) -> PhantomProfile:
-    """The :class:`PhantomProfile` of a run profile.
-
-    Parameters
-    ----------
-    name : str or PhantomProfile
-        "smoke", "cpu", "gpu" (same as "standard"), or a profile (returned unchanged).
-
-    Raises
-    ------
-    deeptree.config.UnknownProfileError
-        For any other name (a ValueError listing the valid names).
-    """
-    if isinstance(name, PhantomProfile):
-        return name
-    if name == "standard":
-        return _PROFILES["standard"]
-    check_profile(name)
-    return _PROFILES["standard" if name == "gpu" else name]
 
 
 @dataclass

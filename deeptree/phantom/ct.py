@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from deeptree.io import InputError, check_binary_mask, check_spacing
+from deeptree.config import CTParams
 from deeptree.phantom.growth import AirwayTreeSpec
 from deeptree.phantom.raster import Grid, capsule_box, centreline_voxels, coverage_u8, paint_max
 from deeptree.phantom.thorax import ThoraxGeometry, hilum_vessels
@@ -34,39 +34,6 @@ from deeptree.phantom.thorax import ThoraxGeometry, hilum_vessels
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 
-@dataclass(frozen=True)
-class CTParams:
-    """Hounsfield units and image-quality settings of the simulated CT.
-
-    Attributes
-    ----------
-    lumen_hu, wall_hu, vessel_hu : float
-        Air in the airway lumen, airway wall (soft tissue), blood in vessels.
-    parenchyma_hu : float
-        Lung parenchyma at mid-depth.
-    gravity_hu : float
-        Posterior (dependent) lung is denser by up to this much, anterior lighter.
-    texture_hu, texture_mm : float
-        Standard deviation (HU) and correlation length (mm, Gaussian sigma) of the
-        parenchyma texture.
-    psf_fwhm_mm : float
-        Full width at half maximum (mm) of the Gaussian point spread function.
-    noise_hu : float
-        Standard deviation of the image noise (HU).
-    noise_corr_mm : float
-        Gaussian sigma (mm) that correlates the noise (0 = white).
-    """
-
-    lumen_hu: float = -1000.0
-    wall_hu: float = 40.0
-    vessel_hu: float = 40.0
-    parenchyma_hu: float = -890.0
-    gravity_hu: float = 25.0
-    texture_hu: float = 30.0
-    texture_mm: float = 1.2
-    psf_fwhm_mm: float = 1.0
-    noise_hu: float = 25.0
-    noise_corr_mm: float = 0.4
 
 
 @dataclass
@@ -377,79 +344,3 @@ def thorax_background(grid: Grid, geom: ThoraxGeometry, rng, params: CTParams, l
     # where the lung was replaced by a given mask, unknown tissue becomes soft tissue
     np.copyto(hu, np.float32(45.0), where=np.isnan(hu))
     return hu, sides
-
-
-def simulate_ct(
-    airway_mask: np.ndarray,
-    spacing,
-    rng: np.random.Generator,
-    lung: np.ndarray | None = None,
-    *,
-    params: CTParams | None = None,
-    vessels: bool = True,
-    affine: np.ndarray | None = None,
-) -> np.ndarray:
-    """Simulate a chest CT around any airway mask (e.g. a real ATM'22 ground truth).
-
-    The lumen and a wall whose thickness follows the local lumen radius (from the
-    skeleton and distance transform of the mask) are drawn with partial volume; the thorax
-    of :mod:`deeptree.phantom.thorax` is scaled and placed so that its lungs hold the tree
-    (unless ``lung`` is given); vessels run beside the bronchi; then point spread and
-    noise are applied as for the phantoms.
-
-    Parameters
-    ----------
-    airway_mask : ndarray, shape (I, J, K), bool or 0/1 integers
-        Airway lumen. Axes (i, j, k) with k increasing towards the head (RAS-like).
-    spacing : sequence of 3 float
-        Voxel size (mm).
-    rng : numpy.random.Generator
-    lung : ndarray, shape (I, J, K), bool or 0/1, optional
-        Lung mask; default: the procedural lungs fitted around the tree.
-    params : CTParams, optional
-    vessels : bool
-        Draw vessels in the lungs.
-    affine : ndarray (4, 4), optional
-        The mask's voxel-to-world affine. Axes whose direction is negative in RAS (e.g.
-        i running to the patient's left in most DICOM-derived files, such as ATM'22) are
-        flipped for the simulation and flipped back, so that the heart, liver and lungs
-        land on the correct side. Without it the axes are taken as RAS (i right, j anterior,
-        k cranial).
-
-    Returns
-    -------
-    ndarray of int16, shape (I, J, K)
-        HU. Inputs are not modified.
-
-    Raises
-    ------
-    InputError
-        Non-binary or empty mask, bad spacing, lung mask of another shape.
-    """
-    from deeptree.phantom.around import layers_from_mask  # local: needs skimage
-
-    mask = check_binary_mask(airway_mask, "airway_mask")
-    spacing = check_spacing(spacing, "spacing")
-    params = params or CTParams()
-    lung_mask = None
-    if lung is not None:
-        lung_mask = check_binary_mask(lung, "lung")
-        if lung_mask.shape != mask.shape:
-            raise InputError(
-                f"lung: shape {lung_mask.shape} does not match airway_mask shape {mask.shape}"
-            )
-    flips = ()
-    if affine is not None:
-        affine = np.asarray(affine, dtype=float)
-        if affine.shape != (4, 4) or not np.isfinite(affine).all():
-            raise InputError(f"affine: expected a finite 4x4 matrix, got shape {affine.shape}")
-        # world direction of each voxel axis: flip the axes that run against RAS
-        flips = tuple(a for a in range(3) if affine[:3, a][np.argmax(np.abs(affine[:3, a]))] < 0)
-        mask = np.flip(mask, flips)
-        lung_mask = np.flip(lung_mask, flips) if lung_mask is not None else None
-    grid, geom, layers, sides = layers_from_mask(
-        np.ascontiguousarray(mask), spacing, rng, lung_mask, vessels=vessels
-    )
-    background, _ = thorax_background(grid, geom, rng, params, lung_side=sides)
-    ct = compose_ct(background, layers, grid, rng, params)
-    return np.ascontiguousarray(np.flip(ct, flips)) if flips else ct

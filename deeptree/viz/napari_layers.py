@@ -3,8 +3,8 @@
 
 Everything here is also reachable as ``deeptree.viz.<name>`` (``viz.render_3d``,
 ``viz.screenshot``, ...); napari itself is imported only inside the functions, so importing
-this module is cheap. A whole case in a viewer (:func:`~deeptree.napari_case.show_case`)
-is in :mod:`deeptree.napari_case`, the breakage navigator in :mod:`deeptree.napari_navigator`.
+this module is cheap. A whole case in a viewer (:func:`~deeptree.viz.napari_case.show_case`)
+is in :mod:`deeptree.viz.napari_case`, the breakage navigator in :mod:`deeptree.viz.napari_navigator`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.io import InputError, atomic_write
-from deeptree.viz import COLORS, COMPARISON_COLORS, comparison_labels
+from deeptree.viz.colors import COLORS, COMPARISON_COLORS
+from deeptree.viz.planes import comparison_labels
 
 
 @dataclass
@@ -114,7 +115,7 @@ def fit_window(viewer, size: tuple[int, int] = (600, 800)) -> None:
     """Hide the viewer's layer docks and resize its (possibly hidden) window so that the
     canvas is ``size`` = (height, width) pixels, then draw it once.
 
-    Call it before :func:`show_case` / ``viewer.reset_view()`` so that the view is fitted to
+    Call it before :func:`~deeptree.viz.napari_case.show_case` / ``viewer.reset_view()`` so that the view is fitted to
     the final canvas; :func:`screenshot` calls it too. Once the canvas has been drawn at
     this size it does nothing (each draw renders the scene: seconds for a 512^3 volume in
     software OpenGL).
@@ -196,7 +197,7 @@ def screenshot(viewer, size: tuple[int, int] = (600, 800), *, fit: bool = False)
     Returns
     -------
     ndarray of uint8, shape (height, width, 4)
-        RGBA; show it in a notebook with :func:`deeptree.viz.show_image`, save it with
+        RGBA; show it in a notebook with :func:`deeptree.viz.planes.show_image`, save it with
         :func:`save_png`.
 
     Notes
@@ -262,7 +263,7 @@ def render_3d(
     Returns
     -------
     ndarray of uint8, shape (height, width, 4)
-        RGBA; show it with :func:`show_image`.
+        RGBA; show it with :func:`~deeptree.viz.planes.show_image`.
     """
     import napari
 

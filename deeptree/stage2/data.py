@@ -1,4 +1,4 @@
-"""Stage-2 training data and training task (the design's ``data`` part for stage 2).
+"""Stage-2 training data: simulated breakages, false-positive fragments, attention and crops.
 
 DeepTree's second stage (paper Sec. 2.3) learns to reconnect an airway tree where the first
 stage broke it. There is no breakage in ground truth, so training samples are *simulated*:
@@ -14,17 +14,16 @@ stage broke it. There is no breakage in ground truth, so training samples are *s
    are split into *positives* (within ``match_distance`` voxels of a simulated gap) and
    *negatives* (all others: fragments, nearby branch ends);
 4. each training crop is a ``patch_size`` box (64^3 in the paper and the ``gpu`` profile,
-   32^3 for ``cpu``: :func:`stage2_settings`) of (normalised CT, :math:`\\bar H`) centred on
+   32^3 for ``cpu``: :func:`deeptree.config.stage2_settings`) of (normalised CT, :math:`\\bar H`) centred on
    a positive (or, with probability ``negative_fraction``, a negative) centre plus a random
    shift of up to a quarter patch per axis, with the target ``Y^B`` cropped alike. Boxes
    that run past the volume are padded (CT: 0 = air, as in stage 1; attention and target: 0).
 
 The network sees CT and attention only (early fusion, paper Eq. 3); the loss is the plain
-2-class Dice + CE of nnU-Net with deep supervision (``deeptree.losses.Stage1Loss("plain")``,
+2-class Dice + CE of nnU-Net with deep supervision (``deeptree.stage1.losses.Stage1Loss("plain")``,
 which is exactly that loss; the paper: "the default Dice + CE loss for the 2nd-stage").
 
-Placement: the issue names ``deeptree/data.py``; this module holds the stage-2 part so that
-the stage-1 data code stays untouched (the lead may re-export it from ``data``).
+The training task that draws on these crops is in :mod:`deeptree.stage2.task`.
 
 Cost and determinism: a simulation (breakage + attention) costs about as much as a training
 step on a CPU, so :class:`Stage2CropDataset` draws ``crops_per_simulation`` consecutive
@@ -46,90 +45,17 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from deeptree.attention import breakage_attention, breakage_centres
+from deeptree.breakage import simulate_breakage
 from deeptree.config import (
     AttentionConfig,
     BreakageConfig,
-    NetworkConfig,
-    TrainConfig,
-    check_profile,
+    Stage2DataConfig,
 )
 from deeptree.io import InputError, check_same_grid, check_spacing, check_volume
-
-
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Stage2DataConfig:
-    """How stage-2 training samples are simulated (choices of this implementation).
-
-    Attributes
-    ----------
-    min_generation : int
-        Peripheral branches (cut by the simulation) are leaves of at least this generation
-        (DESIGN.md: 3; the smoke phantoms stop at generation 2, so smoke uses 2).
-    negative_fraction : float
-        Probability that a crop is centred on a negative centre (an attention peak away from
-        every simulated gap) when there is one.
-    fragments_per_gap : float
-        Simulated false-positive fragments per gap (rounded, at least one when there is
-        room); 0 switches fragments off.
-    fragment_length : (float, float)
-        Length range of a fragment's axis, voxels.
-    fragment_radius : (float, float)
-        Radius range of a fragment, voxels.
-    fragment_distance : (float, float)
-        Distance range (voxels) between a fragment's centre and the airway surface: close
-        enough to raise attention (alpha = 5 voxels), never touching the airway.
-    gap_clearance : float
-        Fragments keep at least this distance (voxels) from every simulated gap, so that
-        positives stay clean.
-    match_distance : float
-        An attention centre within this distance (voxels) of a ``Y^B`` voxel belongs to that
-        gap (positive).
-    max_shift_fraction : float
-        Random shift of a crop, up to this fraction of the patch per axis (paper: "a random
-        3D spatial shifting"; 0.25 as for stage-1 patches).
-    crops_per_simulation : int
-        Consecutive dataset items drawn from one simulation (see the module notes).
-    simulation_streams : int
-        Batches are dealt round-robin to this many streams, and a simulation serves
-        ``crops_per_simulation`` consecutive crops *of its stream*. A DataLoader hands batch
-        ``b`` to worker ``b % workers``, so with as many workers as streams each worker
-        reuses its own simulation instead of simulating once per batch. 1: the plain order
-        (simulation ``index // crops_per_simulation``). The crops do not depend on the
-        number of workers, only on this value.
-    """
-
-    min_generation: int = 3
-    # 0.25 joined 21 of 24 simulated false-positive fragments and cost 3.5 points of precision
-    # on notebook 05's trained stage 1; 0.5 joined 15 and cost 1.4 (TLD gain +4.4 instead of
-    # +7.8): the paper's ~2-point precision margin decides (benchmarks/RESULTS.md, stage 2)
-    negative_fraction: float = 0.5
-    fragments_per_gap: float = 0.5
-    fragment_length: tuple[float, float] = (1.0, 5.0)
-    fragment_radius: tuple[float, float] = (0.8, 1.6)
-    fragment_distance: tuple[float, float] = (3.0, 6.0)
-    gap_clearance: float = 10.0
-    match_distance: float = 5.0
-    max_shift_fraction: float = 0.25
-    crops_per_simulation: int = 4
-    simulation_streams: int = 1
-
-
-_DATA_PROFILES = {
-    "smoke": Stage2DataConfig(min_generation=2),
-    "cpu": Stage2DataConfig(crops_per_simulation=8),
-    # 12 streams for the 12 DataLoader workers of a GPU run (deeptree reproduce --workers,
-    # benchmarks/gpu_session.sh): each worker simulates once per 4 batches of 2, not once
-    # per batch (a standard-phantom simulation costs ~4 s, a GPU step 0.08 s)
-    "gpu": Stage2DataConfig(crops_per_simulation=8, simulation_streams=12),
-}
-
-
-def stage2_data_config(profile: str = "cpu") -> Stage2DataConfig:
-    """The :class:`Stage2DataConfig` of a run profile (``smoke``, ``cpu``, ``gpu``)."""
-    return _DATA_PROFILES[check_profile(profile)]
+from deeptree.masks import as_binary_mask, bounding_box, grow_box
+from deeptree.stage1.data import augment_intensity, crop_patch, normalize_ct
+from deeptree.tree import parse_tree
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +69,7 @@ class Stage2Source:
     ----------
     id : str
     image : ndarray of float32, shape (I, J, K)
-        Normalised CT (:func:`deeptree.data.normalize_ct`).
+        Normalised CT (:func:`deeptree.stage1.data.normalize_ct`).
     airway : ndarray of bool, shape (I, J, K)
         The GT airway that is broken: the voxels of the parsed tree (largest 6-connected
         component of the GT).
@@ -189,9 +115,6 @@ def prepare_stage2_source(
         Non-3D or non-finite arrays, shape mismatch, non-binary or empty GT, a GT too small
         to parse, bad spacing.
     """
-    from deeptree.attention import as_binary_mask
-    from deeptree.data import normalize_ct
-    from deeptree.tree import parse_tree
 
     spacing = check_spacing(spacing, f"{case_id} spacing")
     ct = check_volume(ct, f"{case_id} CT")
@@ -286,7 +209,7 @@ def add_fragments(
         return out
     lo_d, hi_d = cfg.fragment_distance
     reach = int(np.ceil(hi_d + cfg.fragment_length[1] + cfg.fragment_radius[1])) + 2
-    box = _grown_box(airway, reach)
+    box = grow_box(bounding_box(airway), reach, airway.shape)
     sub_airway = airway[box]
     # The airway voxel nearest to any voxel outside it is a surface voxel (one with a
     # 6-neighbour outside), so a k-d tree of the surface gives exact Euclidean distances to
@@ -352,16 +275,6 @@ def _draw_capsule(mask: np.ndarray, p0: np.ndarray, p1: np.ndarray, radius: floa
     mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] |= dist <= radius
 
 
-def _grown_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    from deeptree.attention import bounding_box
-
-    found = bounding_box(mask)
-    return tuple(
-        slice(max(s.start - margin, 0), min(s.stop + margin, n))
-        for s, n in zip(found, mask.shape, strict=True)
-    )
-
-
 def split_centres(
     centres: np.ndarray, label: np.ndarray, gaps: Sequence, match_distance: float = 5.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -425,8 +338,6 @@ def simulate_stage2_sample(
     -------
     Stage2Sample
     """
-    from deeptree.attention import breakage_attention, breakage_centres
-    from deeptree.breakage import simulate_breakage
 
     breakage = breakage if breakage is not None else BreakageConfig()
     attention = attention if attention is not None else AttentionConfig()
@@ -511,7 +422,6 @@ def crop_stage2(
         ``"image"``: tensor float32 (2, X, Y, Z) = (CT, attention); ``"label"`` (with a
         label): tensor int64 (1, X, Y, Z) in {0, 1}.
     """
-    from deeptree.data import crop_patch
 
     ct = crop_patch(image, start, size, 0.0).astype(np.float32)
     att = crop_patch(h_bar, start, size, 0.0).astype(np.float32)
@@ -537,7 +447,7 @@ class Stage2CropDataset(torch.utils.data.Dataset):
     breakage : BreakageConfig
     attention : AttentionConfig
     seed : int
-    augment : deeptree.data.AugmentConfig or None
+    augment : deeptree.stage1.data.AugmentConfig or None
         Intensity augmentation of the CT channel (brightness, contrast, noise: nnU-Net's);
         None switches it off. No spatial augmentation: the attention and the target would
         have to be resampled alike, and the random shift already varies the position.
@@ -621,8 +531,6 @@ class Stage2CropDataset(torch.utils.data.Dataset):
         start = crop_start(centre, self.patch_size, shift)
         item = crop_stage2(sample.source.image, sample.h_bar, sample.label, start, self.patch_size)
         if self.augment is not None:
-            from deeptree.data import augment_intensity
-
             ct = augment_intensity(item["image"][0].numpy(), rng, self.augment)
             item["image"][0] = torch.from_numpy(ct)
         item["negative"] = int(negative)
@@ -655,275 +563,18 @@ def choose_crop_centre(
 # --------------------------------------------------------------------------------------------
 # training task
 # --------------------------------------------------------------------------------------------
-def source_from_case(case) -> Stage2Source:
-    """:func:`prepare_stage2_source` of a ``deeptree.phantom.PhantomCase`` (its lung mask is
-    the fragments' room)."""
-    return prepare_stage2_source(case.ct, case.airway, case.spacing, case.id, case.lung)
-
-
-def phantom_sources(profile: str, seeds: Sequence, progress: bool = False) -> list[Stage2Source]:
-    """Generate phantoms (``deeptree.phantom.generate_case``) and prepare them for stage 2.
-
-    Parameters
-    ----------
-    profile : str
-        Phantom profile (``smoke``, ``cpu``, ``gpu``).
-    seeds : sequence of int or tuples
-        One case per seed.
-
-    Returns
-    -------
-    list of Stage2Source (the lung mask is the fragments' room)
-    """
-    from tqdm.auto import tqdm
-
-    from deeptree.phantom import generate_case
-
-    out = []
-    for seed in tqdm(list(seeds), desc="phantoms", disable=not progress):
-        name = "_".join(str(int(s)) for s in np.atleast_1d(seed))
-        out.append(source_from_case(generate_case(profile, seed, case_id=f"PHANTOM_{name}")))
-    return out
-
-
-def stage2_task(
-    train_sources: Sequence[Stage2Source],
-    val_sources: Sequence[Stage2Source],
-    net: NetworkConfig,
-    cfg: TrainConfig,
-    *,
-    data: Stage2DataConfig = Stage2DataConfig(),
-    breakage: BreakageConfig | None = None,
-    attention: AttentionConfig | None = None,
-    profile: str | None = None,
-    device=None,
-    val_simulations: int = 1,
-):
-    """Assemble the stage-2 :class:`deeptree.train.TrainingTask` (mirrors ``stage1_task``).
-
-    Parameters
-    ----------
-    train_sources, val_sources : list of Stage2Source
-        Validation simulates ``val_simulations`` fixed breakages per held-out case and
-        reports the gap repair rate and the Dice of the predicted ``Y^B``
-        (:func:`deeptree.pipeline.evaluate_gap_repair`); the model with the best of that
-        Dice is kept (``TrainingTask.select``: ``best.pt``,
-        :func:`deeptree.train.selected_checkpoint`). No validation if empty.
-    net : NetworkConfig
-        ``filters`` and ``patch_size`` of the stage-2 network.
-    cfg : TrainConfig
-        Seeds the weights and the crop stream; ``foreground_prior`` (the profiles: 0.01)
-        sets the network's starting output (:func:`deeptree.networks.init_foreground_prior`).
-    data, breakage, attention
-        Sample simulation settings.
-    profile : str, optional
-        Recorded in the checkpoint.
-    device : optional
-        Where validation inference runs (default: the model's device).
-
-    Returns
-    -------
-    deeptree.train.TrainingTask
-    """
-    from deeptree.data import AugmentConfig
-    from deeptree.losses import Stage1Loss
-    from deeptree.networks import init_foreground_prior, stage2_network
-    from deeptree.train import TrainingTask
-
-    breakage = breakage if breakage is not None else BreakageConfig()
-    attention = attention if attention is not None else AttentionConfig()
-    torch.manual_seed(cfg.seed)
-    model = stage2_network(net)
-    if cfg.foreground_prior is not None:
-        init_foreground_prior(model, cfg.foreground_prior)
-    criterion = Stage1Loss("plain")  # 2-class Dice + CE with deep supervision, no GUL
-    dataset = Stage2CropDataset(
-        train_sources,
-        net.patch_size,
-        data,
-        breakage,
-        attention,
-        seed=cfg.seed,
-        augment=AugmentConfig(),
-        length=cfg.iterations * cfg.batch_size,
-        batch_size=cfg.batch_size,
-    )
-
-    def loss_fn(outputs, batch):
-        return criterion(outputs, batch["label"], None)
-
-    meta = {
-        "stage": 2,
-        "filters": list(net.filters),
-        "patch_size": list(net.patch_size),
-        "alpha": float(attention.alpha),
-        "centre_threshold": float(attention.centre_threshold),
-        "profile": profile,
-        "name": "stage 2, breakage connection",
-    }
-    validate = None
-    if val_sources:
-        validate = _stage2_validator(
-            list(val_sources), data, breakage, attention, net, cfg.seed, val_simulations, device
-        )
-    # the network with the best validation gap Dice is kept as best.pt: at the cpu budget one
-    # training seed in five repaired 11 of 12 validation gaps at iteration 300 and then fell
-    # silent for good (benchmarks/RESULTS.md, stage 2)
-    return TrainingTask(
-        model=model,
-        loss_fn=loss_fn,
-        dataset=dataset,
-        validate=validate,
-        meta=meta,
-        select="gap_dice" if validate is not None else None,
-    )
-
-
-def _stage2_validator(sources, data, breakage, attention, net, seed, n_sim, device):
-    from deeptree.pipeline import evaluate_gap_repair
-
-    samples = [
-        simulate_stage2_sample(
-            s, np.random.default_rng([seed, 10_000 + i, j]), data, breakage, attention
-        )
-        for i, s in enumerate(sources)
-        for j in range(n_sim)
-    ]
-
-    def validate(model: torch.nn.Module) -> dict:
-        dev = next(model.parameters()).device if device is None else device
-        result = evaluate_gap_repair(samples, model, net.patch_size, device=dev)
-        return {k: float(result[k]) for k in ("repair_rate", "gap_dice", "gaps")}
-
-    return validate
-
-
-def stage2_settings(profile: str) -> tuple[NetworkConfig, TrainConfig, Stage2DataConfig]:
-    """Network, training and data settings of stage 2 for a run profile:
-    ``get_config(profile).stage2_net``, ``.stage2_train`` and :func:`stage2_data_config`."""
-    from deeptree.config import get_config
-
-    run = get_config(profile)
-    return run.stage2_net, run.stage2_train, stage2_data_config(profile)
 
 
 __all__ = [
     "Stage2CropDataset",
-    "Stage2DataConfig",
     "Stage2Sample",
     "Stage2Source",
     "add_fragments",
     "choose_crop_centre",
     "crop_stage2",
     "crop_start",
-    "phantom_sources",
     "prepare_stage2_source",
     "random_shift",
     "simulate_stage2_sample",
     "split_centres",
-    "stage2_data_config",
-    "stage2_settings",
-    "stage2_task",
-    "load_sources",
-    "plot_crop_gallery",
-    "sample_labels",
-    "source_from_case",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# datasets
-# --------------------------------------------------------------------------------------------
-def load_sources(root, progress: bool = False) -> list[Stage2Source]:
-    """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2.
-
-    A ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` (phantom cohorts have one) is used as the
-    room of the simulated fragments.
-
-    Raises
-    ------
-    InputError
-        An empty dataset, a CT without its label, or any problem of
-        :func:`prepare_stage2_source`.
-    """
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
-    from deeptree.io import list_cases, load_case, read_nifti
-
-    cases = list_cases(root)
-    if not cases:
-        raise InputError(f"{root}: no cases in imagesTr/labelsTr")
-    out = []
-    for paths in tqdm(cases, desc="prepare", disable=not progress):
-        if paths.image is None or paths.label is None:
-            raise InputError(f"case {paths.id}: needs both a CT and a label in {root}")
-        case = load_case(paths.image, paths.label, case_id=paths.id)
-        lung_path = Path(root) / "lungsTr" / f"{paths.id}.nii.gz"
-        room = read_nifti(lung_path).array > 0 if lung_path.is_file() else None
-        out.append(prepare_stage2_source(case.ct, case.label, case.spacing, paths.id, room))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# figures (notebook 06)
-# --------------------------------------------------------------------------------------------
-def plot_crop_gallery(items: Sequence[dict], title: str | None = None):
-    """Training crops side by side: CT, attention and target through each crop's centre.
-
-    Parameters
-    ----------
-    items : sequence of dict
-        :class:`Stage2CropDataset` items (``"image"`` (2, X, Y, Z), ``"label"``
-        (1, X, Y, Z), ``"negative"``).
-    title : str, optional
-
-    Returns
-    -------
-    matplotlib Figure with one column per crop and rows CT (gray), attention (magma, 0-1)
-    and the target ``Y^B`` as a maximum projection along k over the CT slice (red).
-    The slice is the axial plane (k) holding most target voxels (the middle one if none).
-    """
-    import matplotlib.pyplot as plt
-
-    n = len(items)
-    fig, axes = plt.subplots(3, n, figsize=(2.2 * n, 6.6), squeeze=False)
-    for col, item in enumerate(items):
-        ct, att = item["image"][0].numpy(), item["image"][1].numpy()
-        target = item["label"][0].numpy().astype(bool)
-        per_k = target.sum(axis=(0, 1))
-        k = int(np.argmax(per_k)) if per_k.any() else ct.shape[2] // 2
-        kind = "negative" if item.get("negative") else "gap"
-        axes[0, col].imshow(ct[:, :, k].T, cmap="gray", origin="lower", vmin=0, vmax=0.6)
-        axes[0, col].set_title(f"{kind}, k={k}", fontsize=9)
-        axes[1, col].imshow(att[:, :, k].T, cmap="magma", origin="lower", vmin=0, vmax=1)
-        axes[2, col].imshow(ct[:, :, k].T, cmap="gray", origin="lower", vmin=0, vmax=0.6)
-        overlay = np.zeros((*target.shape[:2], 4))
-        overlay[target.any(axis=2)] = (1.0, 0.1, 0.1, 0.85)
-        axes[2, col].imshow(overlay.transpose(1, 0, 2), origin="lower")
-    for row, name in enumerate(("CT", "attention H_bar", "target Y^B (MIP)")):
-        axes[row, 0].set_ylabel(name)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-#: Colours of :func:`sample_labels`: broken airway, removed gap voxels ``Y^B`` (red: the
-#: target), simulated fragments (green: false positives, as in the paper's Fig. 3).
-SAMPLE_COLORS: dict[int, str] = {1: "#e8c39e", 2: "#ff2020", 3: "#20c020"}
-SAMPLE_NAMES: dict[int, str] = {1: "broken airway", 2: "gap Y^B (target)", 3: "fragments"}
-
-
-def sample_labels(sample: Stage2Sample) -> np.ndarray:
-    """A simulation as one label volume (uint8, (I, J, K)): 1 broken airway, 2 the gaps
-    ``Y^B``, 3 the fragments; colours :data:`SAMPLE_COLORS`."""
-    out = np.zeros(sample.mask.shape, dtype=np.uint8)
-    out[sample.mask] = 1
-    out[sample.label] = 2
-    out[sample.fragments] = 3
-    return out

@@ -12,7 +12,7 @@ CT intensities (:func:`normalize_ct`)
 
 Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case`)
     From a CT and its binary airway mask: the normalised CT, the anatomy label (classes 1-3,
-    ``deeptree.anatomy``), the GUL distance weight ``d`` (``deeptree.losses``) and, per class,
+    ``deeptree.anatomy``), the GUL distance weight ``d`` (``deeptree.stage1.losses``) and, per class,
     the voxel positions used to centre patches. The tree parse and the skeletons are the
     slow part (seconds per case); they run once and are stored as ``.npy`` files under a
     cache folder, re-read with memory mapping, so a training run's data side only crops
@@ -26,7 +26,7 @@ Patch sampling (:func:`choose_centre`)
     rare part here). Classes absent from a case are left out and the other ratios
     renormalised (phantoms too coarse for bronchi <= 2 mm have no class 3).
 
-Augmentation (:func:`augment_patch`)
+Augmentation (:func:`spatial_matrix`, :func:`resample_patch`, :func:`augment_intensity`)
     Small rotations (up to 15 degrees about each axis) and scaling (0.85-1.25) with
     probability 0.2 each (nnU-Net's ranges, narrowed rotation), applied by resampling a
     larger crop so that no empty corners appear; then intensity: brightness (x0.85-1.15),
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from deeptree.anatomy import anatomy_labels
 from deeptree.io import (
     CasePaths,
     InputError,
@@ -62,6 +63,8 @@ from deeptree.io import (
     list_cases,
     load_case,
 )
+from deeptree.stage1.losses import gul_distance_weight
+from deeptree.tree import parse_tree
 
 #: CT window (HU) mapped to [0, 1]; see the module docstring.
 CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
@@ -107,7 +110,7 @@ class Stage1Case:
     label : ndarray of uint8, shape (I, J, K)
         Anatomy classes {0, 1, 2, 3}; ``label > 0`` is the whole airway.
     distance : ndarray of float32, shape (I, J, K)
-        GUL weight ``d`` (:func:`deeptree.losses.gul_distance_weight`).
+        GUL weight ``d`` (:func:`deeptree.stage1.losses.gul_distance_weight`).
     locations : list of 4 ndarrays of int32, shape (n_c, 3)
         Voxel positions per class (index 0 unused: empty); at most
         :data:`MAX_LOCATIONS_PER_CLASS` each, drawn without replacement.
@@ -143,8 +146,6 @@ def anatomy_label_map(
     -------
     ndarray of uint8, shape (I, J, K), values {0, 1, 2, 3}; ``> 0`` exactly where ``airway``.
     """
-    from deeptree.anatomy import anatomy_labels
-    from deeptree.tree import parse_tree
 
     mask = np.asarray(airway) > 0
     tree = parse_tree(mask, spacing, name=name)
@@ -207,7 +208,6 @@ def prepare_stage1_case(
         Non-3D or non-finite arrays, a label of another shape than the CT, a non-binary or
         empty label, bad spacing.
     """
-    from deeptree.losses import gul_distance_weight
 
     spacing = check_spacing(spacing, f"{case_id} spacing")
     ct = check_volume(ct, f"{case_id} CT")
@@ -658,10 +658,6 @@ def split_cases(cases: list, n_val: int) -> tuple[list, list]:
         if n_val
         else (list(cases), [])
     )
-
-
-#: Cohort sizes of notebook 05 per profile: (training + validation cases, held-out cases).
-NOTEBOOK_COHORT: dict[str, tuple[int, int]] = {"smoke": (2, 1), "cpu": (7, 3), "gpu": (24, 6)}
 
 
 def class_frequencies(cases: list[Stage1Case]) -> dict[int, int]:

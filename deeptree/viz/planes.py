@@ -1,38 +1,17 @@
-"""Figures for the notebooks and interactive inspection: matplotlib planes, MIPs and
-overlays, ipywidgets slice viewers, and napari layers, screenshots and a breakage navigator.
+"""matplotlib figures: orthogonal planes, maximum-intensity projections and overlays.
 
-Display conventions, the same in every figure of the project:
+Display conventions, the same in every figure of the project: arrays are in nibabel's
+(i, j, k) order with k the cranio-caudal axis (head up); slices are shown in voxel orientation
+with k pointing up, and the physical spacing sets the aspect ratio (no resampling). Colours
+come from :mod:`deeptree.viz.colors`: true positive red, false negative blue, false positive
+green (the paper's Fig. 3); the three anatomy classes in fixed colours; the attention map as a
+translucent heat map; breakage centres magenta.
 
-* arrays are in nibabel's (i, j, k) order with k the cranio-caudal axis (head up);
-  slices are shown in voxel orientation with k pointing up, and the physical spacing sets
-  the aspect ratio (no resampling); napari layers get the spacing (mm) as scale;
-* colours (:data:`COLORS`): true positive red, false negative blue, false positive green
-  (the paper's Fig. 3); the three anatomy classes in fixed colours (:data:`CLASS_COLORS`);
-  the attention map as a translucent heat map; breakage centres magenta.
-
-Overlays (``overlays=`` of :func:`show_planes`, :func:`slice_slider`, :func:`slice_viewer`)
-map a legend name to ``(mask, colour)`` or, for label volumes, ``(labels, {value: colour})``
-or ``(labels, {value: colour}, {value: legend name})``; :func:`case_overlays` builds them for
-a case (ground truth, prediction comparison, anatomy) in the project's colours.
-
-The napari parts live in :mod:`deeptree.napari_viz` (layers, renderings, screenshots),
-:mod:`deeptree.napari_case` (a whole case: :func:`show_case`) and
-:mod:`deeptree.napari_navigator` (the breakage navigator), the ipywidgets viewers in
-:mod:`deeptree.slice_viewer`; all are reachable from here (``viz.render_3d``,
-``viz.show_case``, ``viz.BreakageNavigator``, ``viz.screenshot``, ``viz.slice_viewer``, ...).
-napari needs a display: under CI it runs inside ``xvfb-run`` (see the Makefile). A hidden
-viewer's first screenshot is blank unless its window is grabbed once; :func:`screenshot`
-does that.
-
-Case folders (what ``deeptree view CASE_OR_DATASET [--case ID] [--add KIND=PATH]`` and
-napari's File > Open read; full description in :mod:`deeptree.view_case`): a folder holding
-any of ``ct.nii.gz``, ``gt.nii.gz`` (or ``airway.nii.gz``, ``label.nii.gz``), ``lung.nii.gz``,
-``anatomy.nii.gz``, ``broken.nii.gz`` and ``breakage.nii.gz`` (simulated breakages),
-``stage1.nii.gz``, ``final.nii.gz``, ``attention.nii.gz``, ``centres.json`` (or ``.csv``);
-a run folder of such case folders; or an ATM'22-layout dataset (``imagesTr/ID_0000.nii.gz``,
-``labelsTr/ID.nii.gz``, and ``<kind>Tr/ID.nii.gz``, ``<kind>/ID.nii.gz``,
-``predictions/<kind>/ID.nii.gz`` or ``ID_<kind>.nii.gz`` for the other kinds). Missing
-files are skipped with a message.
+Overlays (``overlays=`` of :func:`show_planes` and of the slice viewers of
+:mod:`deeptree.viz.widgets`) map a legend name to ``(mask, colour)`` or, for label volumes,
+``(labels, {value: colour})`` or ``(labels, {value: colour}, {value: legend name})``;
+:func:`case_overlays` builds them for a case (ground truth, prediction comparison, anatomy) in
+the project's colours.
 """
 
 from __future__ import annotations
@@ -41,28 +20,16 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import ListedColormap, to_rgba
+from matplotlib.colors import to_rgba
 
-#: Fixed colours of the project (matplotlib colour names or hex).
-COLORS: dict[str, str] = {
-    "tp": "#e41a1c",  # true positive: red (paper Fig. 3)
-    "fn": "#377eb8",  # false negative: blue
-    "fp": "#4daf4a",  # false positive: green
-    "class1": "#ffb000",  # trachea + main bronchi
-    "class2": "#dc267f",  # bronchi > 2 mm
-    "class3": "#00b4d8",  # bronchi <= 2 mm
-    "airway": "#f4a261",
-    "gap": "#ff00ff",  # simulated or detected breakage (paper: pink arrows)
-    "lung": "#8ecae6",
-    "attention": "magma",  # colormap name for H_bar
-}
-
-#: Anatomy class -> colour.
-CLASS_COLORS: dict[int, str] = {1: COLORS["class1"], 2: COLORS["class2"], 3: COLORS["class3"]}
-
-#: CT window (HU) that shows airway lumen, wall and lung parenchyma.
-LUNG_WINDOW: tuple[float, float] = (-1000.0, 200.0)
-
+from deeptree.anatomy import CLASS_NAMES
+from deeptree.viz.colors import (
+    CLASS_COLORS,
+    COLORS,
+    COMPARISON_COLORS,
+    COMPARISON_NAMES,
+    LUNG_WINDOW,
+)
 
 # --------------------------------------------------------------------------------------------
 # matplotlib
@@ -270,62 +237,11 @@ def comparison_labels(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Colours of :func:`comparison_labels`.
-COMPARISON_COLORS: dict[int, str] = {1: COLORS["tp"], 2: COLORS["fn"], 3: COLORS["fp"]}
-
-
-def distinct_colors(
-    values, cmap: str = "tab20", fixed: Mapping[int, str] | None = None
-) -> dict[int, str]:
-    """Distinct colours for many labels (branches, connected components), cycling through a
-    qualitative colormap.
-
-    Parameters
-    ----------
-    values : iterable of int
-        Label values (e.g. branch ids); 0 gets no colour unless listed in ``fixed``.
-    cmap : str
-        A qualitative matplotlib colormap ("tab20", "tab10", ...).
-    fixed : mapping value -> colour, optional
-        Colours that override the cycle (e.g. ``{1: "#bbbbbb"}`` for the main tree).
-
-    Returns
-    -------
-    dict int -> str
-        Hex colours, usable by :func:`label_cmap` and napari label layers.
-    """
-    from matplotlib.colors import to_hex
-
-    palette = plt.get_cmap(cmap)
-    n = getattr(palette, "N", 20)
-    colors = {int(v): to_hex(palette(int(v) % n)) for v in values if int(v) != 0}
-    colors.update({int(k): c for k, c in (fixed or {}).items()})
-    return colors
-
-
-def label_cmap(colors: Mapping[int, str]) -> ListedColormap:
-    """A matplotlib colormap for a small label volume: 0 transparent, k -> ``colors[k]``."""
-    n = max(colors) + 1
-    table = [(0.0, 0.0, 0.0, 0.0)] * n
-    for k, c in colors.items():
-        table[k] = to_rgba(c)
-    return ListedColormap(table)
-
-
 def _default_index(volume: np.ndarray, overlays: Mapping) -> tuple[int, int, int]:
     first = next(iter(overlays.values()), None)
     if first is not None and np.any(first[0]):
         return tuple(int(round(c)) for c in np.argwhere(first[0]).mean(axis=0))
     return tuple(s // 2 for s in volume.shape)
-
-
-#: Legend names of :func:`comparison_labels` values and of the anatomy classes.
-COMPARISON_NAMES: dict[int, str] = {1: "true positive", 2: "false negative", 3: "false positive"}
-CLASS_NAMES: dict[int, str] = {
-    1: "trachea + main bronchi",
-    2: "bronchi > 2 mm",
-    3: "bronchi <= 2 mm",
-}
 
 
 def case_overlays(
@@ -335,8 +251,8 @@ def case_overlays(
     *,
     lung: np.ndarray | None = None,
 ) -> dict[str, tuple]:
-    """Overlays of a case for :func:`show_planes` / :func:`slice_viewer`, in the colours of
-    the napari layers of :func:`~deeptree.napari_case.show_case`.
+    """Overlays of a case for :func:`show_planes` / :func:`deeptree.viz.widgets.slice_viewer`, in the colours of
+    the napari layers of :func:`~deeptree.viz.napari_case.show_case`.
 
     Parameters
     ----------
@@ -546,7 +462,7 @@ def show_slices(
     ----------
     panels : mapping title -> (image, cmap, (low, high))
         ``image`` is a 2D array in (i, j) order of one axial slice (shown with j up);
-        ``cmap`` a matplotlib colormap name or object (e.g. :func:`label_cmap`);
+        ``cmap`` a matplotlib colormap name or object (e.g. :func:`~deeptree.viz.colors.label_cmap`);
         ``(low, high)`` the display range. NaN pixels are left blank.
     aspect : float
         Pixel aspect ratio (spacing along j / spacing along i).
@@ -594,52 +510,3 @@ def show_image(image: np.ndarray, title: str | None = None, ax=None):
     if title:
         ax.set_title(title)
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# napari and ipywidgets parts (other modules), reachable here without importing napari or
-# ipywidgets up front
-# --------------------------------------------------------------------------------------------
-#: Where the names that this module serves lazily live (they import this module, so they
-#: cannot be imported at its top; napari and ipywidgets load only when used).
-_LAZY_MODULES: dict[str, tuple[str, ...]] = {
-    "deeptree.slice_viewer": ("slice_slider", "slice_viewer"),
-    "deeptree.napari_viz": (
-        "LabelLayer",
-        "MaskLayer",
-        "ImageLayer",
-        "add_layers",
-        "FRONTAL_VIEW",
-        "screenshot",
-        "fit_window",
-        "fit_view",
-        "render_3d",
-        "napari_screenshot",
-        "render_comparison",
-        "crop_layers",
-        "save_png",
-    ),
-    "deeptree.napari_case": (
-        "LAYER_NAMES",
-        "KIND_KEY",
-        "case_layer_data",
-        "add_layer_data",
-        "show_case",
-        "show_view_case",
-    ),
-    "deeptree.napari_navigator": ("BreakageNavigator", "add_breakage_navigator"),
-}
-_LAZY_NAMES = {name: module for module, names in _LAZY_MODULES.items() for name in names}
-
-
-def __getattr__(name: str):
-    # PEP 562: ``viz.render_3d``, ``viz.show_case``, ... are imported on first use
-    if name in _LAZY_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY_NAMES))

@@ -1,6 +1,6 @@
 """Stage-1 inference: a whole CT through the network with MONAI sliding-window inference.
 
-The CT is normalised as in training (``deeptree.data.normalize_ct``), cut into overlapping
+The CT is normalised as in training (``deeptree.stage1.data.normalize_ct``), cut into overlapping
 patches of the training patch size (overlap 0.5 by default, as nnU-Net), each patch's logits
 are weighted by a Gaussian centred on the patch (sigma = 1/8 of the patch, nnU-Net's
 choice; ``monai.inferers.sliding_window_inference`` with ``mode="gaussian"``) and averaged,
@@ -22,8 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from deeptree.checkpoints import LoadedModel, load_model
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
+from deeptree.masks import largest_components
+from deeptree.networks import choose_device, stage1_network
+from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
 #: nnU-Net's Gaussian importance weighting: sigma = patch size / 8.
 GAUSSIAN_SIGMA_SCALE = 0.125
@@ -57,13 +62,10 @@ def body_mask(ct: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.nda
     ndarray of bool, shape (I, J, K)
         All True when no voxel is above the threshold (nothing to restrict).
     """
-    from scipy import ndimage
-
     tissue = np.asarray(ct) > threshold_hu
     if not tissue.any():
         return np.ones(tissue.shape, bool)
-    labels, n = ndimage.label(tissue, structure=np.ones((3, 3, 3)))
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if n > 1 else tissue
+    body, _ = largest_components(tissue, 1)
     filled = np.zeros_like(body)
     for axis in range(3):
         structure = np.zeros((3, 3, 3), bool)  # 4-connectivity inside the slices across `axis`
@@ -138,7 +140,7 @@ def predict_stage1(
     name : str
         Name of the CT in error messages.
     normalized : bool
-        ``ct`` is already in [0, 1] (:func:`deeptree.data.normalize_ct`).
+        ``ct`` is already in [0, 1] (:func:`deeptree.stage1.data.normalize_ct`).
     restrict_to_body : bool
         Keep the mask inside :func:`body_mask` (outside air is never airway).
 
@@ -148,16 +150,10 @@ def predict_stage1(
     """
     from monai.inferers import sliding_window_inference
 
-    from deeptree.data import normalize_ct
-
     ct = check_volume(ct, name)
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
-    device = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = choose_device(device)
     output_device = torch.device(output_device) if output_device is not None else device
     image = np.asarray(ct, np.float32) if normalized else normalize_ct(ct)
     x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
@@ -189,15 +185,15 @@ def predict_stage1(
     probs = probabilities.cpu().numpy()
     mask = mask.cpu().numpy()
     if restrict_to_body:
-        from deeptree.data import CT_WINDOW_HU
-
         low, high = CT_WINDOW_HU
         hu = image * (high - low) + low if normalized else ct
         mask = (mask & body_mask(hu)).astype(np.uint8)
     return Stage1Prediction(probabilities=probs, mask=mask, seconds=seconds)
 
 
-def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"):
+def load_stage1_model(
+    checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+) -> LoadedModel:
     """Rebuild a stage-1 network from a training checkpoint.
 
     Parameters
@@ -207,8 +203,8 @@ def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device 
 
     Returns
     -------
-    model : AirwayUNet, in eval mode on ``device``
-    meta : dict
+    LoadedModel
+        The network (``AirwayUNet`` in eval mode on ``device``) and its metadata:
         ``variant``, ``filters``, ``patch_size``, ``overlap``, ...
 
     Raises
@@ -216,9 +212,6 @@ def load_stage1_model(checkpoint: str | os.PathLike, device: str | torch.device 
     InputError
         Missing, unreadable or non-DeepTree checkpoint, or one of another stage.
     """
-    from deeptree.networks import stage1_network
-    from deeptree.train import load_model
-
     return load_model(checkpoint, 1, lambda net, meta: stage1_network(net, meta["variant"]), device)
 
 
@@ -230,7 +223,7 @@ def predict_file(
     device: str | torch.device | None = None,
     overlap: float | None = None,
     classes_path: str | os.PathLike | None = None,
-    model_and_meta=None,
+    loaded: LoadedModel | None = None,
 ) -> Path:
     """Predict one CT file and write the airway mask as NIfTI (atomically, input's affine).
 
@@ -247,22 +240,17 @@ def predict_file(
         Default: the one stored with the model.
     classes_path : path-like, optional
         Also write the most probable class per voxel (uint8; anatomy classes with AMC) there.
-    model_and_meta : tuple, optional
-        ``load_stage1_model`` output, to reuse a loaded model over many files.
+    loaded : LoadedModel, optional
+        :func:`load_stage1_model` output, to reuse a loaded model over many files (then
+        ``checkpoint`` is not read).
 
     Returns
     -------
     Path
         ``out_path``.
     """
-    device = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    model, meta = (
-        model_and_meta if model_and_meta is not None else load_stage1_model(checkpoint, device)
-    )
+    device = choose_device(device)
+    model, meta = loaded if loaded is not None else load_stage1_model(checkpoint, device)
     volume = read_nifti(ct_path)
     pred = predict_stage1(
         model,
@@ -275,116 +263,3 @@ def predict_file(
     if classes_path is not None:
         write_nifti(classes_path, pred.classes, volume.affine)
     return write_nifti(out_path, pred.mask, volume.affine)
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation helpers (notebook 05, benchmarks)
-# --------------------------------------------------------------------------------------------
-def class_scores(pred_classes: np.ndarray, pred_mask: np.ndarray, label: np.ndarray) -> dict:
-    """Per-anatomy-class scores of a stage-1 prediction.
-
-    Parameters
-    ----------
-    pred_classes : ndarray of uint8, shape (I, J, K)
-        Most probable class ({0..3} with AMC, {0, 1} without).
-    pred_mask : ndarray, shape (I, J, K), binary
-        Predicted airway (union of the classes).
-    label : ndarray of uint8, shape (I, J, K)
-        GT anatomy classes {0, 1, 2, 3}.
-
-    Returns
-    -------
-    dict
-        ``"recall_c"``: share of the GT voxels of class ``c`` inside ``pred_mask`` (any
-        class), for c = 1, 2, 3; ``"dice_c"``: Dice of ``pred_classes == c`` against
-        ``label == c`` (only meaningful with AMC). NaN where class ``c`` is absent from the GT.
-    """
-    pred_mask = np.asarray(pred_mask) > 0
-    label = np.asarray(label)
-    out = {}
-    for c in (1, 2, 3):
-        gt_c = label == c
-        n = int(gt_c.sum())
-        out[f"recall_{c}"] = float((pred_mask & gt_c).sum() / n) if n else float("nan")
-        pc = np.asarray(pred_classes) == c
-        out[f"dice_{c}"] = float(2 * (pc & gt_c).sum() / (pc.sum() + n)) if n else float("nan")
-    return out
-
-
-def heldout_comparison(
-    model: torch.nn.Module,
-    cases: list,
-    patch_size,
-    *,
-    overlap: float = 0.5,
-    device=None,
-    cache_dir=None,
-    progress: bool = False,
-) -> tuple[list[dict], dict]:
-    """Stage 1 against the classical baseline (``deeptree.baselines.region_growing``) on
-    held-out cases, scored with ``deeptree.metrics.airway_metrics`` (paper protocol).
-
-    Parameters
-    ----------
-    model : stage-1 network
-    cases : list of deeptree.io.CasePaths
-        Held-out cases with CT and label.
-    patch_size, overlap, device
-        As :func:`predict_stage1`.
-    cache_dir : optional
-        Cache of ``deeptree.data.load_stage1_case`` (anatomy labels of the GT).
-
-    Returns
-    -------
-    rows : list of dict
-        One per case and method (``"method"``: ``"stage 1"`` or ``"region growing"``) with
-        ``"case"``, ``"BD"``, ``"TLD"``, ``"precision"``, ``"DSC"`` (fractions) and, for
-        stage 1, the :func:`class_scores`.
-    masks : dict
-        ``case id -> {"ct", "gt", "label", "stage 1", "region growing", "spacing"}`` arrays,
-        for figures.
-    """
-    from tqdm.auto import tqdm
-
-    from deeptree.baselines import region_growing
-    from deeptree.data import load_stage1_case
-    from deeptree.metrics import airway_metrics, prepare_ground_truth
-
-    rows, masks = [], {}
-    for paths in tqdm(cases, desc="held-out", disable=not progress):
-        ct = read_nifti(paths.image)
-        prepared = load_stage1_case(paths, cache_dir)
-        label = np.asarray(prepared.label)
-        reference = prepare_ground_truth(label > 0, ct.spacing, name=str(paths.label))
-        pred = predict_stage1(
-            model, ct.array, patch_size, overlap=overlap, device=device, name=str(paths.image)
-        )
-        baseline = region_growing(ct.array, ct.spacing)
-        for method, mask in (("stage 1", pred.mask), ("region growing", baseline)):
-            m = airway_metrics(mask, reference, ct.spacing)
-            row = {
-                "case": paths.id,
-                "method": method,
-                **{k: m[k] for k in ("BD", "TLD", "precision", "DSC")},
-            }
-            if method == "stage 1":
-                row.update(class_scores(pred.classes, pred.mask, label))
-            rows.append(row)
-        masks[paths.id] = {
-            "ct": ct.array,
-            "gt": label > 0,
-            "label": label,
-            "stage 1": pred.mask,
-            "region growing": np.asarray(baseline),
-            "spacing": ct.spacing,
-        }
-    return rows, masks
-
-
-def mean_by_method(rows: list[dict], keys=("BD", "TLD", "precision", "DSC")) -> dict:
-    """``{method: {key: mean over cases}}`` of :func:`heldout_comparison` rows."""
-    out: dict[str, dict] = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
-        sel = [r for r in rows if r["method"] == method]
-        out[method] = {k: float(np.nanmean([r[k] for r in sel])) for k in keys if k in sel[0]}
-    return out

@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from deeptree.attention import breakage_centres
 from deeptree.io import InputError, affines_match, case_id_from_path, read_nifti
 
 #: Kinds of file in a case, with the accepted file names in a case folder (first found wins).
@@ -93,8 +94,9 @@ class ViewCase:
     ----------
     id : str
     spacing : tuple of 3 float
-        mm (from the first volume read: CT, else ground truth, else any other).
-    affine : ndarray, shape (4, 4)
+        mm (from the first volume read: CT, else ground truth, else any other); default 1.
+    affine : ndarray, shape (4, 4), or None
+        Of the files read (None for a case built from arrays).
     ct : ndarray, shape (I, J, K) or None
         HU.
     gt, lung : ndarray of uint8 {0, 1}, shape (I, J, K), or None
@@ -114,9 +116,9 @@ class ViewCase:
         What was skipped and why, and what was derived.
     """
 
-    id: str
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
+    id: str = "case"
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    affine: np.ndarray | None = None
     ct: np.ndarray | None = None
     gt: np.ndarray | None = None
     lung: np.ndarray | None = None
@@ -606,8 +608,6 @@ def _load_centres(case: ViewCase, file: Path | None, messages: list[str]) -> Non
         except InputError as err:
             messages.append(f"{err}: skipped")
     if case.centres is None and case.attention is not None:
-        from deeptree.attention import breakage_centres
-
         case.centres = breakage_centres(case.attention)
         messages.append(f"{len(case.centres)} breakage centres computed from the attention map")
     if case.centres is not None and case.gap_sizes is None and case.attention is not None:

@@ -1,8 +1,8 @@
 """napari reader of the project's NIfTI cases (File > Open; manifest ``deeptree/napari.yaml``).
 
 Opens a case folder, an ATM'22-layout dataset (its first case) or one ``.nii``/``.nii.gz``
-file, following the case-folder convention of :mod:`deeptree.view_case`, and returns the
-layers of :func:`deeptree.napari_case.case_layer_data`: the physical spacing (mm) from the
+file, following the case-folder convention of :mod:`deeptree.viz.case_folder`, and returns the
+layers of :func:`deeptree.viz.napari_case.case_layer_data`: the physical spacing (mm) from the
 headers as scale, the lung window for the CT, the project's colours for masks, anatomy
 classes, prediction comparisons and the attention map. Missing or bad files are skipped
 with a napari notification.
@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deeptree.view_case import CASE_FILES, is_dataset, load_view_case
+from deeptree.viz.case_folder import CASE_FILES, is_dataset, load_view_case
+from deeptree.viz.napari_case import case_layer_data
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -62,13 +63,12 @@ def read_case(path: str | os.PathLike | list) -> list[tuple]:
     Returns
     -------
     list of (data, kwargs, layer_type)
-        As :func:`deeptree.napari_case.case_layer_data`, ``scale`` = spacing in mm.
+        As :func:`deeptree.viz.napari_case.case_layer_data`, ``scale`` = spacing in mm.
     """
-    from deeptree.napari_case import case_layer_data, case_volumes
 
     case = load_view_case(_single_path(path))
     _notify(case.messages)
-    return case_layer_data(**case_volumes(case), ct_visible=True)
+    return case_layer_data(case, ct_visible=True)
 
 
 def _notify(messages: list[str]) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from deeptree.io import InputError, check_same_grid, check_volume
+from deeptree.masks import as_binary_mask, label_components
 
 #: Path kinds of :func:`fill_gaps`.
 PATHS = ("straight", "intensity")
@@ -119,7 +120,7 @@ def fill_gaps(
     centres : ndarray of int, shape (n, 3)
         Breakage centres (voxels).
     image : ndarray of float, shape (I, J, K), optional
-        Normalised CT in [0, 1] (:func:`deeptree.data.normalize_ct`); needed for
+        Normalised CT in [0, 1] (:func:`deeptree.stage1.data.normalize_ct`); needed for
         ``path="intensity"``.
     path : {"straight", "intensity"}
     max_distance : float
@@ -139,7 +140,6 @@ def fill_gaps(
         Mask not a 3D binary volume, centres not (n, 3), unknown path, ``intensity``
         without an image or with one of another shape.
     """
-    from deeptree.attention import as_binary_mask, label_components
 
     mask = as_binary_mask(mask, name, allow_empty=True)
     centres = np.asarray(centres)

@@ -15,14 +15,14 @@ variant         network output channels    loss
 ==============  =========================  ============================================
 
 GUL (Zheng et al., "Alleviating class-wise gradient imbalance for pulmonary airway
-segmentation", IEEE TMI 40(9), 2021), as fixed in DESIGN.md: with foreground probability
+segmentation", IEEE TMI 40(9), 2021), as fixed in docs/design.md: with foreground probability
 ``p``, ground truth ``g`` and weight ``w = d g + (1 - g)``::
 
     L = 1 - (sum w (p + 1e-4)^0.7 g + 1) / (sum w (a p + (1 - a) g) + 1),   a = 0.1
 
 ``d`` in [0, 1] is 1 on the centreline and falls towards the lumen wall, normalised by the
 local radius (:func:`gul_distance_weight`); it is computed once per case on the numpy side
-(``deeptree.data``) and reaches the loss as a tensor. For the multi-class variants the
+(``deeptree.stage1.data``) and reaches the loss as a tensor. For the multi-class variants the
 airway probability is the union ``p = 1 - p(background)``.
 
 Deep supervision follows nnU-Net: the network returns logits at full, 1/2 and 1/4
@@ -40,29 +40,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from deeptree.config import check_variant, n_output_channels, uses_gul
 from deeptree.io import InputError, check_binary_mask, check_spacing
-
-#: The paper's four stage-1 variants (Table 2), in the table's order.
-VARIANTS: tuple[str, ...] = ("plain", "amc", "gul", "amc+gul")
-
-
-def check_variant(variant: str) -> str:
-    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise :class:`InputError`."""
-    if variant not in VARIANTS:
-        raise InputError(
-            f"unknown stage-1 variant {variant!r}: choose one of {', '.join(VARIANTS)}"
-        )
-    return variant
-
-
-def n_output_channels(variant: str) -> int:
-    """Network output channels for a variant: 4 with AMC (background + 3 classes), else 2."""
-    return 4 if check_variant(variant).startswith("amc") else 2
-
-
-def uses_gul(variant: str) -> bool:
-    """True for the variants that add the General Union Loss (``"gul"``, ``"amc+gul"``)."""
-    return check_variant(variant).endswith("gul")
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +65,7 @@ def gul_distance_weight(
     so the loss weight ``w = d g + (1 - g)`` is 1 in the background as well.
 
     Follows the idea of the distance-based weight of Zheng et al. (IEEE TMI 2021); the exact
-    normalisation is the one fixed in DESIGN.md.
+    normalisation is the one fixed in docs/design.md.
 
     Parameters
     ----------
@@ -284,7 +263,7 @@ class Stage1Loss(torch.nn.Module):
     Parameters
     ----------
     variant : str
-        One of :data:`VARIANTS`.
+        One of ``deeptree.config.LOSS_VARIANTS``.
     gul_weight : float
         Factor on the GUL term (1: plain sum as in the paper).
 
@@ -348,3 +327,44 @@ class Stage1Loss(torch.nn.Module):
             if i == 0:
                 parts = p
         return total, {k: float(v) for k, v in parts.items()}
+
+
+class DiceCEClDiceLoss(torch.nn.Module):
+    """DiceCE (``deeptree.stage1.losses.Stage1Loss("plain")``, with deep supervision) plus the soft
+    clDice loss of Shit et al. (CVPR 2021) on the airway probability.
+
+    ``L = DiceCE + weight * clDice(p_airway, g)``, clDice from MONAI
+    (``monai.losses.SoftclDiceLoss``, soft skeletons by iterated min/max pooling), computed on
+    the full-resolution output only (the deep-supervision heads get DiceCE). Shit et al.
+    combine soft Dice and clDice with alpha = 0.5; here clDice is added to nnU-Net's DiceCE
+    so that the comparison differs from nnUNet* by the topology term only.
+
+    Parameters
+    ----------
+    weight : float
+        Factor on the clDice term.
+    iterations : int
+        Soft-skeleton iterations (at least the largest lumen radius in voxels).
+
+    Notes
+    -----
+    Called like ``Stage1Loss``: ``loss, parts = criterion(outputs, label, distance)`` with
+    ``label`` (B, 1, X, Y, Z) integer classes (``> 0`` is airway); ``distance`` is ignored.
+    ``parts`` adds ``"cldice"`` to DiceCE's ``"dice"``, ``"ce"``.
+    """
+
+    def __init__(self, weight: float = 0.5, iterations: int = 3):
+        from monai.losses import SoftclDiceLoss
+
+        super().__init__()
+        self.weight = float(weight)
+        self.base = Stage1Loss("plain")
+        self.cldice = SoftclDiceLoss(iter_=int(iterations))
+
+    def forward(self, outputs, label: torch.Tensor, distance: torch.Tensor | None = None):
+        """Total loss (scalar tensor) and a dict of float parts."""
+        total, parts = self.base(outputs, label, None)
+        full = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        prob = torch.softmax(full.float(), dim=1)[:, 1:2]
+        cl = self.cldice(prob, (label > 0).float())
+        return total + self.weight * cl, {**parts, "cldice": float(cl.detach())}

@@ -1,9 +1,9 @@
 """ipywidgets slice viewers for notebooks (readers without a desktop for napari).
 
 :func:`slice_viewer` moves the axial, coronal and sagittal planes of
-:func:`deeptree.viz.show_planes` with three sliders; :func:`slice_slider` scrolls one plane.
-Overlays and colours are those of :mod:`deeptree.viz` (see :func:`deeptree.viz.case_overlays`).
-Both are reachable as ``deeptree.viz.slice_viewer`` / ``deeptree.viz.slice_slider``.
+:func:`deeptree.viz.planes.show_planes` with three sliders; :func:`slice_slider` scrolls one plane.
+Overlays and colours are those of :mod:`deeptree.viz` (see :func:`deeptree.viz.planes.case_overlays`).
+Both are also reachable as ``deeptree.viz.slice_viewer`` / ``deeptree.viz.slice_slider``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from deeptree.viz import (
+from deeptree.viz.colors import LUNG_WINDOW
+from deeptree.viz.planes import (
     _PLANES,
-    LUNG_WINDOW,
     _aspect,
     _default_index,
     _overlay_rgba,
@@ -111,7 +111,7 @@ def slice_viewer(
     spacing : 3 floats
         mm, for the aspect ratios.
     overlays : mapping, optional
-        As :func:`show_planes` (e.g. from :func:`case_overlays`).
+        As :func:`show_planes` (e.g. from :func:`~deeptree.viz.planes.case_overlays`).
     index : 3 ints, optional
         Start slices (i, j, k); default as :func:`show_planes`.
     window : (low, high) or None

@@ -4,7 +4,7 @@ Researchers inspecting a stage-1 prediction want to visit each gap between its p
 turn: :class:`BreakageNavigator` centres the camera (and the 2D slices) on each breakage
 centre, zooms in, selects the centre's point and shows its index and the gap's size;
 :func:`add_breakage_navigator` binds the keys '.' (next) and ',' (previous) and adds a small
-dock widget with the same buttons. Reachable as ``deeptree.viz.BreakageNavigator``.
+dock widget with the same buttons. Reachable as ``deeptree.viz.napari_navigator.BreakageNavigator``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from deeptree.io import InputError, check_spacing
 
-#: Name of the points layer of breakage centres made by deeptree.napari_case.show_case.
+#: Name of the points layer of breakage centres made by deeptree.viz.napari_case.show_case.
 CENTRES_LAYER = "breakage centres"
 
 

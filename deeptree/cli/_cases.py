@@ -1,0 +1,112 @@
+"""What the per-case subcommands share: finding the input masks by case id, the loop over
+the cases (a bad case is reported, the others go on), output names and JSON records.
+
+Not a subcommand (the leading underscore keeps it out of ``deeptree --help``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from deeptree.io import InputError, atomic_write, case_id_from_path
+
+
+def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict[str, Path]:
+    """NIfTI masks keyed by case id (``_0000`` and ``.nii(.gz)`` stripped): one file, a
+    folder of masks, or a dataset root with ``labelsTr/`` (its masks are used).
+
+    Parameters
+    ----------
+    path : path-like
+    option : str
+        The command-line option (or argument) that named ``path``, for errors.
+    allow_file : bool
+        Accept a single file; False: ``path`` must be a folder, and it may hold no mask.
+
+    Returns
+    -------
+    dict case id -> Path, sorted by file name (hidden files skipped)
+
+    Raises
+    ------
+    InputError
+        Nothing there, two files with the same case id, or (with ``allow_file``) no mask in
+        the folder.
+    """
+    path = Path(path)
+    if allow_file and path.is_file():
+        return {case_id_from_path(path): path}
+    if not path.is_dir():
+        if allow_file:
+            raise InputError(f"{path}: no such file or folder")
+        raise InputError(f"{path}: {option} must be a folder of .nii/.nii.gz masks")
+    folder = path / "labelsTr" if (path / "labelsTr").is_dir() else path
+    found: dict[str, Path] = {}
+    for file in sorted(folder.iterdir()):
+        if file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
+            continue
+        case_id = case_id_from_path(file)
+        if case_id in found:
+            raise InputError(
+                f"{folder}: two files for case {case_id}: {found[case_id].name}, {file.name}"
+            )
+        found[case_id] = file
+    if allow_file and not found:
+        raise InputError(f"{folder}: no .nii/.nii.gz mask in this folder")
+    return found
+
+
+def for_each_case(
+    cases: Mapping[str, Path], work: Callable[[str, Path], str], *, desc: str, progress: bool
+) -> list[str]:
+    """The per-case loop of the commands: ``work(case_id, path)`` on every case, printing the
+    line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`) is
+    skipped and the others go on.
+
+    Returns
+    -------
+    list of str
+        ``"<case id>: <error>"`` of each skipped case.
+    """
+    problems = []
+    for case_id, path in tqdm(cases.items(), desc=desc, unit="case", disable=not progress):
+        try:
+            line = work(case_id, path)
+        except InputError as err:
+            problems.append(f"{case_id}: {err}")
+            continue
+        print(line)
+    return problems
+
+
+def report_problems(command: str, problems: Sequence[str], what: str) -> int:
+    """Print the problems of a run on stderr (``deeptree <command>: <n> <what>:`` and one
+    line each); returns the exit status: 1 when there were problems, else 0."""
+    if not problems:
+        return 0
+    print(f"deeptree {command}: {len(problems)} {what}:", file=sys.stderr)
+    for line in problems:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+def output_path(out_dir, case_id: str, kind: str, suffix: str, dataset_layout: bool):
+    """``out/<id>_<kind><suffix>``, or ``out/<kind>Tr/<id><suffix>`` in the dataset layout."""
+    if dataset_layout:
+        return Path(out_dir) / f"{kind}Tr" / f"{case_id}{suffix}"
+    return Path(out_dir) / f"{case_id}_{kind}{suffix}"
+
+
+def write_json(path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+
+    atomic_write(path, write)

@@ -1,0 +1,341 @@
+"""What a reproduction writes: the :class:`ReproduceResult`, CSV and markdown tables, the JSON
+summary, and the figures (per-generation curves, maximum-intensity projections, 3D views).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deeptree.config import CLDICE, ReproduceSettings
+from deeptree.evaluation.paper import (
+    PAPER_SOURCE,
+    REGION_GROWING,
+    STAGE2_SUFFIX,
+    TABLE1_ROWS,
+    TABLE_METRICS,
+    Split,
+    effect_statements,
+    method_label,
+    paper_table1_rows,
+)
+from deeptree.io import atomic_write
+from deeptree.report import jsonable
+from deeptree.stage2.figures import repair_labels
+from deeptree.viz import napari_layers
+from deeptree.viz.colors import COMPARISON_COLORS, REPAIR_COLORS
+from deeptree.viz.planes import comparison_labels, comparison_mip
+
+
+def plot_generation_curves(
+    curves: Sequence[dict], methods: Sequence[str] | None = None, title: str | None = None
+):
+    """TLD and BD per GT generation, one line per method (matplotlib Figure, two panels)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    methods = (
+        list(methods) if methods is not None else list(dict.fromkeys(c["method"] for c in curves))
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in methods:
+        mine = [c for c in curves if c["method"] == method]
+        if not mine:
+            continue
+        gens = [c["generation"] for c in mine]
+        style = "--" if method.endswith(STAGE2_SUFFIX) else "-"
+        for ax, key in zip(axes, ("TLD", "BD"), strict=True):
+            ax.plot(
+                gens,
+                [100 * c[key] for c in mine],
+                style,
+                marker="o",
+                ms=3,
+                label=method_label(method),
+            )
+    for ax, key in zip(
+        axes,
+        ("tree length detected per generation", "branches detected per generation"),
+        strict=True,
+    ):
+        ax.set(xlabel="generation (0 = trachea)", ylabel="%", title=key, ylim=(-2, 102))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
+    """Write dict rows as CSV (header = keys of the first row), atomically."""
+    buffer = _io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return _write_text(Path(path), buffer.getvalue())
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of dict rows (booleans as ✓ / —)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = list(columns) if columns is not None else list(rows[0])
+
+    def cell(v):
+        if isinstance(v, bool):
+            return "✓" if v else "—"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def tables_markdown(result: ReproduceResult) -> str:
+    """The report of a run: both tables with the paper's numbers beside ours, the component
+    effects, the split and the training lengths (markdown)."""
+    s = result.settings
+    t2_cols = [
+        "method",
+        "AMC",
+        "GUL",
+        "stage2",
+        "n",
+        "BD",
+        "TLD",
+        "precision",
+        "paper BD",
+        "paper TLD",
+        "paper precision",
+    ]
+    t1_cols = [
+        "name",
+        "n",
+        "BD",
+        "TLD",
+        "precision",
+        "paper method",
+        "paper BD",
+        "paper TLD",
+        "paper precision",
+    ]
+    parts = [
+        f"# DeepTree reproduction ({s.profile} profile)\n",
+        f"Data: {result.data_label}. Split (paper proportions 50/20/20, rounded): "
+        f"{len(result.split.train)} training, {len(result.split.val)} validation, "
+        f"{len(result.split.test)} test cases. Stage 1: {s.stage1_train.iterations} iterations of batch "
+        f"{s.stage1_train.batch_size}, patch {tuple(s.stage1_net.patch_size)}, filters "
+        f"{tuple(s.stage1_net.filters)}; stage 2: {s.stage2_train.iterations} iterations of batch "
+        f"{s.stage2_train.batch_size}, patch {tuple(s.stage2_net.patch_size)}. Metrics: paper protocol "
+        "(trachea and main bronchi excluded), percent, mean ± sample std over the test cases.\n",
+        f"Columns `paper ...`: **{PAPER_SOURCE}** as published, not ours.\n",
+        "## Ablation (paper Table 2)\n",
+        markdown_table(result.table2, t2_cols),
+        "## Comparison (paper Table 1, methods built here)\n",
+        markdown_table(result.table1, t1_cols),
+        f"The paper's full Table 1 ({PAPER_SOURCE}):\n",
+        markdown_table(paper_table1_rows()),
+        "## Does each component help? (synthetic test cases)\n",
+        "\n".join(f"* {line}" for line in effect_statements(result.effects)) + "\n",
+    ]
+    return "\n".join(parts)
+
+
+@dataclass
+class ReproduceResult:
+    """Everything :func:`~deeptree.evaluation.reproduce.reproduce` produced.
+
+    Attributes
+    ----------
+    settings : ReproduceSettings
+    data_label : str
+        "synthetic cohort (...)" or the data folder.
+    split : Split
+    rows : list of dict
+        Per case and method (:func:`~deeptree.evaluation.reproduce.evaluate_case`).
+    generation_rows : list of dict
+    summary : dict
+        :func:`~deeptree.evaluation.reproduce.summarize_methods`.
+    table1, table2 : list of dict
+        :func:`~deeptree.evaluation.paper.table1_rows`, :func:`~deeptree.evaluation.paper.table2_rows`.
+    effects : list of dict
+        :func:`~deeptree.evaluation.paper.component_effects`.
+    curves : list of dict
+        :func:`~deeptree.evaluation.paper.generation_curves`.
+    figure_case : dict
+        First test case: ``id``, ``ct``, ``gt``, ``spacing``, ``masks`` (method -> mask),
+        ``repair`` (SegmentationResult of amc+gul + stage 2 or None).
+    checkpoints : dict
+        Model name -> checkpoint path.
+    trained : dict
+        Model name -> True if trained in this call, False if reused.
+    seconds : dict
+        Wall time per phase (``data``, ``train <name>``, ``evaluate``, ``total``).
+    paths : dict
+        Written files (tables, figures).
+    """
+
+    settings: ReproduceSettings
+    data_label: str
+    split: Split
+    rows: list
+    generation_rows: list
+    summary: dict
+    table1: list
+    table2: list
+    effects: list
+    curves: list
+    figure_case: dict
+    checkpoints: dict
+    trained: dict
+    seconds: dict
+    paths: dict = field(default_factory=dict)
+
+    def results(self) -> dict:
+        """Key figures for ``deeptree.report.save_results`` (flat, JSON-friendly)."""
+        s = self.settings
+        out = {
+            "profile": s.profile,
+            "data": self.data_label,
+            "split": f"{len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}",
+            "stage1_iterations": s.stage1_train.iterations,
+            "stage2_iterations": s.stage2_train.iterations,
+            "models_reused": sorted(k for k, v in self.trained.items() if not v),
+        }
+        for row in self.table2:
+            for key in TABLE_METRICS:
+                out[f"T2 {method_label(row['method'])} {key}"] = row[key]
+        for row in self.table1:
+            if row["method"] in (CLDICE, REGION_GROWING):
+                for key in TABLE_METRICS:
+                    out[f"T1 {method_label(row['method'])} {key}"] = row[key]
+        for e in self.effects:
+            out[f"{e['component']} {e['without']}->{e['with']} dTLD/dBD (points)"] = (
+                f"{e['dTLD']:+.1f} / {e['dBD']:+.1f}"
+            )
+        out["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
+        out["tables"] = str(self.paths.get("tables_md", ""))
+        return out
+
+
+def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write the tables (CSV + markdown), per-case and per-generation CSVs, the curve and MIP
+    figures and ``results.json`` under ``out_dir`` (every file atomically).
+
+    Returns
+    -------
+    dict name -> Path
+    """
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    paths = {
+        "table1_csv": write_csv(out / "tables" / "table1_comparison.csv", result.table1),
+        "table2_csv": write_csv(out / "tables" / "table2_ablation.csv", result.table2),
+        "paper_table1_csv": write_csv(out / "tables" / "paper_table1.csv", paper_table1_rows()),
+        "effects_csv": write_csv(out / "tables" / "component_effects.csv", result.effects),
+        "per_case_csv": write_csv(out / "tables" / "per_case.csv", result.rows),
+        "generations_csv": write_csv(out / "tables" / "per_generation.csv", result.curves),
+    }
+    paths["tables_md"] = _write_text(out / "tables" / "tables.md", tables_markdown(result))
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    fig = plot_generation_curves(
+        result.curves, title=f"per-generation detection, {len(result.split.test)} test cases"
+    )
+    paths["curves_png"] = atomic_write(
+        figures / "generation_curves.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
+    )
+    plt.close(fig)
+    fc = result.figure_case
+    shown = [m for m, _, _ in TABLE1_ROWS if m in fc["masks"]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.6), squeeze=False)
+    for ax, method in zip(axes[0], shown, strict=True):
+        comparison_mip(
+            fc["masks"][method], fc["gt"], fc["spacing"], ax=ax, title=method_label(method)
+        )
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(
+        f"{fc['id']}: true positive red, false negative blue, false positive green (coronal MIP)"
+    )
+    fig.tight_layout()
+    paths["fig3_mip_png"] = atomic_write(
+        figures / "fig3_mip.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
+    )
+    plt.close(fig)
+    result.paths.update(paths)
+    text = json.dumps(jsonable(result.results()), indent=2)
+    paths["results_json"] = _write_text(out / "results.json", text + "\n")
+    result.paths.update(paths)
+    return paths
+
+
+def percent_rows(rows: Sequence[dict], keys: Sequence[str] = (*TABLE_METRICS, "DSC")) -> list[dict]:
+    """Copies of ``rows`` with the fraction columns ``keys`` as percent strings (``"87.5"``;
+    ``"—"`` for None), for display."""
+    return [
+        {k: ("—" if v is None else f"{100 * v:.1f}") if k in keys else v for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def render_figures(
+    result: ReproduceResult,
+    out_dir: str | os.PathLike,
+    methods: Sequence[str] | None = None,
+    size=(500, 400),
+) -> dict[str, np.ndarray]:
+    """napari screenshots (needs a display, e.g. ``xvfb-run``): the paper's Fig. 3 comparison
+    (true positive red, false negative blue, false positive green) of each Table-1 method on
+    the first test case, and the stage-1 breakages of AMC + GUL before and after stage 2
+    (``deeptree.stage2.figures.repair_labels`` colours). Written as PNG under ``out_dir/figures``.
+
+    Parameters
+    ----------
+    result : ReproduceResult
+    out_dir : path-like
+    methods : sequence of str, optional
+        Method ids to render (default: the Table-1 methods).
+    size : (height, width)
+
+    Returns
+    -------
+    dict name -> RGBA picture (uint8 (H, W, 4)); names ``fig3 <method>``, ``repair before``,
+    ``repair after``.
+    """
+
+    fc = result.figure_case
+    figures = Path(out_dir) / "figures"
+    methods = [m for m, _, _ in TABLE1_ROWS] if methods is None else list(methods)
+    pictures = {}
+    for method in [m for m in methods if m in fc["masks"]]:
+        layer = napari_layers.LabelLayer(
+            method, comparison_labels(fc["masks"][method], fc["gt"]), COMPARISON_COLORS
+        )
+        pictures[f"fig3 {method}"] = napari_layers.render_3d([layer], fc["spacing"], size=size)
+        napari_layers.save_png(
+            pictures[f"fig3 {method}"], figures / f"fig3_{method.replace('+', '_')}.png"
+        )
+    if fc.get("repair") is not None:
+        before, after = repair_labels(fc["repair"])
+        for name, labels in (("repair before", before), ("repair after", after)):
+            layer = napari_layers.LabelLayer(name, labels, REPAIR_COLORS)
+            pictures[name] = napari_layers.render_3d([layer], fc["spacing"], size=size)
+            napari_layers.save_png(pictures[name], figures / f"{name.replace(' ', '_')}.png")
+    return pictures

@@ -1,0 +1,346 @@
+"""The paper's published tables (Table 1, Table 2) and how our summaries are set beside them:
+table rows, the effects of each component, per-generation curves, method labels.
+
+The published figures were measured on real CT (the BAS dataset, 20 test cases with curated
+labels); they are printed *beside* ours, labelled :data:`PAPER_SOURCE`, and never ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deeptree.config import CLDICE, LOSS_VARIANTS, VARIANTS
+from deeptree.io import InputError, list_cases
+
+#: Label of every published figure: they come from real CT, not from this reproduction.
+PAPER_SOURCE = "paper, real data (BAS, 20 test cases)"
+
+
+#: The paper's Table 1 (percent, mean and standard deviation): method -> metric -> (mean, std).
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "Juarez et al. [2]": {"BD": (69.2, 25.4), "TLD": (53.5, 20.9), "precision": (99.9, 0.1)},
+    "UNet++ [25]": {"BD": (87.2, 10.9), "TLD": (74.2, 11.8), "precision": (99.3, 0.6)},
+    "clDice [14]": {"BD": (88.0, 10.2), "TLD": (76.2, 11.1), "precision": (99.1, 0.7)},
+    "nnUNet [3]": {"BD": (89.1, 5.5), "TLD": (76.1, 6.4), "precision": (99.9, 0.1)},
+    "WingsNet [24]": {"BD": (89.2, 5.8), "TLD": (77.1, 5.7), "precision": (99.0, 0.8)},
+    "Qin et al. [12]": {"BD": (90.9, 8.8), "TLD": (80.7, 9.9), "precision": (98.4, 1.0)},
+    "Zheng et al. [23]": {"BD": (91.1, 5.5), "TLD": (80.1, 6.6), "precision": (98.9, 0.7)},
+    "DeepTree": {"BD": (95.4, 3.6), "TLD": (88.9, 4.5), "precision": (97.2, 1.1)},
+}
+
+
+#: The paper's Table 2 (percent): (stage-1 variant, with stage 2) -> metric -> (mean, std).
+PAPER_TABLE2: dict[tuple[str, bool], dict[str, tuple[float, float]]] = {
+    ("plain", False): {"BD": (90.3, 5.1), "TLD": (78.1, 6.7), "precision": (99.8, 0.2)},
+    ("amc", False): {"BD": (91.9, 4.7), "TLD": (81.0, 5.9), "precision": (99.4, 0.4)},
+    ("gul", False): {"BD": (93.3, 4.4), "TLD": (83.1, 5.9), "precision": (98.8, 0.6)},
+    ("amc+gul", False): {"BD": (95.1, 3.6), "TLD": (88.2, 4.7), "precision": (97.4, 1.1)},
+    ("plain", True): {"BD": (91.2, 5.2), "TLD": (79.6, 6.5), "precision": (99.7, 0.3)},
+    ("amc", True): {"BD": (92.5, 4.5), "TLD": (82.3, 5.7), "precision": (99.4, 0.4)},
+    ("gul", True): {"BD": (94.1, 4.0), "TLD": (85.9, 5.8), "precision": (98.4, 0.7)},
+    ("amc+gul", True): {"BD": (95.4, 3.6), "TLD": (88.9, 4.5), "precision": (97.2, 1.1)},
+}
+
+
+#: Metrics of the paper's tables (fractions in our rows, percent in the tables).
+TABLE_METRICS: tuple[str, ...] = ("BD", "TLD", "precision")
+
+
+#: The paper's split: 50 training, 20 validation, 20 test cases out of 90.
+PAPER_SPLIT: tuple[int, int, int] = (50, 20, 20)
+
+
+REGION_GROWING = "region-growing"
+
+
+STAGE2_SUFFIX = "+stage2"
+
+
+#: Table 1 rows: (method id of our rows, our label, the paper's row beside it or None).
+TABLE1_ROWS: tuple[tuple[str, str, str | None], ...] = (
+    (REGION_GROWING, "classical: region growing (multi-threshold)", None),
+    ("plain", "nnUNet* with DiceCE", "nnUNet [3]"),
+    (CLDICE, "clDice: nnUNet* with DiceCE + soft clDice", "clDice [14]"),
+    ("gul", "GUL, the WingsNet loss: nnUNet* with DiceCE + GUL", "WingsNet [24]"),
+    ("amc+gul" + STAGE2_SUFFIX, "DeepTree: AMC + GUL + stage 2", "DeepTree"),
+)
+
+
+def method_ids(stage2: bool = True) -> list[str]:
+    """Ids of every evaluated method, in table order: the four variants, then each with
+    ``+stage2`` (if ``stage2``), clDice, region growing."""
+
+    ids = list(LOSS_VARIANTS)
+    if stage2:
+        ids += [v + STAGE2_SUFFIX for v in LOSS_VARIANTS]
+    return ids + [CLDICE, REGION_GROWING]
+
+
+def _pct(stats: dict) -> str:
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def _paper(values: dict | None, key: str) -> str:
+    if values is None:
+        return "—"
+    mean, std = values[key]
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def table2_rows(summary: dict) -> list[dict]:
+    """The ablation (paper Table 2): one row per (variant, stage 2) present in ``summary``.
+
+    Returns
+    -------
+    list of dict
+        ``method``, ``AMC``, ``GUL``, ``stage2`` (bools), ``n`` (test cases), ``BD``,
+        ``TLD``, ``precision`` (ours, "mean ± std" in percent) and ``paper BD``, ``paper
+        TLD``, ``paper precision`` (:data:`PAPER_TABLE2`, percent, real data).
+    """
+    rows = []
+    for with_stage2 in (False, True):
+        for variant in LOSS_VARIANTS:
+            amc, gul = VARIANTS[variant].amc, VARIANTS[variant].gul
+            method = variant + (STAGE2_SUFFIX if with_stage2 else "")
+            if method not in summary:
+                continue
+            s = summary[method]
+            rows.append(
+                {
+                    "method": method,
+                    "AMC": amc,
+                    "GUL": gul,
+                    "stage2": with_stage2,
+                    "n": s["BD"]["n"],
+                    **{k: _pct(s[k]) for k in TABLE_METRICS},
+                    **{
+                        f"paper {k}": _paper(PAPER_TABLE2[(variant, with_stage2)], k)
+                        for k in TABLE_METRICS
+                    },
+                }
+            )
+    return rows
+
+
+def table1_rows(summary: dict) -> list[dict]:
+    """The comparison (paper Table 1) for the methods built here, beside the paper's row of
+    the same method (:data:`TABLE1_ROWS`).
+
+    Returns
+    -------
+    list of dict
+        ``method`` (id), ``name``, ``n``, ``BD``, ``TLD``, ``precision`` (ours, percent),
+        ``paper method`` and ``paper BD``/``TLD``/``precision`` ("—" where the paper has no
+        such row).
+    """
+    rows = []
+    for method, name, paper_name in TABLE1_ROWS:
+        if method not in summary:
+            continue
+        s = summary[method]
+        paper = PAPER_TABLE1.get(paper_name) if paper_name else None
+        rows.append(
+            {
+                "method": method,
+                "name": name,
+                "n": s["BD"]["n"],
+                **{k: _pct(s[k]) for k in TABLE_METRICS},
+                "paper method": paper_name or "—",
+                **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
+            }
+        )
+    return rows
+
+
+def paper_table1_rows() -> list[dict]:
+    """All rows of the paper's Table 1 as published (percent, real data)."""
+    return [
+        {"method": name, **{k: _paper(v, k) for k in TABLE_METRICS}}
+        for name, v in PAPER_TABLE1.items()
+    ]
+
+
+#: Comparisons behind "does each component help": (component, without, with).
+EFFECT_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("AMC", "plain", "amc"),
+    ("AMC", "gul", "amc+gul"),
+    ("GUL", "plain", "gul"),
+    ("GUL", "amc", "amc+gul"),
+    *(("stage 2", v, v + STAGE2_SUFFIX) for v in LOSS_VARIANTS),
+)
+
+
+def _paper_mean(method: str, key: str) -> float:
+    stage2 = method.endswith(STAGE2_SUFFIX)
+    return PAPER_TABLE2[(method.removesuffix(STAGE2_SUFFIX), stage2)][key][0]
+
+
+def component_effects(summary: dict) -> list[dict]:
+    """Change of mean TLD and BD when a component is added, ours against the paper's.
+
+    Parameters
+    ----------
+    summary : dict
+        :func:`~deeptree.evaluation.reproduce.summarize_methods` output.
+
+    Returns
+    -------
+    list of dict, one per pair of :data:`EFFECT_PAIRS` present in ``summary``:
+    ``component``, ``without``, ``with``, ``dTLD``, ``dBD``, ``dprecision`` (ours, percentage
+    points), ``paper dTLD``, ``paper dBD``, ``paper dprecision`` (percentage points, real
+    data), ``TLD improves``, ``BD improves`` (ours: strictly higher mean), ``n`` (test cases).
+    """
+    out = []
+    for component, without, with_ in EFFECT_PAIRS:
+        if without not in summary or with_ not in summary:
+            continue
+        row = {
+            "component": component,
+            "without": without,
+            "with": with_,
+            "n": summary[with_]["BD"]["n"],
+        }
+        for key in TABLE_METRICS:
+            row[f"d{key}"] = round(
+                100 * (summary[with_][key]["mean"] - summary[without][key]["mean"]), 2
+            )
+            row[f"paper d{key}"] = round(_paper_mean(with_, key) - _paper_mean(without, key), 2)
+        row["TLD improves"] = bool(row["dTLD"] > 0)
+        row["BD improves"] = bool(row["dBD"] > 0)
+        out.append(row)
+    return out
+
+
+def effect_statements(effects: Sequence[dict]) -> list[str]:
+    """One sentence per :func:`component_effects` row, saying what we measured and what the
+    paper reports, whichever way it goes."""
+    lines = []
+    for e in effects:
+        verdict = []
+        for key in ("TLD", "BD"):
+            word = "improves" if e[f"{key} improves"] else "does not improve"
+            verdict.append(
+                f"{word} {key} ({e[f'd{key}']:+.1f} points; paper {e[f'paper d{key}']:+.1f})"
+            )
+        lines.append(
+            f"{e['component']} ({e['without']} -> {e['with']}, {e['n']} synthetic test cases): "
+            + " and ".join(verdict)
+            + f"; precision {e['dprecision']:+.1f} points (paper {e['paper dprecision']:+.1f})."
+        )
+    return lines
+
+
+def generation_curves(generation_rows: Sequence[dict]) -> list[dict]:
+    """Per-generation TLD and BD per method, pooled over the test cases (skeleton voxels and
+    branches summed before dividing).
+
+    Returns
+    -------
+    list of dict
+        ``method``, ``generation``, ``TLD``, ``BD`` (fractions), ``skeleton_total``,
+        ``branches_total``, sorted by method then generation.
+    """
+    pooled: dict[tuple[str, int], list[int]] = {}
+    for r in generation_rows:
+        acc = pooled.setdefault((r["method"], int(r["generation"])), [0, 0, 0, 0])
+        acc[0] += int(r["skeleton_covered"])
+        acc[1] += int(r["skeleton_total"])
+        acc[2] += int(r["branches_detected"])
+        acc[3] += int(r["branches_total"])
+    order = {m: i for i, m in enumerate(dict.fromkeys(r["method"] for r in generation_rows))}
+    out = []
+    for (method, gen), (cov, tot, det, btot) in sorted(
+        pooled.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])
+    ):
+        out.append(
+            {
+                "method": method,
+                "generation": gen,
+                "TLD": cov / tot if tot else 0.0,
+                "BD": det / btot if btot else 0.0,
+                "skeleton_total": tot,
+                "branches_total": btot,
+            }
+        )
+    return out
+
+
+def method_label(method: str) -> str:
+    """A readable name of a method id (``"amc+gul+stage2"`` -> ``"nnUNet* + AMC + GUL + stage 2"``)."""
+    if method == REGION_GROWING:
+        return "region growing"
+    label = VARIANTS[method.removesuffix(STAGE2_SUFFIX)].label
+    return label + " + stage 2" if method.endswith(STAGE2_SUFFIX) else label
+
+
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """Training, validation and test sizes for ``n`` cases in the paper's 50/20/20 proportions.
+
+    ``n_test = n_val = floor(2 n / 9 + 1/2)``; at least 1 test case; at least 1 validation
+    case when ``n >= 3``; the rest trains (see the module docstring).
+
+    Parameters
+    ----------
+    n : int
+        Number of cases (>= 2).
+
+    Returns
+    -------
+    (n_train, n_val, n_test) : tuple of int, summing to ``n``.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 cases (one to train, one to test).
+    """
+    n = int(n)
+    if n < 2:
+        raise InputError(f"reproduce: need at least 2 cases (1 training, 1 test), got {n}")
+    share = PAPER_SPLIT[2] / sum(PAPER_SPLIT)
+    n_test = max(1, math.floor(n * share + 0.5))
+    n_val = max(1 if n >= 3 else 0, math.floor(n * share + 0.5))
+    while n - n_test - n_val < 1:  # small n: training keeps at least one case
+        if n_val > (1 if n >= 3 else 0):
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n - n_val - n_test, n_val, n_test
+
+
+@dataclass(frozen=True)
+class Split:
+    """Cases of each part (``deeptree.io.CasePaths``, id order)."""
+
+    train: list
+    val: list
+    test: list
+
+    def ids(self) -> dict[str, list[str]]:
+        """``{"train": [...], "val": [...], "test": [...]}`` case ids."""
+        return {k: [c.id for c in getattr(self, k)] for k in ("train", "val", "test")}
+
+
+def split_dataset(root: str | os.PathLike) -> Split:
+    """List an ATM'22-layout dataset and split it with :func:`split_sizes`.
+
+    Parameters
+    ----------
+    root : path-like
+        ``imagesTr/ID_0000.nii.gz`` + ``labelsTr/ID.nii.gz``.
+
+    Raises
+    ------
+    InputError
+        An empty dataset, fewer than 2 cases, or a case without its CT or label.
+    """
+
+    cases = list_cases(root)
+    for c in cases:
+        if c.image is None or c.label is None:
+            missing = "CT" if c.image is None else "label"
+            raise InputError(f"{root}: case {c.id} has no {missing} (imagesTr/labelsTr)")
+    n_train, n_val, _ = split_sizes(len(cases))
+    return Split(cases[:n_train], cases[n_train : n_train + n_val], cases[n_train + n_val :])

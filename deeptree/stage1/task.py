@@ -1,0 +1,223 @@
+"""Stage 1 training tasks: the anatomy-aware network with its loss, data and validation as a
+:class:`deeptree.train.TrainingTask` (notebook 05), the clDice comparison model (notebook 07),
+and the stage-1 model that notebook 06 starts from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deeptree.checkpoints import LoadedModel
+from deeptree.config import NOTEBOOK_COHORT, NetworkConfig, TrainConfig, get_config
+from deeptree.metrics import airway_metrics, prepare_ground_truth
+from deeptree.networks import init_foreground_prior, stage1_network
+from deeptree.phantom import generate_cohort
+from deeptree.report import results_dir
+from deeptree.stage1.data import Stage1PatchDataset, load_cohort, split_cases
+from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss, check_variant
+from deeptree.stage1.predict import load_stage1_model, predict_stage1
+from deeptree.train import TrainingTask, train
+
+
+def stage1_task(
+    train_cases: list,
+    val_cases: list,
+    variant: str,
+    net,
+    cfg: TrainConfig,
+    *,
+    profile: str | None = None,
+    device: str | torch.device | None = None,
+) -> TrainingTask:
+    """Assemble the stage-1 :class:`TrainingTask`.
+
+    Parameters
+    ----------
+    train_cases, val_cases : list of deeptree.stage1.data.Stage1Case
+        Prepared cases (``deeptree.stage1.data.load_cohort`` + ``split_cases``); validation cases
+        are predicted whole by sliding-window inference and scored with
+        ``deeptree.metrics.airway_metrics`` (paper protocol: BD, TLD, precision, DSC,
+        averaged over the cases). No validation if empty.
+    variant : str
+        ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.stage1.losses``).
+    net : NetworkConfig
+    cfg : TrainConfig
+        Seeds the weights (``cfg.seed``), the patch stream and its class ratios;
+        ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
+    profile : str, optional
+        Recorded in the checkpoint.
+    device : optional
+        Where validation inference runs (default: CUDA if available).
+    """
+
+    check_variant(variant)
+    torch.manual_seed(cfg.seed)
+    model = stage1_network(net, variant)
+    if cfg.foreground_prior is not None:
+        init_foreground_prior(model, cfg.foreground_prior)
+    criterion = Stage1Loss(variant)
+    dataset = Stage1PatchDataset(
+        train_cases,
+        net.patch_size,
+        ratios=cfg.patch_class_ratios,
+        seed=cfg.seed,
+        length=cfg.iterations * cfg.batch_size,
+    )
+
+    def loss_fn(outputs, batch):
+        return criterion(outputs, batch["label"], batch["distance"])
+
+    meta = {
+        "stage": 1,
+        "variant": variant,
+        "filters": list(net.filters),
+        "patch_size": list(net.patch_size),
+        "overlap": net.inference_overlap,
+        "profile": profile,
+        "name": f"stage 1, {variant}",
+    }
+    validate = _stage1_validator(val_cases, net, device) if val_cases else None
+    return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
+
+
+def _stage1_validator(val_cases: list, net, device) -> Callable[[torch.nn.Module], dict]:
+
+    references = [
+        prepare_ground_truth(np.asarray(c.label) > 0, c.spacing, name=f"{c.id} label")
+        for c in val_cases
+    ]
+
+    def validate(model: torch.nn.Module) -> dict:
+        rows = []
+        for case, reference in zip(val_cases, references, strict=True):
+            pred = predict_stage1(
+                model,
+                np.asarray(case.image),
+                net.patch_size,
+                overlap=net.inference_overlap,
+                device=next(model.parameters()).device if device is None else device,
+                normalized=True,
+                name=case.id,
+            )
+            rows.append(airway_metrics(pred.mask, reference, case.spacing))
+        return {k: float(np.mean([r[k] for r in rows])) for k in ("BD", "TLD", "precision", "DSC")}
+
+    return validate
+
+
+def stage1_checkpoint_of_notebook05(run_dir) -> Path:
+    """Where notebook 05 writes its stage-1 model: ``<run_dir>/05_stage1/run/last.pt``
+    (``run_dir`` as resolved by ``deeptree.report.results_dir``)."""
+
+    return results_dir(run_dir) / "05_stage1" / "run" / "last.pt"
+
+
+def ensure_stage1_model(
+    run_dir,
+    profile: str,
+    out_dir,
+    *,
+    checkpoint=None,
+    variant: str = "amc+gul",
+    seed: int = 0,
+    device="cpu",
+) -> tuple[LoadedModel, str]:
+    """The stage-1 model for notebook 06: ``checkpoint`` if given, else notebook 05's if it
+    ran in the same ``run_dir`` with the same profile, else one trained here on 05's cohort
+    (same phantoms, same seeds).
+
+    Parameters
+    ----------
+    run_dir : path-like or None
+    profile : str
+    out_dir : path-like
+        Where an inline run goes (``out_dir/stage1_cohort``, ``out_dir/stage1``); resumed if
+        it exists.
+    checkpoint : path-like, optional
+        A stage-1 ``last.pt`` to use as is.
+    variant, seed
+        As notebook 05's parameters.
+
+    Returns
+    -------
+    model : LoadedModel
+        The network (eval mode) and its checkpoint metadata.
+    origin : str
+        Which checkpoint was used.
+    """
+
+    if checkpoint is not None:
+        return load_stage1_model(checkpoint, device), f"given: {checkpoint}"
+    path = stage1_checkpoint_of_notebook05(run_dir)
+    if path.is_file():
+        loaded = load_stage1_model(path, device)
+        if loaded.meta.get("profile") == profile:
+            return loaded, f"notebook 05: {path}"
+    out_dir = Path(out_dir)
+    config = get_config(profile)
+    n_train, _ = NOTEBOOK_COHORT[profile]
+    generate_cohort(
+        out_dir / "stage1_cohort",
+        "gpu" if profile == "gpu" else profile,
+        n_train,
+        seed=seed,
+        progress=False,
+    )
+    cases = load_cohort(out_dir / "stage1_cohort", out_dir / "stage1_cache")
+    train_cases, val_cases = split_cases(cases, config.stage1_train.val_cases)
+    task = stage1_task(
+        train_cases, [], variant, config.stage1_net, config.stage1_train, profile=profile
+    )
+    result = train(
+        task, config.stage1_train, out_dir / "stage1", resume=True, progress=False, device=device
+    )
+    return load_stage1_model(result.checkpoint, device), f"trained here: {result.checkpoint}"
+
+
+def cldice_task(
+    train_cases,
+    val_cases,
+    net: NetworkConfig,
+    cfg: TrainConfig,
+    *,
+    weight=0.5,
+    iterations=3,
+    profile=None,
+):
+    """The :class:`deeptree.train.TrainingTask` of the clDice comparison model.
+
+    Assembled as ``deeptree.stage1.task.stage1_task`` does for ``"plain"`` (same 2-channel network,
+    patch dataset and validation), with :class:`DiceCEClDiceLoss` as the loss. The metadata
+    keep ``variant="plain"`` (the network, so that ``load_stage1_model`` rebuilds it) and add
+    ``loss="dice-ce+cldice"``.
+
+    Parameters
+    ----------
+    train_cases, val_cases : list of deeptree.stage1.data.Stage1Case
+    net : NetworkConfig
+    cfg : TrainConfig
+    weight, iterations : float, int
+        :class:`DiceCEClDiceLoss` settings.
+    profile : str, optional
+    """
+
+    base = stage1_task(train_cases, val_cases, "plain", net, cfg, profile=profile)
+    criterion = DiceCEClDiceLoss(weight, iterations)
+
+    def loss_fn(outputs, batch):
+        return criterion(outputs, batch["label"], None)
+
+    meta = {
+        **base.meta,
+        "loss": "dice-ce+cldice",
+        "cldice_weight": float(weight),
+        "cldice_iterations": int(iterations),
+        "name": "stage 1, clDice",
+    }
+    return TrainingTask(
+        model=base.model, loss_fn=loss_fn, dataset=base.dataset, validate=base.validate, meta=meta
+    )
