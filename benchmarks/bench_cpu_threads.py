@@ -69,7 +69,7 @@ def worker(steps: int) -> dict:
     import torch
 
     from deeptree.config import get_config
-    from deeptree.losses import Stage1Loss
+    from deeptree.stage1.losses import Stage1Loss
     from deeptree.networks import stage1_network
     from deeptree.threads import current_policy
 

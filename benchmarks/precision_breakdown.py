@@ -37,7 +37,7 @@ from _common import finish_report  # noqa: E402
 from deeptree.checkpoints import selected_checkpoint
 from deeptree.evaluation.paper import split_dataset
 from deeptree.io import load_case  # noqa: E402
-from deeptree.metrics import largest_component  # noqa: E402
+from deeptree.masks import largest_components  # noqa: E402
 from deeptree.pipeline import repair
 from deeptree.stage1.predict import load_stage1_model, predict_stage1
 from deeptree.stage2.figures import repair_sources
@@ -56,7 +56,7 @@ def breakdown(ct: np.ndarray, gt: np.ndarray, stage1: np.ndarray, final: np.ndar
 
     return {
         "gt": int(gt.sum()),
-        "stage1_voxels": int(largest_component(stage1).sum()),
+        "stage1_voxels": int(largest_components(stage1, 1)[0].sum()),
         "stage1_fp": int(counts[1] + counts[2]),
         "stage1_fp_touching_gt": int(counts[1]),
         "stage1_fp_elsewhere": int(counts[2]),

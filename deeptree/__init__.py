@@ -33,6 +33,6 @@ from deeptree.threads import apply_policy
 
 __version__ = "0.1.0"
 
-# Before anything imports torch: OpenMP threads that sleep instead of spinning, as many as
-# there are free cores (deeptree/threads.py says why and what an explicit setting changes).
+# Before anything imports torch: OpenMP threads that sleep instead of spinning while they wait
+# (deeptree/threads.py says why, and what an explicit setting of the user's changes).
 apply_policy()

@@ -75,10 +75,16 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (i, j, k))  # type: ignore[return-value]
 
 
-def _label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """scipy.ndimage.label on a C-ordered copy (faster than strided)."""
+def check_connectivity(connectivity: int) -> int:
+    """Return ``connectivity`` if it is 6 or 26 (voxel neighbours), else raise InputError."""
     if connectivity not in _STRUCTURES:
         raise InputError(f"connectivity must be 6 or 26, got {connectivity!r}")
+    return connectivity
+
+
+def _label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """scipy.ndimage.label on a C-ordered copy (faster than strided)."""
+    check_connectivity(connectivity)
     labels, n = ndi.label(np.ascontiguousarray(mask), structure=_STRUCTURES[connectivity])
     return labels.astype(np.int32, copy=False), int(n)
 

@@ -99,10 +99,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from deeptree.config import AnatomyConfig
-from deeptree.io import InputError, check_spacing, check_volume
+from deeptree.io import InputError, check_spacing
+from deeptree.masks import as_binary_mask, bounding_box, check_connectivity, label_components
 from deeptree.tree import AirwayTree, parse_tree
 
 #: Evaluation protocols: ``"paper"`` excludes the central airways, ``"atm22"`` does not.
@@ -247,7 +247,7 @@ def prepare_ground_truth(
         match, or a GT whose parse has no branch.
     """
     spacing = check_spacing(spacing, f"{name} spacing")
-    mask = _as_binary(gt, name)
+    mask = as_binary_mask(gt, name, allow_empty=True)
     if not mask.any():
         raise InputError(f"{name}: the ground-truth mask is empty (no foreground voxel)")
     if gt_tree is None:
@@ -278,7 +278,7 @@ def prepare_ground_truth(
 
     # Work inside the bounding box of the parsed mask: the skeleton and the branch region
     # lie there, and a crop is ~10x smaller than a CT-sized volume.
-    box = _bounding_box(gt_tree.mask)
+    box = bounding_box(gt_tree.mask)
     assert box is not None  # a tree with branches has a non-empty mask
     lo = np.array([s.start for s in box], dtype=np.int64)
     skeleton_coords = np.argwhere(gt_tree.skeleton[box]) + lo
@@ -334,44 +334,12 @@ class _Component:
         return values
 
 
-def _structure(connectivity: int) -> np.ndarray:
-    if connectivity == 26:
-        return ndimage.generate_binary_structure(3, 3)
-    if connectivity == 6:
-        return ndimage.generate_binary_structure(3, 1)
-    raise InputError(f"connectivity must be 6 or 26, got {connectivity!r}")
-
-
-def largest_component(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
-    """The largest connected component of a binary mask.
-
-    Parameters
-    ----------
-    mask : ndarray of bool, shape (I, J, K)
-    connectivity : {26, 6}
-        Voxel connectivity (26: faces, edges and corners; 6: faces only).
-
-    Returns
-    -------
-    ndarray of bool, shape (I, J, K)
-        A new array (all False for an empty mask). Among equal-sized largest components the
-        one with the lowest label (first in C order) is kept.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    result = np.zeros(mask.shape, dtype=bool)
-    component = _largest_component(mask, connectivity)
-    if component is not None:
-        result[component.box] = component.mask
-    return result
-
-
 def _largest_component(mask: np.ndarray, connectivity: int) -> _Component | None:
-    structure = _structure(connectivity)
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return None
     crop = mask[box]
-    labels, n = ndimage.label(crop, structure=structure)
+    labels, n = label_components(crop, connectivity=connectivity)
     if n == 1:
         return _Component(mask=crop, box=box, n_components=1)
     sizes = np.bincount(labels.ravel())
@@ -531,7 +499,7 @@ def _evaluate_inputs(
         raise InputError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     if not 0.0 < float(threshold) <= 1.0:
         raise InputError(f"threshold must be in (0, 1], got {threshold!r}")
-    _structure(connectivity)  # validates connectivity
+    check_connectivity(connectivity)
     spacing = check_spacing(spacing, f"{gt_name} spacing")
     if pred_spacing is not None:
         pred_spacing = check_spacing(pred_spacing, f"{pred_name} spacing")
@@ -552,7 +520,7 @@ def _evaluate_inputs(
         reference = gt
     else:
         reference = prepare_ground_truth(gt, spacing, gt_tree, name=gt_name)
-    pred_mask = _as_binary(pred, pred_name)
+    pred_mask = as_binary_mask(pred, pred_name, allow_empty=True)
     if pred_mask.shape != reference.shape:
         raise InputError(
             f"{pred_name}: shape {pred_mask.shape} does not match the {gt_name} shape {reference.shape}"
@@ -724,43 +692,3 @@ def format_summary(summary: Mapping[str, Mapping[str, float]], digits: int = 1) 
         key: f"{100 * stats['mean']:.{digits}f} ± {100 * stats['std']:.{digits}f}"
         for key, stats in summary.items()
     }
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def _as_binary(mask: np.ndarray, name: str) -> np.ndarray:
-    """Check that ``mask`` is a binary 3D volume and return it as bool (cheaply).
-
-    Same contract as :func:`deeptree.io.check_binary_mask` with ``allow_empty=True``, but
-    with a min/max test for integer masks instead of ``np.unique`` (a sort of the whole
-    volume), so that the validation fast path stays cheap on CT-sized volumes.
-    """
-    mask = check_volume(mask, name)
-    if mask.dtype == bool:
-        return mask
-    if mask.dtype.kind in "iu":
-        low, high = mask.min(), mask.max()
-        if low >= 0 and high <= 1:
-            return mask.astype(bool)
-        bad = low if low < 0 else high
-        raise InputError(f"{name}: expected a binary mask (0/1), found the value {bad}")
-    not_binary = (mask != 0) & (mask != 1)
-    if not_binary.any():
-        raise InputError(
-            f"{name}: expected a binary mask (0/1), found the value {mask[not_binary][0]}"
-            f" ({int(np.count_nonzero(not_binary))} voxels are neither 0 nor 1)"
-        )
-    return mask.astype(bool)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The smallest box holding every True voxel of a 3D mask, None if empty."""
-    box = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        filled = np.flatnonzero(mask.any(axis=others))
-        if filled.size == 0:
-            return None
-        box.append(slice(int(filled[0]), int(filled[-1]) + 1))
-    return tuple(box)  # type: ignore[return-value]

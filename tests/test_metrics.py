@@ -10,12 +10,12 @@ from scipy import ndimage
 from tree_builders import binary_tree, rasterize
 
 from deeptree.io import InputError, read_nifti
+from deeptree.masks import largest_components
 from deeptree.metrics import (
     METRIC_KEYS,
     airway_metrics,
     format_summary,
     generation_metrics,
-    largest_component,
     prepare_ground_truth,
     summarize,
 )
@@ -290,9 +290,9 @@ def test_largest_component():
     mask[2:5, 2:5, 2:5] = True  # 27 voxels
     mask[6:8, 6:8, 6:8] = True  # 8 voxels
     mask[5, 5, 5] = True  # touches both only by corners
-    assert largest_component(mask, 6).sum() == 27
-    assert largest_component(mask, 26).sum() == 27 + 8 + 1
-    assert not largest_component(np.zeros((3, 3, 3), bool)).any()
+    assert largest_components(mask, 1, 6)[0].sum() == 27
+    assert largest_components(mask, 1, 26)[0].sum() == 27 + 8 + 1
+    assert not largest_components(np.zeros((3, 3, 3), bool), 1)[0].any()
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_coarse_real_airway_has_only_central_branches(cip_ct64_dir):
     # those join the prediction's largest 26-component and count as false positives
     assert m["gt_components_dropped"] == reference.n_components_dropped == 21
     mask = volume.array > 0
-    kept = largest_component(mask, 26)
+    kept, _ = largest_components(mask, 1, 26)
     expected = np.count_nonzero(kept & reference.parsed_mask) / np.count_nonzero(kept)
     assert m["precision"] == pytest.approx(expected, abs=1e-12) and m["precision"] < 1.0
     assert m["n_components"] >= 1

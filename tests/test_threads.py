@@ -16,7 +16,7 @@ import pytest
 
 import deeptree
 from deeptree import threads
-from deeptree.runner import run_notebooks
+from deeptree.notebooks import run_notebooks
 
 REPO = Path(deeptree.__file__).resolve().parent.parent
 THREAD_VARIABLES = (*threads.USER_VARIABLES, threads.OPT_OUT_VARIABLE, "OMP_DISPLAY_ENV")
