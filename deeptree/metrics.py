@@ -46,9 +46,8 @@ Two protocols:
     ``*_label.nii.gz`` beside ``*_parse`` and ``*_skel``, and the metric functions of
     ``evaluation_atm_22.py`` score the prediction against that label. A GT with stray
     small components therefore counts a prediction of them as false positives, and a
-    filled hole as a GT voxel (issue 23: the raw mask put precision 0.30 points too high
-    on a real reference mask with 68 small components, up to 0.8 points on phantoms with
-    40; ``benchmarks/RESULTS.md``).
+    filled hole as a GT voxel (scored against the raw mask instead, precision comes out up
+    to 0.8 points too high on phantoms with 40 stray components; ``benchmarks/RESULTS.md``).
 ``"paper"`` (default)
     The paper (DeepTree, Sec. 3: "we also exclude the trachea and left/right main bronchi
     for evaluation of all three metrics"). The *central region* C is the set of voxels
