@@ -279,13 +279,15 @@ def test_browser_check_reports_what_is_broken(tmp_path):
     (site / "other.html").write_text(
         '<html><body><script src="https://cdn.example.invalid/x.js"></script>'
         '<div class="deeptree-mesh" data-mesh="k"><canvas width="50" height="50"></canvas>'
-        "</div><script>undefinedFunction()</script></body></html>")
+        '</div><script>undefinedFunction()</script><script src="big.js"></script></body></html>')
+    (site / "big.js").write_text("var big = '" + "a" * 1_100_000 + "';\n")
     problems = "\n".join(check_site(site, tmp_path / "shots"))
     for expected in ["index.html: broken link: file://", "missing.html",
                      "index.html: broken anchor:", "index.html: broken image: nothing.png",
                      "index.html: console error: boom",
                      "other.html: request leaves the folder: https://cdn.example.invalid/x.js",
-                     "other.html: script error:", "other.html: 3D view 0 is empty"]:
+                     "other.html: script error:", "other.html: 3D view 0 is empty",
+                     "other.html: page weighs 1.1"]:
         assert expected in problems, (expected, problems)
     assert "broken link: file://" + str(site / "other.html") not in problems
 

@@ -1,9 +1,10 @@
 """Check the built book in headless Chromium, as a reader opens it from a folder.
 
 Every page is opened from ``file://``. A page fails on: a console error or an uncaught
-script error; a request that failed or that left the folder (a CDN); a broken image; an
-internal link (``<a href>``) to a file that is not in the site or to an anchor that is not on
-its page; an interactive 3D view whose canvas stayed empty. The landing page and each chapter
+script error; a request that failed or that left the folder (a CDN); a broken image; more
+than :data:`MAX_PAGE_BYTES` of HTML, scripts and styles; an internal link (``<a href>``) to a
+file that is not in the site or to an anchor that is not on its page; an interactive 3D view
+whose canvas stayed empty. The landing page and each chapter
 (and results and model card pages) are saved as full-page screenshots.
 
 Needs the ``playwright`` package (the ``book`` extra) and a Chromium executable: Debian's
@@ -27,6 +28,10 @@ SKIPPED_PAGES = ("404.html",)
 
 #: Longest side of a screenshot (px): taller pages are cut there.
 MAX_SCREENSHOT_HEIGHT = 12_000
+
+#: Most bytes of a page's HTML, scripts and style sheets together (images not counted): the
+#: 3D view must stay small.
+MAX_PAGE_BYTES = 1_000_000
 
 #: Share of a 3D view's canvas pixels that must differ from its background.
 MIN_DRAWN_FRACTION = 0.01
@@ -144,8 +149,12 @@ def check_site(site: str | os.PathLike, screenshots: str | os.PathLike, *,
         page.on("request", lambda r: None if r.url.startswith(
             ("file:", "data:", "blob:", "about:")) else found.append(
             f"request leaves the folder: {r.url}"))
+        loaded: set[str] = set()
+        page.on("request", lambda r: loaded.add(r.url) if r.url.startswith("file:") and
+                r.resource_type in ("document", "script", "stylesheet") else None)
         for name in pages:
             found.clear()
+            loaded.clear()
             page.goto((site / name).as_uri(), wait_until="load", timeout=timeout_ms)
             broken = page.evaluate(
                 "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
@@ -164,6 +173,11 @@ def check_site(site: str | os.PathLike, screenshots: str | os.PathLike, *,
                 }))()""")
             found += [f"3D view {i} is empty ({fraction:.1%} of its pixels drawn)"
                       for i, fraction in enumerate(drawn) if fraction < MIN_DRAWN_FRACTION]
+            weight = sum(Path(unquote(urlsplit(u).path)).stat().st_size for u in loaded
+                         if Path(unquote(urlsplit(u).path)).is_file())
+            if weight > MAX_PAGE_BYTES:
+                found.append(f"page weighs {weight / 1e6:.2f} MB of HTML, scripts and styles "
+                             f"(at most {MAX_PAGE_BYTES / 1e6:.1f} MB)")
             hrefs = page.evaluate("Array.from(document.querySelectorAll('a[href]'))"
                                   ".map(a => a.href)")
             for href in sorted(set(hrefs)):
