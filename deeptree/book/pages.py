@@ -245,7 +245,8 @@ def _math_to_mathml(markdown: str) -> str:
         return convert(match.group(1).strip(), display="block")
 
     def inline(match: re.Match) -> str:
-        return convert(match.group(1).strip())
+        # In a span: Markdown takes a line that starts with <math> for a raw HTML block.
+        return f'<span class="math">{convert(match.group(1).strip())}</span>'
 
     markdown = re.sub(r"\$\$(.+?)\$\$", block, markdown, flags=re.S)
     return re.sub(r"(?<![\\$])\$([^$\n]+?)\$", inline, markdown)
