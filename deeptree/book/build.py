@@ -152,7 +152,7 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     (docs / "index.md").write_text(pages.landing_markdown(readme, page_of, repo_url, about),
                                    encoding="utf-8")
     (docs / "results.md").write_text(
-        pages.results_markdown(repo_root, run_dir, "", page_of, repo_url), encoding="utf-8")
+        pages.results_markdown(repo_root, run_dir, page_of, repo_url), encoding="utf-8")
     nav = [{"Home": "index.md"}, {"Chapters": nav_chapters}, {"Results": "results.md"}]
     if card is not None:
         text = pages.rewrite_links(card.read_text(encoding="utf-8"), page_of,

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -150,7 +151,6 @@ def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]
     for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md")]):
         profile, rows = _parse_summary(summary)
         if profile:
-            from datetime import datetime, timezone
             when = datetime.fromtimestamp(summary.stat().st_mtime, timezone.utc).isoformat()
             for name, seconds in rows.items():
                 keep(profile, name, Timing(seconds, str(summary.relative_to(root)), when))
@@ -469,8 +469,8 @@ def demote_headings(markdown: str, levels: int = 1) -> str:
     return "\n".join(out)
 
 
-def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_dir: str,
-                     page_of: dict[str, str], repo_url: str | None) -> str:
+def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[str, str],
+                     repo_url: str | None) -> str:
     """The results page: every ``results/*/tables.md`` and the run's ``summary.md``.
 
     Parameters
@@ -478,8 +478,6 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_dir: str,
     repo_root : path-like
     run_dir : Path
         The run the book shows (its ``summary.md``, when present, closes the page).
-    page_dir : str
-        Folder of the results page inside the book ('' for the top).
     page_of : dict
         See :func:`rewrite_links`.
     repo_url : str or None
