@@ -2,7 +2,7 @@
 #   make reproduce   run every notebook on the synthetic cohort (PROFILE=cpu by default)
 #   make test        ruff + pytest + every notebook with the smoke profile (what CI runs)
 #   make book        the tutorial as a static site (from the last cpu run, else a smoke run)
-# Both set themselves up first: a .venv with the locked packages, and the Debian packages
+# All set themselves up first: a .venv with the locked packages, and the Debian packages
 # that napari needs to render headless under Xvfb. A second run skips what is installed.
 
 PROFILE ?= cpu
