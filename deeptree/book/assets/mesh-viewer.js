@@ -111,6 +111,14 @@
       }
     }
 
+    // Redraw at most once per frame however many pointer or wheel events arrive.
+    var pending = false;
+    function schedule() {
+      if (pending) return;
+      pending = true;
+      window.requestAnimationFrame(function () { pending = false; draw(); });
+    }
+
     var dragging = null;
     canvas.addEventListener("pointerdown", function (e) {
       dragging = [e.clientX, e.clientY];
@@ -121,16 +129,16 @@
       yaw += (e.clientX - dragging[0]) * 0.01;
       pitch = Math.max(-1.5, Math.min(1.5, pitch + (e.clientY - dragging[1]) * 0.01));
       dragging = [e.clientX, e.clientY];
-      draw();
+      schedule();
     });
     canvas.addEventListener("pointerup", function () { dragging = null; });
     canvas.addEventListener("dblclick", function () { yaw = 0.5; pitch = -0.25; zoom = 1; draw(); });
     canvas.addEventListener("wheel", function (e) {
       e.preventDefault();
       zoom *= e.deltaY < 0 ? 1.1 : 1 / 1.1;
-      draw();
+      schedule();
     }, { passive: false });
-    window.addEventListener("resize", draw);
+    window.addEventListener("resize", schedule);
     draw();
   }
 
