@@ -287,6 +287,7 @@ def test_browser_check_reports_what_is_broken(tmp_path):
                      "index.html: console error: boom",
                      "other.html: request leaves the folder: https://cdn.example.invalid/x.js",
                      "other.html: script error:", "other.html: 3D view 0 is empty",
+                     "other.html: 3D view 0 does not turn when dragged",
                      "other.html: page weighs 1.1"]:
         assert expected in problems, (expected, problems)
     assert "broken link: file://" + str(site / "other.html") not in problems

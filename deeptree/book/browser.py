@@ -4,7 +4,7 @@ Every page is opened from ``file://``. A page fails on: a console error or an un
 script error; a request that failed or that left the folder (a CDN); a broken image; more
 than :data:`MAX_PAGE_BYTES` of HTML, scripts and styles; an internal link (``<a href>``) to a
 file that is not in the site or to an anchor that is not on its page; an interactive 3D view
-whose canvas stayed empty. The landing page and each chapter
+whose canvas stayed empty or does not turn when dragged. The landing page and each chapter
 (and results and model card pages) are saved as full-page screenshots.
 
 Needs the ``playwright`` package (the ``book`` extra) and a Chromium executable: Debian's
@@ -72,6 +72,31 @@ def find_chromium(executable: str | None = None) -> str:
     raise RuntimeError(
         f"no Chromium found ({executable or ', '.join(CHROMIUM_NAMES)}): install Debian's "
         "`chromium` package (scripts/system-deps.sh does it as root)")
+
+
+_CANVAS_PIXELS = """(i) => {
+    const c = document.querySelectorAll('.deeptree-mesh canvas')[i];
+    return c ? c.toDataURL() : '';
+}"""
+
+
+def _turns_when_dragged(page, index: int) -> bool:
+    """Drag across the ``index``-th 3D view and tell whether its picture changed."""
+    canvas = page.locator(".deeptree-mesh canvas").nth(index)
+    if canvas.count() == 0:
+        return False
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    before = page.evaluate(_CANVAS_PIXELS, index)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 30, steps=4)
+    page.mouse.up()
+    page.wait_for_timeout(100)
+    changed = page.evaluate(_CANVAS_PIXELS, index) != before
+    page.evaluate("window.scrollTo(0, 0)")
+    return changed
 
 
 def screenshot_name(page: str) -> str:
@@ -200,6 +225,9 @@ def check_site(site: str | os.PathLike, screenshots: str | os.PathLike, *,
                                 clip={"x": 0, "y": 0, "width": width,
                                       "height": min(full, MAX_SCREENSHOT_HEIGHT)},
                                 full_page=True)
+            # after the screenshot, which shows each 3D view as it opens
+            found += [f"3D view {i} does not turn when dragged"
+                      for i in range(len(drawn)) if not _turns_when_dragged(page, i)]
             problems += [f"{name}: {line}" for line in found]
         browser.close()
     print(f"book check: {len(pages)} pages opened, {len(problems)} problems, "
