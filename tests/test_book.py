@@ -217,6 +217,13 @@ def test_rewrite_links_points_at_pages_or_the_repository():
     assert "[d](https://github.com/o/r/blob/HEAD/data/README.md)" in linked
 
 
+def test_long_summary_rows_are_shortened():
+    text = "| notebook | seconds |\n| 00_a | 3.0 |\n| mask | [" + "0, " * 500 + "0] |"
+    short = pages.shorten_table_rows(text, "summary.md", limit=100)
+    assert short.split("\n")[:2] == text.split("\n")[:2]
+    assert short.split("\n")[2] == "| mask | (1,514 characters: see `summary.md` of the run) |"
+
+
 def test_api_modules_and_model_card(tmp_path):
     repo = _tiny_repo(tmp_path)
     assert pages.api_modules(repo / "deeptree") == ["deeptree.tool"]

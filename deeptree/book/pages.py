@@ -499,9 +499,40 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
         parts += ["", f"## `{folder}`", "", demote_headings(text, 2)]
     summary = run_dir / "summary.md"
     if summary.is_file():
-        parts += ["", f"## This book's run: `{run_dir.name}`", "",
-                  demote_headings(summary.read_text(encoding="utf-8"), 2)]
+        text = shorten_table_rows(summary.read_text(encoding="utf-8"), summary.name)
+        parts += ["", f"## This book's run: `{run_dir.name}`", "", demote_headings(text, 2)]
     return "\n".join(parts) + "\n"
+
+
+#: Longest table row of a run summary shown in the book (characters).
+MAX_ROW_CHARS = 400
+
+
+def shorten_table_rows(markdown: str, source: str, limit: int = MAX_ROW_CHARS) -> str:
+    """Replace the value of each ``| name | value |`` row longer than ``limit`` by a note.
+
+    A run's ``summary.md`` may hold whole arrays among its figures (megabytes in one row);
+    the book shows their length and where to find them instead.
+
+    Parameters
+    ----------
+    markdown : str
+    source : str
+        The file name the note points to.
+    limit : int
+        Longest row kept as it is (characters).
+
+    Returns
+    -------
+    str
+    """
+    out = []
+    for line in markdown.split("\n"):
+        if len(line) > limit and line.startswith("|"):
+            name = line.split("|")[1].strip()
+            line = f"| {name} | ({len(line):,} characters: see `{source}` of the run) |"
+        out.append(line)
+    return "\n".join(out)
 
 
 def find_model_card(repo_root: str | os.PathLike) -> Path | None:
