@@ -1,7 +1,8 @@
 # DeepTree: two commands for a new user.
 #   make reproduce   run every notebook on the synthetic cohort (PROFILE=cpu by default)
 #   make test        ruff + pytest + every notebook with the smoke profile (what CI runs)
-# Both set themselves up first: a .venv with the locked packages, and the Debian packages
+#   make book        the tutorial as a static site (from the last cpu run, else a smoke run)
+# All set themselves up first: a .venv with the locked packages, and the Debian packages
 # that napari needs to render headless under Xvfb. A second run skips what is installed.
 
 PROFILE ?= cpu
@@ -13,32 +14,49 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deeptree-installed
 XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
 
-.PHONY: setup system-deps test lint pytest notebooks reproduce clean
+# Where `make book` writes the site (open site/index.html from the folder).
+BOOK_OUT ?= site
+
+.PHONY: setup system-deps system-deps-book test lint pytest notebooks book book-test reproduce clean
 
 setup: $(STAMP) system-deps
 
 # Reinstall when the package definition or the lock changes.
 $(STAMP): pyproject.toml requirements/lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[test,book]'
 	@touch $(STAMP)
 
 system-deps:
 	@bash scripts/system-deps.sh
 
+# Debian's Chromium for the browser checks of the book (and the tests of deeptree.book).
+system-deps-book:
+	@bash scripts/system-deps.sh --book
+
 lint: setup
 	$(VENV)/bin/ruff check deeptree tests benchmarks notebooks
 
-pytest: setup
+pytest: setup system-deps-book
 	$(XVFB) $(VENV)/bin/pytest -q
 
 notebooks: setup
-	$(XVFB) $(PY) -m deeptree notebooks --profile smoke --out runs/ci --stop-on-error
+	$(XVFB) $(PY) -m deeptree notebooks --profile smoke --out runs/ci --summary --stop-on-error
 
-test: lint pytest notebooks
+# The book from the smoke run of `make notebooks` (runs/ci), opened page by page in headless
+# Chromium: fails on a console error or a broken internal link; screenshots in runs/ci.
+book-test: setup system-deps-book
+	$(PY) -m deeptree.book build --run runs/ci --out runs/ci/book
+	$(PY) -m deeptree.book check runs/ci/book --screenshots runs/ci/book-screenshots
+
+test: lint pytest notebooks book-test
+
+# The book from the last complete `make reproduce PROFILE=cpu` run, else the newest smoke run.
+book: setup
+	$(PY) -m deeptree.book build --out $(BOOK_OUT)
 
 reproduce: setup
 	$(XVFB) $(PY) -m deeptree notebooks --profile $(PROFILE) --html --summary $(NOTEBOOKS)
 
 clean:
-	rm -rf runs/ci .pytest_cache .ruff_cache
+	rm -rf runs/ci site .pytest_cache .ruff_cache

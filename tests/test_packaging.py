@@ -25,7 +25,8 @@ def _name(requirement: str) -> str:
 
 def _pyproject_packages() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = list(project["dependencies"]) + list(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    deps = list(project["dependencies"]) + list(extras["test"]) + list(extras["book"])
     # back-ports for old Pythons are not needed in the Python 3.11 environments
     return {_name(d) for d in deps if "python_version" not in d}
 

@@ -1,0 +1,12 @@
+"""The tutorial as a book: the executed notebooks of a run as a static site (MkDocs).
+
+* :mod:`deeptree.book.pages`: the Markdown pages (chapters, landing page, results, model
+  card, API reference) made from a run folder, the README and ``results/``;
+* :mod:`deeptree.book.mesh`: the small surface mesh behind the interactive 3D view;
+* :mod:`deeptree.book.build`: stages the pages and runs MkDocs (``make book``);
+* :mod:`deeptree.book.browser`: opens the pages in headless Chromium, fails on console
+  errors and broken internal links, saves screenshots (``make book-test``).
+
+``python -m deeptree.book build|check`` is the command line. The book needs the ``book``
+extra (``pip install -e '.[book]'``).
+"""
