@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from deeptree.book.browser import check_site
+from deeptree.book.build import build_book
+from deeptree.io import InputError
+
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of the book (``make book``, ``make book-test``).
@@ -32,16 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--chromium", default=None, help="browser executable (default: found)")
     args = parser.parse_args(argv)
 
-    from deeptree.io import InputError
-
     try:
         if args.command == "build":
-            from deeptree.book.build import build_book
-
             build_book(args.out, args.run)
             return 0
-        from deeptree.book.browser import check_site
-
         problems = check_site(args.site, args.screenshots, chromium=args.chromium)
     except (InputError, RuntimeError) as err:
         print(f"book: {err}", file=sys.stderr)
