@@ -430,3 +430,18 @@ def test_a_failed_evaluation_case_names_the_gt_file(tmp_path, masks, capsys):
     assert status == 1 and "Traceback" not in err
     assert f"A_001: error: {masks / 'A_001.nii.gz'}: its parse has no branch beyond" in err
     assert out.is_file() and not leftovers(tmp_path)
+
+
+def test_console_entry_exits_2_with_one_line(tmp_path, masks):
+    """The real process: exit status 2, one line on stderr, no traceback."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "deeptree", "evaluate", "--pred", str(masks), "--gt", str(masks)]
+    argv += ["--out", str(masks / "A_001.nii.gz")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"deeptree evaluate: error: {masks / 'A_001.nii.gz'}: --out is the input file "
+        f"{masks / 'A_001.nii.gz'}; a command never overwrites its inputs"
+    ]

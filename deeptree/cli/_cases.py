@@ -62,7 +62,7 @@ def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict
     return found
 
 
-def refuse_out_over_inputs(out, inputs, option: str = "--out") -> None:
+def refuse_out_over_inputs(out, inputs, option: str = "--out", *, from_folder: bool = True) -> None:
     """Refuse an output that would overwrite an input or mix the outputs with the inputs.
 
     Parameters
@@ -73,12 +73,16 @@ def refuse_out_over_inputs(out, inputs, option: str = "--out") -> None:
         The input files of the command.
     option : str
         The option that named ``out``, for the message.
+    from_folder : bool
+        The inputs were listed from a folder (a batch): ``out`` may not be that folder
+        either. False for one input file named on the command line, whose outputs may go
+        beside it (they have other names).
 
     Raises
     ------
     InputError
-        ``out`` is one of the inputs, or the folder that holds one (a later run on that
-        folder would read the outputs as inputs).
+        ``out`` is one of the inputs, or (``from_folder``) the folder that holds them: a
+        later run on that folder would read the outputs as inputs.
     """
     target = Path(out).resolve()
     for path in inputs:
@@ -87,7 +91,7 @@ def refuse_out_over_inputs(out, inputs, option: str = "--out") -> None:
             raise InputError(
                 f"{out}: {option} is the input file {path}; a command never overwrites its inputs"
             )
-        if target == source.parent:
+        if from_folder and target == source.parent:
             raise InputError(
                 f"{out}: {option} is the folder of the input {path}; the outputs would be mixed "
                 "with the inputs (and read as inputs by the next run): give another folder"

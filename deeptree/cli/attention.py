@@ -97,7 +97,7 @@ def run(args) -> int:
     files = masks_by_id(args.input)
     out_dir = Path(args.out)
     for folder in output_folders(out_dir, KINDS, args.dataset_layout):
-        refuse_out_over_inputs(folder, files.values())
+        refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
     check_writable_folder(out_dir)
 
     def work(case_id: str, path: Path) -> str:

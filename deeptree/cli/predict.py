@@ -9,7 +9,7 @@ Example::
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
 ``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
-of the inputs. A CT that cannot be used is reported and the others go on; the exit status is
+the inputs were listed from. A CT that cannot be used is reported and the others go on; the exit status is
 then 1 and the failed cases are listed at the end.
 """
 
@@ -84,7 +84,7 @@ def run(args) -> int:
     single_file = (
         len(inputs) == 1 and out.name.endswith((".nii.gz", ".nii")) and not out.is_dir()
     )
-    refuse_out_over_inputs(out, inputs)
+    refuse_out_over_inputs(out, inputs, from_folder=Path(args.input).is_dir())
     if single_file:
         check_writable_folder(out.parent)
     else:
