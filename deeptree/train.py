@@ -413,7 +413,8 @@ def _restore_or_start(
     task: TrainingTask, cfg: TrainConfig, model, optimizer, out_dir: Path, resume: bool, device
 ) -> tuple[int, list[dict]]:
     """Restore weights, optimiser, iteration, random states and log from ``last.pt`` (with
-    ``resume`` and a checkpoint there), else seed everything and start an empty log.
+    ``resume`` and a checkpoint there), else seed everything and start an empty log (with
+    ``resume``, a ``UserWarning`` when a log but no checkpoint is there).
 
     Returns the iteration to start from and the log entries so far."""
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
@@ -428,9 +429,12 @@ def _restore_or_start(
         history = [e for e in read_log(log_path) if e["iteration"] <= iteration]
         _write_log(log_path, history)
         return iteration, history
-    if resume:
+    if resume and log_path.is_file() and log_path.stat().st_size > 0:
+        # an earlier run logged iterations but left no checkpoint (killed during its first
+        # checkpoint write): say that its work is not resumed; a fresh folder needs no notice
         warnings.warn(
-            f"{ckpt_path}: no checkpoint to resume from; training starts from scratch",
+            f"{ckpt_path}: no checkpoint to resume from (the earlier run in {out_dir} was "
+            "stopped before its first checkpoint); training starts from scratch",
             stacklevel=3,
         )
     seed_everything(cfg.seed)

@@ -286,10 +286,22 @@ def test_a_damaged_log_line_before_the_end_names_the_file(tmp_path):
 def test_resume_without_a_checkpoint_says_it_starts_from_scratch(tmp_path):
     # a run killed during its first checkpoint write: a log, an orphan temporary, no last.pt
     (tmp_path / "log.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
-    with pytest.warns(UserWarning, match=r"last\.pt: no checkpoint to resume from; training starts from scratch"):
+    with pytest.warns(UserWarning, match=r"last\.pt: no checkpoint to resume from .* starts from scratch"):
         result = train(tiny_task(), CFG, tmp_path, device="cpu", progress=False, resume=True)
     assert result.iteration == 2
     assert [e["iteration"] for e in read_log(tmp_path / "log.jsonl")] == [1, 2]
+    # a fresh folder: resume=True simply starts (the library's "resume if possible")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(tiny_task(), CFG, tmp_path / "fresh", device="cpu", progress=False, resume=True)
+
+
+def test_cli_resume_in_an_empty_folder_says_it_starts_from_scratch(tmp_path, capsys):
+    argv = ["train", "--data", tmp_path / "nodata", "--out", tmp_path / "run", "--resume", "--device", "cpu"]
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2  # the missing dataset stops it after the notice
+    assert f"deeptree train: no checkpoint in {tmp_path / 'run'}; --resume starts from scratch" in err
 
 
 # --- 4. no command overwrites its own inputs -------------------------------------------------------

@@ -17,6 +17,8 @@ always refused. The device and the options are checked before the data are prepa
 
 from __future__ import annotations
 
+import sys
+
 from deeptree.config import check_variant, get_config, stage2_settings
 from deeptree.io import InputError
 
@@ -74,6 +76,8 @@ def run(args) -> int:
         raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
     _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
+    if args.resume and not (out / "last.pt").is_file() and not (out / "log.jsonl").is_file():
+        print(f"deeptree train: no checkpoint in {out}; --resume starts from scratch", file=sys.stderr)
     cfg = get_config(args.profile)
     if args.stage == 2:
         net, train_cfg, data_cfg = stage2_settings(args.profile)
