@@ -220,7 +220,30 @@ def _temporary_sibling(path: Path) -> Path:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp creates the file with mode 0o600; the output gets the mode an ordinary
+    # open(path, "w") would give it
+    os.chmod(tmp, 0o666 & ~current_umask())
     return Path(tmp)
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it.
+
+    Returns
+    -------
+    int
+        The umask bits; a new file written with ``open(path, "w")`` gets ``0o666 & ~umask``.
+    """
+    try:  # Linux: read it, so that no other thread sees a changed umask
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -435,7 +458,8 @@ def _nifti_by_id(folder: Path) -> dict[str, Path]:
 
 def nifti_inputs(path: str | os.PathLike) -> list[Path]:
     """The NIfTI files a command should process: ``path`` itself, or every ``.nii``/``.nii.gz``
-    in the folder ``path`` (sorted by name).
+    in the folder ``path`` (sorted by name). Hidden and temporary files (names starting with
+    ``.``, such as the temporary files of an interrupted write) are ignored.
 
     Raises
     ------
@@ -444,7 +468,11 @@ def nifti_inputs(path: str | os.PathLike) -> list[Path]:
     """
     source = Path(path)
     if source.is_dir():
-        inputs = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        inputs = sorted(
+            p
+            for p in source.iterdir()
+            if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".")
+        )
         if not inputs:
             raise InputError(f"{source}: no .nii or .nii.gz files")
         return inputs

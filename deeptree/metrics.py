@@ -429,7 +429,7 @@ def airway_metrics(
         pred_name,
         gt_name,
     )
-    return _metrics(reference, component, protocol, threshold)
+    return _metrics(reference, component, protocol, threshold, gt_name)
 
 
 def generation_metrics(
@@ -528,7 +528,11 @@ def _evaluate_inputs(
 
 
 def _metrics(
-    reference: GroundTruth, component: _Component | None, protocol: str, threshold: float
+    reference: GroundTruth,
+    component: _Component | None,
+    protocol: str,
+    threshold: float,
+    gt_name: str = "ground truth",
 ) -> dict[str, float | int | str]:
     covered = _skeleton_covered(reference, component)
     detected = _branches_detected(reference, covered, threshold)
@@ -552,7 +556,7 @@ def _metrics(
         keep_branch = ~_is_central_generation(reference.generation_of[reference.branch_ids])
         if not keep_branch.any():
             raise InputError(
-                "ground truth: its parse has no branch beyond the main bronchi (generation >= 2); "
+                f"{gt_name}: its parse has no branch beyond the main bronchi (generation >= 2); "
                 "use protocol='atm22'"
             )
         predicted_central = (

@@ -178,15 +178,40 @@ def divisor() -> int:
 def choose_device(device: str | torch.device | None = None) -> torch.device:
     """The device to run on: ``device`` if given, else CUDA when available, else the CPU.
 
+    A device that this torch cannot use is refused at once, before any long work.
+
     Parameters
     ----------
     device : str or torch.device, optional
-        E.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
+        E.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
 
     Returns
     -------
     torch.device
+
+    Raises
+    ------
+    InputError
+        ``device`` is not a device name (e.g. ``"gpu0"``), names CUDA on a torch without
+        CUDA or a GPU index that does not exist, or names MPS where MPS is not available.
     """
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(
+            f"--device {device}: not a device name (use cpu, cuda, cuda:N or mps)"
+        ) from err
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "without CUDA" if torch.version.cuda is None else "with CUDA, but no GPU is visible"
+            raise InputError(f"--device {device}: this torch {torch.__version__} runs {build}; use --device cpu")
+        count = torch.cuda.device_count()
+        if chosen.index is not None and chosen.index >= count:
+            raise InputError(f"--device {device}: no such GPU ({count} visible: cuda:0 to cuda:{count - 1})")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {device}: device type {chosen.type!r} is not supported (use cpu, cuda, cuda:N or mps)")
+    return chosen

@@ -69,7 +69,7 @@ from deeptree.checkpoints import (
     set_rng_state,
 )
 from deeptree.config import TrainConfig
-from deeptree.io import atomic_write
+from deeptree.io import InputError, atomic_write
 from deeptree.networks import choose_device
 from deeptree.report import jsonable
 
@@ -143,11 +143,43 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 # log
 # --------------------------------------------------------------------------------------------
 def read_log(path: str | Path) -> list[dict]:
-    """The entries of a ``log.jsonl`` (empty list if the file does not exist)."""
+    """The entries of a ``log.jsonl`` (empty list if the file does not exist).
+
+    A torn last line (a run killed while appending it) is dropped with a ``UserWarning``
+    that names the file; the entry it held is logged again when the run resumes.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``log.jsonl`` of a training run.
+
+    Returns
+    -------
+    list of dict
+        One dict per whole line, in file order.
+
+    Raises
+    ------
+    InputError
+        A line other than the last is not JSON (the file was damaged, not just cut short).
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    entries = []
+    for position, (number, line) in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if position < len(lines) - 1:
+                raise InputError(f"{path}: line {number} is not JSON ({err.msg})") from err
+            warnings.warn(
+                f"{path}: the last line (line {number}) is cut short, probably by a run that "
+                "was killed while writing it; it is dropped",
+                stacklevel=2,
+            )
+    return entries
 
 
 def _write_log(path: Path, entries: list[dict]) -> None:
@@ -381,7 +413,8 @@ def _restore_or_start(
     task: TrainingTask, cfg: TrainConfig, model, optimizer, out_dir: Path, resume: bool, device
 ) -> tuple[int, list[dict]]:
     """Restore weights, optimiser, iteration, random states and log from ``last.pt`` (with
-    ``resume`` and a checkpoint there), else seed everything and start an empty log.
+    ``resume`` and a checkpoint there), else seed everything and start an empty log (with
+    ``resume``, a ``UserWarning`` when a log but no checkpoint is there).
 
     Returns the iteration to start from and the log entries so far."""
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
@@ -396,6 +429,14 @@ def _restore_or_start(
         history = [e for e in read_log(log_path) if e["iteration"] <= iteration]
         _write_log(log_path, history)
         return iteration, history
+    if resume and log_path.is_file() and log_path.stat().st_size > 0:
+        # an earlier run logged iterations but left no checkpoint (killed during its first
+        # checkpoint write): say that its work is not resumed; a fresh folder needs no notice
+        warnings.warn(
+            f"{ckpt_path}: no checkpoint to resume from (the earlier run in {out_dir} was "
+            "stopped before its first checkpoint); training starts from scratch",
+            stacklevel=3,
+        )
     seed_everything(cfg.seed)
     _write_log(log_path, [])
     (out_dir / BEST_NAME).unlink(missing_ok=True)  # an earlier run's best is not this one's

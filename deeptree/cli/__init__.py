@@ -10,6 +10,13 @@ Each subcommand lives in its own module ``deeptree/cli/<name>.py`` that defines
 Every module of this package is a subcommand (found with :mod:`pkgutil`); :data:`ORDER`
 only sets the order of the help. Importing a module must be cheap (import torch and
 friends inside ``run``), so that ``deeptree --help`` answers at once.
+
+Errors: :func:`main` turns a bad input (:class:`~deeptree.io.InputError`, ``ValueError``)
+and an operating-system error (the ``OSError`` family: missing file, existing file or folder
+in the way, permission, read-only or full file system) into one line on stderr,
+``deeptree <command>: error: <file or option>: <problem>``, and exit status 2 (also for
+running out of memory on the host or the GPU); a warning is one line as well. The global
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from deeptree import __version__
 from deeptree.io import InputError
@@ -47,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="DeepTree airway segmentation: data, labels, training, inference, evaluation.",
     )
     parser.add_argument("--version", action="version", version=f"deeptree {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
@@ -55,18 +66,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(err: OSError) -> str:
+    """One line for an operating-system error: the file(s) it concerns and the problem.
+
+    Parameters
+    ----------
+    err : OSError
+        E.g. ``FileExistsError``, ``NotADirectoryError``, ``IsADirectoryError``,
+        ``PermissionError``, or an ``OSError`` with ``errno.EROFS`` (read-only file system).
+
+    Returns
+    -------
+    str
+        ``"<file>: <problem>"`` (``"<file> -> <file2>: <problem>"`` for a rename), or the
+        error's own text when it names no file.
+    """
+    problem = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return problem
+    where = str(err.filename)
+    if err.filename2 is not None:
+        where += f" -> {err.filename2}"
+    return f"{where}: {problem}"
+
+
+def _warning_line(command: str):
+    """A ``warnings.formatwarning`` giving ``deeptree <command>: warning: <message>``."""
+
+    def format_line(message, category, filename, lineno, line=None):
+        return f"deeptree {command}: warning: {message}\n"
+
+    return format_line
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``deeptree`` console script. Returns the exit status."""
+    """Entry point of the ``deeptree`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when some cases of a batch failed (the command lists them), 2 on a
+        bad input, option or operating-system error (one line on stderr; with ``--debug`` the
+        traceback instead), 130 when interrupted.
+    """
     args = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
+    if not args.debug:  # a warning is one line too (pytest's recording is not affected)
+        warnings.formatwarning = _warning_line(args.command)
     try:
         return int(args._run(args) or 0)
-    except (InputError, FileNotFoundError, ValueError) as err:
-        # Bad input: one clear line, no traceback.
-        print(f"deeptree {args.command}: error: {err}", file=sys.stderr)
+    except (InputError, ValueError, OSError) as err:
+        if args.debug:
+            raise
+        text = os_error_message(err) if isinstance(err, OSError) else str(err)
+        # one clear line, no traceback
+        print(f"deeptree {args.command}: error: {text}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"deeptree {args.command}: interrupted", file=sys.stderr)
+    except (MemoryError, RuntimeError) as err:
+        # a device out of memory (torch.cuda.OutOfMemoryError is a RuntimeError) or the host
+        # out of memory; any other RuntimeError is a bug and keeps its traceback
+        if args.debug or not isinstance(err, MemoryError) and "OutOfMemory" not in type(err).__name__:
+            raise
+        where = "the GPU" if isinstance(err, RuntimeError) else "this machine"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(
+            f"deeptree {args.command}: error: out of memory on {where} ({first}); "
+            "try a smaller profile, batch or input",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt as err:
+        if args.debug:
+            raise
+        detail = f": {err}" if str(err) else ""
+        print(f"deeptree {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

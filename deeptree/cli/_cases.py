@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -61,6 +62,77 @@ def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict
     return found
 
 
+def refuse_out_over_inputs(out, inputs, option: str = "--out", *, from_folder: bool = True) -> None:
+    """Refuse an output that would overwrite an input or mix the outputs with the inputs.
+
+    Parameters
+    ----------
+    out : path-like
+        An output file, or a folder the command writes files into.
+    inputs : iterable of path-like
+        The input files of the command.
+    option : str
+        The option that named ``out``, for the message.
+    from_folder : bool
+        The inputs were listed from a folder (a batch): ``out`` may not be that folder
+        either. False for one input file named on the command line, whose outputs may go
+        beside it (they have other names).
+
+    Raises
+    ------
+    InputError
+        ``out`` is one of the inputs, or (``from_folder``) the folder that holds them: a
+        later run on that folder would read the outputs as inputs.
+    """
+    target = Path(out).resolve()
+    for path in inputs:
+        source = Path(path).resolve()
+        if target == source:
+            raise InputError(
+                f"{out}: {option} is the input file {path}; a command never overwrites its inputs"
+            )
+        if from_folder and target == source.parent:
+            raise InputError(
+                f"{out}: {option} is the folder of the input {path}; the outputs would be mixed "
+                "with the inputs (and read as inputs by the next run): give another folder"
+            )
+
+
+def check_writable_folder(folder, option: str = "--out") -> Path:
+    """Create ``folder`` if needed and check that a file can be written there, before any
+    long work.
+
+    Parameters
+    ----------
+    folder : path-like
+    option : str
+        The option that named the folder (or the file in it), for the message.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+
+    Raises
+    ------
+    InputError
+        ``folder`` is a file.
+    OSError
+        The folder cannot be created or written (permission, read-only file system, ...);
+        the error names the folder.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: {option} needs a folder here, but this is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(err.errno, f"{option}: cannot write here ({err.strerror})", str(folder)) from err
+    return folder
+
+
 def for_each_case(
     cases: Mapping[str, Path], work: Callable[[str, Path], str], *, desc: str, progress: bool
 ) -> list[str]:
@@ -100,6 +172,14 @@ def output_path(out_dir, case_id: str, kind: str, suffix: str, dataset_layout: b
     if dataset_layout:
         return Path(out_dir) / f"{kind}Tr" / f"{case_id}{suffix}"
     return Path(out_dir) / f"{case_id}_{kind}{suffix}"
+
+
+def output_folders(out_dir, kinds: Sequence[str], dataset_layout: bool) -> list[Path]:
+    """The folders :func:`output_path` writes into: ``[out]``, or ``out/<kind>Tr`` for each
+    kind in the dataset layout."""
+    if dataset_layout:
+        return [Path(out_dir) / f"{kind}Tr" for kind in kinds]
+    return [Path(out_dir)]
 
 
 def write_json(path, data: dict) -> None:

@@ -5,7 +5,8 @@ Cases are matched by id (``ATM_001.nii.gz``, ``ATM_001_0000.nii.gz`` and
 (metrics as fractions in [0, 1], the counts behind them, and a ``status``), then one
 summary row with ``mean ± std`` in percent over the evaluated cases. A case missing on
 either side, or one that fails (shape or spacing mismatch, non-binary mask, ...), gets a
-row with its status and is reported on stderr; the exit status is then 1.
+row with its status and is reported on stderr; the exit status is then 1. ``--out`` may
+not be one of the masks; it is checked for writing before any metric is computed.
 
 A GT with several 6-connected components is parsed on its largest one (holes filled, as
 the ATM'22 code): a warning names the file, and the column ``gt_components_dropped`` gives
@@ -16,7 +17,12 @@ pipeline); under ``paper`` those four use the GT as given (see :mod:`deeptree.me
 
 from __future__ import annotations
 
-from deeptree.cli._cases import masks_by_id, report_problems
+from deeptree.cli._cases import (
+    check_writable_folder,
+    masks_by_id,
+    refuse_out_over_inputs,
+    report_problems,
+)
 from deeptree.io import InputError, affines_match, atomic_write, read_nifti
 
 NAME = "evaluate"
@@ -58,6 +64,13 @@ def run(args) -> int:
     ids = sorted(set(pred_files) | set(gt_files))
     if not ids:
         raise InputError(f"{args.pred} and {args.gt}: no .nii/.nii.gz file in either folder")
+    out = Path(args.out)
+    refuse_out_over_inputs(out, [*pred_files.values(), *gt_files.values()])
+    if out.is_dir():
+        raise InputError(f"{out}: --out is a folder; give the name of the CSV file to write")
+    if out.name.endswith((".nii.gz", ".nii")):
+        raise InputError(f"{out}: --out is the CSV file to write, not a NIfTI name")
+    check_writable_folder(out.parent)  # before the metrics, not after
 
     rows, problems = [], []
     for case_id in tqdm(ids, desc="evaluate", unit="case", disable=args.no_progress):
@@ -77,7 +90,7 @@ def run(args) -> int:
         rows.append({"case": case_id, "status": status})
         problems.append(f"{case_id}: {status}")
 
-    write_csv(Path(args.out), rows)
+    write_csv(out, rows)
     n_ok = sum(r["status"] == "ok" for r in rows)
     print(f"{n_ok}/{len(ids)} cases evaluated ({args.protocol} protocol) -> {args.out}")
     return report_problems(NAME, problems, "case(s) not evaluated")

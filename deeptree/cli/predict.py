@@ -7,13 +7,22 @@ Example::
 
 ``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
-``<out>/<id>_classes.nii.gz`` (the most probable anatomy class).
+``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Hidden files (names
+starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
+the inputs were listed from. A CT that cannot be used is reported and the others go on; the exit status is
+then 1 and the failed cases are listed at the end.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from deeptree.cli._cases import (
+    check_writable_folder,
+    for_each_case,
+    refuse_out_over_inputs,
+    report_problems,
+)
 from deeptree.io import InputError, case_id_from_path, nifti_inputs
 
 NAME = "predict"
@@ -60,8 +69,26 @@ def run(args) -> int:
     two_stage = args.two_stage or args.stage == 2
     if two_stage and args.classes:
         raise InputError("--classes is a stage-1 output; it is not available with --two-stage")
-    inputs = nifti_inputs(args.input)
     device = choose_device(args.device)
+    inputs = nifti_inputs(args.input)
+    cases = {}
+    for path in inputs:
+        case_id = case_id_from_path(path)
+        if case_id in cases:
+            raise InputError(
+                f"{path.parent}: two CTs for case {case_id} ({cases[case_id].name}, {path.name}) "
+                "would be written to one output"
+            )
+        cases[case_id] = path
+    out = Path(args.out)
+    single_file = (
+        len(inputs) == 1 and out.name.endswith((".nii.gz", ".nii")) and not out.is_dir()
+    )
+    refuse_out_over_inputs(out, inputs, from_folder=Path(args.input).is_dir())
+    if single_file:
+        check_writable_folder(out.parent)
+    else:
+        check_writable_folder(out)
     stage1 = load_stage1_model(args.checkpoint, device)
     if not two_stage:
         stage2 = None
@@ -71,10 +98,8 @@ def run(args) -> int:
         stage2 = load_stage2_model(args.stage2_checkpoint, device)
     else:
         raise InputError("--two-stage needs --stage2-checkpoint (or --gapfill straight|intensity)")
-    out = Path(args.out)
-    single_file = len(inputs) == 1 and out.name.endswith((".nii.gz", ".nii"))
-    for path in inputs:
-        case_id = case_id_from_path(path)
+
+    def work(case_id: str, path: Path) -> str:
         target = out if single_file else out / f"{case_id}.nii.gz"
         if two_stage:
             segment_file(path, target, stage1, stage2, device=device, overlap=args.overlap)
@@ -89,5 +114,7 @@ def run(args) -> int:
                 classes_path=classes,
                 loaded=stage1,
             )
-        print(f"{path.name} -> {target}")
-    return 0
+        return f"{path.name} -> {target}"
+
+    problems = for_each_case(cases, work, desc="predict", progress=False)
+    return report_problems(NAME, problems, "CT(s) failed")

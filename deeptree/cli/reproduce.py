@@ -16,6 +16,7 @@ figures to ``<out>/figures``. See ``deeptree.evaluation.reproduce``.
 from __future__ import annotations
 
 from deeptree.config import reproduce_settings
+from deeptree.io import InputError
 
 NAME = "reproduce"
 HELP = "train/load every variant, evaluate the test cases, write the paper's tables and figures"
@@ -58,8 +59,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from deeptree.evaluation.outputs import render_figures
     from deeptree.evaluation.reproduce import reproduce
+    from deeptree.networks import choose_device
+
+    choose_device(args.device)  # refuse an unusable device before any training
+    if args.data is not None and Path(args.out).resolve() == Path(args.data).resolve():
+        raise InputError(f"{args.out}: --out is the dataset folder (--data); give the run its own folder")
 
     settings = reproduce_settings(
         args.profile,

@@ -23,11 +23,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deeptree.cli._cases import for_each_case, masks_by_id, output_path, report_problems, write_json
+from deeptree.cli._cases import (
+    check_writable_folder,
+    for_each_case,
+    masks_by_id,
+    output_folders,
+    output_path,
+    refuse_out_over_inputs,
+    report_problems,
+    write_json,
+)
 from deeptree.config import get_config
 from deeptree.io import case_id_from_path, read_nifti, write_nifti
 
 NAME = "simulate"
+#: The kinds of output file (``<id>_<kind>`` or ``<kind>Tr/<id>``).
+KINDS = ("broken", "breakage", "attention", "gaps")
 HELP = "simulate breakages on ground-truth airway masks (broken mask + breakage label Y^B)"
 
 
@@ -131,7 +142,9 @@ def run(args) -> int:
     run_fraction = tuple(config.run_fraction if args.run_fraction is None else args.run_fraction)
     files = masks_by_id(args.input)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in output_folders(out_dir, KINDS, args.dataset_layout):
+        refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
+    check_writable_folder(out_dir)
 
     def work(case_id: str, path: Path) -> str:
         record = simulate_case(

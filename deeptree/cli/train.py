@@ -9,10 +9,15 @@ Example::
 The last ``--val`` cases (by id) are held out for validation (BD, TLD, precision logged every
 ``validate_every`` iterations; stage 2: the gap repair rate). Stage-1 arrays are cached in
 ``<data>/.cache_stage1`` (or ``--cache``). Ctrl-C writes a checkpoint; ``--resume`` continues
-exactly where it stopped. A ``--out`` holding the other stage's checkpoint is refused.
+exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
+is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
+log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
+always refused. The device and the options are checked before the data are prepared.
 """
 
 from __future__ import annotations
+
+import sys
 
 from deeptree.config import check_variant, get_config, stage2_settings
 from deeptree.io import InputError
@@ -34,6 +39,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (imagesTr/ + labelsTr/)")
     parser.add_argument("--out", required=True, help="run folder (checkpoint, log, loss curves)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out that holds one (its last.pt, log and best.pt are replaced)",
+    )
     parser.add_argument("--iterations", type=int, help="override the profile's iteration count")
     parser.add_argument("--batch-size", type=int, help="override the profile's batch size")
     parser.add_argument(
@@ -50,10 +60,24 @@ def run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from deeptree.networks import choose_device
     from deeptree.stage1.data import split_cases
     from deeptree.train import train
 
-    _refuse_another_stage(Path(args.out) / "last.pt", args.stage)
+    if args.resume and args.overwrite:
+        raise InputError("--resume and --overwrite: give one of them, not both")
+    if args.workers < 0:
+        raise InputError(f"--workers {args.workers}: must be 0 (load in this process) or more")
+    choose_device(args.device)  # refuse an unusable device before the data are prepared
+    out, data = Path(args.out), Path(args.data)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out is a file; the run needs a folder")
+    if out.resolve() in (data.resolve(), (data / "imagesTr").resolve(), (data / "labelsTr").resolve()):
+        raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
+    _refuse_another_stage(out / "last.pt", args.stage)
+    _refuse_existing_run(out, args.resume, args.overwrite)
+    if args.resume and not (out / "last.pt").is_file() and not (out / "log.jsonl").is_file():
+        print(f"deeptree train: no checkpoint in {out}; --resume starts from scratch", file=sys.stderr)
     cfg = get_config(args.profile)
     if args.stage == 2:
         net, train_cfg, data_cfg = stage2_settings(args.profile)
@@ -69,7 +93,6 @@ def run(args) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
-    data = Path(args.data)
     if args.stage == 2:
         from deeptree.stage2.task import load_sources, stage2_task
 
@@ -120,3 +143,24 @@ def _refuse_another_stage(checkpoint, stage: int) -> None:
             raise InputError(
                 f"{checkpoint}: holds a stage-{found} checkpoint; give stage {stage} another --out"
             )
+
+
+def _refuse_existing_run(out, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over the run in ``out`` unless asked (``--overwrite``).
+
+    Raises
+    ------
+    InputError
+        ``out`` holds ``last.pt``, ``log.jsonl`` or ``best.pt`` and neither ``resume`` nor
+        ``overwrite`` is set.
+    """
+    from deeptree.train import BEST_NAME, CHECKPOINT_NAME, LOG_NAME
+
+    if resume or overwrite:
+        return
+    found = [name for name in (CHECKPOINT_NAME, LOG_NAME, BEST_NAME) if (out / name).is_file()]
+    if found:
+        raise InputError(
+            f"{out}: holds a training run ({', '.join(found)}); give --resume to continue it, "
+            "--overwrite to start again, or another --out"
+        )

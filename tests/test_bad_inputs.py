@@ -1,0 +1,459 @@
+"""Realistic mistakes fed to the ``deeptree`` commands (issue 20): each gives exit status 2
+(or 1 for a batch with failed cases), one line naming the file or option, no traceback, no
+file left half-written, and inputs unchanged byte for byte."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deeptree.checkpoints import save_checkpoint
+from deeptree.cli import main
+from deeptree.config import NetworkConfig, TrainConfig
+from deeptree.io import InputError, atomic_write, nifti_inputs, write_nifti
+from deeptree.networks import choose_device, stage1_network
+from deeptree.stage1.losses import Stage1Loss, gul_distance_weight
+from deeptree.train import TrainingTask, read_log, train
+
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+NET = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def tube_mask(shape=(16, 16, 30)) -> np.ndarray:
+    """A straight 5 x 5 voxel rod along k: a valid airway mask of one branch (uint8)."""
+    mask = np.zeros(shape, np.uint8)
+    mask[5:10, 5:10, 5:25] = 1
+    return mask
+
+
+def tiny_ct(shape=(20, 20, 20)) -> np.ndarray:
+    """Air (-1000 HU) around a soft-tissue block with an air tube inside (int16)."""
+    ct = np.full(shape, -1000, np.int16)
+    ct[3:-3, 3:-3, :] = 40
+    ct[tube_mask(shape).astype(bool)] = -1000
+    return ct
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files (``.<name>.<random>.tmp...``) left under ``folder``."""
+    return [p for p in folder.rglob(".*") if ".tmp" in p.name]
+
+
+def run_cli(argv, capsys) -> tuple[int, list[str]]:
+    """``deeptree argv`` in this process: the exit status and the lines on stderr."""
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return status, [line for line in err.splitlines() if line.strip()]
+
+
+def assert_one_error_line(lines: list[str], *needles: str) -> None:
+    assert len(lines) == 1, lines
+    assert ": error: " in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture
+def masks(tmp_path) -> Path:
+    """A folder with two airway masks."""
+    folder = tmp_path / "masks"
+    for case in ("A_001", "A_002"):
+        write_nifti(folder / f"{case}.nii.gz", tube_mask(), AFFINE, dtype="uint8")
+    return folder
+
+
+@pytest.fixture
+def cts(tmp_path) -> Path:
+    """A folder with two CTs in HU (``<id>_0000.nii.gz``)."""
+    folder = tmp_path / "cts"
+    for case in ("C_001", "C_002"):
+        write_nifti(folder / f"{case}_0000.nii.gz", tiny_ct(), AFFINE)
+    return folder
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """An untrained tiny stage-1 checkpoint (what it predicts does not matter here)."""
+    torch.manual_seed(0)
+    model = stage1_network(NET, "amc+gul")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    meta = {
+        "stage": 1,
+        "variant": "amc+gul",
+        "filters": list(NET.filters),
+        "patch_size": list(NET.patch_size),
+        "overlap": 0.0,
+    }
+    return save_checkpoint(tmp_path / "run" / "last.pt", model, optimizer, 0, TrainConfig(), meta)
+
+
+def predict_args(checkpoint, source, out, *extra):
+    return ["predict", "--checkpoint", checkpoint, "--input", source, "--out", out, "--device", "cpu", *extra]
+
+
+# --- 1. one error path ---------------------------------------------------------------------------
+def test_device_that_is_no_device_is_refused_before_any_work(tmp_path, cts, checkpoint, capsys):
+    before = snapshot(cts)
+    argv = ["predict", "--checkpoint", checkpoint, "--input", cts, "--out", tmp_path / "pred"]
+    status, lines = run_cli([*argv, "--device", "gpu0"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--device gpu0", "not a device name")
+    assert not (tmp_path / "pred").exists()
+    assert snapshot(cts) == before
+
+
+def test_cuda_on_a_torch_without_cuda_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device cuda: .* use --device cpu"):
+        choose_device("cuda")
+    # train checks the device before it prepares (and caches) the data
+    data = tmp_path / "data"
+    write_nifti(data / "imagesTr" / "C_001_0000.nii.gz", tiny_ct(), AFFINE)
+    write_nifti(data / "labelsTr" / "C_001.nii.gz", tube_mask(), AFFINE, dtype="uint8")
+    before = snapshot(data)
+    argv = ["train", "--profile", "smoke", "--data", data, "--out", tmp_path / "run"]
+    status, lines = run_cli([*argv, "--device", "cuda:0", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--device cuda:0")
+    assert snapshot(data) == before and not (tmp_path / "run").exists()
+
+
+def test_negative_workers_are_refused_before_any_work(tmp_path, capsys):
+    argv = ["train", "--data", tmp_path, "--out", tmp_path / "run", "--workers", "-1"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--workers -1")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    argv = ["--debug", "evaluate", "--pred", tmp_path / "nope", "--gt", tmp_path, "--out", "x.csv"]
+    with pytest.raises(InputError, match="nope"):
+        main([str(a) for a in argv])
+
+
+def test_out_below_a_file_is_one_line(tmp_path, masks, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    before = snapshot(masks)
+    status, lines = run_cli(["attention", masks, "--out", tmp_path / "afile" / "sub", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "afile"))
+    assert snapshot(masks) == before
+
+
+def test_out_that_is_a_file_where_a_folder_is_needed(tmp_path, masks, cts, checkpoint, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    status, lines = run_cli(["attention", masks, "--out", tmp_path / "afile", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "afile"), "this is a file")
+    status, lines = run_cli(predict_args(checkpoint, cts, tmp_path / "afile"), capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "afile"), "this is a file")
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_evaluate_out_that_is_a_folder(tmp_path, masks, capsys):
+    (tmp_path / "csvdir").mkdir()
+    argv = ["evaluate", "--pred", masks, "--gt", masks, "--out", tmp_path / "csvdir"]
+    status, lines = run_cli([*argv, "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "csvdir"), "--out is a folder")
+
+
+def test_read_only_output_is_found_before_the_metrics(monkeypatch, tmp_path, masks, capsys):
+    import deeptree.cli._cases as cases
+    import deeptree.metrics
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def no_metrics(*args, **kwargs):
+        raise AssertionError("metrics computed before the output was checked")
+
+    monkeypatch.setattr(cases.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(deeptree.metrics, "airway_metrics", no_metrics)
+    out = tmp_path / "results" / "metrics.csv"
+    argv = ["evaluate", "--pred", masks, "--gt", masks, "--out", out, "--no-progress"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "results"), "--out", "Read-only file system")
+    assert not out.exists()
+
+
+def test_permission_error_during_a_command_is_one_line(monkeypatch, tmp_path, masks, capsys):
+    import deeptree.cli.attention as attention
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(attention, "write_nifti", denied)
+    status, lines = run_cli(["attention", masks, "--out", tmp_path / "att", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "A_001_attention.nii.gz", "Permission denied")
+
+
+# --- 2. outputs honour the umask -------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_write_gives_the_mode_of_an_ordinary_write(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        plain = tmp_path / "plain.txt"
+        with open(plain, "w") as f:
+            f.write("x")
+        written = atomic_write(tmp_path / "atomic.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- 3. resume that always works -------------------------------------------------------------------
+class TubeData(torch.utils.data.Dataset):
+    """A noisy tube along k; item ``index`` depends only on ``index``."""
+
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([0, index])
+        label = np.zeros((16, 16, 16), np.int64)
+        label[6:10, 6:10, :] = 1
+        image = (label == 0).astype(np.float32) + rng.normal(0, 0.3, label.shape).astype(np.float32)
+        return {
+            "image": torch.from_numpy(image)[None],
+            "label": torch.from_numpy(label)[None],
+            "distance": torch.from_numpy(gul_distance_weight(label))[None],
+        }
+
+
+def tiny_task() -> TrainingTask:
+    torch.manual_seed(0)
+    criterion = Stage1Loss("plain")
+    return TrainingTask(
+        model=stage1_network(NET, "plain"),
+        loss_fn=lambda out, batch: criterion(out, batch["label"], batch["distance"]),
+        dataset=TubeData(),
+        meta={"stage": 1, "variant": "plain", "filters": list(NET.filters)},
+    )
+
+
+CFG = TrainConfig(iterations=2, batch_size=1, checkpoint_every=2, amp=False)
+
+
+def test_torn_last_log_line_is_dropped_with_a_notice(tmp_path):
+    def killed_at_3(iteration, entry):
+        if iteration == 3:
+            raise KeyboardInterrupt
+
+    cfg = replace(CFG, iterations=3)
+    with pytest.raises(KeyboardInterrupt):  # checkpoint at 2, log lines 1-3
+        train(tiny_task(), cfg, tmp_path, device="cpu", progress=False, callback=killed_at_3)
+    log = tmp_path / "log.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]) + lines[2][:15])  # killed while appending line 3
+    with pytest.warns(UserWarning, match=r"log\.jsonl: the last line \(line 3\) is cut short"):
+        result = train(tiny_task(), cfg, tmp_path, device="cpu", progress=False, resume=True)
+    assert result.iteration == 3
+    assert [e["iteration"] for e in read_log(log)] == [1, 2, 3]
+    assert log.read_text().startswith("".join(lines[:2]))
+
+
+def test_a_damaged_log_line_before_the_end_names_the_file(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"iteration": 1}\nnot json\n{"iteration": 2}\n')
+    with pytest.raises(InputError, match=r"log\.jsonl: line 2 is not JSON"):
+        read_log(log)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_scratch(tmp_path):
+    # a run killed during its first checkpoint write: a log, an orphan temporary, no last.pt
+    (tmp_path / "log.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
+    with pytest.warns(UserWarning, match=r"last\.pt: no checkpoint to resume from .* starts from scratch"):
+        result = train(tiny_task(), CFG, tmp_path, device="cpu", progress=False, resume=True)
+    assert result.iteration == 2
+    assert [e["iteration"] for e in read_log(tmp_path / "log.jsonl")] == [1, 2]
+    # a fresh folder: resume=True simply starts (the library's "resume if possible")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(tiny_task(), CFG, tmp_path / "fresh", device="cpu", progress=False, resume=True)
+
+
+def test_cli_resume_in_an_empty_folder_says_it_starts_from_scratch(tmp_path, capsys):
+    argv = ["train", "--data", tmp_path / "nodata", "--out", tmp_path / "run", "--resume", "--device", "cpu"]
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2  # the missing dataset stops it after the notice
+    assert f"deeptree train: no checkpoint in {tmp_path / 'run'}; --resume starts from scratch" in err
+
+
+# --- 4. no command overwrites its own inputs -------------------------------------------------------
+def test_predict_out_is_the_input_ct(tmp_path, cts, checkpoint, capsys):
+    ct = cts / "C_001_0000.nii.gz"
+    before = snapshot(cts)
+    status, lines = run_cli(predict_args(checkpoint, ct, ct), capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(ct), "is the input file", "never overwrites")
+    assert snapshot(cts) == before
+
+
+def test_predict_out_is_the_input_folder(tmp_path, cts, checkpoint, capsys):
+    before = snapshot(cts)
+    status, lines = run_cli(predict_args(checkpoint, cts, cts), capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(cts), "is the folder of the input")
+    assert snapshot(cts) == before
+
+
+def test_evaluate_out_is_the_ground_truth(tmp_path, masks, capsys):
+    gt = masks / "A_001.nii.gz"
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "A_001.nii.gz").write_bytes(gt.read_bytes())
+    before = snapshot(masks)
+    argv = ["evaluate", "--pred", tmp_path / "pred", "--gt", masks, "--out", gt, "--no-progress"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(gt), "is the input file")
+    assert snapshot(masks) == before
+
+
+@pytest.mark.parametrize("command", ["attention", "simulate"])
+def test_per_case_commands_refuse_the_input_folder_as_out(tmp_path, masks, command, capsys):
+    before = snapshot(masks)
+    status, lines = run_cli([command, masks, "--out", masks, "--profile", "smoke", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(masks), "is the folder of the input")
+    assert snapshot(masks) == before
+
+
+def test_attention_dataset_layout_into_the_dataset_root_is_allowed(tmp_path, masks, capsys):
+    """The ATM'22 layout writes attentionTr/ beside labelsTr/: not among the inputs."""
+    root = tmp_path / "dataset"
+    root.mkdir()
+    masks.rename(root / "labelsTr")
+    before = snapshot(root / "labelsTr")
+    argv = ["attention", root, "--out", root, "--dataset-layout", "--profile", "smoke", "--no-progress"]
+    status, _ = run_cli(argv, capsys)
+    assert status == 0
+    assert (root / "attentionTr" / "A_001.nii.gz").is_file()
+    assert snapshot(root / "labelsTr") == before and not leftovers(root)
+
+
+def test_train_refuses_a_folder_that_holds_a_run(tmp_path, checkpoint, capsys):
+    run = checkpoint.parent
+    (run / "log.jsonl").write_text('{"iteration": 1, "loss": 1.0}\n')
+    before = snapshot(run)
+    argv = ["train", "--profile", "smoke", "--data", tmp_path / "data", "--out", run, "--device", "cpu"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(run), "last.pt, log.jsonl", "--resume", "--overwrite")
+    assert snapshot(run) == before
+    status, lines = run_cli([*argv, "--resume", "--overwrite"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--resume and --overwrite")
+    # with --overwrite the refusal is gone: the next check (the missing dataset) speaks
+    status, lines = run_cli([*argv, "--overwrite"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(tmp_path / "data"), "not a dataset")
+    assert snapshot(run) == before
+
+
+def test_train_refuses_the_dataset_as_its_run_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_nifti(data / "labelsTr" / "C_001.nii.gz", tube_mask(), AFFINE, dtype="uint8")
+    argv = ["train", "--data", data, "--out", data / "labelsTr", "--device", "cpu"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--out is the dataset folder")
+
+
+# --- 5. batches ------------------------------------------------------------------------------------
+def test_hidden_and_temporary_files_are_not_inputs(tmp_path, cts):
+    (cts / ".C_003_0000.nii.gz.k2j4.tmp.nii.gz").write_bytes(b"")  # a killed writer's leftover
+    assert [p.name for p in nifti_inputs(cts)] == ["C_001_0000.nii.gz", "C_002_0000.nii.gz"]
+
+
+def test_predict_batch_goes_on_after_a_bad_case_and_lists_it(tmp_path, cts, checkpoint, capsys):
+    (cts / ".C_000_0000.nii.gz.x1.tmp.nii.gz").write_bytes(b"")  # hidden: ignored
+    (cts / "C_000_0000.nii.gz").write_bytes(b"\x1f\x8b not really gzip")  # bad: reported
+    before = snapshot(cts)
+    out = tmp_path / "pred"
+    status = main([str(a) for a in predict_args(checkpoint, cts, out)])
+    captured = capsys.readouterr()
+    assert status == 1 and "Traceback" not in captured.err
+    assert "C_001_0000.nii.gz ->" in captured.out and "C_002_0000.nii.gz ->" in captured.out
+    assert "deeptree predict: 1 CT(s) failed:" in captured.err
+    assert "C_000: " in captured.err and "C_000_0000.nii.gz: not a readable NIfTI file" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["C_001.nii.gz", "C_002.nii.gz"]
+    assert snapshot(cts) == before and not leftovers(out)
+
+
+def test_predict_refuses_two_inputs_with_one_output_name(tmp_path, cts, checkpoint, capsys):
+    (cts / "C_001.nii.gz").write_bytes((cts / "C_001_0000.nii.gz").read_bytes())
+    status, lines = run_cli(predict_args(checkpoint, cts, tmp_path / "pred"), capsys)
+    assert status == 2
+    assert_one_error_line(lines, "two CTs for case C_001")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_a_warning_is_one_line(tmp_path, masks, capsys):
+    """Warnings of a command are one line too (here: a mask with a stray component)."""
+    stray = tube_mask()
+    stray[1, 1, 1] = 1
+    write_nifti(masks / "A_001.nii.gz", stray, AFFINE, dtype="uint8")
+    argv = ["evaluate", "--pred", masks, "--gt", masks, "--out", tmp_path / "m.csv", "--no-progress"]
+    argv += ["--protocol", "atm22"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        # what Python does outside pytest: print formatwarning's text on stderr
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: (
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        )
+        status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert warned and all(line.startswith("deeptree evaluate: warning: ") for line in warned)
+
+
+def test_a_failed_evaluation_case_names_the_gt_file(tmp_path, masks, capsys):
+    """A rod has no branch beyond the main bronchi: the paper protocol cannot score it."""
+    out = tmp_path / "m.csv"
+    argv = ["evaluate", "--pred", masks, "--gt", masks, "--out", out, "--no-progress"]
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"A_001: error: {masks / 'A_001.nii.gz'}: its parse has no branch beyond" in err
+    assert out.is_file() and not leftovers(tmp_path)
+
+
+def test_console_entry_exits_2_with_one_line(tmp_path, masks):
+    """The real process: exit status 2, one line on stderr, no traceback."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "deeptree", "evaluate", "--pred", str(masks), "--gt", str(masks)]
+    argv += ["--out", str(masks / "A_001.nii.gz")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"deeptree evaluate: error: {masks / 'A_001.nii.gz'}: --out is the input file "
+        f"{masks / 'A_001.nii.gz'}; a command never overwrites its inputs"
+    ]
