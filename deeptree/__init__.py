@@ -33,6 +33,6 @@ from deeptree.threads import apply_policy
 
 __version__ = "0.1.0"
 
-# Before anything imports torch: OpenMP threads that sleep instead of spinning while they wait
+# Before anything imports torch: how OpenMP threads wait, decided from the machine's load
 # (deeptree/threads.py says why, and what an explicit setting of the user's changes).
 apply_policy()

@@ -102,7 +102,8 @@ def run_notebooks(
     # miss the next execute request and the kernel then waits forever. The kernels inherit
     # this variable, which makes napari leave the kernel's event loop alone.
     os.environ.setdefault("NAPARI_APPLICATION_IPY_INTERACTIVE", "0")
-    # Each kernel is a new process: give it the CPU thread policy from its start, so that it
+    # Each kernel is a new process: give it the CPU thread policy from its start (decided once
+    # here, so every kernel of the run waits the same way), so that it
     # holds even in a notebook that imports torch before deeptree (deeptree/threads.py).
     apply_to_child_processes()
     out_dir = Path(out_dir).resolve()
