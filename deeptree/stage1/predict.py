@@ -260,8 +260,9 @@ def predict_file(
     device = choose_device(device)
     model, meta = loaded if loaded is not None else load_stage1_model(checkpoint, device)
     volume = read_nifti(ct_path)
+    name = str(checkpoint) if checkpoint is not None else "stage-1 checkpoint"
     ct, grid = to_model_grid(
-        volume.array, volume.affine, checkpoint_spacing(meta, str(checkpoint)), str(ct_path)
+        volume.array, volume.affine, checkpoint_spacing(meta, name), str(ct_path)
     )
     pred = predict_stage1(
         model,
@@ -271,7 +272,8 @@ def predict_file(
         device=device,
         name=str(ct_path),
     )
-    mask, classes = pred.mask, pred.classes if classes_path is not None else None
+    mask = pred.mask
+    classes = pred.classes if classes_path is not None else None
     if grid.resampled:
         mask = from_model_grid(1.0 - pred.probabilities[0], grid, "probability")
         mask &= body_mask(volume.array).astype(np.uint8)
