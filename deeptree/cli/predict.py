@@ -7,7 +7,10 @@ Example::
 
 ``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
-``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Hidden files (names
+``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Each CT is resampled to the
+voxel size the checkpoint was trained at and the outputs back onto the CT's exact grid
+(``deeptree.resample``); a checkpoint without that record assumes its profile's phantom
+spacing and says so. Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
 the inputs were listed from. A CT that cannot be used is reported and the others go on; the exit status is
 then 1 and the failed cases are listed at the end.
@@ -15,6 +18,7 @@ then 1 and the failed cases are listed at the end.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from deeptree.cli._cases import (
@@ -62,7 +66,7 @@ def run(args) -> int:
     import torch  # noqa: F401  (loaded here, not at import: `deeptree --help` stays fast)
 
     from deeptree.networks import choose_device
-    from deeptree.pipeline import segment_file
+    from deeptree.pipeline import model_spacing, segment_file
     from deeptree.stage1.predict import load_stage1_model, predict_file
     from deeptree.stage2.predict import load_stage2_model
 
@@ -98,6 +102,15 @@ def run(args) -> int:
         stage2 = load_stage2_model(args.stage2_checkpoint, device)
     else:
         raise InputError("--two-stage needs --stage2-checkpoint (or --gapfill straight|intensity)")
+
+    with warnings.catch_warnings():  # a missing record is said once per CT, by the work
+        warnings.simplefilter("ignore")
+        spacing = model_spacing(stage1, stage2, args.checkpoint)  # refuses a stage mismatch
+    if stage1.meta.get("spacing") is not None:
+        print(
+            f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is resampled to it "
+            "and the mask back onto the CT's grid (not when its spacing is already that)"
+        )
 
     def work(case_id: str, path: Path) -> str:
         target = out if single_file else out / f"{case_id}.nii.gz"
