@@ -287,7 +287,7 @@ def train(
     resume: bool = False,
     device: str | torch.device | None = None,
     num_workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``task.model`` for ``cfg.iterations`` iterations (or the rest of them).
@@ -310,8 +310,9 @@ def train(
         Default: CUDA if available, else CPU.
     num_workers : int
         DataLoader worker processes (0: load in the main process).
-    progress : bool
-        Show a tqdm progress bar (loss, it/s).
+    progress : bool or None
+        Show a tqdm progress bar (loss, it/s); None: unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
     callback : callable, optional
         ``callback(iteration, entry)`` after each iteration (``iteration`` = completed count).
 
@@ -326,7 +327,7 @@ def train(
     InputError
         Unreadable or incompatible checkpoint on resume.
     """
-    from tqdm.auto import tqdm
+    from deeptree.progress import progress_bar
 
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
@@ -342,8 +343,8 @@ def train(
     best_value = _best_value(history, task.select)
 
     loader = _loader(task.dataset, cfg, iteration, num_workers, device)
-    bar = tqdm(
-        total=cfg.iterations, initial=iteration, disable=not progress, desc="train", unit="it"
+    bar = progress_bar(
+        total=cfg.iterations, initial=iteration, progress=progress, desc="train", unit="it"
     )
     running = None
     with _StopFlag() as stop, open(log_path, "a") as log:

@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -151,7 +151,7 @@ def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]
     for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md")]):
         profile, rows = _parse_summary(summary)
         if profile:
-            when = datetime.fromtimestamp(summary.stat().st_mtime, timezone.utc).isoformat()
+            when = datetime.fromtimestamp(summary.stat().st_mtime, UTC).isoformat()
             for name, seconds in rows.items():
                 keep(profile, name, Timing(seconds, str(summary.relative_to(root)), when))
     return found

@@ -191,7 +191,7 @@ def heldout_comparison(
     overlap: float = 0.5,
     device=None,
     cache_dir=None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> tuple[list[dict], dict]:
     """Stage 1 against the classical baseline (``deeptree.evaluation.baselines.region_growing``) on
     held-out cases, scored with ``deeptree.metrics.airway_metrics`` (paper protocol).
@@ -205,6 +205,9 @@ def heldout_comparison(
         As :func:`predict_stage1`.
     cache_dir : optional
         Cache of ``deeptree.stage1.data.load_stage1_case`` (anatomy labels of the GT).
+    progress : bool or None
+        A progress bar over the cases; None: unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
@@ -216,10 +219,10 @@ def heldout_comparison(
         ``case id -> {"ct", "gt", "label", "stage 1", "region growing", "spacing"}`` arrays,
         for figures.
     """
-    from tqdm.auto import tqdm
+    from deeptree.progress import progress_bar
 
     rows, masks = [], {}
-    for paths in tqdm(cases, desc="held-out", disable=not progress):
+    for paths in progress_bar(cases, progress=progress, desc="held-out", unit="case"):
         ct = read_nifti(paths.image)
         prepared = load_stage1_case(paths, cache_dir)
         label = np.asarray(prepared.label)

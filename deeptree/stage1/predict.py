@@ -114,6 +114,7 @@ def predict_stage1(
     name: str = "CT",
     normalized: bool = False,
     restrict_to_body: bool = True,
+    progress: bool | None = False,
 ) -> Stage1Prediction:
     """Predict the airway of a whole CT.
 
@@ -143,12 +144,17 @@ def predict_stage1(
         ``ct`` is already in [0, 1] (:func:`deeptree.stage1.data.normalize_ct`).
     restrict_to_body : bool
         Keep the mask inside :func:`body_mask` (outside air is never airway).
+    progress : bool or None
+        A progress bar over the windows (default: none, as in a loop over cases); None:
+        unless under the notebook runner (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
     Stage1Prediction
     """
     from monai.inferers import sliding_window_inference
+
+    from deeptree.progress import enabled
 
     ct = check_volume(ct, name)
     if not 0 <= overlap < 1:
@@ -176,6 +182,7 @@ def predict_stage1(
             cval=0.0,  # air, as in training
             sw_device=device,
             device=output_device,
+            progress=enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
         mask = (probabilities[0] < 0.5).to(torch.uint8)

@@ -265,8 +265,9 @@ def render_3d(
     ndarray of uint8, shape (height, width, 4)
         RGBA; show it with :func:`~deeptree.viz.planes.show_image`.
     """
-    import napari
+    from deeptree.extras import require
 
+    napari = require("napari", "napari", "3D rendering (deeptree.viz.render_3d)")
     require_display()
     if crop:
         layers = crop_layers(layers)

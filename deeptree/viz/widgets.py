@@ -48,7 +48,9 @@ def slice_slider(
     ipywidgets.VBox
         Slider + output area; display it as the last expression of a cell.
     """
-    import ipywidgets as widgets
+    from deeptree.extras import require
+
+    widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     if plane not in _PLANES:
         raise ValueError(f"slice_slider: plane must be one of {list(_PLANES)}, got {plane!r}")
@@ -126,7 +128,9 @@ def slice_viewer(
         figure's output area; display it as the last expression of a cell. The sliders'
         ``value`` can also be set from code.
     """
-    import ipywidgets as widgets
+    from deeptree.extras import require
+
+    widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     volume = np.asarray(volume)
     if volume.ndim != 3:
