@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeptree.config import check_profile
+from deeptree.extras import require
 from deeptree.io import atomic_write
 from deeptree.progress import ENV as PROGRESS_ENV
 from deeptree.report import write_summary
@@ -56,8 +57,6 @@ def _git_commit() -> str:
 
 def export_html(notebook: Path) -> Path:
     """Write ``notebook`` as HTML beside it (atomically) and return the HTML path."""
-    from deeptree.extras import require
-
     nbformat = require("nbformat", "notebooks", "the HTML export of notebooks")
     HTMLExporter = require("nbconvert", "notebooks", "the HTML export of notebooks").HTMLExporter
 
@@ -97,8 +96,6 @@ def run_notebooks(
     -------
     list of NotebookRun
     """
-    from deeptree.extras import require
-
     pm = require("papermill", "notebooks", "running the notebooks")
 
     check_profile(profile)

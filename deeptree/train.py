@@ -71,6 +71,7 @@ from deeptree.checkpoints import (
 from deeptree.config import TrainConfig
 from deeptree.io import InputError, atomic_write
 from deeptree.networks import choose_device
+from deeptree.progress import progress_bar
 from deeptree.report import jsonable
 
 LOG_NAME = "log.jsonl"
@@ -327,8 +328,6 @@ def train(
     InputError
         Unreadable or incompatible checkpoint on resume.
     """
-    from deeptree.progress import progress_bar
-
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

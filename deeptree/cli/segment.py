@@ -15,6 +15,10 @@ positional arguments.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from deeptree.cli import predict
+from deeptree.io import InputError
 
 NAME = "segment"
 HELP = "segment the airway tree of one CT with both stages (stage 1 + breakage connection)"
@@ -39,11 +43,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from deeptree.cli import predict
-    from deeptree.io import InputError
-
     if Path(args.ct).is_dir():
         raise InputError(
             f"{args.ct}: a folder; segment takes one CT (deeptree predict --two-stage --input "

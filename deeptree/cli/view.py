@@ -11,6 +11,7 @@ a PNG (atomically) and exits instead of opening the window.
 
 from __future__ import annotations
 
+from deeptree.extras import require
 from deeptree.io import InputError
 
 NAME = "view"
@@ -67,8 +68,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import sys
-
-    from deeptree.extras import require
 
     napari = require("napari", "napari", "deeptree view")  # before reading any file
     from deeptree.viz import napari_case, napari_layers, napari_navigator

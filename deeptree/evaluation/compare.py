@@ -14,6 +14,7 @@ from deeptree.io import read_nifti
 from deeptree.masks import label_components
 from deeptree.metrics import GroundTruth, airway_metrics, prepare_ground_truth
 from deeptree.pipeline import repair
+from deeptree.progress import progress_bar
 from deeptree.stage1.data import load_stage1_case
 from deeptree.stage1.predict import predict_stage1
 from deeptree.stage2.predict import Connector
@@ -219,8 +220,6 @@ def heldout_comparison(
         ``case id -> {"ct", "gt", "label", "stage 1", "region growing", "spacing"}`` arrays,
         for figures.
     """
-    from deeptree.progress import progress_bar
-
     rows, masks = [], {}
     for paths in progress_bar(cases, progress=progress, desc="held-out", unit="case"):
         ct = read_nifti(paths.image)

@@ -28,6 +28,7 @@ from deeptree.checkpoints import LoadedModel, load_model
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
 from deeptree.masks import largest_components
 from deeptree.networks import choose_device, stage1_network
+from deeptree.progress import enabled as progress_enabled
 from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
 #: nnU-Net's Gaussian importance weighting: sigma = patch size / 8.
@@ -154,8 +155,6 @@ def predict_stage1(
     """
     from monai.inferers import sliding_window_inference
 
-    from deeptree.progress import enabled
-
     ct = check_volume(ct, name)
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
@@ -182,7 +181,7 @@ def predict_stage1(
             cval=0.0,  # air, as in training
             sw_device=device,
             device=output_device,
-            progress=enabled(progress),
+            progress=progress_enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
         mask = (probabilities[0] < 0.5).to(torch.uint8)

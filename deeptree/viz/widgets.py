@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from deeptree.extras import require
 from deeptree.viz.colors import LUNG_WINDOW
 from deeptree.viz.planes import (
     _PLANES,
@@ -48,8 +49,6 @@ def slice_slider(
     ipywidgets.VBox
         Slider + output area; display it as the last expression of a cell.
     """
-    from deeptree.extras import require
-
     widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     if plane not in _PLANES:
@@ -128,8 +127,6 @@ def slice_viewer(
         figure's output area; display it as the last expression of a cell. The sliders'
         ``value`` can also be set from code.
     """
-    from deeptree.extras import require
-
     widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     volume = np.asarray(volume)
