@@ -9,7 +9,7 @@ extra         what it adds
 ============  ===============================================================================
 napari        3D views: ``deeptree view``, ``viz.render_3d``, napari's File > Open of cases
 notebooks     the tutorial notebooks (napari included) and ``deeptree notebooks`` (papermill)
-test          pytest, hypothesis, ruff
+test          pytest, hypothesis, ruff (and the notebooks extra: the suite covers them)
 book          ``make book`` (MkDocs) and its browser check
 all           all of the above (what ``make setup`` installs)
 ============  ===============================================================================
