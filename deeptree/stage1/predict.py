@@ -29,6 +29,7 @@ from deeptree.checkpoints import LoadedModel, load_model
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
 from deeptree.masks import largest_components
 from deeptree.networks import choose_device, stage1_network
+from deeptree.progress import enabled as progress_enabled
 from deeptree.resample import checkpoint_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
@@ -116,6 +117,7 @@ def predict_stage1(
     name: str = "CT",
     normalized: bool = False,
     restrict_to_body: bool = True,
+    progress: bool | None = False,
 ) -> Stage1Prediction:
     """Predict the airway of a whole CT.
 
@@ -145,6 +147,9 @@ def predict_stage1(
         ``ct`` is already in [0, 1] (:func:`deeptree.stage1.data.normalize_ct`).
     restrict_to_body : bool
         Keep the mask inside :func:`body_mask` (outside air is never airway).
+    progress : bool or None
+        A progress bar over the windows (default: none, as in a loop over cases); None:
+        unless under the notebook runner (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
@@ -178,6 +183,7 @@ def predict_stage1(
             cval=0.0,  # air, as in training
             sw_device=device,
             device=output_device,
+            progress=progress_enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
         mask = (probabilities[0] < 0.5).to(torch.uint8)

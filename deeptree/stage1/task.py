@@ -176,8 +176,8 @@ def ensure_stage1_model(
         train_cases, [], variant, config.stage1_net, config.stage1_train, profile=profile
     )
     result = train(
-        task, config.stage1_train, out_dir / "stage1", resume=True, progress=False, device=device
-    )
+        task, config.stage1_train, out_dir / "stage1", resume=True, device=device
+    )  # a progress bar unless under the notebook runner (deeptree/progress.py)
     return load_stage1_model(result.checkpoint, device), f"trained here: {result.checkpoint}"
 
 
