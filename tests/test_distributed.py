@@ -262,3 +262,57 @@ def test_workers_follow_the_cpus():
     assert distributed.default_workers("cuda", 1, cpus=16) == 12
     assert distributed.default_workers("cuda", 4, cpus=16) == 3
     assert distributed.default_workers("cuda", 8, cpus=4) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# fan-out: independent trainings, one per device
+# --------------------------------------------------------------------------------------------
+def _where(tag: int, device: str) -> tuple[int, str, int, float, float]:
+    start = time.time()
+    time.sleep(0.3)
+    return tag, device, os.getpid(), start, time.time()
+
+
+def _fail(tag: int, device: str):
+    raise ValueError(f"job {tag} failed on {device}")
+
+
+def test_fan_out_runs_one_job_at_a_time_per_device():
+    import functools
+
+    from deeptree.evaluation.fanout import fan_out
+
+    jobs = [functools.partial(_where, tag) for tag in range(5)]
+    results = fan_out(jobs, ["cpu", "cpu"])
+    assert [r[0] for r in results] == list(range(5))  # in the order of the jobs
+    assert {r[1] for r in results} == {"cpu"}
+    by_process = {}
+    for _, _, pid, start, end in results:
+        by_process.setdefault(pid, []).append((start, end))
+    assert len(by_process) <= 2  # one process per device
+    for spans in by_process.values():  # a process (a device) never runs two jobs at once
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_fan_out_raises_the_failing_job_error():
+    import functools
+
+    from deeptree.evaluation.fanout import fan_out
+
+    with pytest.raises(InputError, match="no device"):
+        fan_out([functools.partial(_where, 0)], [])
+    with pytest.raises(ValueError, match="job 1 failed on cpu"):
+        fan_out([functools.partial(_where, 0), functools.partial(_fail, 1)], ["cpu"])
+
+
+def test_parse_devices():
+    from deeptree.evaluation.fanout import parse_devices
+
+    assert parse_devices(None) == []
+    assert parse_devices("cpu, cpu") == ["cpu", "cpu"]
+    with pytest.raises(InputError, match="at least one"):
+        parse_devices(" , ")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            parse_devices("all")
