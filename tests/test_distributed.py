@@ -316,3 +316,38 @@ def test_parse_devices():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             parse_devices("all")
+
+
+# --------------------------------------------------------------------------------------------
+# the wall-time estimate of the README
+# --------------------------------------------------------------------------------------------
+def _scale_estimate():
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "scale_estimate.py"
+    spec = importlib.util.spec_from_file_location("scale_estimate", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_estimate_schedule():
+    est = _scale_estimate()
+    a = est.Assumptions()
+    hours = est.trainings(a)
+    one = 125_000 / 12.8 / 3600
+    assert len(hours) == 18 and hours[0] == pytest.approx(one)
+    assert est.schedule(hours, 1, a)["hours"] == pytest.approx(18 * one)
+    eight = est.schedule(hours, 8, a)  # 8 + 8 one-GPU runs, then 2 runs on 2 GPUs each
+    assert eight["ddp_trainings"] == 2
+    assert eight["hours"] == pytest.approx(2 * one + one / (2 * 0.9))
+    assert est.schedule(hours, 32, a)["hours"] == pytest.approx(one)  # 14 pairs + 4 singles
+
+
+def test_readme_table_is_the_script_output(capsys):
+    _scale_estimate().main([])
+    table = capsys.readouterr().out.splitlines()[2:]
+    readme = (ROOT / "README.md").read_text()
+    for line in table:
+        assert line in readme, line
