@@ -237,7 +237,8 @@ def local_batch_size(global_batch: int, world: int) -> int:
         raise InputError(
             f"batch size {global_batch} cannot be split over {world} processes "
             f"(torchrun --nproc_per_node x nodes): the global batch must be a multiple of the "
-            f"process count. Use {_divisors(global_batch)} processes, or another --batch-size "
+            f"process count. Use a process count that divides it ({_divisors(global_batch)}), or "
+            "another --batch-size "
             "(which changes the training)"
         )
     return global_batch // world
