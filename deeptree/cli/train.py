@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 
 from deeptree.config import check_variant, get_config, stage2_settings
-from deeptree.io import InputError
+from deeptree.io import InputError, list_cases
 
 NAME = "train"
 HELP = "train stage 1 (anatomy-aware classes + General Union Loss) or stage 2 (breakage connection)"
@@ -135,11 +135,15 @@ def _run(args, env, device) -> int:
 
         cases = load_sources(data, progress=progress)
     else:
-        from deeptree.stage1.data import load_cohort, prepare_share
+        from deeptree.stage1.data import load_cohort, load_stage1_case
 
         cache = Path(args.cache) if args.cache else data / ".cache_stage1"
-        if env.world_size > 1:  # each rank prepares its share of the cache, then all read it
-            prepare_share(data, cache, env.rank, env.world_size, progress=progress)
+        if env.world_size > 1:
+            # each rank prepares its share of the cache (cases rank, rank + N, ...), then every
+            # rank memory-maps all of them (a node that does not see the others' cache
+            # prepares what it misses in load_cohort: same arrays)
+            for case in list_cases(data)[env.rank :: env.world_size]:
+                load_stage1_case(case, cache)
             distributed.barrier()
         cases = load_cohort(data, cache, progress=progress)
     train_cases, val_cases = split_cases(cases, train_cfg.val_cases)

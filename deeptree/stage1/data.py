@@ -334,39 +334,6 @@ def load_cohort(
     ]
 
 
-def prepare_share(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike,
-    rank: int,
-    world_size: int,
-    split: str = "Tr",
-    progress: bool = False,
-) -> int:
-    """Prepare (into the cache) the cases ``rank, rank + world_size, ...`` of a dataset: the
-    processes of a ``torchrun`` launch share the preparation, then each opens every case
-    from the cache with :func:`load_cohort` (memory-mapped). With a cache folder that not every
-    node sees, a node prepares the cases it misses in :func:`load_cohort` (same result).
-
-    Parameters
-    ----------
-    root, cache_dir : path-like
-        As :func:`load_cohort`.
-    rank, world_size : int
-        This process's rank and the process count.
-
-    Returns
-    -------
-    int
-        Number of cases this rank handled.
-    """
-    from tqdm.auto import tqdm
-
-    share = list_cases(root, split)[rank::world_size]
-    for case in tqdm(share, desc=f"prepare (rank {rank})", disable=not progress):
-        load_stage1_case(case, cache_dir)
-    return len(share)
-
-
 # --------------------------------------------------------------------------------------------
 # patches
 # --------------------------------------------------------------------------------------------
