@@ -304,7 +304,7 @@ def reproduce(
     devices : sequence of str, optional
         Two or more devices (``["cuda:0", "cuda:1"]``): the models are first trained in
         parallel, one training per device (:func:`deeptree.evaluation.fanout.fan_out`), then
-        loaded; the default ``workers`` is then the GPU share of the CPUs
+        loaded; the default ``workers`` of those trainings is each device's share of the CPUs
         (:func:`deeptree.distributed.default_workers`). The models are those of a sequential run.
 
     Returns
@@ -322,6 +322,7 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = choose_device(device)
+    fan_workers = workers  # None: each parallel training takes its share of the CPUs
     if workers is None:
         workers = 0 if device.type == "cpu" else max(0, min(12, (os.cpu_count() or 1) - 2))
     seconds: dict[str, float] = {}
@@ -329,7 +330,9 @@ def reproduce(
     data_label, split, train_cases, val_cases = _prepare_data(settings, out, data, progress)
     seconds["data"] = time.perf_counter() - t_start
     # (several devices: every model trained in parallel first; the steps below then load them)
-    fanned = _fan_out_training(settings, out, data, devices, stage2) if devices else {}
+    fanned = (
+        _fan_out_training(settings, out, data, devices, stage2, fan_workers) if devices else {}
+    )
     # 2. stage 1: the four loss variants and clDice
     run_options = {"device": device, "progress": progress, "workers": workers}
     checkpoints, trained = _train_stage1_models(
@@ -393,17 +396,16 @@ def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
 
 
 def _fan_out_training(
-    settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool
-) -> dict[str, tuple[bool, float]]:
+    settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool,
+    workers: int | None = None,
+) -> dict[str, tuple[bool, float]]:  # fmt: skip
     """Train every model of the run in parallel, one per device; returns, by method id,
-    whether it was trained and its training seconds."""
+    whether it was trained and its training seconds. ``workers`` DataLoader processes per
+    training (default: the device's share of the CPUs, ``deeptree.distributed.default_workers``)."""
     keys = [*LOSS_VARIANTS, CLDICE, *(["stage2"] if stage2 else [])]
-    jobs = [
-        functools.partial(
-            _train_one, settings, out, data, key, default_workers(devices[0], len(devices))
-        )
-        for key in keys
-    ]
+    if workers is None:
+        workers = default_workers(devices[0], len(devices))
+    jobs = [functools.partial(_train_one, settings, out, data, key, workers) for key in keys]
     return dict(zip(keys, fan_out(jobs, list(devices)), strict=True))
 
 
