@@ -169,14 +169,14 @@ def test_a_killed_rank_stops_the_run_and_resume_loses_nothing(runs, tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        logged = []
+        victim = None
         while time.monotonic() < deadline and proc.poll() is None:
-            if (out / "log.jsonl").is_file():
+            victim = victim or _rank_pid(proc.pid, 1)  # found early: the stop below is at once
+            if victim is not None and (out / "log.jsonl").is_file():
                 logged = [e for e in _log_lenient(out) if "loss" in e]
                 if logged and logged[-1]["iteration"] >= 5:  # past the checkpoint of iteration 4
                     break
             time.sleep(0.02)
-        victim = _rank_pid(proc.pid, 1)
         assert victim is not None and proc.poll() is None, "the run ended before the kill"
         os.kill(victim, signal.SIGSTOP)  # freeze it: rank 0 can go at most one step further
         os.kill(victim, signal.SIGKILL)
