@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu_session.sh OUT_DIR [BUDGET_SECONDS]      # on a machine with CUDA
 #   DRY=1 bash benchmarks/gpu_session.sh /tmp/dry 400             # every step, tiny, on a CPU
 #   STEPS="1 3" bash benchmarks/gpu_session.sh OUT_DIR              # only some steps
+#   DRY_RUN=1 STEPS=4 bash benchmarks/gpu_session.sh /tmp/dry 300  # (DRY_RUN = DRY)
 #
 # Steps (each one guarded by `timeout`; a failed step is logged and the next one runs):
 #   0. import check (fails fast, before any GPU time is spent on a broken environment);
@@ -14,7 +15,10 @@
 #      each step;
 #   3. `deeptree reproduce --profile gpu` on that cohort, with training lengths sized from the
 #      rate measured in step 1 and the time left (the lengths are in results.json and the
-#      session log).
+#      session log);
+#   4. (issue 21; runs before step 3, which takes the time left) DDP overhead: the same
+#      `deeptree train --profile gpu` as a plain process and as a one-process `torchrun`,
+#      benchmarks/bench_ddp.py -> ddp_overhead.json (target <= 5%).
 # OUT_DIR receives: session.log, gpu_stage1.json, two_stage.json, nvidia-smi.txt and
 # reproduce.tar.gz (tables, figures, results.json, training logs; no checkpoints).
 # Wheels of packages missing on the machine (monai, nibabel) are installed from .whl/ if
@@ -22,8 +26,8 @@
 set -u
 OUT_DIR=${1:-${OUT:-runs/gpu_session}}
 BUDGET=${2:-580}
-DRY=${DRY:-0}
-STEPS=${STEPS:-1 2 3}
+DRY=${DRY:-${DRY_RUN:-0}}
+STEPS=${STEPS:-1 2 3 4}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
@@ -78,6 +82,25 @@ if want 2; then
     timeout 120 $PY benchmarks/bench_two_stage.py --skip-cpu $TWO_ARGS \
         --json "$OUT_DIR/two_stage.json" || echo "step 2 failed or timed out (rc $?)"
 fi
+
+# ---- issue 21: DDP overhead (one-GPU torchrun vs the plain loop) ---------------------------
+if want 4; then
+    echo "== 4. DDP overhead: plain loop vs torchrun --nproc_per_node 1 ($(left) s left)"
+    if [ "$DRY" = 1 ]; then
+        DDP_ARGS="--profile smoke --device cpu --iterations 20 --workers 0"
+    else
+        DDP_ARGS="--profile gpu --iterations 300 --workers 12"
+    fi
+    # the cohort of step 1 (a no-op when it is there)
+    # shellcheck disable=SC2086
+    $PY benchmarks/gpu_stage1.py --data-only --out "$WORK/data" --data "$REPRO/cohort" \
+        --cache "$REPRO/cache" $S1_ARGS >/dev/null || echo "cohort preparation failed (rc $?)"
+    # shellcheck disable=SC2086
+    timeout 200 $PY benchmarks/bench_ddp.py --data "$REPRO/cohort" --cache "$REPRO/cache" \
+        --out "$WORK/ddp" --json "$OUT_DIR/ddp_overhead.json" $DDP_ARGS \
+        || echo "step 4 failed or timed out (rc $?)"
+fi
+# ---- end of issue 21 ------------------------------------------------------------------------
 
 want 3 || { echo "== done in $(($(date +%s) - START)) s"; exit 0; }
 echo "== 3. reproduction ($(left) s left)"

@@ -42,10 +42,19 @@ Files in ``out_dir``:
 
 Ctrl-C (SIGINT) is deferred to the end of the running iteration: the checkpoint is written and
 ``KeyboardInterrupt`` is raised; a second Ctrl-C interrupts at once.
+
+Several processes (``torchrun``, :mod:`deeptree.distributed`): when a process group is
+initialised, the model is wrapped in ``DistributedDataParallel``, ``cfg.batch_size`` is the
+global batch (each rank trains on its share, items ``it * B + rank * b ...``), the loss and its
+parts are logged as their mean over the ranks, and rank 0 alone writes ``last.pt``, ``best.pt``,
+``log.jsonl`` and the plot and runs ``validate`` (once, not once per rank). Every rank resumes
+from the same ``last.pt``; a stop request (Ctrl-C) or a non-finite loss is agreed on by all
+ranks at the same iteration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -59,6 +68,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from deeptree import distributed
 from deeptree.checkpoints import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -103,7 +113,8 @@ class TrainResult:
     log : Path
         ``log.jsonl``.
     history : list of dict
-        The log entries of the whole run (after a resume: of all runs).
+        The log entries of the whole run (after a resume: of all runs); empty on the ranks
+        other than 0 of a run on several processes (rank 0 keeps the log).
     seconds : float
         Wall time of this call.
     best : Path or None
@@ -315,44 +326,71 @@ def train(
         Show a tqdm progress bar (loss, it/s); None: unless under the notebook runner
         (:func:`deeptree.progress.enabled`).
     callback : callable, optional
-        ``callback(iteration, entry)`` after each iteration (``iteration`` = completed count).
+        ``callback(iteration, entry)`` after each iteration (``iteration`` = completed count);
+        on rank 0 only when several processes train.
 
     Returns
     -------
     TrainResult
+
+    Notes
+    -----
+    Under ``torchrun`` (a process group initialised, e.g. by
+    :func:`deeptree.distributed.init_from_env`), pass each rank's own ``device``;
+    ``cfg.batch_size`` must be a multiple of the number of processes
+    (:func:`deeptree.distributed.local_batch_size`). See the module docstring.
 
     Raises
     ------
     KeyboardInterrupt
         After Ctrl-C, once the checkpoint of the completed iterations is written.
     InputError
-        Unreadable or incompatible checkpoint on resume.
+        Unreadable or incompatible checkpoint on resume; a batch size that the processes
+        cannot share.
     """
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
     device = choose_device(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    distributed.local_batch_size(cfg.batch_size, world)  # refuse a batch the ranks cannot share
     model = task.model.to(device)
     optimizer = make_optimizer(model, cfg)
     use_amp = bool(cfg.amp and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    iteration, history = _restore_or_start(task, cfg, model, optimizer, out_dir, resume, device)
+    iteration, history = _restore_or_start(
+        task, cfg, model, optimizer, out_dir, resume, device, main
+    )
+    distributed.same_on_all_ranks(iteration, device, f"{ckpt_path}: iteration to resume from")
     best_value = _best_value(history, task.select)
+    # the wrapped model trains; the bare one is validated (on rank 0 alone) and saved
+    trained = model
+    if distributed.active():
+        # the lowest deep-supervision head (weight 0, as in nnU-Net) is never used by the loss:
+        # DDP must look for unused parameters (they keep no gradient, as in one process)
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
 
-    loader = _loader(task.dataset, cfg, iteration, num_workers, device)
+    loader = _loader(task.dataset, cfg, iteration, num_workers, device, rank, world)
     bar = progress_bar(
-        total=cfg.iterations, initial=iteration, progress=progress, desc="train", unit="it"
+        total=cfg.iterations, initial=iteration, progress=progress if main else False,
+        desc="train", unit="it"
     )
     running = None
-    with _StopFlag() as stop, open(log_path, "a") as log:
+    with _StopFlag() as stop, _open_log(log_path, main) as log:
         batches = iter(loader)
         while iteration < cfg.iterations:
             batch = _to_device(next(batches), device)
-            loss, parts, lr = _step(
-                task, cfg, model, optimizer, batch, iteration, use_amp, ckpt_path
-            )
+            loss, parts, lr, stop_now = _step(
+                task, cfg, trained, optimizer, batch, iteration, use_amp, ckpt_path,
+                stop.requested, main,
+            )  # fmt: skip
             iteration += 1
             entry = {
                 "iteration": iteration,
@@ -362,11 +400,14 @@ def train(
                 "seconds": round(time.perf_counter() - start_time, 4),  # since this call began
             }
             running = entry["loss"] if running is None else 0.95 * running + 0.05 * entry["loss"]
-            _append(log, history, entry)
+            if main:
+                _append(log, history, entry)
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.2e}")
-            if task.validate is not None and (
-                iteration % cfg.validate_every == 0 or iteration == cfg.iterations
+            if (
+                main
+                and task.validate is not None
+                and (iteration % cfg.validate_every == 0 or iteration == cfg.iterations)
             ):
                 metrics, best_value = _validate_and_keep_best(
                     task,
@@ -384,17 +425,23 @@ def train(
                     f"iteration {iteration}: "
                     + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
                 )
-            if callback is not None:
+            if callback is not None and main:
                 callback(iteration, entry)
-            if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations:
+            if not distributed.active():
+                stop_now = stop.requested  # one process: a Ctrl-C up to now stops here
+            if main and (
+                iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations or stop_now
+            ):
                 save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
-            if stop.requested:
-                save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
+            if stop_now:
+                distributed.barrier()  # no rank exits before rank 0 has written the checkpoint
                 bar.close()
                 raise KeyboardInterrupt(
                     f"training interrupted after iteration {iteration}; resume from {ckpt_path}"
                 )
     bar.close()
+    if not main:
+        return TrainResult(iteration, ckpt_path, log_path, [], time.perf_counter() - start_time)
     _save_plot(out_dir / PLOT_NAME, history, task.meta)
     best = out_dir / BEST_NAME if task.select is not None and best_value is not None else None
     if best is not None and best_value <= 0.0:
@@ -410,13 +457,15 @@ def train(
 
 
 def _restore_or_start(
-    task: TrainingTask, cfg: TrainConfig, model, optimizer, out_dir: Path, resume: bool, device
-) -> tuple[int, list[dict]]:
+    task: TrainingTask, cfg: TrainConfig, model, optimizer, out_dir: Path, resume: bool, device,
+    main: bool = True,
+) -> tuple[int, list[dict]]:  # fmt: skip
     """Restore weights, optimiser, iteration, random states and log from ``last.pt`` (with
     ``resume`` and a checkpoint there), else seed everything and start an empty log (with
-    ``resume``, a ``UserWarning`` when a log but no checkpoint is there).
+    ``resume``, a ``UserWarning`` when a log but no checkpoint is there). Only the ``main``
+    rank touches the log and ``best.pt``; every rank restores the same checkpoint.
 
-    Returns the iteration to start from and the log entries so far."""
+    Returns the iteration to start from and the log entries so far (empty unless ``main``)."""
     ckpt_path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, map_location=device)
@@ -425,10 +474,15 @@ def _restore_or_start(
         optimizer.load_state_dict(state["optimizer"])
         iteration = state["iteration"]
         set_rng_state(state["rng"])
+        if not main:
+            return iteration, []
         # entries logged after the checkpoint (a run killed hard) are replayed: drop them
         history = [e for e in read_log(log_path) if e["iteration"] <= iteration]
         _write_log(log_path, history)
         return iteration, history
+    seed_everything(cfg.seed)
+    if not main:
+        return 0, []
     if resume and log_path.is_file() and log_path.stat().st_size > 0:
         # an earlier run logged iterations but left no checkpoint (killed during its first
         # checkpoint write): say that its work is not resumed; a fresh folder needs no notice
@@ -437,7 +491,6 @@ def _restore_or_start(
             "stopped before its first checkpoint); training starts from scratch",
             stacklevel=3,
         )
-    seed_everything(cfg.seed)
     _write_log(log_path, [])
     (out_dir / BEST_NAME).unlink(missing_ok=True)  # an earlier run's best is not this one's
     return 0, []
@@ -445,29 +498,42 @@ def _restore_or_start(
 
 def _step(
     task: TrainingTask, cfg: TrainConfig, model, optimizer, batch: dict, iteration: int,
-    use_amp: bool, ckpt_path: Path,
-) -> tuple[float, dict, float]:  # fmt: skip
+    use_amp: bool, ckpt_path: Path, stop_requested: bool = False, main: bool = True,
+) -> tuple[float, dict, float, bool]:  # fmt: skip
     """One optimisation step at the learning rate of ``iteration``; returns the loss, its
-    parts and the learning rate. A non-finite loss keeps the last good state in ``ckpt_path``
-    and raises ``FloatingPointError``."""
+    parts (means over the ranks), the learning rate and whether any rank asked to stop. A
+    non-finite loss (on any rank) keeps the last good state in ``ckpt_path`` and raises
+    ``FloatingPointError``."""
     device = next(model.parameters()).device
     lr = poly_lr(iteration, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+    with (
+        distributed.global_batch(),
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp),
+    ):
         outputs = model(batch["image"])
         loss, parts = task.loss_fn(outputs, batch)
-    if not torch.isfinite(loss):
-        save_checkpoint(ckpt_path, model, optimizer, iteration, cfg, task.meta)
+    # one small collective agrees on the logged figures, finiteness and a stop request
+    names = list(parts)
+    values = distributed.mean_over_ranks(
+        [float(loss.detach()), *(float(parts[k]) for k in names), float(stop_requested)], device
+    )
+    mean_loss, stop = values[0], values[-1] > 0
+    if not np.isfinite(mean_loss):
+        if main:
+            bare = model.module if hasattr(model, "module") else model
+            save_checkpoint(ckpt_path, bare, optimizer, iteration, cfg, task.meta)
         raise FloatingPointError(
-            f"loss is {float(loss)} at iteration {iteration}; checkpoint of the last good state kept"
+            f"loss is {mean_loss} at iteration {iteration}; checkpoint of the last good state kept"
         )
-    loss.backward()
+    with distributed.global_batch():
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
-    return float(loss.detach()), parts, lr
+    return mean_loss, dict(zip(names, values[1:-1], strict=True)), lr, stop
 
 
 def _validate_and_keep_best(
@@ -507,6 +573,11 @@ def _best_value(history: list[dict], select: str | None) -> float | None:
     return max(values) if values else None
 
 
+def _open_log(path: Path, main: bool):
+    """The log opened for appending on rank 0; a do-nothing context elsewhere."""
+    return open(path, "a") if main else contextlib.nullcontext()
+
+
 def _append(log, history: list, entry: dict) -> None:
     history.append(entry)
     log.write(json.dumps(entry) + "\n")
@@ -519,24 +590,32 @@ def _save_plot(path: Path, history: list[dict], meta: dict) -> None:
 
 
 class _IndexRange(torch.utils.data.Sampler):
-    """Yields ``start, start + 1, ..., stop - 1``: item ``index`` of iteration ``it`` is
-    ``it * batch_size + position``, so the stream restarts exactly where it stopped."""
+    """Yields the items of one rank for iterations ``start ... stop - 1``: item ``index`` of
+    iteration ``it`` is ``it * batch_size + rank * local + position``
+    (:func:`deeptree.distributed.rank_items`; one process: ``it * batch_size + position``),
+    so the stream restarts exactly where it stopped."""
 
-    def __init__(self, start: int, stop: int):
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world: int = 1):
         self.start, self.stop = start, stop
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.local = distributed.local_batch_size(batch_size, world)
 
     def __iter__(self):
-        return iter(range(self.start, self.stop))
+        for it in range(self.start, self.stop):
+            yield from distributed.rank_items(it, self.batch_size, self.rank, self.world)
 
     def __len__(self):
-        return self.stop - self.start
+        return (self.stop - self.start) * self.local
 
 
-def _loader(dataset, cfg: TrainConfig, iteration: int, num_workers: int, device) -> DataLoader:
-    sampler = _IndexRange(iteration * cfg.batch_size, cfg.iterations * cfg.batch_size)
+def _loader(
+    dataset, cfg: TrainConfig, iteration: int, num_workers: int, device, rank: int = 0,
+    world: int = 1,
+) -> DataLoader:  # fmt: skip
+    sampler = _IndexRange(iteration, cfg.iterations, cfg.batch_size, rank, world)
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
+        batch_size=sampler.local,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",

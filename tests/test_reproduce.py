@@ -370,3 +370,23 @@ def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
         weights.append(load_checkpoint(path)["model"])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_fanned_out_training_gives_the_models_of_a_sequential_run(reproduced, atm_layout, tmp_path):
+    """``devices``: the models are trained in parallel processes, one per device (here two
+    CPU 'devices'), then evaluated as usual: the same models as the sequential run."""
+    from deeptree.checkpoints import load_checkpoint
+
+    result, _ = reproduced
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fanned = reproduce(
+            "smoke", tmp_path / "run", atm_layout, settings=_tiny_settings(), device="cpu",
+            progress=False, devices=["cpu", "cpu"],
+        )  # fmt: skip
+    assert fanned.checkpoints.keys() == result.checkpoints.keys()
+    assert all(fanned.trained.values())
+    for key, path in result.checkpoints.items():
+        ours, theirs = load_checkpoint(fanned.checkpoints[key]), load_checkpoint(path)
+        for name, value in theirs["model"].items():
+            assert torch.equal(ours["model"][name], value), (key, name)

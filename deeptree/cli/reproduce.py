@@ -5,12 +5,15 @@ Examples::
     deeptree reproduce --profile cpu --out runs/reproduce-cpu                 # synthetic cohort
     deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22       # real ATM'22 folder
     deeptree reproduce --profile gpu --out runs/gpu --stage1-iterations 5000 --stage2-iterations 2000
+    deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22 --devices all    # 1 model per GPU
 
 Without ``--data`` a synthetic cohort of the profile's size is generated into
 ``<out>/cohort``; with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
 ``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.evaluation.paper.split_sizes``). Models go to
 ``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
-figures to ``<out>/figures``. See ``deeptree.evaluation.reproduce``.
+figures to ``<out>/figures``. ``--devices cuda:0,cuda:1,...`` (or ``all``) trains the models in
+parallel, one per GPU (``deeptree.evaluation.fanout``), then evaluates as usual. See
+``deeptree.evaluation.reproduce``.
 """
 
 from __future__ import annotations
@@ -55,17 +58,24 @@ def add_arguments(parser) -> None:
         type=int,
         help="DataLoader worker processes for training (default: 0 on CPU, up to 12 on a GPU)",
     )
+    parser.add_argument(
+        "--devices",
+        help="train the models in parallel, one per device: 'all' (every GPU) or a list such "
+        "as cuda:0,cuda:1 (evaluation then runs on --device)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from deeptree.evaluation.fanout import parse_devices
     from deeptree.evaluation.outputs import render_figures
     from deeptree.evaluation.reproduce import reproduce
     from deeptree.networks import choose_device
 
     choose_device(args.device)  # refuse an unusable device before any training
+    devices = parse_devices(args.devices)
     if args.data is not None and Path(args.out).resolve() == Path(args.data).resolve():
         raise InputError(f"{args.out}: --out is the dataset folder (--data); give the run its own folder")
 
@@ -86,6 +96,7 @@ def run(args) -> int:
         progress=not args.no_progress,
         stage2=not args.no_stage2,
         workers=args.workers,
+        devices=devices or None,
     )
     if args.render:
         render_figures(result, args.out)

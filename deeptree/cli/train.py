@@ -13,6 +13,15 @@ exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or `
 is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
 log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
 always refused. The device and the options are checked before the data are prepared.
+
+Several GPUs or nodes: the same command under ``torchrun`` (``deeptree.distributed``)::
+
+    torchrun --standalone --nproc_per_node 2 -m deeptree train --stage 1 --profile gpu \
+        --data /data/ATM22 --out runs/s1 --resume
+
+Each rank trains on its share of the profile's batch (which must be a multiple of the process
+count), rank 0 writes the run folder and validates; the ranks prepare the stage-1 cache
+together (case ``i`` on rank ``i mod N``) before training.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import sys
 
 from deeptree.config import check_variant, get_config, stage2_settings
-from deeptree.io import InputError
+from deeptree.io import InputError, list_cases
 
 NAME = "train"
 HELP = "train stage 1 (anatomy-aware classes + General Union Loss) or stage 2 (breakage connection)"
@@ -51,24 +60,40 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--cache", help="folder for prepared arrays (default <data>/.cache_stage1)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="DataLoader worker processes per training process (default: 0 on a CPU; on a GPU "
+        "the CPUs available shared by the processes of this node, minus one each, at most 12)",
+    )
     parser.add_argument("--seed", type=int, help="override the profile's seed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
-    from dataclasses import replace
-    from pathlib import Path
-
-    from deeptree.networks import choose_device
-    from deeptree.stage1.data import split_cases
-    from deeptree.train import train
+    from deeptree import distributed
 
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: give one of them, not both")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise InputError(f"--workers {args.workers}: must be 0 (load in this process) or more")
-    choose_device(args.device)  # refuse an unusable device before the data are prepared
+    # under torchrun: join the process group (NCCL on GPUs, gloo on CPUs); refuse an unusable
+    # device before the data are prepared
+    env, device = distributed.init_from_env(args.device)
+    try:
+        return _run(args, env, device)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args, env, device) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from deeptree import distributed
+    from deeptree.stage1.data import split_cases
+    from deeptree.train import train
+
     out, data = Path(args.out), Path(args.data)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out is a file; the run needs a folder")
@@ -76,7 +101,12 @@ def run(args) -> int:
         raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
     _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
-    if args.resume and not (out / "last.pt").is_file() and not (out / "log.jsonl").is_file():
+    if (
+        env.is_main
+        and args.resume
+        and not (out / "last.pt").is_file()
+        and not (out / "log.jsonl").is_file()
+    ):
         print(f"deeptree train: no checkpoint in {out}; --resume starts from scratch", file=sys.stderr)
     cfg = get_config(args.profile)
     if args.stage == 2:
@@ -93,38 +123,60 @@ def run(args) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
+    distributed.local_batch_size(train_cfg.batch_size, env.world_size)  # before the data
+    workers = (
+        args.workers
+        if args.workers is not None
+        else distributed.default_workers(device, env.local_world_size)
+    )
+    progress = not args.no_progress and env.is_main
     if args.stage == 2:
         from deeptree.stage2.task import load_sources, stage2_task
 
-        cases = load_sources(data, progress=not args.no_progress)
+        cases = load_sources(data, progress=progress)
     else:
-        from deeptree.stage1.data import load_cohort
+        from deeptree.stage1.data import load_cohort, load_stage1_case
 
         cache = Path(args.cache) if args.cache else data / ".cache_stage1"
-        cases = load_cohort(data, cache, progress=not args.no_progress)
+        if env.world_size > 1:
+            # each rank prepares its share of the cache (cases rank, rank + N, ...), then every
+            # rank memory-maps all of them (a node that does not see the others' cache
+            # prepares what it misses in load_cohort: same arrays)
+            for case in list_cases(data)[env.rank :: env.world_size]:
+                load_stage1_case(case, cache)
+            distributed.barrier()
+        cases = load_cohort(data, cache, progress=progress)
     train_cases, val_cases = split_cases(cases, train_cfg.val_cases)
-    print(f"{len(train_cases)} training and {len(val_cases)} validation cases from {data}")
+    if env.is_main:
+        print(f"{len(train_cases)} training and {len(val_cases)} validation cases from {data}")
+        if env.world_size > 1:
+            print(
+                f"{env.world_size} processes (torchrun), {train_cfg.batch_size // env.world_size} "
+                f"of the batch of {train_cfg.batch_size} each, {workers} DataLoader workers each"
+            )
     if args.stage == 2:
         task = stage2_task(
             train_cases, val_cases, net, train_cfg, data=data_cfg, breakage=cfg.breakage,
-            attention=cfg.attention, profile=args.profile, device=args.device,
+            attention=cfg.attention, profile=args.profile, device=device,
         )  # fmt: skip
     else:
         from deeptree.stage1.task import stage1_task
 
         task = stage1_task(
             train_cases, val_cases, args.variant, net, train_cfg, profile=args.profile,
-            device=args.device,
+            device=device,
         )  # fmt: skip
     result = train(
         task,
         train_cfg,
         args.out,
         resume=args.resume,
-        device=args.device,
-        num_workers=args.workers,
-        progress=not args.no_progress,
+        device=device,
+        num_workers=workers,
+        progress=progress,
     )
+    if not env.is_main:
+        return 0
     print(
         f"done: {result.iteration} iterations in {result.seconds:.1f} s; checkpoint {result.checkpoint}"
     )

@@ -41,6 +41,7 @@ Models
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -57,8 +58,10 @@ from deeptree.config import (
     get_config,
     reproduce_settings,
 )
+from deeptree.distributed import default_workers
 from deeptree.evaluation.baselines import region_growing
 from deeptree.evaluation.compare import group_by_method, score_masks
+from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
@@ -272,6 +275,7 @@ def reproduce(
     progress: bool | None = None,
     stage2: bool = True,
     workers: int | None = None,
+    devices: Sequence[str] | None = None,
 ) -> ReproduceResult:
     """Split, train or load every model, predict the test cases, evaluate, write tables.
 
@@ -299,6 +303,11 @@ def reproduce(
         DataLoader worker processes of every training run. Default: 0 on a CPU (the
         cores are busy with the network), ``min(12, cores - 2)`` on a GPU, where patch
         sampling and stage-2 simulations must keep up with the network.
+    devices : sequence of str, optional
+        Two or more devices (``["cuda:0", "cuda:1"]``): the models are first trained in
+        parallel, one training per device (:func:`deeptree.evaluation.fanout.fan_out`), then
+        loaded; the default ``workers`` of those trainings is each device's share of the CPUs
+        (:func:`deeptree.distributed.default_workers`). The models are those of a sequential run.
 
     Returns
     -------
@@ -316,12 +325,17 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = choose_device(device)
+    fan_workers = workers  # None: each parallel training takes its share of the CPUs
     if workers is None:
         workers = 0 if device.type == "cpu" else max(0, min(12, (os.cpu_count() or 1) - 2))
     seconds: dict[str, float] = {}
     # 1. data: the cohort (generated when no folder is given), its split, prepared cases
     data_label, split, train_cases, val_cases = _prepare_data(settings, out, data, progress)
     seconds["data"] = time.perf_counter() - t_start
+    # (several devices: every model trained in parallel first; the steps below then load them)
+    fanned = (
+        _fan_out_training(settings, out, data, devices, stage2, fan_workers) if devices else {}
+    )
     # 2. stage 1: the four loss variants and clDice
     run_options = {"device": device, "progress": progress, "workers": workers}
     checkpoints, trained = _train_stage1_models(
@@ -336,6 +350,8 @@ def reproduce(
         )
         checkpoints["stage2"] = path
         stage2_model = load_stage2_model(path, device)
+    for key, (did_train, secs) in fanned.items():
+        trained[key], seconds[f"train {key}"] = did_train, secs
     # 4. evaluation of every method on the test cases, tables and figures
     t_eval = time.perf_counter()
     rows, generation_rows, figure_case = _evaluate_test_cases(
@@ -382,15 +398,46 @@ def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
     return data_label, split, train_cases, val_cases
 
 
+def _fan_out_training(
+    settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool,
+    workers: int | None = None,
+) -> dict[str, tuple[bool, float]]:  # fmt: skip
+    """Train every model of the run in parallel, one per device; returns, by method id,
+    whether it was trained and its training seconds. ``workers`` DataLoader processes per
+    training (default: the device's share of the CPUs, ``deeptree.distributed.default_workers``)."""
+    keys = [*LOSS_VARIANTS, CLDICE, *(["stage2"] if stage2 else [])]
+    if workers is None:
+        workers = default_workers(devices[0], len(devices))
+    jobs = [functools.partial(_train_one, settings, out, data, key, workers) for key in keys]
+    return dict(zip(keys, fan_out(jobs, list(devices)), strict=True))
+
+
+def _train_one(
+    settings: ReproduceSettings, out: Path, data, key: str, workers: int, device: str
+) -> tuple[bool, float]:
+    """One model of the run, on ``device`` (a job of :func:`_fan_out_training`)."""
+    _, split, train_cases, val_cases = _prepare_data(settings, out, data, progress=False)
+    options = {"device": device, "progress": False, "workers": workers}
+    if key == "stage2":
+        _, did_train, secs = _train_stage2_model(settings, split, out / "models", options)
+        return did_train, secs
+    seconds: dict[str, float] = {}
+    _, trained = _train_stage1_models(
+        settings, split, train_cases, val_cases, out / "models", seconds, options, keys=(key,)
+    )
+    return trained[key], seconds[f"train {key}"]
+
+
 def _train_stage1_models(
     settings: ReproduceSettings, split: Split, train_cases: list, val_cases: list,
-    models_root: Path, seconds: dict, run_options: dict,
+    models_root: Path, seconds: dict, run_options: dict, keys: Sequence[str] | None = None,
 ) -> tuple[dict, dict]:  # fmt: skip
-    """Train (or load) every stage-1 model; returns its checkpoints and whether each was
-    trained in this call, by method id, and adds the training times to ``seconds``."""
+    """Train (or load) every stage-1 model (or those of ``keys``); returns its checkpoints
+    and whether each was trained in this call, by method id, and adds the training times to
+    ``seconds``."""
     train_ids = [c.id for c in split.train]
     checkpoints, trained = {}, {}
-    for key in (*LOSS_VARIANTS, CLDICE):
+    for key in keys if keys is not None else (*LOSS_VARIANTS, CLDICE):
         if key == CLDICE:
             task = cldice_task(
                 train_cases, val_cases, settings.stage1_net, settings.stage1_train,

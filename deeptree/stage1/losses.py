@@ -41,6 +41,7 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from deeptree.config import check_variant, n_output_channels, uses_gul
+from deeptree.distributed import batch_sum
 from deeptree.io import InputError, check_binary_mask, check_spacing
 
 
@@ -194,7 +195,9 @@ class DiceCELoss(torch.nn.Module):
     have bronchi <= 2 mm) would otherwise add a constant ~1 that no prediction can lower; its
     false positives are still penalised by CE. A patch with no foreground at all gets Dice
     loss 0 (CE only). CE is the mean voxel cross-entropy; the loss is their sum. Written out
-    rather than MONAI's ``DiceCELoss`` so that each part can be logged.
+    rather than MONAI's ``DiceCELoss`` so that each part can be logged. When several processes
+    train (``torchrun``), the Dice sums are those of the global batch
+    (:func:`deeptree.distributed.batch_sum`), so the loss equals one process's.
     """
 
     def __init__(self, smooth: float = 1e-5):
@@ -217,9 +220,13 @@ class DiceCELoss(torch.nn.Module):
         prob = torch.softmax(logits, dim=1)
         one_hot = F.one_hot(index, logits.shape[1]).movedim(-1, 1).to(prob.dtype)
         dims = (0, *range(2, prob.ndim))
-        intersection = (prob * one_hot).sum(dims)[1:]
-        target_sum = one_hot.sum(dims)[1:]
-        dice = (2.0 * intersection + self.smooth) / (prob.sum(dims)[1:] + target_sum + self.smooth)
+        # the sums run over the global batch: over the ranks too when several processes train
+        # (deeptree.distributed.batch_sum; the identity in one process)
+        sums = batch_sum(
+            torch.stack([(prob * one_hot).sum(dims), prob.sum(dims), one_hot.sum(dims)])[:, 1:]
+        )
+        intersection, prob_sum, target_sum = sums[0], sums[1], sums[2]
+        dice = (2.0 * intersection + self.smooth) / (prob_sum + target_sum + self.smooth)
         present = target_sum > 0
         if not bool(present.any()):
             return torch.zeros((), device=logits.device), ce  # all background: CE only
