@@ -167,7 +167,7 @@ class NetworkConfig:
 class TrainConfig:
     """Training loop settings (nnU-Net defaults where the paper says 'default nnUNet')."""
 
-    iterations: int = 250_000  # paper: 500 epochs x 250 iterations (nnU-Net epoch)
+    iterations: int = 500 * 250  # paper: 500 epochs x 250 iterations (nnU-Net epoch) = 125,000
     batch_size: int = 2
     learning_rate: float = 0.01  # nnU-Net SGD, momentum 0.99, Nesterov, poly decay 0.9
     validate_every: int = 250
