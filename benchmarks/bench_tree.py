@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         # compare the partitions voxel by voxel, in the reference's crop
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            atm_like = parse_tree(volume.array, volume.spacing, nearest_in_voxels=True)
+            atm_like = parse_tree(
+                volume.array, volume.spacing, root="atm22", nearest_in_voxels=True
+            )
         result.update(
             reference_n_branches=int(n_reference),
             reference_generations=np.bincount(generation).tolist(),

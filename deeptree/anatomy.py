@@ -15,8 +15,9 @@ diameters come from :func:`deeptree.tree.parse_tree`.
 
 Resolution matters: a branch's diameter is 2 x the mean distance from its skeleton voxels
 to the nearest background voxel, which is at least one voxel away, so no branch measures
-less than about 2 voxels. On grids of 1 mm or coarser, class 3 is therefore empty with
-the paper's 2 mm; the rule assumes sub-millimetre CT (ATM'22: about 0.5-0.8 mm).
+less than about 2 voxels. On grids coarser than 1 mm, class 3 is therefore empty with
+the paper's 2 mm (the 1.5 mm phantoms had none); the rule assumes CT of about 1 mm or finer
+(ATM'22: about 0.5-0.8 mm; the cpu phantoms: 1 mm).
 """
 
 from __future__ import annotations

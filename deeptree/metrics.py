@@ -50,7 +50,11 @@ Two protocols:
     to 0.8 points too high on phantoms with 40 stray components; ``benchmarks/RESULTS.md``).
 ``"paper"`` (default)
     The paper (DeepTree, Sec. 3: "we also exclude the trachea and left/right main bronchi
-    for evaluation of all three metrics"). The *central region* C is the set of voxels
+    for evaluation of all three metrics"). Its branches come from the same parse with the
+    *anatomical* root (:mod:`deeptree.tree`: the trachea runs from the cranial end of the
+    mask to the main carina, and a bud or a tracheal bronchus does not split it), not the
+    ATM'22 one (the largest region, which can make a main bronchus the root on such trees).
+    The *central region* C is the set of voxels
     of the parsed GT mask whose branch has generation 0 or 1 (``tree.branch_labels`` of
     those branches). Then TLD counts only GT skeleton voxels outside C; BD counts only
     branches of generation >= 2; precision = |L ∩ G \\ C| / |L \\ C| with L the largest
@@ -93,16 +97,20 @@ prediction at the GT skeleton voxels.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from deeptree.config import AnatomyConfig
+from deeptree.ground_truth import (
+    CENTRAL_MAX_GENERATION,
+    SPACING_RTOL,
+    GroundTruth,
+    prepare_ground_truth,
+)
 from deeptree.io import InputError, check_spacing
 from deeptree.masks import as_binary_mask, bounding_box, check_connectivity, label_components
-from deeptree.tree import AirwayTree, parse_tree
+from deeptree.tree import AirwayTree
 
 #: Evaluation protocols: ``"paper"`` excludes the central airways, ``"atm22"`` does not.
 PROTOCOLS: tuple[str, ...] = ("paper", "atm22")
@@ -127,184 +135,6 @@ COUNT_KEYS: tuple[str, ...] = (
 
 #: ATM'22: a branch is detected when >= 80% of its skeleton voxels are predicted.
 BRANCH_DETECTED_THRESHOLD = 0.8
-
-#: Generations 0 (trachea) and 1 (main bronchi) are the central airways the paper excludes.
-CENTRAL_MAX_GENERATION = AnatomyConfig().central_max_generation
-
-#: Relative tolerance when comparing two spacings (mm).
-SPACING_RTOL = 1e-4
-
-
-# --------------------------------------------------------------------------------------------
-# the ground truth, prepared once per case
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GroundTruth:
-    """A ground-truth airway mask with everything the metrics read from its parse.
-
-    Build it with :func:`prepare_ground_truth` (once per case) and pass it as ``gt`` to
-    :func:`airway_metrics` to evaluate many predictions of the same case cheaply.
-
-    Attributes
-    ----------
-    mask : ndarray of bool, shape (I, J, K)
-        The GT as given, "raw" (before the parse keeps its largest component and fills
-        its holes); the caller's own array when that was already bool (not copied: do not
-        modify it meanwhile). The paper protocol scores precision, DSC, sensitivity and
-        FPR against it.
-    tree : AirwayTree
-        Its parse for the metrics: ``parse_tree(mask, spacing, nearest_in_voxels=True)``,
-        the official ATM'22 partition (lengths and diameters still in mm). ``tree.mask``
-        (bool, (I, J, K)) is the processed GT, the largest 6-connected component of
-        ``mask`` with its holes filled: :attr:`parsed_mask`.
-    spacing : tuple of 3 float
-        Voxel size in mm of the GT (checked against the predictions').
-    n_voxels : int
-        Number of raw GT voxels (``mask.sum()``).
-    parsed_n_voxels : int
-        Number of processed GT voxels (``tree.mask.sum()``); the ``"atm22"`` protocol
-        scores precision, DSC, sensitivity and FPR against this mask.
-    skeleton_coords : ndarray of int64, shape (S, 3)
-        Voxel coordinates of the full GT skeleton (``tree.skeleton``).
-    skeleton_branch : ndarray of int64, shape (S,)
-        Branch id of each skeleton voxel (``tree.branch_labels`` there).
-    branch_ids : ndarray of int64, shape (B,)
-        The ids of ``tree.branches``, sorted.
-    generation_of : ndarray of int64, shape (max id + 1,)
-        Generation of each branch id; -1 for an id that is not a branch (and for 0).
-    central_coords : ndarray of int64, shape (C, 3)
-        Voxels of the central region: parsed-mask voxels whose branch has generation
-        <= :data:`CENTRAL_MAX_GENERATION`.
-    central_in_gt : ndarray of bool, shape (C,)
-        Whether each central voxel is in ``mask`` (a filled hole of the parse is not).
-    """
-
-    mask: np.ndarray
-    tree: AirwayTree
-    spacing: tuple[float, float, float]
-    n_voxels: int
-    parsed_n_voxels: int
-    skeleton_coords: np.ndarray
-    skeleton_branch: np.ndarray
-    branch_ids: np.ndarray
-    generation_of: np.ndarray
-    central_coords: np.ndarray
-    central_in_gt: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Shape (I, J, K) of the volume."""
-        return self.mask.shape  # type: ignore[return-value]
-
-    @property
-    def parsed_mask(self) -> np.ndarray:
-        """bool (I, J, K): the processed GT (largest 6-connected component, holes filled)."""
-        return self.tree.mask
-
-    @property
-    def n_components_dropped(self) -> int:
-        """Number of 6-connected GT components the parse dropped (0 for a one-piece GT)."""
-        return int(self.tree.n_components_dropped)
-
-    @property
-    def skeleton_generation(self) -> np.ndarray:
-        """int64 (S,): generation of each skeleton voxel's branch (-1 if unlabelled)."""
-        return self.generation_of[self.skeleton_branch]
-
-
-def prepare_ground_truth(
-    gt: np.ndarray,
-    spacing: Sequence[float],
-    gt_tree: AirwayTree | None = None,
-    *,
-    name: str = "ground truth",
-) -> GroundTruth:
-    """Parse a ground-truth airway mask once, for any number of evaluations.
-
-    Parameters
-    ----------
-    gt : ndarray, shape (I, J, K), bool or 0/1 integers/floats
-        Binary GT airway mask. Not modified.
-    spacing : sequence of 3 float
-        Voxel size in mm.
-    gt_tree : AirwayTree, optional
-        Its parse if already computed; parsed here if None. For the official ATM'22 numbers
-        it must be ``parse_tree(gt, spacing, nearest_in_voxels=True)``; a tree that says it
-        was parsed in mm (``nearest_in_voxels`` False) is accepted with a
-        :class:`UserWarning` (its branches can differ from ATM'22's around junctions).
-    name : str
-        What to call the GT in errors (e.g. its file name).
-
-    Returns
-    -------
-    GroundTruth
-
-    Raises
-    ------
-    InputError
-        Non-binary or empty GT, bad spacing, a ``gt_tree`` whose shape or spacing does not
-        match, or a GT whose parse has no branch.
-    """
-    spacing = check_spacing(spacing, f"{name} spacing")
-    mask = as_binary_mask(gt, name, allow_empty=True)
-    if not mask.any():
-        raise InputError(f"{name}: the ground-truth mask is empty (no foreground voxel)")
-    if gt_tree is None:
-
-        gt_tree = parse_tree(mask, spacing, name=name, nearest_in_voxels=True)
-    else:
-        if gt_tree.mask.shape != mask.shape:
-            raise InputError(
-                f"{name}: the given GT parse has shape {gt_tree.mask.shape}, the mask {mask.shape}"
-            )
-        if not np.allclose(gt_tree.spacing, spacing, rtol=SPACING_RTOL, atol=0):
-            raise InputError(
-                f"{name}: the given GT parse was made with spacing {tuple(gt_tree.spacing)} mm, "
-                f"not {spacing} mm"
-            )
-        # Older trees do not say how they were parsed; a tree that says "in mm" gets a warning.
-        if getattr(gt_tree, "nearest_in_voxels", None) is False:
-            warnings.warn(
-                f"{name}: the GT parse assigned voxels to branches in mm; ATM'22 does it in "
-                "voxel units, so BD can differ from the official figure. Parse with "
-                "parse_tree(gt, spacing, nearest_in_voxels=True) or let prepare_ground_truth "
-                "parse it.",
-                UserWarning,
-                stacklevel=2,
-            )
-    if not gt_tree.branches:
-        raise InputError(f"{name}: the parsed ground truth has no branch (too small to evaluate)")
-
-    # Work inside the bounding box of the parsed mask: the skeleton and the branch region
-    # lie there, and a crop is ~10x smaller than a CT-sized volume.
-    box = bounding_box(gt_tree.mask)
-    assert box is not None  # a tree with branches has a non-empty mask
-    lo = np.array([s.start for s in box], dtype=np.int64)
-    skeleton_coords = np.argwhere(gt_tree.skeleton[box]) + lo
-    branch_labels = gt_tree.branch_labels[box]
-    skeleton_branch = gt_tree.branch_labels[tuple(skeleton_coords.T)].astype(np.int64)
-
-    branch_ids = np.array(sorted(gt_tree.branches), dtype=np.int64)
-    generation_of = np.full(int(max(branch_ids.max(), branch_labels.max())) + 1, -1, dtype=np.int64)
-    for branch_id, branch in gt_tree.branches.items():
-        generation_of[branch_id] = branch.generation
-
-    central_ids = [i for i, b in gt_tree.branches.items() if b.generation <= CENTRAL_MAX_GENERATION]
-    central_coords = np.argwhere(np.isin(branch_labels, central_ids)) + lo
-    central_in_gt = mask[tuple(central_coords.T)]
-    return GroundTruth(
-        mask=mask,
-        tree=gt_tree,
-        spacing=spacing,
-        n_voxels=int(np.count_nonzero(mask)),
-        parsed_n_voxels=int(np.count_nonzero(gt_tree.mask[box])),
-        skeleton_coords=skeleton_coords,
-        skeleton_branch=skeleton_branch,
-        branch_ids=branch_ids,
-        generation_of=generation_of,
-        central_coords=central_coords,
-        central_in_gt=central_in_gt,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +186,7 @@ def airway_metrics(
     protocol: str = "paper",
     *,
     gt_tree: AirwayTree | None = None,
+    affine: np.ndarray | None = None,
     pred_spacing: Sequence[float] | None = None,
     connectivity: int = 26,
     threshold: float = BRANCH_DETECTED_THRESHOLD,
@@ -383,6 +214,10 @@ def airway_metrics(
     gt_tree : AirwayTree, optional
         The GT parse, when ``gt`` is an array and the parse is already computed (see
         :func:`prepare_ground_truth` for which parse gives the official numbers).
+    affine : ndarray, shape (4, 4), optional
+        The GT's voxel-to-world transform, when ``gt`` is an array: which end is cranial
+        for the anatomical root of the paper protocol (None: +k; see
+        :func:`prepare_ground_truth`).
     pred_spacing : sequence of 3 float, optional
         Voxel size of the prediction in mm; must equal ``spacing`` if given.
     connectivity : {26, 6}
@@ -428,6 +263,7 @@ def airway_metrics(
         threshold,
         pred_name,
         gt_name,
+        affine,
     )
     return _metrics(reference, component, protocol, threshold, gt_name)
 
@@ -438,6 +274,7 @@ def generation_metrics(
     spacing: Sequence[float],
     *,
     gt_tree: AirwayTree | None = None,
+    affine: np.ndarray | None = None,
     pred_spacing: Sequence[float] | None = None,
     connectivity: int = 26,
     threshold: float = BRANCH_DETECTED_THRESHOLD,
@@ -469,10 +306,11 @@ def generation_metrics(
         threshold,
         pred_name,
         gt_name,
+        affine,
     )
     covered = _skeleton_covered(reference, component)
     skeleton_generation = reference.skeleton_generation
-    detected = _branches_detected(reference, covered, threshold)
+    detected = _branches_detected(reference.branches_for("atm22"), covered, threshold)
     branch_generation = reference.generation_of[reference.branch_ids]
     rows = []
     for generation in np.unique(branch_generation):
@@ -491,8 +329,9 @@ def generation_metrics(
 
 
 def _evaluate_inputs(
-    pred, gt, spacing, protocol, gt_tree, pred_spacing, connectivity, threshold, pred_name, gt_name
-) -> tuple[GroundTruth, _Component | None]:
+    pred, gt, spacing, protocol, gt_tree, pred_spacing, connectivity, threshold, pred_name,
+    gt_name, affine=None,
+) -> tuple[GroundTruth, _Component | None]:  # fmt: skip
     """Validate the inputs; return the prepared GT and the prediction's largest component."""
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -508,9 +347,10 @@ def _evaluate_inputs(
                 f"{spacing} mm (resample the prediction to the GT grid first)"
             )
     if isinstance(gt, GroundTruth):
-        if gt_tree is not None:
+        if gt_tree is not None or affine is not None:
             raise InputError(
-                f"{gt_name}: give gt_tree only with a GT array, not with a GroundTruth"
+                f"{gt_name}: give gt_tree and affine only with a GT array, not with a "
+                "GroundTruth (prepare_ground_truth takes them)"
             )
         if not np.allclose(gt.spacing, spacing, rtol=SPACING_RTOL, atol=0):
             raise InputError(
@@ -518,7 +358,7 @@ def _evaluate_inputs(
             )
         reference = gt
     else:
-        reference = prepare_ground_truth(gt, spacing, gt_tree, name=gt_name)
+        reference = prepare_ground_truth(gt, spacing, gt_tree, affine=affine, name=gt_name)
     pred_mask = as_binary_mask(pred, pred_name, allow_empty=True)
     if pred_mask.shape != reference.shape:
         raise InputError(
@@ -535,7 +375,8 @@ def _metrics(
     gt_name: str = "ground truth",
 ) -> dict[str, float | int | str]:
     covered = _skeleton_covered(reference, component)
-    detected = _branches_detected(reference, covered, threshold)
+    skeleton_branch, branch_ids, generation_of = reference.branches_for(protocol)
+    detected = _branches_detected((skeleton_branch, branch_ids, generation_of), covered, threshold)
 
     # The GT that precision, DSC, sensitivity and FPR are scored against: the processed
     # (parsed) mask under "atm22", as the official pipeline; the raw mask under "paper".
@@ -552,8 +393,8 @@ def _metrics(
 
     if protocol == "paper":
         # Only what lies beyond the main bronchi counts for TLD, BD and precision.
-        keep_skeleton = ~_is_central_generation(reference.skeleton_generation)
-        keep_branch = ~_is_central_generation(reference.generation_of[reference.branch_ids])
+        keep_skeleton = ~_is_central_generation(generation_of[skeleton_branch])
+        keep_branch = ~_is_central_generation(generation_of[branch_ids])
         if not keep_branch.any():
             raise InputError(
                 f"{gt_name}: its parse has no branch beyond the main bronchi (generation >= 2); "
@@ -567,8 +408,8 @@ def _metrics(
         precision_tp = tp - int(np.count_nonzero(predicted_central & reference.central_in_gt))
         precision_predicted = n_pred - int(np.count_nonzero(predicted_central))
     else:
-        keep_skeleton = np.ones(len(reference.skeleton_branch), dtype=bool)
-        keep_branch = np.ones(len(reference.branch_ids), dtype=bool)
+        keep_skeleton = np.ones(len(skeleton_branch), dtype=bool)
+        keep_branch = np.ones(len(branch_ids), dtype=bool)
         precision_tp, precision_predicted = tp, n_pred
 
     n_background = gt_mask.size - n_gt
@@ -607,17 +448,19 @@ def _skeleton_covered(reference: GroundTruth, component: _Component | None) -> n
     return component.values_at(reference.skeleton_coords)
 
 
-def _branches_detected(reference: GroundTruth, covered: np.ndarray, threshold: float) -> np.ndarray:
-    """bool (B,): whether each branch of ``reference.branch_ids`` is detected.
+def _branches_detected(branches, covered: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (B,): whether each branch of ``branch_ids`` is detected; ``branches`` is
+    (skeleton_branch, branch_ids, generation_of) of :meth:`GroundTruth.branches_for`.
 
     As the official ``branch_detected_calculation``: ratio = covered / total skeleton voxels
     of the branch, detected when ratio >= threshold (a float division compared with the
     threshold, not ``covered >= threshold * total``, which float rounding can break).
     A branch without skeleton voxel is counted and not detected.
     """
-    n_ids = len(reference.generation_of)
-    total = np.bincount(reference.skeleton_branch, minlength=n_ids)[reference.branch_ids]
-    hit = np.bincount(reference.skeleton_branch[covered], minlength=n_ids)[reference.branch_ids]
+    skeleton_branch, branch_ids, generation_of = branches
+    n_ids = len(generation_of)
+    total = np.bincount(skeleton_branch, minlength=n_ids)[branch_ids]
+    hit = np.bincount(skeleton_branch[covered], minlength=n_ids)[branch_ids]
     ratio = np.divide(hit, total, out=np.zeros(len(total), dtype=np.float64), where=total > 0)
     return (total > 0) & (ratio >= threshold)
 
@@ -635,6 +478,83 @@ def _ratio_row(skeleton_total, skeleton_covered, branches_total, branches_detect
         "branches_detected": branches_detected,
         "skeleton_total": skeleton_total,
         "skeleton_covered": skeleton_covered,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Dice per anatomy class
+# --------------------------------------------------------------------------------------------
+#: The anatomy classes of :func:`class_dice` (1 trachea + main bronchi, 2 > 2 mm, 3 <= 2 mm).
+DICE_CLASSES: tuple[int, ...] = (1, 2, 3)
+
+
+def class_dice(
+    pred: np.ndarray,
+    labels: np.ndarray,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    *,
+    pred_name: str = "prediction",
+    labels_name: str = "anatomy labels",
+) -> dict[int, float | None]:
+    """Dice of a binary airway prediction in the zone of each anatomy class.
+
+    The volume is split into zones by the class of the nearest GT airway voxel (Euclidean,
+    in mm): every GT voxel of class c is in zone c, and so is every predicted voxel whose
+    nearest GT voxel is of class c. Then Dice_c = 2 |P ∩ G_c| / (|P ∩ Z_c| + |G_c|). This
+    reads the airway mask only (whatever channels a model has), so it compares every
+    variant alike, and it shows a model that misses a class (stage-1 validation logs it;
+    ``deeptree.stage1.task.class1_dice_failure`` flags class 1 below 0.3). The whole
+    prediction counts (no largest-component step).
+
+    Parameters
+    ----------
+    pred : ndarray, shape (I, J, K), bool or 0/1 integers/floats
+        Predicted airway mask.
+    labels : ndarray of int, shape (I, J, K)
+        GT anatomy labels, values in {0, 1, 2, 3} (:func:`deeptree.anatomy.anatomy_labels`,
+        ``deeptree.stage1.data.anatomy_label_map``).
+    spacing : sequence of 3 float
+        Voxel size in mm (for the nearest GT voxel).
+    pred_name, labels_name : str
+        What to call the arrays in errors.
+
+    Returns
+    -------
+    dict of int to float or None
+        Class (1, 2, 3) -> Dice in [0, 1]; None for a class the GT does not have.
+
+    Raises
+    ------
+    InputError
+        Shape mismatch, a non-binary prediction, labels outside {0, 1, 2, 3} or without any
+        airway voxel, bad spacing.
+    """
+    from scipy.spatial import cKDTree
+
+    spacing = check_spacing(spacing, f"{labels_name} spacing")
+    mask = as_binary_mask(pred, pred_name, allow_empty=True)
+    labels = np.asarray(labels)
+    if labels.shape != mask.shape:
+        raise InputError(
+            f"{pred_name}: shape {mask.shape} does not match the {labels_name} shape {labels.shape}"
+        )
+    if labels.dtype.kind not in "biu" or labels.min() < 0 or labels.max() > max(DICE_CLASSES):
+        raise InputError(f"{labels_name}: expected integer classes in {{0, 1, 2, 3}}")
+    gt = labels > 0
+    if not gt.any():
+        raise InputError(f"{labels_name}: no airway voxel (all background)")
+    n = max(DICE_CLASSES) + 1
+    gt_classes = labels[gt].astype(np.int64)
+    size = np.bincount(gt_classes, minlength=n)
+    hit = np.bincount(labels[mask & gt].astype(np.int64), minlength=n)
+    outside = np.argwhere(mask & ~gt)
+    extra = np.zeros(n, dtype=np.int64)
+    if len(outside):
+        scale = np.asarray(spacing)
+        nearest = cKDTree(np.argwhere(gt) * scale).query(outside * scale)[1]
+        extra = np.bincount(gt_classes[nearest], minlength=n)
+    return {
+        c: (2.0 * hit[c] / (hit[c] + extra[c] + size[c]) if size[c] else None) for c in DICE_CLASSES
     }
 
 

@@ -13,9 +13,9 @@ challenge's metrics:
    than 5 voxels;
 4. give every mask voxel the segment of its nearest labelled skeleton voxel;
 5. two segments are adjacent when their regions touch (6-connectivity);
-6. breadth-first search from the trachea (the segment with the largest region) gives
-   parents and generations; then, until nothing changes, fuse the parents of a segment
-   that has several (a loop) and merge an only child into its parent.
+6. breadth-first search from the root gives parents and generations; then, until nothing
+   changes, fuse the parents of a segment that has several (a loop) and merge an only
+   child into its parent.
 
 The ATM'22 code repeats step 6 on the volume (minutes per case); here it runs on the
 segment graph (a union-find over segments), which gives the same partition because the
@@ -27,10 +27,29 @@ physical spacing (mm) by default; ``nearest_in_voxels=True`` uses voxel units as
 ATM'22 code does and then reproduces its partition voxel for voxel (on atm_001: 187
 branches both; 182 with the spacing, -2.7%; see benchmarks/RESULTS.md).
 
-The trachea is the segment with the largest region (the ATM'22 rule, ``loc_trachea``);
-no orientation is needed to parse. Which end of the volume is cranial is read from the
-affine by :func:`cranial_direction`; on atm_001 the tests check that the trachea holds
-the most cranial skeleton voxel and lies above the main bronchi.
+The root (the trachea), two rules:
+
+``root="anatomical"`` (default; the anatomy labels and the paper protocol of the metrics)
+    The trachea runs from the cranial end of the mask to the main carina. It starts at the
+    segment that holds most voxels of the mask's most cranial slice (the affine says which
+    way is up, :func:`cranial_direction`; without an affine, +k is cranial, as in the
+    phantoms). Going down, a split is the main carina when its second-largest child
+    subtree holds at least :data:`deeptree.tree_graph.CARINA_MIN_SHARE` of the airway
+    volume below the split (the two lungs' trees); at any other split (a bud, a tracheal
+    bronchus) the trachea
+    continues into the larger subtree and the segments are fused into one branch. The two
+    largest subtrees at the carina are the main bronchi (generation 1); any other child of
+    the trachea (a bud, a tracheal bronchus: a displaced lobar bronchus) is generation 2,
+    and generations grow by one below.
+``root="atm22"``
+    The segment with the largest region (the ATM'22 rule, ``loc_trachea``); generations
+    are breadth-first distances. No orientation is needed. On real trees where a bud or a
+    tracheal bronchus splits the trachea into two segments another segment can be larger,
+    and the root becomes a bronchus; the metrics' ``protocol="atm22"`` keeps this rule to
+    equal the official numbers.
+
+On trees without such a split (the phantoms, atm_001 as published) both rules give the
+same parse. :meth:`AirwayTree.with_root` re-roots a parse without parsing again.
 
 Known limits: thinning peels voxels, so on an anisotropic grid a blind end's skeleton
 stops short of its tip by about one radius counted in the thinnest voxels, and lengths
@@ -42,20 +61,31 @@ up to their common ancestor.
 from __future__ import annotations
 
 import warnings
-from collections import deque
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage, sparse
-from scipy.sparse import csgraph
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
 from deeptree.io import InputError, check_spacing
 from deeptree.masks import as_binary_mask, bounding_box, largest_components
+from deeptree.tree_graph import (
+    NEIGHBOUR_OFFSETS_26,
+    build_tree,
+    order_branches,
+    touching_pairs,
+)
 
 #: ATM'22 drops skeleton pieces shorter than this many voxels (``skeleton_parsing``).
 MIN_SEGMENT_VOXELS = 5
+
+#: How the root (the trachea) is found: see the module docstring.
+ROOTS: tuple[str, ...] = ("anatomical", "atm22")
+
+#: Cranial direction (voxel axis, sense) assumed when no affine is given: +k, as in RAS
+#: volumes with a diagonal affine (the phantoms, nibabel's default).
+DEFAULT_CRANIAL: tuple[int, int] = (2, 1)
 
 
 @dataclass
@@ -71,7 +101,9 @@ class Branch:
     children : list of int
         Ids of the child branches, sorted.
     generation : int
-        0 = trachea, 1 = main bronchi, 2 = lobar bronchi, ...
+        0 = trachea, 1 = main bronchi, 2 = lobar bronchi, ... (``root="anatomical"``: a
+        child of the trachea that is not a main bronchus, a bud or a tracheal bronchus, is
+        2; ``root="atm22"``: breadth-first distance from the root).
     length_mm : float
         Centreline length in mm: the largest geodesic distance (physical steps between
         26-neighbours) along the branch's skeleton from its proximal end.
@@ -121,6 +153,10 @@ class AirwayTree:
         Id of the root branch.
     n_components_dropped : int
         Connected components (6-connectivity) of the input that were discarded.
+    root : str
+        How the trachea was found: ``"anatomical"`` or ``"atm22"`` (module docstring).
+    cranial : tuple of (int, int)
+        (voxel axis, +1 or -1) taken as cranial; used by ``root="anatomical"``.
     """
 
     mask: np.ndarray = field(repr=False)
@@ -131,19 +167,51 @@ class AirwayTree:
     spacing: tuple[float, float, float]
     trachea_id: int
     n_components_dropped: int
+    root: str
+    cranial: tuple[int, int]
     # private: bounding box of the mask, the labelled skeleton voxels, and for each mask
     # voxel (in C order inside the box) the row of its nearest labelled skeleton voxel.
     _box: tuple[slice, slice, slice] = field(repr=False)
     _skeleton_voxels: np.ndarray = field(repr=False)
     _nearest: np.ndarray = field(repr=False)
     _paths: dict[int, np.ndarray] = field(repr=False)
+    # the root-independent parse (steps 1-5), for with_root
+    _segments: _Segments = field(repr=False)
 
     def __repr__(self) -> str:
         return (
             f"AirwayTree({len(self.branches)} branches, max generation "
             f"{max(b.generation for b in self.branches.values())}, shape {self.mask.shape}, "
-            f"spacing {self.spacing}, n_components_dropped={self.n_components_dropped})"
+            f"spacing {self.spacing}, n_components_dropped={self.n_components_dropped}, "
+            f"root={self.root!r})"
         )
+
+    def with_root(self, root: str, affine: np.ndarray | None = None) -> AirwayTree:
+        """The same parse with its root found by another rule (no new skeleton).
+
+        Parameters
+        ----------
+        root : {"anatomical", "atm22"}
+            See the module docstring.
+        affine : ndarray, shape (4, 4), optional
+            Voxel-to-world (RAS+, mm) transform: which way is cranial (``"anatomical"``).
+            None keeps this tree's :attr:`cranial`.
+
+        Returns
+        -------
+        AirwayTree
+            Shares :attr:`mask` and :attr:`skeleton` with this tree (do not modify them);
+            branches, ids, generations, :attr:`skeleton_labels` and :attr:`branch_labels`
+            are those of the new root. ``self`` when nothing changes.
+        """
+        cranial = self.cranial if affine is None else cranial_direction(affine)
+        _check_root(root)
+        if root == self.root and cranial == self.cranial:
+            return self
+        return _rooted_tree(
+            self.mask, self.skeleton, self._box, self._skeleton_voxels, self._nearest,
+            self._segments, self.spacing, self.n_components_dropped, root, cranial,
+        )  # fmt: skip
 
     @property
     def n_branches(self) -> int:
@@ -255,6 +323,8 @@ def parse_tree(
     mask: np.ndarray,
     spacing,
     *,
+    root: str = "anatomical",
+    affine: np.ndarray | None = None,
     name: str = "mask",
     min_segment_voxels: int = MIN_SEGMENT_VOXELS,
     nearest_in_voxels: bool = False,
@@ -269,6 +339,13 @@ def parse_tree(
     spacing : sequence of 3 float
         Voxel size in mm along (i, j, k); lengths, diameters and the nearest-skeleton
         assignment use it.
+    root : {"anatomical", "atm22"}
+        How the trachea is found (module docstring): ``"anatomical"`` (default) from the
+        cranial end of the mask to the main carina, through buds; ``"atm22"`` the segment
+        with the largest region, as the challenge's code.
+    affine : ndarray, shape (4, 4), optional
+        Voxel-to-world (RAS+, mm) transform of the mask; says which end is cranial
+        (:func:`cranial_direction`). None: +k is cranial (:data:`DEFAULT_CRANIAL`).
     name : str
         What to call the mask in error messages (e.g. its file name).
     min_segment_voxels : int
@@ -287,11 +364,14 @@ def parse_tree(
     ------
     InputError
         If the mask is not 3D, not binary, empty, if the spacing is not three positive
-        numbers, or if its skeleton has no segment of ``min_segment_voxels`` voxels
-        (the mask is too small or too thin to parse).
+        numbers, the root rule unknown, the affine not a finite 4x4 matrix, or if its
+        skeleton has no segment of ``min_segment_voxels`` voxels (the mask is too small
+        or too thin to parse).
     """
     mask = as_binary_mask(mask, name)
     spacing = check_spacing(spacing, f"{name} spacing")
+    _check_root(root)
+    cranial = DEFAULT_CRANIAL if affine is None else cranial_direction(affine)
     if min_segment_voxels < 1:
         raise InputError(f"min_segment_voxels must be >= 1, got {min_segment_voxels}")
     shape = mask.shape
@@ -316,44 +396,114 @@ def parse_tree(
         crop, labelled, skel_voxels, mask_voxels, spacing, nearest_in_voxels
     )
     segment_of_voxel = segments[tuple(skel_voxels.T)]
+    del segments, labelled
     regions = np.zeros(crop.shape, dtype=np.int32)
     regions[crop] = segment_of_voxel[nearest]
 
-    # 5. and 6. adjacency, BFS, fusion of loops and only children
+    # 5. adjacency and region sizes (what the root rules read), lumen radius on the skeleton
     volumes = np.bincount(regions[crop], minlength=n_segments + 1).astype(np.int64)
-    pairs = _touching_pairs(regions)
-    seg_to_branch, parents, generation = _build_tree(n_segments, pairs, volumes)
-    skeleton_labels_c = seg_to_branch[segments]
-    branch_labels_c = seg_to_branch[regions]
+    pairs = touching_pairs(regions)
     del regions
-
-    # 7. per-branch measurements: length along the ordered skeleton, lumen diameter
     wall_distance = _distance_to_background(crop, mask_voxels, skel_voxels, spacing)
-    branches, paths = _measure_branches(
-        skeleton, skeleton_labels_c, branch_labels_c, labelled, wall_distance, parents,
-        generation, spacing,
+    del mask_voxels
+    parsed = _Segments(
+        n_segments=n_segments,
+        skeleton_segment=segment_of_voxel.astype(np.int32),
+        pairs=pairs,
+        volumes=volumes,
+        wall_distance=wall_distance,
+    )
+
+    # 6. and 7. the root, the tree and the branch measurements
+    def full(array_c: np.ndarray) -> np.ndarray:
+        # np.zeros maps untouched pages lazily: only the box costs memory
+        out = np.zeros(shape, dtype=bool)
+        out[box] = array_c[1:-1, 1:-1, 1:-1]
+        return out
+
+    return _rooted_tree(
+        full(crop), full(skeleton), box, (skel_voxels + origin).astype(np.int64), nearest,
+        parsed, spacing, n_dropped, root, cranial,
     )  # fmt: skip
 
-    def full(array_c: np.ndarray, dtype) -> np.ndarray:
-        # np.zeros maps untouched pages lazily: only the box costs memory
-        out = np.zeros(shape, dtype=dtype)
+
+@dataclass(frozen=True)
+class _Segments:
+    """Steps 1-5 of :func:`parse_tree`, which do not depend on the root: the skeleton
+    segment of each labelled skeleton voxel (rows of ``AirwayTree._skeleton_voxels``), the
+    pairs of touching segments, each segment's region size (voxels, index 0 unused) and the
+    distance (mm) from each labelled skeleton voxel to the background."""
+
+    n_segments: int
+    skeleton_segment: np.ndarray
+    pairs: np.ndarray
+    volumes: np.ndarray
+    wall_distance: np.ndarray
+
+
+def _check_root(root: str) -> None:
+    if root not in ROOTS:
+        raise InputError(f"unknown root rule {root!r}: choose one of {', '.join(ROOTS)}")
+
+
+def _rooted_tree(
+    mask, skeleton, box, skeleton_voxels, nearest, parsed: _Segments, spacing, n_dropped,
+    root: str, cranial: tuple[int, int],
+) -> AirwayTree:  # fmt: skip
+    """Steps 6-7 of :func:`parse_tree` on the root-independent parse: find the root, build
+    the tree (fusions, merges, generations), label the volumes and measure the branches."""
+    origin = np.array([s.start for s in box]) - 1
+    crop = np.pad(mask[box], 1)
+    skeleton_c = np.pad(skeleton[box], 1)
+    segments = np.zeros(crop.shape, dtype=np.int32)
+    segments[tuple((skeleton_voxels - origin).T)] = parsed.skeleton_segment
+    labelled = segments > 0
+    regions = np.zeros(crop.shape, dtype=np.int32)
+    regions[crop] = parsed.skeleton_segment[nearest]
+    cranial_segment = _cranial_segment(regions, cranial) if root == "anatomical" else None
+    seg_to_branch, parents, generation = build_tree(
+        parsed.n_segments, parsed.pairs, parsed.volumes, cranial_segment
+    )
+    skeleton_labels_c = seg_to_branch[segments]
+    branch_labels_c = seg_to_branch[regions]
+    del regions, segments
+    branches, paths = _measure_branches(
+        skeleton_c, skeleton_labels_c, branch_labels_c, labelled, parsed.wall_distance, parents,
+        generation, spacing, cranial if root == "anatomical" else None,
+    )  # fmt: skip
+
+    def full(array_c: np.ndarray) -> np.ndarray:
+        out = np.zeros(mask.shape, dtype=np.int32)
         out[box] = array_c[1:-1, 1:-1, 1:-1]
         return out
 
     return AirwayTree(
-        mask=full(crop, bool),
-        skeleton=full(skeleton, bool),
-        skeleton_labels=full(skeleton_labels_c, np.int32),
-        branch_labels=full(branch_labels_c, np.int32),
+        mask=mask,
+        skeleton=skeleton,
+        skeleton_labels=full(skeleton_labels_c),
+        branch_labels=full(branch_labels_c),
         branches=branches,
         spacing=spacing,
         trachea_id=1,
         n_components_dropped=n_dropped,
+        root=root,
+        cranial=cranial,
         _box=box,
-        _skeleton_voxels=(skel_voxels + origin).astype(np.int64),
+        _skeleton_voxels=skeleton_voxels,
         _nearest=nearest,
         _paths={b: (p + origin).astype(np.int64) for b, p in paths.items()},
+        _segments=parsed,
     )
+
+
+def _cranial_segment(regions: np.ndarray, cranial: tuple[int, int]) -> int:
+    """The segment holding most voxels of the mask's most cranial slice (ties: lowest id)."""
+    axis, sign = cranial
+    occupied = np.flatnonzero(np.any(regions > 0, axis=tuple(a for a in range(3) if a != axis)))
+    top = occupied[-1] if sign > 0 else occupied[0]
+    on_slice = np.take(regions, top, axis=axis)
+    counts = np.bincount(on_slice[on_slice > 0])
+    return int(np.argmax(counts))
 
 
 def _largest_component_crop(mask: np.ndarray, name: str):
@@ -407,11 +557,12 @@ def _nearest_skeleton_voxel(
 
 def _measure_branches(
     skeleton, skeleton_labels_c, branch_labels_c, labelled, wall_distance, parents: dict,
-    generation: dict, spacing,
+    generation: dict, spacing, cranial: tuple[int, int] | None = None,
 ) -> tuple[dict[int, Branch], dict[int, np.ndarray]]:  # fmt: skip
     """Step 7 of :func:`parse_tree`: the :class:`Branch` records (children, generation,
     length in mm, lumen diameter in mm = 2 x mean wall distance over the skeleton) and the
-    ordered skeleton path of each branch (crop coordinates)."""
+    ordered skeleton path of each branch (crop coordinates). ``cranial``: the trachea's
+    path starts at its most cranial skeleton voxel (else: at its end away from its children)."""
     n_branches = len(parents)
     children: dict[int, list[int]] = {b: [] for b in range(1, n_branches + 1)}
     for b, p in parents.items():
@@ -420,8 +571,8 @@ def _measure_branches(
     skel_branch = skeleton_labels_c[labelled]
     n_skel = np.bincount(skel_branch, minlength=n_branches + 1)
     radius_sum = np.bincount(skel_branch, weights=wall_distance, minlength=n_branches + 1)
-    paths, lengths = _order_branches(
-        skeleton, skeleton_labels_c, branch_labels_c, parents, children, spacing
+    paths, lengths = order_branches(
+        skeleton, skeleton_labels_c, branch_labels_c, parents, children, spacing, cranial
     )
     branches: dict[int, Branch] = {}
     for b in range(1, n_branches + 1):
@@ -447,7 +598,7 @@ def _distance_to_background(crop, mask_voxels, points, spacing) -> np.ndarray:
     of that thin ring of background voxels gives the same distances as a full EDT.
     """
     ring = []
-    for offset in _NEIGHBOUR_OFFSETS_26:
+    for offset in NEIGHBOUR_OFFSETS_26:
         around = mask_voxels + offset
         ring.append(around[~crop[tuple(around.T)]])
     ring = np.concatenate(ring)
@@ -465,7 +616,7 @@ def _skeleton_segments(skeleton: np.ndarray, min_voxels: int) -> tuple[np.ndarra
     """
     voxels = np.argwhere(skeleton)
     counts = np.zeros(len(voxels), dtype=np.int32)
-    for offset in _NEIGHBOUR_OFFSETS_26:
+    for offset in NEIGHBOUR_OFFSETS_26:
         counts += skeleton[tuple((voxels + offset).T)]
     kept = skeleton.copy()
     kept[tuple(voxels[counts > 2].T)] = False
@@ -478,221 +629,3 @@ def _skeleton_segments(skeleton: np.ndarray, min_voxels: int) -> tuple[np.ndarra
         segments[np.isin(segments, small)] = 0
         segments, n = ndimage.label(segments > 0, structure=full26)
     return segments.astype(np.int32), int(n)
-
-
-_NEIGHBOUR_OFFSETS_26 = np.array(
-    [
-        (a, b, c)
-        for a in (-1, 0, 1)
-        for b in (-1, 0, 1)
-        for c in (-1, 0, 1)
-        if (a, b, c) != (0, 0, 0)
-    ]
-)
-
-
-def _touching_pairs(regions: np.ndarray) -> np.ndarray:
-    """Unique pairs (a, b), a < b, of nonzero labels that touch face-to-face (6-connectivity)."""
-    found = []
-    for axis in range(3):
-        a = np.moveaxis(regions, axis, 0)[:-1]
-        b = np.moveaxis(regions, axis, 0)[1:]
-        hit = (a != b) & (a > 0) & (b > 0)
-        pa, pb = a[hit], b[hit]
-        found.append(np.stack([np.minimum(pa, pb), np.maximum(pa, pb)], axis=1))
-    pairs = np.concatenate(found, axis=0)
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
-
-
-def _build_tree(
-    n_segments: int, pairs: np.ndarray, volumes: np.ndarray
-) -> tuple[np.ndarray, dict[int, int], dict[int, int]]:
-    """ATM'22 steps 5-6 on the segment graph (``parent_children_map`` + ``tree_refinement``).
-
-    Repeats until a pass changes nothing: trachea = the group with the largest region;
-    breadth-first generations from it; the parents of a group are its neighbours one
-    generation up; a group with several parents (a loop) has them fused into the
-    lowest-numbered one; then a group with exactly one child absorbs that child.
-
-    Returns
-    -------
-    seg_to_branch : ndarray of int32, shape (n_segments + 1,)
-        Final branch id of each segment (index 0 -> 0). Ids are breadth-first, trachea 1.
-    parents : dict
-        branch id -> parent id (0 for the trachea).
-    generation : dict
-        branch id -> generation.
-    """
-    group = np.arange(n_segments + 1)
-
-    def find(x: int) -> int:
-        root = x
-        while group[root] != root:
-            root = group[root]
-        while group[x] != root:  # path compression
-            group[x], x = root, group[x]
-        return root
-
-    while True:
-        roots = np.array([find(s) for s in range(n_segments + 1)])
-        neighbours: dict[int, set[int]] = {int(r): set() for r in np.unique(roots[1:])}
-        for a, b in roots[pairs] if len(pairs) else []:
-            if a != b:
-                neighbours[int(a)].add(int(b))
-                neighbours[int(b)].add(int(a))
-        group_volume = np.bincount(roots[1:], weights=volumes[1:], minlength=n_segments + 1)
-        # ATM'22 loc_trachea: the largest region (ties: the lowest segment number)
-        trachea = int(np.argmax(group_volume))
-        gen = _bfs_generations(trachea, neighbours)
-        parents = {v: sorted(u for u in neighbours[v] if gen[u] == gen[v] - 1) for v in neighbours}
-        children: dict[int, list[int]] = {v: [] for v in neighbours}
-        for v, ps in parents.items():
-            for u in ps:
-                children[u].append(v)
-        several_parents = sorted(v for v, ps in parents.items() if len(ps) > 1)
-        only_child = sorted(u for u, cs in children.items() if len(cs) == 1)
-        if not several_parents and not only_child:
-            break
-        merged: set[int] = set()
-        for v in several_parents:  # fuse the parents of one child (loops)
-            keep, *others = parents[v]
-            for p in others:
-                if find(p) != find(keep):
-                    group[find(p)] = find(keep)
-                merged.add(p)
-        for u in only_child:  # merge an only child into its parent
-            child = children[u][0]
-            if u in merged or child in merged:
-                continue  # the next pass sees the new graph
-            if find(child) != find(u):
-                group[find(child)] = find(u)
-            merged.add(child)
-
-    # number the groups breadth-first from the trachea, children by lowest segment number
-    new_id = {trachea: 1}
-    branch_parent = {1: 0}
-    branch_gen = {1: 0}
-    queue = deque([trachea])
-    while queue:
-        u = queue.popleft()
-        for v in sorted(children[u]):
-            new_id[v] = len(new_id) + 1
-            branch_parent[new_id[v]] = new_id[u]
-            branch_gen[new_id[v]] = gen[v]
-            queue.append(v)
-    seg_to_branch = np.zeros(n_segments + 1, dtype=np.int32)
-    for s in range(1, n_segments + 1):
-        seg_to_branch[s] = new_id[int(roots[s])]
-    return seg_to_branch, branch_parent, branch_gen
-
-
-def _bfs_generations(root: int, neighbours: dict[int, set[int]]) -> dict[int, int]:
-    """Breadth-first distance from ``root`` of every node of a connected graph."""
-    gen = {root: 0}
-    queue = deque([root])
-    while queue:
-        u = queue.popleft()
-        for v in neighbours[u]:
-            if v not in gen:
-                gen[v] = gen[u] + 1
-                queue.append(v)
-    if len(gen) != len(neighbours):  # cannot happen for a 6-connected mask
-        raise RuntimeError("tree parsing: the branch graph is not connected")
-    return gen
-
-
-def _order_branches(
-    skeleton: np.ndarray,
-    skeleton_labels: np.ndarray,
-    branch_labels: np.ndarray,
-    parents: dict[int, int],
-    children: dict[int, list[int]],
-    spacing: tuple[float, float, float],
-) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """Order each branch's skeleton from proximal to distal and measure its length.
-
-    The skeleton voxels lying in a branch's region (its labelled voxels plus the junction
-    voxels and dropped pieces around them) form a 26-neighbour graph with edges weighted
-    by their length in mm. Distances run from the region's voxel nearest to the parent's
-    skeleton (for the trachea: from the end farthest from its children). Pieces of the
-    region not connected to that start (possible after loops were fused) are joined by
-    their shortest Euclidean gap.
-
-    Returns
-    -------
-    paths : dict of int to ndarray of int64, shape (n, 3)
-        Crop coordinates of each branch's labelled skeleton voxels, proximal first.
-    lengths : ndarray of float, shape (n_branches + 1,)
-        Largest distance (mm) reached in each branch's region.
-    """
-    voxels = np.argwhere(skeleton)
-    region = branch_labels[tuple(voxels.T)]
-    order = np.argsort(region, kind="stable")  # one contiguous block per branch
-    voxels, region = voxels[order], region[order]
-    points = voxels * np.asarray(spacing)
-    graph = _neighbour_graph(voxels, region, skeleton.shape, spacing)
-    n_branches = len(parents)
-    starts = np.searchsorted(region, np.arange(n_branches + 2))
-    block = {b: slice(starts[b], starts[b + 1]) for b in range(1, n_branches + 1)}
-
-    def distances_from(b: int, source: int) -> np.ndarray:
-        sub = graph[block[b], block[b]]
-        return _bridged_geodesic(sub, points[block[b]], source)
-
-    paths: dict[int, np.ndarray] = {}
-    lengths = np.zeros(n_branches + 1)
-    for b in range(1, n_branches + 1):
-        pts = points[block[b]]
-        if parents[b]:
-            near_parent = cKDTree(points[block[parents[b]]]).query(pts)[0]
-            dist = distances_from(b, int(np.argmin(near_parent)))
-        else:
-            if children[b]:
-                near_child = cKDTree(np.concatenate([points[block[c]] for c in children[b]]))
-                first = int(np.argmin(near_child.query(pts)[0]))
-            else:
-                first = 0
-            far_end = int(np.argmax(distances_from(b, first)))
-            dist = distances_from(b, far_end)
-        lengths[b] = dist.max()
-        own = skeleton_labels[tuple(voxels[block[b]].T)] == b
-        rank = np.argsort(dist[own], kind="stable")
-        paths[b] = voxels[block[b]][own][rank]
-    return paths, lengths
-
-
-def _neighbour_graph(voxels, region, shape, spacing) -> sparse.csr_matrix:
-    """Sparse graph of 26-neighbouring skeleton voxels of the same region, weights in mm."""
-    flat = np.ravel_multi_index(voxels.T, shape)
-    by_flat = np.argsort(flat)
-    flat_sorted = flat[by_flat]
-    rows, cols, weights = [], [], []
-    for offset in _NEIGHBOUR_OFFSETS_26[:13]:  # one of each +-offset pair
-        target = np.ravel_multi_index((voxels + offset).T, shape)
-        pos = np.clip(np.searchsorted(flat_sorted, target), 0, len(flat) - 1)
-        hit = flat_sorted[pos] == target
-        src, dst = np.flatnonzero(hit), by_flat[pos[hit]]
-        same = region[src] == region[dst]
-        src, dst = src[same], dst[same]
-        rows.append(src)
-        cols.append(dst)
-        weights.append(np.full(len(src), float(np.linalg.norm(offset * np.asarray(spacing)))))
-    rows, cols, weights = (np.concatenate(x) for x in (rows, cols, weights))
-    n = len(voxels)
-    graph = sparse.coo_matrix((weights, (rows, cols)), shape=(n, n))
-    return (graph + graph.T).tocsr()
-
-
-def _bridged_geodesic(graph: sparse.csr_matrix, points: np.ndarray, source: int) -> np.ndarray:
-    """Geodesic distances from ``source``; unreachable pieces are reached by their shortest
-    Euclidean gap from the part already reached (so every voxel gets a finite distance)."""
-    dist = csgraph.dijkstra(graph, indices=source)
-    while not np.isfinite(dist).all():
-        reached = np.flatnonzero(np.isfinite(dist))
-        missing = np.flatnonzero(~np.isfinite(dist))
-        gap, which = cKDTree(points[reached]).query(points[missing])
-        k = int(np.argmin(gap))
-        start = missing[k]
-        more = csgraph.dijkstra(graph, indices=start) + dist[reached[which[k]]] + gap[k]
-        dist = np.where(np.isfinite(dist), dist, more)
-    return dist

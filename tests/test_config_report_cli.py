@@ -30,6 +30,13 @@ def test_gpu_profile_uses_the_papers_patch_sizes():
     assert config.stage2_net.patch_size == (64, 64, 64)
 
 
+def test_gpu_profile_trains_the_papers_500_epochs_of_250_iterations():
+    """Paper: 500 epochs for both stages; an nnU-Net epoch is 250 iterations."""
+    config = get_config("gpu")
+    assert config.stage1_train.iterations == 500 * 250 == 125_000
+    assert config.stage2_train.iterations == 500 * 250
+
+
 def test_unknown_profile_is_a_clear_error():
     with pytest.raises(
         UnknownProfileError, match="unknown profile 'laptop': choose one of smoke, cpu, gpu"

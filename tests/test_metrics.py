@@ -332,7 +332,7 @@ def test_ground_truth_is_parsed_in_voxel_units_as_atm22(case):
     gt, _ = case
     spacing = (0.8, 0.8, 0.5)
     reference = prepare_ground_truth(gt, spacing)
-    expected = parse_tree(gt, spacing, nearest_in_voxels=True)
+    expected = parse_tree(gt, spacing, root="atm22", nearest_in_voxels=True)
     assert np.array_equal(reference.tree.branch_labels, expected.branch_labels)
     assert reference.tree.spacing == spacing
 

@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from deeptree import io
+from deeptree.anatomy import anatomy_labels, class_summary
 from deeptree.config import UnknownProfileError
 from deeptree.phantom import (
     DIAMETER_EXPONENT,
@@ -26,6 +27,7 @@ from deeptree.phantom import (
     write_case,
 )
 from deeptree.phantom.raster import Grid, centreline_voxels
+from deeptree.tree import parse_tree
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_profiles():
     smoke, cpu, std = (phantom_profile(p) for p in ("smoke", "cpu", "gpu"))
     assert smoke.spacing_mm > cpu.spacing_mm > std.spacing_mm
     assert 0.6 <= std.spacing_mm <= 0.8 and std.min_lumen_mm <= 1.0 and std.scale == 1.0
-    assert 1.2 <= cpu.spacing_mm <= 1.6
+    assert cpu.spacing_mm <= 1.0  # fine enough for class 3 (branches <= 2 mm)
     with pytest.raises(UnknownProfileError, match="unknown profile 'huge'"):
         phantom_profile("huge")
 
@@ -245,13 +247,24 @@ def test_ground_truth_is_one_6_connected_tree(smoke_case, cpu_case):
 
 
 def test_ground_truth_matches_branch_positions(cpu_case):
+    """The voxel nearest a branch's centre is airway. A lumen narrower than the voxel
+    diagonal (radius < sqrt(3)/2 voxel, the cpu phantoms' 1.2 mm bronchi at 1 mm) is drawn
+    by its 6-connected centreline voxels, which can pass beside that voxel: then the voxel
+    must touch the airway (26-neighbours)."""
     c = cpu_case
     grid_index = np.linalg.inv(c.affine)
+    voxel = min(c.spacing)
     for b in c.tree.branches:
         mid = 0.5 * (np.asarray(b.start_mm) + np.asarray(b.end_mm))
         i, j, k = np.rint(grid_index @ [*mid, 1.0])[:3].astype(int)
         if all(0 <= v < s for v, s in zip((i, j, k), c.ct.shape, strict=True)):
-            assert c.airway[i, j, k] == 1, f"branch {b.id} centre not in the ground truth"
+            if b.radius_mm >= np.sqrt(3) / 2 * voxel:
+                assert c.airway[i, j, k] == 1, f"branch {b.id} centre not in the ground truth"
+            else:
+                around = c.airway[
+                    max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2, max(k - 1, 0) : k + 2
+                ]
+                assert around.any(), f"branch {b.id} centre not next to the ground truth"
 
 
 def test_peripheral_airways_lie_in_the_lung_mask(cpu_case):
@@ -274,6 +287,18 @@ def test_peripheral_airways_lie_in_the_lung_mask(cpu_case):
 
 def _grid(c):
     return Grid(shape=c.ct.shape, spacing=tuple(c.spacing), origin=tuple(c.affine[:3, 3]))
+
+
+def test_cpu_phantoms_have_three_real_classes(cpu_case):
+    """Issue 18: the cpu cohort has the paper's class 3: at least a quarter of a phantom's
+    parsed branches measure 2 mm or less (real trees: about half, atm_001 88 of 182)."""
+    c = cpu_case
+    tree = parse_tree(c.airway, c.spacing, affine=c.affine, name=c.id)
+    diameters = np.array([b.diameter_mm for b in tree.branches.values()])
+    assert np.mean(diameters <= 2.0) >= 0.25
+    summary = class_summary(tree, anatomy_labels(tree))
+    assert all(summary["voxels"][k] > 0 for k in (1, 2, 3))
+    assert summary["branches"][3] >= 0.25 * tree.n_branches
 
 
 def test_hu_statistics_per_tissue(cpu_case):

@@ -47,7 +47,15 @@ def check_valid_tree(tree: AirwayTree) -> None:
         assert len(b.children) != 1, "an only child must have been merged into its parent"
         for c in b.children:
             assert tree.branches[c].parent == b.id
-            assert tree.branches[c].generation == b.generation + 1
+            if b.id == 1 and tree.root == "anatomical":
+                # the two main bronchi are 1, a bud or a tracheal bronchus 2
+                assert tree.branches[c].generation in (1, 2)
+            else:
+                assert tree.branches[c].generation == b.generation + 1
+        if b.id == 1 and tree.root == "anatomical":
+            assert sum(tree.branches[c].generation == 1 for c in b.children) == min(
+                2, len(b.children)
+            )
         if b.id != 1:
             assert b.id in tree.branches[b.parent].children
         assert b.n_skeleton == n_skeleton[b.id] > 0
@@ -340,7 +348,7 @@ def atm001(atm001_path):
     volume = read_nifti(atm001_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # its 4 stray voxels groups are dropped
-        tree = parse_tree(volume.array, volume.spacing, name=str(atm001_path))
+        tree = parse_tree(volume.array, volume.spacing, affine=volume.affine, name=str(atm001_path))
     return volume, tree
 
 

@@ -124,6 +124,7 @@ def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:
         gt.array,
         gt.spacing,
         protocol,
+        affine=gt.affine,
         pred_spacing=pred.spacing,
         connectivity=connectivity,
         pred_name=str(pred_path),

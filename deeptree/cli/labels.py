@@ -94,7 +94,7 @@ def run(args) -> int:
             volume = read_nifti(path)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                tree = parse_tree(volume.array, volume.spacing, name=str(path))
+                tree = parse_tree(volume.array, volume.spacing, affine=volume.affine, name=str(path))
             labels = anatomy_labels(tree, config)
             write_nifti(target, labels, volume.affine, dtype="uint8")
         except InputError as err:

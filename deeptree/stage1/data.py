@@ -76,7 +76,7 @@ CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
 MAX_LOCATIONS_PER_CLASS = 10_000
 
 #: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: anatomy labels with the anatomical root (issue 18)
 
 
 def normalize_ct(ct: np.ndarray, window: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
@@ -131,7 +131,10 @@ class Stage1Case:
 
 
 def anatomy_label_map(
-    airway: np.ndarray, spacing: Sequence[float], name: str = "airway"
+    airway: np.ndarray,
+    spacing: Sequence[float],
+    name: str = "airway",
+    affine: np.ndarray | None = None,
 ) -> np.ndarray:
     """Anatomy classes of every airway voxel.
 
@@ -144,6 +147,11 @@ def anatomy_label_map(
     ----------
     airway : ndarray, shape (I, J, K), binary
     spacing : 3 floats (mm)
+    name : str
+        What to call the mask in errors.
+    affine : ndarray (4, 4), optional
+        Voxel-to-world transform: which end is cranial for the anatomical root of the
+        parse (:func:`deeptree.tree.parse_tree`; None: +k).
 
     Returns
     -------
@@ -151,7 +159,7 @@ def anatomy_label_map(
     """
 
     mask = np.asarray(airway) > 0
-    tree = parse_tree(mask, spacing, name=name)
+    tree = parse_tree(mask, spacing, affine=affine, name=name)
     classes = np.asarray(anatomy_labels(tree), dtype=np.uint8)
     classes = np.where(mask, classes, 0).astype(np.uint8)
     unlabelled = mask & (classes == 0)
@@ -220,7 +228,7 @@ def prepare_stage1_case(
         raise InputError(f"{case_id} label: expected a binary airway mask (0/1)")
     if not airway.any():
         raise InputError(f"{case_id} label: the airway mask is empty")
-    label = anatomy_label_map(airway, spacing, name=f"{case_id} label")
+    label = anatomy_label_map(airway, spacing, name=f"{case_id} label", affine=affine)
     return Stage1Case(
         id=case_id,
         image=normalize_ct(ct),

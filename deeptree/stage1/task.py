@@ -13,7 +13,8 @@ import torch
 
 from deeptree.checkpoints import LoadedModel
 from deeptree.config import NOTEBOOK_COHORT, NetworkConfig, TrainConfig, get_config
-from deeptree.metrics import airway_metrics, prepare_ground_truth
+from deeptree.io import InputError
+from deeptree.metrics import DICE_CLASSES, airway_metrics, class_dice, prepare_ground_truth
 from deeptree.networks import init_foreground_prior, stage1_network
 from deeptree.phantom import generate_cohort
 from deeptree.report import results_dir
@@ -21,7 +22,11 @@ from deeptree.resample import training_record
 from deeptree.stage1.data import Stage1PatchDataset, load_cohort, split_cases
 from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss, check_variant
 from deeptree.stage1.predict import load_stage1_model, predict_stage1
-from deeptree.train import TrainingTask, train
+from deeptree.train import LOG_NAME, TrainingTask, read_log, train
+
+#: A stage-1 model whose class-1 Dice on validation stays below this has failed (issue 18):
+#: the trachea and main bronchi are the easiest class; see :func:`class1_dice_failure`.
+CLASS1_DICE_FLOOR = 0.3
 
 
 def stage1_task(
@@ -41,8 +46,10 @@ def stage1_task(
     train_cases, val_cases : list of deeptree.stage1.data.Stage1Case
         Prepared cases (``deeptree.stage1.data.load_cohort`` + ``split_cases``); validation cases
         are predicted whole by sliding-window inference and scored with
-        ``deeptree.metrics.airway_metrics`` (paper protocol: BD, TLD, precision, DSC,
-        averaged over the cases). No validation if empty.
+        ``deeptree.metrics.airway_metrics`` (paper protocol: BD, TLD, precision, DSC) and
+        ``deeptree.metrics.class_dice`` (``dice_1``, ``dice_2``, ``dice_3``: Dice per anatomy
+        class, None for a class the validation cases lack), averaged over the cases. No
+        validation if empty.
     variant : str
         ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.stage1.losses``).
     net : NetworkConfig
@@ -90,7 +97,9 @@ def stage1_task(
 def _stage1_validator(val_cases: list, net, device) -> Callable[[torch.nn.Module], dict]:
 
     references = [
-        prepare_ground_truth(np.asarray(c.label) > 0, c.spacing, name=f"{c.id} label")
+        prepare_ground_truth(
+            np.asarray(c.label) > 0, c.spacing, affine=c.affine, name=f"{c.id} label"
+        )
         for c in val_cases
     ]
 
@@ -106,10 +115,68 @@ def _stage1_validator(val_cases: list, net, device) -> Callable[[torch.nn.Module
                 normalized=True,
                 name=case.id,
             )
-            rows.append(airway_metrics(pred.mask, reference, case.spacing))
-        return {k: float(np.mean([r[k] for r in rows])) for k in ("BD", "TLD", "precision", "DSC")}
+            row = airway_metrics(pred.mask, reference, case.spacing)
+            dice = class_dice(pred.mask, np.asarray(case.label), case.spacing)
+            rows.append(row | {f"dice_{c}": dice[c] for c in DICE_CLASSES})
+        out = {k: float(np.mean([r[k] for r in rows])) for k in ("BD", "TLD", "precision", "DSC")}
+        for c in DICE_CLASSES:
+            values = [r[f"dice_{c}"] for r in rows if r[f"dice_{c}"] is not None]
+            out[f"dice_{c}"] = float(np.mean(values)) if values else None
+        return out
 
     return validate
+
+
+def class1_dice_failure(run, threshold: float = CLASS1_DICE_FLOOR) -> str | None:
+    """Flag a stage-1 run whose class-1 Dice on validation stays below ``threshold``.
+
+    The run's validations log ``dice_1`` (:func:`stage1_task`; ``deeptree.metrics.class_dice``
+    of class 1, the trachea and main bronchi, averaged over the validation cases). The run
+    is flagged when its last validation (the model ``last.pt`` holds) is below the
+    threshold.
+
+    Parameters
+    ----------
+    run : path-like or list of dict
+        A training run's folder, its ``log.jsonl``, or the entries of
+        ``deeptree.train.read_log``.
+    threshold : float
+        Class-1 Dice (fraction) below which the model failed (default 0.3).
+
+    Returns
+    -------
+    str or None
+        None when the last validated class-1 Dice reaches ``threshold``; else one line
+        saying so, with the last and the best value and their iterations.
+
+    Raises
+    ------
+    InputError
+        The run logged no validation with a class-1 Dice (no validation cases, a run from
+        before issue 18, or a missing log).
+    """
+    if isinstance(run, (str, Path)):
+        path = Path(run)
+        path = path / LOG_NAME if path.is_dir() else path
+        entries, where = read_log(path), str(path)
+    else:
+        entries, where = list(run), "stage-1 run"
+    validated = [
+        (e["iteration"], float(e["val"]["dice_1"]))
+        for e in entries
+        if "val" in e and e["val"].get("dice_1") is not None
+    ]
+    if not validated:
+        raise InputError(f"{where}: no validation with a class-1 Dice (dice_1) was logged")
+    last_it, last = validated[-1]
+    if last >= threshold:
+        return None
+    best_it, best = max(validated, key=lambda v: v[1])
+    return (
+        f"{where}: class-1 Dice on validation {last:.3f} at iteration {last_it} is below "
+        f"{threshold:g} (best {best:.3f} at iteration {best_it}): the model misses the "
+        "trachea and main bronchi"
+    )
 
 
 def stage1_checkpoint_of_notebook05(run_dir) -> Path:
