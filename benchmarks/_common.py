@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 
@@ -34,3 +35,14 @@ def finish_report(report: dict, json_path=None) -> None:
                 json.dump(report, f, indent=1)
 
         atomic_write(json_path, write)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo; platform's answer elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"

@@ -20,7 +20,6 @@ First it checks that both resample alike: MONAI's ``Affined`` against the hand-w
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _monai_augment as new  # noqa: E402
-from _common import finish_report, standard_phantom  # noqa: E402
+from _common import cpu_model, finish_report, standard_phantom  # noqa: E402
 
 from deeptree.config import get_config  # noqa: E402
 from deeptree.io import list_cases  # noqa: E402
@@ -47,17 +46,6 @@ INTENSITY = replace(
     AugmentConfig(), p_rotate=0, p_scale=0, p_brightness=1.0, p_contrast=1.0, p_noise=1.0
 )
 DEFAULT = AugmentConfig()
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo; platform's answer elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_case(root: Path):

@@ -54,6 +54,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import cpu_model  # noqa: E402
 
 #: Environment changes of each policy (None = remove the variable).
 POLICIES: dict[str, dict[str, str]] = {
@@ -248,17 +250,6 @@ def measure(condition: str, rounds: int, steps: int, load: int, kind: str = "spi
         }
         for name, runs in samples.items()
     }
-
-
-def cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (platform's answer elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(results: dict, args: argparse.Namespace) -> str:
