@@ -25,11 +25,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import deeptree  # noqa: E402, F401, I001  (its thread policy must come before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 import _monai_augment as new  # noqa: E402
 from _common import cpu_model, finish_report, standard_phantom  # noqa: E402
