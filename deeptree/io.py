@@ -125,6 +125,184 @@ def check_same_grid(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> N
 
 
 # --------------------------------------------------------------------------------------------
+# plausibility of inputs (README: "When something goes wrong")
+# --------------------------------------------------------------------------------------------
+#: A chest CT in Hounsfield units has air and lung below this (HU); one without is not in HU.
+HU_AIR_BELOW = -500.0
+
+#: A mask of more than this fraction of its volume is no airway mask (an airway fills ~1-3%).
+MAX_MASK_FRACTION = 0.5
+
+#: Voxels larger than this along any axis (mm) are too coarse for the 2 mm anatomy rule.
+THICK_SLICE_MM = 2.5
+
+
+class ThickSliceWarning(UserWarning):
+    """An input's voxels are larger than :data:`THICK_SLICE_MM` along some axis."""
+
+
+def check_ct_in_hu(ct: np.ndarray, name: str = "CT") -> np.ndarray:
+    """Check that a chest CT is in Hounsfield units and return it unchanged.
+
+    A chest CT holds air and lung, about -1000 and -850 HU. With no voxel below
+    :data:`HU_AIR_BELOW` the values are not HU: typically raw detector values stored as
+    0..4095 without the rescale slope/intercept, or an image normalised to 0..1. The networks
+    would then see every voxel as soft tissue (or every voxel as airway).
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K), numeric
+    name : str
+        The file, for the message.
+
+    Raises
+    ------
+    InputError
+        No voxel below -500 HU, naming the range found and what to do.
+    """
+    low, high = float(np.min(ct)), float(np.max(ct))
+    if low >= HU_AIR_BELOW:
+        if high <= 1.0:
+            hint = "it looks normalised to 0..1"
+        elif low >= 0:
+            hint = "it looks like raw scanner values (often 0..4095: subtract 1024, or apply the rescale slope and intercept)"
+        else:
+            hint = "a chest CT has air and lung near -1000 HU"
+        raise InputError(
+            f"{name}: not a CT in Hounsfield units: values {low:g}..{high:g}, no voxel below "
+            f"{HU_AIR_BELOW:g} HU ({hint}); convert it to HU first"
+        )
+    return ct
+
+
+def check_mask_fraction(mask: np.ndarray, name: str = "mask") -> float:
+    """Refuse an airway mask that fills most of its volume.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (I, J, K), bool or 0/1
+    name : str
+        The file, for the message.
+
+    Returns
+    -------
+    float
+        The fraction of foreground voxels, in [0, :data:`MAX_MASK_FRACTION`].
+
+    Raises
+    ------
+    InputError
+        More than :data:`MAX_MASK_FRACTION` of the voxels are foreground: an inverted mask,
+        a lung or body mask, or a mask of all ones (an airway fills a few percent of a chest
+        CT at most).
+    """
+    fraction = float(np.count_nonzero(mask)) / max(int(np.size(mask)), 1)
+    if fraction > MAX_MASK_FRACTION:
+        raise InputError(
+            f"{name}: the mask fills {100 * fraction:.0f}% of its volume; an airway mask fills a "
+            "few percent at most (is it inverted, a lung or body mask, or all ones?)"
+        )
+    return fraction
+
+
+def warn_thick_slices(spacing, name: str = "volume") -> bool:
+    """Warn (:class:`ThickSliceWarning`) when a voxel is larger than :data:`THICK_SLICE_MM`.
+
+    Parameters
+    ----------
+    spacing : sequence of 3 float
+        Voxel size (mm).
+    name : str
+        The file, for the message.
+
+    Returns
+    -------
+    bool
+        True if it warned.
+    """
+    if max(float(v) for v in spacing) <= THICK_SLICE_MM:
+        return False
+    import warnings
+
+    warnings.warn(thick_slice_message(spacing, name), ThickSliceWarning, stacklevel=2)
+    return True
+
+
+def thick_slice_message(spacing, name: str) -> str:
+    """The text of the thick-slice warning: the voxel size and what it changes."""
+    shown = " x ".join(f"{float(v):g}" for v in spacing)
+    return (
+        f"{name}: voxels of {shown} mm, thicker than {THICK_SLICE_MM:g} mm: bronchi of 2 mm and "
+        "less are under one voxel there, so lumen diameters, the anatomy classes (class 3 = "
+        "<= 2 mm) and the small-airway metrics are unreliable; use thin-slice CT (<= 1.25 mm) "
+        "where you can"
+    )
+
+
+def check_header_size(path: str | os.PathLike, image=None) -> None:
+    """Check, before any voxel is read, that a NIfTI file can hold the data its header claims,
+    and that this machine could hold them in memory.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii`` or ``.nii.gz`` file.
+    image : nibabel image, optional
+        Already loaded (header only) from ``path``.
+
+    Raises
+    ------
+    InputError
+        An uncompressed file shorter than its header's data (truncated, or a wrong header),
+        a compressed file too small to hold them at gzip's best ratio, or data larger than
+        this machine's memory, naming the shape, dtype and sizes.
+    """
+    path = Path(path)
+    if image is None:
+        image = nib.load(str(path))
+    header = image.header
+    shape = tuple(int(v) for v in image.shape)
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    needed = int(np.prod(shape, dtype=np.float64)) * itemsize
+    offset = int(header.get("vox_offset", 0) or 0)
+    on_disk = path.stat().st_size
+    shown = " x ".join(str(v) for v in shape)
+    what = f"its header declares {shown} voxels of {header.get_data_dtype()} ({_bytes(needed)})"
+    if path.name.endswith(".gz"):
+        if needed > on_disk * 1100:  # gzip never compresses more than about 1032:1
+            raise InputError(
+                f"{path}: {what}, more than a compressed file of {_bytes(on_disk)} can hold; "
+                "the header does not match the data (a damaged or wrongly written file)"
+            )
+    elif on_disk < offset + needed:
+        raise InputError(
+            f"{path}: {what}, but the file holds only {_bytes(max(on_disk - offset, 0))} of "
+            "data; it is truncated or its header does not match the data"
+        )
+    memory = _physical_memory()
+    if memory is not None and needed > memory:
+        raise InputError(
+            f"{path}: {what}, more than this machine's memory ({_bytes(memory)}); crop or "
+            "downsample it first, or use a machine with more memory"
+        )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
 # NIfTI
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -168,7 +346,9 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     ------
     InputError
         Missing file, unreadable or not NIfTI, not 3D (a 4D file with one volume is
-        accepted and squeezed), NaN/inf voxels, zero or negative spacing.
+        accepted and squeezed), NaN/inf voxels, zero or negative spacing, a header that
+        declares more data than the file holds or than this machine's memory
+        (:func:`check_header_size`).
     """
     path = Path(path)
     if not path.is_file():
@@ -189,6 +369,7 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     check_spacing(_stored_zooms(path, type(image.header)), str(path))
     check_spacing(np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0), str(path))
     spacing = check_spacing(image.header.get_zooms()[:3], str(path))
+    check_header_size(path, image)
     try:
         if image.dataobj.slope not in (None, 1.0) or image.dataobj.inter not in (None, 0.0):
             array = np.asarray(image.get_fdata(dtype=np.float32))
@@ -216,9 +397,14 @@ def _stored_zooms(path: Path, header_class) -> tuple[float, float, float]:
 
 
 def _temporary_sibling(path: Path) -> Path:
-    """A unique temporary file name in the folder of ``path`` with the same suffixes."""
+    """A unique temporary file name in the folder of ``path`` with the same suffixes:
+    ``.<name>.<pid>-<random>.tmp<suffix>`` (the process id lets a later run tell an orphan,
+    left by a killed process, from the file of a process still writing; see
+    :func:`clean_orphan_temporaries`)."""
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=path.parent
+    )
     os.close(fd)
     # mkstemp creates the file with mode 0o600; the output gets the mode an ordinary
     # open(path, "w") would give it
@@ -267,11 +453,263 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     tmp = _temporary_sibling(path)
     try:
         write(tmp)
+        _test_kill_point(path, tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+#: Test hook (for the kill tests, never for normal use): ``DEEPTREE_TEST_KILL_AT=<file name>``
+#: or ``<file name>:<n>`` makes the process kill itself (SIGKILL) during its n-th (default
+#: first) :func:`atomic_write` of a file of that name, after the temporary file was written and
+#: cut to half its size, before the rename: exactly what a ``kill -9`` in the middle of that
+#: write leaves behind, at a deterministic point.
+TEST_KILL_ENV = "DEEPTREE_TEST_KILL_AT"
+
+_test_kill_count = 0
+
+
+def _test_kill_point(path: Path, tmp: Path) -> None:
+    """The :data:`TEST_KILL_ENV` hook of :func:`atomic_write` (does nothing when unset)."""
+    global _test_kill_count
+    spec = os.environ.get(TEST_KILL_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if path.name != name:
+        return
+    _test_kill_count += 1
+    if _test_kill_count != (int(nth) if nth else 1):
+        return
+    import signal
+
+    with open(tmp, "r+b") as f:  # torn: half of the file reached the disk
+        f.truncate(os.fstat(f.fileno()).st_size // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: A temporary file of :func:`atomic_write`: ``.<name>.<pid>-<random>.tmp<suffix>``; group 1 is
+#: the pid (absent in the names of earlier versions, ``.<name>.<random>.tmp<suffix>``).
+_TEMPORARY = re.compile(r"^\..+?\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9.]+)?$")
+
+#: A temporary file without a process id is an orphan once it is this old (seconds).
+ORPHAN_AGE_S = 3600.0
+
+
+def _process_alive(pid: int) -> bool:
+    """True if a process ``pid`` runs on this machine (or cannot be checked)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (another user's), or we cannot tell: keep its files
+    return True
+
+
+def clean_orphan_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files that a killed process left in ``folder``.
+
+    A temporary file of :func:`atomic_write` is only ever renamed to its final name when
+    whole, so one that is still there belongs either to a process that is writing it now or
+    to one that was killed. It is removed when the process id in its name no longer runs
+    (or, for a name without a process id, when it is older than :data:`ORPHAN_AGE_S`); a file
+    of a running process is left alone. Hidden files are never read as inputs either way.
+
+    Parameters
+    ----------
+    folder : path-like
+        A missing folder is fine (nothing to clean).
+    recursive : bool
+        Also clean the sub-folders.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    candidates = folder.rglob(".*") if recursive else folder.glob(".*")
+    for path in sorted(candidates):
+        match = _TEMPORARY.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        pid = match.group(1)
+        if pid is not None:
+            if int(pid) == os.getpid() or _process_alive(int(pid)):
+                continue
+        else:
+            try:
+                if time.time() - path.stat().st_mtime < ORPHAN_AGE_S:
+                    continue
+            except FileNotFoundError:
+                continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
+#: The lock file of an output folder (:class:`FolderLock`).
+LOCK_NAME = ".deeptree.lock"
+
+
+class FolderLocked(InputError):
+    """Another running process holds the lock of an output folder."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, so that two processes never write one folder.
+
+    ``with FolderLock(folder, "deeptree predict"):`` creates ``folder`` if needed and the lock
+    file ``folder/.deeptree.lock`` (holding the process id, host and command), locked with
+    ``flock``; it is removed on exit. The kernel releases the lock when a process dies, even
+    by ``kill -9``: the stale file of a dead process is then taken over (with a notice). A
+    second process refuses at once with :class:`FolderLocked`, naming the folder and the
+    process that holds it.
+
+    Parameters
+    ----------
+    folder : path-like
+    command : str
+        What this process is, for the other process's message.
+    """
+
+    def __init__(self, folder: str | os.PathLike, command: str = "deeptree"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.command = command
+        self._fd: int | None = None
+        #: the holder of a stale lock that was taken over (its file's text), or None
+        self.taken_over: str | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (see the class). Raises :class:`FolderLocked` if it is held."""
+        import json
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):  # retried while another process removes the file under us
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                held = not _flock(fd)
+                previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+                if held:
+                    raise FolderLocked(_locked_message(self.folder, previous))
+                if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                    os.close(fd)  # the holder removed the file as we opened it: again
+                    continue
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            if previous and not _flock_supported(fd):
+                # no flock on this file system: trust the process id in the file
+                holder = _lock_holder(previous)
+                if holder.get("pid") not in (None, os.getpid()) and _process_alive(
+                    int(holder["pid"])
+                ):
+                    os.close(fd)
+                    raise FolderLocked(_locked_message(self.folder, previous))
+            self.taken_over = previous or None
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": self.command,
+                "since": _now(),
+            }
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(record).encode())
+            self._fd = fd
+            return self
+        raise FolderLocked(f"{self.folder}: could not take the lock {self.path}")
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock."""
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+_NO_FLOCK: set[int] = set()
+
+
+def _flock(fd: int) -> bool:
+    """Try an exclusive non-blocking ``flock`` on ``fd``: False if another process holds it;
+    True if taken, or if this file system has no ``flock`` (then remembered, see
+    :func:`_flock_supported`)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        _NO_FLOCK.add(fd)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # e.g. ENOLCK on some network file systems
+        _NO_FLOCK.add(fd)
+        return True
+    _NO_FLOCK.discard(fd)
+    return True
+
+
+def _flock_supported(fd: int) -> bool:
+    return fd not in _NO_FLOCK
+
+
+def _lock_holder(text: str) -> dict:
+    import json
+
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _locked_message(folder: Path, text: str) -> str:
+    holder = _lock_holder(text)
+    who = (
+        f"`{holder.get('command', 'deeptree')}` (process {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, since {holder.get('since', '?')})"
+        if holder
+        else "another process"
+    )
+    return (
+        f"{folder}: {who} is writing to this folder; wait until it has finished, or give "
+        f"another output folder (the lock is {folder / LOCK_NAME})"
+    )
 
 
 def write_nifti(
@@ -364,8 +802,9 @@ def load_case(
     Raises
     ------
     InputError
-        Any problem of :func:`read_nifti`, a label that is not binary, or a label whose
-        shape or affine differs from the CT's.
+        Any problem of :func:`read_nifti`, a CT not in Hounsfield units
+        (:func:`check_ct_in_hu`), a label that is not binary or fills most of its volume
+        (:func:`check_mask_fraction`), or a label whose shape or affine differs from the CT's.
     """
     if ct_path is None and label_path is None:
         raise InputError("load_case: give a CT path, a label path, or both")
@@ -374,6 +813,7 @@ def load_case(
     label_array = None
     if label is not None:
         label_array = check_binary_mask(label.array, str(label.path), allow_empty=True).astype(np.uint8)
+        check_mask_fraction(label_array, str(label.path))
     if ct is not None and label is not None:
         check_same_grid(ct.array, label.array, str(ct.path), str(label.path))
         if not affines_match(ct.affine, label.affine):
@@ -381,6 +821,8 @@ def load_case(
                 f"{label.path}: affine does not match the CT {ct.path} "
                 f"(largest difference {np.abs(ct.affine - label.affine).max():.4g} mm)"
             )
+    if ct is not None:
+        check_ct_in_hu(ct.array, str(ct.path))
     ref = ct if ct is not None else label
     if case_id is None:
         case_id = case_id_from_path(ref.path)
@@ -447,13 +889,35 @@ def list_cases(root: str | os.PathLike, split: str = "Tr") -> list[CasePaths]:
 
 
 def _nifti_by_id(folder: Path) -> dict[str, Path]:
+    """The NIfTI files of ``folder`` by case id; two files with one id are an error."""
     if not folder.is_dir():
         return {}
-    return {
-        case_id_from_path(p): p
-        for p in sorted(folder.iterdir())
-        if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".")
-    }
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.name.endswith((".nii.gz", ".nii")) or p.name.startswith("."):
+            continue
+        check_case_id_unique(found, case_id_from_path(p), p)
+        found[case_id_from_path(p)] = p
+    return found
+
+
+def check_case_id_unique(found: dict, case_id: str, path: Path) -> None:
+    """Raise :class:`InputError` if ``case_id`` (of ``path``) is already in ``found``, or
+    differs from a key of ``found`` only in letter case (one file on a case-insensitive
+    file system), naming both files.
+
+    Parameters
+    ----------
+    found : dict case id -> Path
+    case_id : str
+    path : Path
+    """
+    for other_id, other in found.items():
+        if other_id.lower() == case_id.lower():
+            raise InputError(
+                f"{path.parent}: {other.name} and {path.name} both give case id {case_id!r}; "
+                "rename one of them (their outputs would overwrite each other)"
+            )
 
 
 def nifti_inputs(path: str | os.PathLike) -> list[Path]:

@@ -199,16 +199,26 @@ def test_read_only_output_is_found_before_the_metrics(monkeypatch, tmp_path, mas
     assert not out.exists()
 
 
-def test_permission_error_during_a_command_is_one_line(monkeypatch, tmp_path, masks, capsys):
+def test_an_os_error_of_one_case_is_reported_and_the_batch_goes_on(
+    monkeypatch, tmp_path, masks, capsys
+):
+    """A file that cannot be written (permission, full disk) fails its case, not the batch."""
     import deeptree.cli.attention as attention
 
-    def denied(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    real = attention.write_nifti
 
-    monkeypatch.setattr(attention, "write_nifti", denied)
+    def denied_for_a_001(path, *args, **kwargs):
+        if "A_001" in Path(path).name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "write_nifti", denied_for_a_001)
     status, lines = run_cli(["attention", masks, "--out", tmp_path / "att", "--no-progress"], capsys)
-    assert status == 2
-    assert_one_error_line(lines, "A_001_attention.nii.gz", "Permission denied")
+    assert status == 1
+    assert lines[0] == "deeptree attention: 1 mask(s) failed:"
+    assert "A_001_attention.nii.gz" in lines[1] and "No space left on device" in lines[1]
+    assert (tmp_path / "att" / "A_002_attention.nii.gz").is_file()
+    assert leftovers(tmp_path) == []
 
 
 # --- 2. outputs honour the umask -------------------------------------------------------------------
@@ -401,7 +411,7 @@ def test_predict_batch_goes_on_after_a_bad_case_and_lists_it(tmp_path, cts, chec
     assert "C_001_0000.nii.gz ->" in captured.out and "C_002_0000.nii.gz ->" in captured.out
     assert "deeptree predict: 1 CT(s) failed:" in captured.err
     assert "C_000: " in captured.err and "C_000_0000.nii.gz: not a readable NIfTI file" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["C_001.nii.gz", "C_002.nii.gz"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["C_001.nii.gz", "C_002.nii.gz"]
     assert snapshot(cts) == before and not leftovers(out)
 
 
@@ -409,7 +419,7 @@ def test_predict_refuses_two_inputs_with_one_output_name(tmp_path, cts, checkpoi
     (cts / "C_001.nii.gz").write_bytes((cts / "C_001_0000.nii.gz").read_bytes())
     status, lines = run_cli(predict_args(checkpoint, cts, tmp_path / "pred"), capsys)
     assert status == 2
-    assert_one_error_line(lines, "two CTs for case C_001")
+    assert_one_error_line(lines, "both give case id 'C_001'")
     assert not (tmp_path / "pred").exists()
 
 

@@ -9,8 +9,16 @@ Example::
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
 ``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
-the inputs were listed from. A CT that cannot be used is reported and the others go on; the exit status is
-then 1 and the failed cases are listed at the end.
+the inputs were listed from. A CT that cannot be used (unreadable, not in Hounsfield units,
+...) is reported and the others go on; the exit status is then 1 and the failed cases are
+listed at the end.
+
+Into a folder, a rerun skips the cases already complete (recorded in the hidden
+``<out>/.deeptree-predict.json`` with the checksums of the CT, the checkpoints and the outputs)
+and says so; ``--overwrite`` predicts them again. A folder holding the predictions of other
+settings (another checkpoint, ``--overlap``, ...) is refused unless ``--overwrite``. The folder
+is locked while the command runs (a second process writing there is refused), and the
+temporary files of a killed run are removed.
 """
 
 from __future__ import annotations
@@ -18,12 +26,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeptree.cli._cases import (
+    DoneRecord,
     check_writable_folder,
+    file_sha256,
     for_each_case,
+    locked_output,
     refuse_out_over_inputs,
     report_problems,
+    warn_thick_inputs,
 )
-from deeptree.io import InputError, case_id_from_path, nifti_inputs
+from deeptree.io import InputError, case_id_from_path, check_case_id_unique, nifti_inputs
 
 NAME = "predict"
 HELP = "predict stage-1 airway masks with a trained checkpoint"
@@ -56,6 +68,11 @@ def add_arguments(parser) -> None:
         choices=("straight", "intensity"),
         help="with --two-stage: the non-learned gap filler instead of the stage-2 network",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict again the cases already complete in --out (and replace the outputs of other settings)",
+    )
 
 
 def run(args) -> int:
@@ -74,11 +91,7 @@ def run(args) -> int:
     cases = {}
     for path in inputs:
         case_id = case_id_from_path(path)
-        if case_id in cases:
-            raise InputError(
-                f"{path.parent}: two CTs for case {case_id} ({cases[case_id].name}, {path.name}) "
-                "would be written to one output"
-            )
+        check_case_id_unique(cases, case_id, path)
         cases[case_id] = path
     out = Path(args.out)
     single_file = (
@@ -99,8 +112,14 @@ def run(args) -> int:
     else:
         raise InputError("--two-stage needs --stage2-checkpoint (or --gapfill straight|intensity)")
 
-    def work(case_id: str, path: Path) -> str:
+    warn_thick_inputs(list(cases.values()))
+
+    def work(case_id: str, path: Path):
+        from deeptree.io import check_ct_in_hu, read_nifti
+
+        check_ct_in_hu(read_nifti(path).array, str(path))
         target = out if single_file else out / f"{case_id}.nii.gz"
+        classes = None
         if two_stage:
             segment_file(path, target, stage1, stage2, device=device, overlap=args.overlap)
         else:
@@ -114,7 +133,24 @@ def run(args) -> int:
                 classes_path=classes,
                 loaded=stage1,
             )
-        return f"{path.name} -> {target}"
+        return f"{path.name} -> {target}", [target] + ([classes] if classes else [])
 
-    problems = for_each_case(cases, work, desc="predict", progress=False)
+    if single_file:
+        problems = for_each_case(cases, work, desc="predict", progress=False)
+        return report_problems(NAME, problems, "CT(s) failed")
+    settings = {
+        "checkpoint": file_sha256(args.checkpoint),
+        "two_stage": two_stage,
+        "stage2": (
+            file_sha256(args.stage2_checkpoint)
+            if two_stage and args.stage2_checkpoint and not args.gapfill
+            else None
+        ),
+        "gapfill": args.gapfill if two_stage else None,
+        "overlap": args.overlap,
+        "classes": bool(args.classes),
+    }
+    with locked_output(out, NAME):
+        record = DoneRecord(out, NAME, settings, overwrite=args.overwrite)
+        problems = for_each_case(cases, work, desc="predict", progress=False, record=record)
     return report_problems(NAME, problems, "CT(s) failed")

@@ -8,7 +8,11 @@ Example::
 
 The last ``--val`` cases (by id) are held out for validation (BD, TLD, precision logged every
 ``validate_every`` iterations; stage 2: the gap repair rate). Stage-1 arrays are cached in
-``<data>/.cache_stage1`` (or ``--cache``). Ctrl-C writes a checkpoint; ``--resume`` continues
+``<data>/.cache_stage1`` (or ``--cache``); when the dataset folder cannot be written (a
+read-only dataset), in the user cache folder (``$XDG_CACHE_HOME/deeptree``, by default
+``~/.cache/deeptree``), else under ``--out``, with a notice. The run folder is locked while
+the command runs (a second ``deeptree train`` into it is refused; under ``torchrun`` rank 0
+holds the lock), and the temporary files of a killed run are removed. Ctrl-C writes a checkpoint; ``--resume`` continues
 exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
 is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
 log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
@@ -57,6 +61,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import contextlib
+
+    with contextlib.ExitStack() as held:  # the lock of --out, taken once the options are checked
+        return _run(args, held)
+
+
+def _run(args, held) -> int:
+    import os
     from dataclasses import replace
     from pathlib import Path
 
@@ -76,6 +88,10 @@ def run(args) -> int:
         raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
     _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # under torchrun, rank 0 holds the lock
+        from deeptree.cli._cases import locked_output
+
+        held.enter_context(locked_output(out, NAME))
     if args.resume and not (out / "last.pt").is_file() and not (out / "log.jsonl").is_file():
         print(f"deeptree train: no checkpoint in {out}; --resume starts from scratch", file=sys.stderr)
     cfg = get_config(args.profile)
@@ -93,6 +109,10 @@ def run(args) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
+    from deeptree.cli._cases import warn_thick_inputs
+    from deeptree.io import list_cases
+
+    warn_thick_inputs([c.image for c in list_cases(data) if c.image is not None])
     if args.stage == 2:
         from deeptree.stage2.task import load_sources, stage2_task
 
@@ -100,7 +120,7 @@ def run(args) -> int:
     else:
         from deeptree.stage1.data import load_cohort
 
-        cache = Path(args.cache) if args.cache else data / ".cache_stage1"
+        cache = Path(args.cache) if args.cache else stage1_cache_dir(data, out)
         cases = load_cohort(data, cache, progress=not args.no_progress)
     train_cases, val_cases = split_cases(cases, train_cfg.val_cases)
     print(f"{len(train_cases)} training and {len(val_cases)} validation cases from {data}")
@@ -164,3 +184,53 @@ def _refuse_existing_run(out, resume: bool, overwrite: bool) -> None:
             f"{out}: holds a training run ({', '.join(found)}); give --resume to continue it, "
             "--overwrite to start again, or another --out"
         )
+
+
+def stage1_cache_dir(data, out):
+    """Where ``train`` caches the prepared stage-1 arrays when ``--cache`` is not given.
+
+    ``<data>/.cache_stage1`` when the dataset folder can be written; else (a read-only
+    dataset) ``$XDG_CACHE_HOME/deeptree/stage1-<key>`` (``~/.cache`` when the variable is
+    unset; ``key`` from the dataset's absolute path), else ``<out>/cache_stage1``. The choice
+    is printed on stderr when it is not the first.
+
+    Parameters
+    ----------
+    data, out : Path
+        The dataset and the run folder.
+
+    Returns
+    -------
+    Path
+        A folder that exists and can be written.
+    """
+    import hashlib
+    import os
+    from pathlib import Path
+
+    first = data / ".cache_stage1"
+    if _writable(first):
+        return first
+    key = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for folder in (base / "deeptree" / f"stage1-{key}", out / "cache_stage1"):
+        if _writable(folder):
+            print(
+                f"deeptree train: {data} cannot be written; the prepared arrays are cached in {folder}",
+                file=sys.stderr,
+            )
+            return folder
+    return first  # nothing writable: the first write names the folder and the problem
+
+
+def _writable(folder) -> bool:
+    """True if ``folder`` exists or can be created, and a file can be written in it."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
