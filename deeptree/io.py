@@ -264,7 +264,7 @@ def check_header_size(path: str | os.PathLike, image=None) -> None:
     shape = tuple(int(v) for v in image.shape)
     itemsize = np.dtype(header.get_data_dtype()).itemsize
     needed = int(np.prod(shape, dtype=np.float64)) * itemsize
-    offset = int(header.get("vox_offset", 0) or 0)
+    offset = int(getattr(image.dataobj, "offset", None) or header.get_data_offset())
     on_disk = path.stat().st_size
     shown = " x ".join(str(v) for v in shape)
     what = f"its header declares {shown} voxels of {header.get_data_dtype()} ({_bytes(needed)})"
