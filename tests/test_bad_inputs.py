@@ -496,7 +496,7 @@ def test_the_stale_lock_of_a_dead_process_is_taken_over(tmp_path, masks, capsys)
     status = main([str(a) for a in ["attention", masks, "--out", out, "--no-progress"]])
     err = capsys.readouterr().err
     assert status == 0, err
-    assert f"took over the lock of a process that no longer runs" in err and str(pid) in err
+    assert "took over the lock of a process that no longer runs" in err and str(pid) in err
     assert not (out / LOCK_NAME).exists()
 
 
