@@ -471,7 +471,7 @@ def test_console_entry_exits_2_with_one_line(tmp_path, masks):
 
 # --- 6. locks and orphan temporary files ----------------------------------------------------------
 def test_a_second_writer_of_one_folder_is_refused(tmp_path, masks, capsys):
-    from deeptree.io import LOCK_NAME, FolderLock
+    from deeptree.files import LOCK_NAME, FolderLock
 
     out = tmp_path / "att"
     with FolderLock(out, "deeptree attention"):  # another process writing there now
@@ -486,7 +486,7 @@ def test_the_stale_lock_of_a_dead_process_is_taken_over(tmp_path, masks, capsys)
     import json
     import subprocess
 
-    from deeptree.io import LOCK_NAME
+    from deeptree.files import LOCK_NAME
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)  # a process that has exited
@@ -504,7 +504,7 @@ def test_orphan_temporary_files_of_dead_processes_are_removed(tmp_path):
     import subprocess
     import time
 
-    from deeptree.io import clean_orphan_temporaries
+    from deeptree.files import clean_orphan_temporaries
 
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
     alive = os.getppid()  # pytest's parent: runs

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptree.io import TEST_KILL_ENV, write_nifti
+from deeptree.files import TEST_KILL_ENV
+from deeptree.io import write_nifti
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,13 +16,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from deeptree.cli import os_error_message
+from deeptree.files import FolderLock, clean_orphan_temporaries
 from deeptree.io import (
-    FolderLock,
+    THICK_SLICE_MM,
     InputError,
+    ThickSliceWarning,
     atomic_write,
     case_id_from_path,
     check_case_id_unique,
-    clean_orphan_temporaries,
+    thick_slice_message,
 )
 
 
@@ -185,8 +188,6 @@ def for_each_case(
             problems.append(f"{case_id}: {err}")
             continue
         except OSError as err:
-            from deeptree.cli import os_error_message
-
             problems.append(f"{case_id}: {os_error_message(err)}")
             continue
         print(line)
@@ -332,8 +333,6 @@ def warn_thick_inputs(paths: Sequence[Path]) -> None:
     import warnings
 
     import nibabel as nib
-
-    from deeptree.io import THICK_SLICE_MM, ThickSliceWarning, thick_slice_message
 
     thick = []
     for path in paths:

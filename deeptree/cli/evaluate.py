@@ -17,6 +17,7 @@ pipeline); under ``paper`` those four use the GT as given (see :mod:`deeptree.me
 
 from __future__ import annotations
 
+from deeptree.cli import os_error_message
 from deeptree.cli._cases import (
     check_writable_folder,
     masks_by_id,
@@ -90,8 +91,6 @@ def run(args) -> int:
             except InputError as err:
                 status = f"error: {err}"
             except OSError as err:  # a file that cannot be read: this case fails, the rest go on
-                from deeptree.cli import os_error_message
-
                 status = f"error: {os_error_message(err)}"
         rows.append({"case": case_id, "status": status})
         problems.append(f"{case_id}: {status}")

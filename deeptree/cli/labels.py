@@ -20,8 +20,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deeptree.cli import os_error_message
+from deeptree.cli._cases import (
+    DoneRecord,
+    check_writable_folder,
+    locked_output,
+    report_problems,
+    warn_thick_inputs,
+)
 from deeptree.config import AnatomyConfig
-from deeptree.io import InputError, read_nifti, write_nifti
+from deeptree.io import (
+    InputError,
+    check_binary_mask,
+    check_mask_fraction,
+    read_nifti,
+    write_nifti,
+)
 
 NAME = "labels"
 HELP = "write the three-class anatomy labels (AMC) of every airway mask in a folder"
@@ -63,15 +77,6 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from deeptree.anatomy import anatomy_labels, class_summary
-    from deeptree.cli import os_error_message
-    from deeptree.cli._cases import (
-        DoneRecord,
-        check_writable_folder,
-        locked_output,
-        report_problems,
-        warn_thick_inputs,
-    )
-    from deeptree.io import check_binary_mask, check_mask_fraction
     from deeptree.tree import parse_tree
 
     config = AnatomyConfig()

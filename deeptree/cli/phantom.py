@@ -10,6 +10,8 @@ temporary files of a killed run are removed.
 
 from __future__ import annotations
 
+from deeptree.cli._cases import check_writable_folder, locked_output
+
 NAME = "phantom"
 HELP = "generate synthetic chest CTs with exact airway ground truth (resumable)"
 
@@ -26,7 +28,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
 
-    from deeptree.cli._cases import check_writable_folder, locked_output
     from deeptree.phantom import generate_cohort
 
     check_writable_folder(args.out)

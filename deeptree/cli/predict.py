@@ -35,7 +35,14 @@ from deeptree.cli._cases import (
     report_problems,
     warn_thick_inputs,
 )
-from deeptree.io import InputError, case_id_from_path, check_case_id_unique, nifti_inputs
+from deeptree.io import (
+    InputError,
+    case_id_from_path,
+    check_case_id_unique,
+    check_ct_in_hu,
+    nifti_inputs,
+    read_nifti,
+)
 
 NAME = "predict"
 HELP = "predict stage-1 airway masks with a trained checkpoint"
@@ -115,8 +122,6 @@ def run(args) -> int:
     warn_thick_inputs(list(cases.values()))
 
     def work(case_id: str, path: Path):
-        from deeptree.io import check_ct_in_hu, read_nifti
-
         check_ct_in_hu(read_nifti(path).array, str(path))
         target = out if single_file else out / f"{case_id}.nii.gz"
         classes = None

@@ -12,8 +12,8 @@ The last ``--val`` cases (by id) are held out for validation (BD, TLD, precision
 read-only dataset), in the user cache folder (``$XDG_CACHE_HOME/deeptree``, by default
 ``~/.cache/deeptree``), else under ``--out``, with a notice. The run folder is locked while
 the command runs (a second ``deeptree train`` into it is refused; under ``torchrun`` rank 0
-holds the lock), and the temporary files of a killed run are removed. Ctrl-C writes a checkpoint; ``--resume`` continues
-exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
+holds the lock), and the temporary files of a killed run are removed. Ctrl-C writes a
+checkpoint; ``--resume`` continues exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
 is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
 log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
 always refused. The device and the options are checked before the data are prepared.
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import sys
 
+from deeptree.cli._cases import locked_output, warn_thick_inputs
 from deeptree.config import check_variant, get_config, stage2_settings
-from deeptree.io import InputError
+from deeptree.io import InputError, list_cases
 
 NAME = "train"
 HELP = "train stage 1 (anatomy-aware classes + General Union Loss) or stage 2 (breakage connection)"
@@ -89,8 +90,6 @@ def _run(args, held) -> int:
     _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
     if int(os.environ.get("RANK", "0") or 0) == 0:  # under torchrun, rank 0 holds the lock
-        from deeptree.cli._cases import locked_output
-
         held.enter_context(locked_output(out, NAME))
     if args.resume and not (out / "last.pt").is_file() and not (out / "log.jsonl").is_file():
         print(f"deeptree train: no checkpoint in {out}; --resume starts from scratch", file=sys.stderr)
@@ -109,9 +108,6 @@ def _run(args, held) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
-    from deeptree.cli._cases import warn_thick_inputs
-    from deeptree.io import list_cases
-
     warn_thick_inputs([c.image for c in list_cases(data) if c.image is not None])
     if args.stage == 2:
         from deeptree.stage2.task import load_sources, stage2_task

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.config import PhantomProfile, phantom_profile
+from deeptree.files import clean_orphan_temporaries
 from deeptree.io import InputError, atomic_write, case_file_names, check_spacing, write_nifti
 from deeptree.phantom.ct import (
     Layers,
@@ -20,6 +21,7 @@ from deeptree.phantom.ct import (
     vessel_segments,
 )
 from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vessel_tree
+from deeptree.phantom.manifest import CohortManifest
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.thorax import ThoraxGeometry
 
@@ -278,9 +280,6 @@ def generate_cohort(
         changed since it was generated (see :class:`~deeptree.phantom.manifest.CohortManifest`).
     """
     from tqdm.auto import tqdm
-
-    from deeptree.io import clean_orphan_temporaries
-    from deeptree.phantom.manifest import CohortManifest
 
     prof = phantom_profile(profile)
     if int(n) < 1:

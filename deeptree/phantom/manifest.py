@@ -24,6 +24,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from deeptree import __version__
 from deeptree.config import PhantomProfile
 from deeptree.io import InputError, atomic_write
 
@@ -69,8 +70,6 @@ class CohortManifest:
     """
 
     def __init__(self, root: str | os.PathLike, profile: PhantomProfile, seed: int):
-        from deeptree import __version__
-
         self.root = Path(root)
         self.path = self.root / MANIFEST_NAME
         self.settings = {
