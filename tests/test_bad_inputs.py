@@ -736,3 +736,20 @@ def test_phantom_refuses_a_cohort_of_another_profile_or_seed(tmp_path, capsys):
 
 def before_without(snap: dict, name: str) -> dict:
     return {k: v for k, v in snap.items() if k != name}
+
+
+def test_a_cohort_without_manifest_of_another_voxel_size_is_refused(tmp_path):
+    """An older cohort (no cohort.json) made when the profile had another spacing."""
+    import json
+
+    from deeptree.phantom import generate_cohort
+
+    generate_cohort(tmp_path, "smoke", 1, seed=0, progress=False)
+    (tmp_path / "cohort.json").unlink()
+    tree = tmp_path / "treesTr" / "PHANTOM_000.json"
+    data = json.loads(tree.read_text())
+    data["meta"]["spacing_mm"] = [1.5, 1.5, 1.5]
+    tree.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"PHANTOM_000\.json: case PHANTOM_000 .* has voxels of \[1\.5, 1\.5, 1\.5\] mm, the 'smoke' profile now makes 2\.6 mm"):
+        generate_cohort(tmp_path, "smoke", 2, seed=0, progress=False)
+    assert not (tmp_path / "imagesTr" / "PHANTOM_001_0000.nii.gz").exists()

@@ -14,7 +14,8 @@ files. With it a rerun
   was written.
 
 A cohort written before manifests existed is adopted when the trees of its cases
-(``treesTr/*.json``) name the same profile and seed.
+(``treesTr/*.json``) name the same profile, seed and voxel size (other settings of an older
+profile cannot be told from its files).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class CohortManifest:
             "seed": int(seed),
         }
         self.package_version = __version__
+        self.spacing_mm = float(profile.spacing_mm)
         self.cases: dict[str, dict[str, str]] = {}
         if self.path.is_file():
             self._open_existing()
@@ -119,6 +121,17 @@ class CohortManifest:
         profile, seed = meta.get("profile"), meta.get("seed")
         if profile is None and seed is None:
             return False
+        spacing = meta.get("spacing_mm")
+        same_spacing = spacing is None or all(
+            abs(float(v) - self.spacing_mm) < 1e-6 for v in spacing
+        )
+        if not same_spacing:
+            raise InputError(
+                f"{paths['tree']}: case {case_id} of the cohort in {self.root} has voxels of "
+                f"{spacing} mm, the {self.settings['profile']!r} profile now makes "
+                f"{self.spacing_mm:g} mm; a cohort of both would be mixed: give another --out "
+                "(or delete the cohort)"
+            )
         if profile != self.settings["profile"] or not (
             isinstance(seed, list) and seed and seed[0] == self.settings["seed"]
         ):
