@@ -22,9 +22,9 @@ BOOK_OUT ?= site
 setup: $(STAMP) system-deps
 
 # Reinstall when the package definition or the lock changes.
-$(STAMP): pyproject.toml requirements/lock.txt
+$(STAMP): pyproject.toml setup.py requirements/lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[test,book]'
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[all]'
 	@touch $(STAMP)
 
 system-deps:

@@ -11,8 +11,10 @@ torch loads it. The policies compared (environment of that process):
 * ``one thread``: ``OMP_NUM_THREADS=1``: no thread ever waits for another;
 * ``free cores``: ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS`` = cores minus the rounded
   1-minute load average (at least 1), read when the process starts;
-* ``new``: nothing set: ``import deeptree`` applies :mod:`deeptree.threads` itself
-  (``OMP_WAIT_POLICY=PASSIVE``, torch's default thread count).
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE``: a waiting thread sleeps at once;
+* ``new``: nothing set: ``import deeptree`` applies :mod:`deeptree.threads` itself (by the
+  1-minute load average at start: ``passive`` on a busy machine, ``spin 10k`` on an idle one;
+  torch's default thread count).
 
 Each process builds the cpu profile's stage-1 network (amc+gul, 4 output channels) and times,
 on one resident random batch (no data loading):
@@ -20,8 +22,10 @@ on one resident random batch (no data loading):
 * ``train``: forward + loss + backward + SGD step, batch 2 x 32^3 (the profile's);
 * ``predict``: a no-grad forward of 8 windows of 32^3 (what sliding-window inference does).
 
-Conditions: ``idle`` (nothing else started) and ``loaded`` (``--load`` busy Python processes
-started by this script, each spinning on one core, as a browser or another job would). The
+Conditions: ``idle`` (nothing else started) and ``loaded`` (``--load`` background processes
+started by this script, a minute before the first measurement: ``--load-kind spin``, each
+spinning on one core in pure Python, as a browser would; or ``--load-kind torch``, each
+training a small 3D CNN with torch's defaults, as a second notebook or a test suite would). The
 policies are interleaved round by round so that a drift of the machine's own load hits them all;
 the figure of a policy is the median over its rounds of the per-process median step time.
 
@@ -57,6 +61,7 @@ POLICIES: dict[str, dict[str, str]] = {
     "spin 10k": {"DEEPTREE_THREAD_POLICY": "off", "GOMP_SPINCOUNT": "10000"},
     "one thread": {"DEEPTREE_THREAD_POLICY": "off", "OMP_NUM_THREADS": "1"},
     "free cores": {"DEEPTREE_THREAD_POLICY": "off", "OMP_WAIT_POLICY": "PASSIVE"},  # + count
+    "passive": {"DEEPTREE_THREAD_POLICY": "off", "OMP_WAIT_POLICY": "PASSIVE"},
     "new": {},
 }
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT",
@@ -135,25 +140,55 @@ def _spin() -> None:
         pass
 
 
-def start_load(n: int) -> list[multiprocessing.Process]:
-    """Start ``n`` busy processes (each spins on one core until terminated)."""
+#: A background torch job, as another notebook or test suite would run it: torch's defaults
+#: (no deeptree, so no thread policy), a small 3D convolution network trained in a loop.
+TORCH_JOB = """
+import torch
+net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                          torch.nn.Conv3d(8, 8, 3, padding=1))
+x = torch.randn(2, 1, 24, 24, 24)
+opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+while True:
+    opt.zero_grad(); net(x).square().mean().backward(); opt.step()
+"""
+
+
+LOAD_KINDS = {"spin": "pure-Python busy loops",
+              "torch": "small 3D CNN trainings with torch's default threads and wait policy"}
+
+
+def start_load(n: int, kind: str = "spin") -> list:
+    """Start ``n`` background processes until :func:`stop_load`.
+
+    ``kind="spin"``: each spins on one core (a pure-Python busy loop, always runnable);
+    ``kind="torch"``: each trains a small 3D CNN with torch's default threads and wait policy
+    (what a second notebook or a test suite on the same machine does).
+    """
+    if kind == "torch":
+        env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+        return [subprocess.Popen([sys.executable, "-c", TORCH_JOB], env=env,
+                                 stdout=subprocess.DEVNULL) for _ in range(n)]
     busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(n)]
     for p in busy:
         p.start()
     return busy
 
 
-def stop_load(busy: list[multiprocessing.Process]) -> None:
+def stop_load(busy: list) -> None:
     for p in busy:
         p.terminate()
-        p.join()
+        if isinstance(p, subprocess.Popen):
+            p.wait()
+        else:
+            p.join()
 
 
-def run_command_under_load(command: str, load: int, record: bool = False) -> int:
+def run_command_under_load(command: str, load: int, record: bool = False,
+                           kind: str = "spin") -> int:
     """Run ``command`` in a shell beside ``load`` busy processes; print time and load
     (and with ``record`` append them to ``benchmarks/RESULTS.md``)."""
     before = os.getloadavg()
-    busy = start_load(load)
+    busy = start_load(load, kind)
     start = time.perf_counter()
     try:
         status = subprocess.run(command, shell=True).returncode
@@ -186,9 +221,11 @@ def append_results(text: str) -> None:
         f.write("\n" + text)
 
 
-def measure(condition: str, rounds: int, steps: int, load: int) -> dict:
+def measure(condition: str, rounds: int, steps: int, load: int, kind: str = "spin") -> dict:
     """Every policy, ``rounds`` times interleaved, under ``condition`` (idle / loaded)."""
-    busy = start_load(load)
+    busy = start_load(load, kind)
+    # let the 1-minute load average see the background jobs: `new` decides from it at start
+    time.sleep(60 if load else 0)
     try:
         samples: dict[str, list[dict]] = {name: [] for name in POLICIES}
         for r in range(rounds):
@@ -228,6 +265,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     """The RESULTS.md section of one run."""
     rows = []
     for condition in ("idle", "loaded"):
+        if condition not in results:
+            continue
         old = results[condition]["old"]
         for name, r in results[condition].items():
             rows.append(
@@ -241,11 +280,13 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average before the run {results['load_before']}. Command: "
         f"`.venv/bin/python benchmarks/bench_cpu_threads.py --rounds {args.rounds} "
-        f"--steps {args.steps} --load {args.load} --record`. `loaded` = {args.load} busy "
-        "processes started by the script. Medians over the rounds of the per-process median "
+        f"--steps {args.steps} --load {args.load} --load-kind {args.load_kind} "
+        f"--conditions {args.conditions} --record`. `loaded` = {args.load} background "
+        f"processes started by the script ({LOAD_KINDS[args.load_kind]}). Medians over the rounds of the per-process median "
         "step time; speed-up = old time / this time.",
         "",
-        f"New policy in a fresh process: {results['idle']['new']['policy']}.",
+        *[f"New policy in a fresh process, {c}: {results[c]['new']['policy']}.  "
+          for c in ("idle", "loaded") if c in results],
         "",
         "| condition | policy | torch threads | train step (s) | speed-up | "
         "predict 8 windows (s) | speed-up | same weights as old |",
@@ -260,20 +301,25 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--load", type=int, default=2, help="busy processes for 'loaded'")
+    parser.add_argument("--load-kind", choices=("spin", "torch"), default="spin",
+                        help="background processes: pure-Python spinners, or torch trainings")
+    parser.add_argument("--conditions", default="idle,loaded",
+                        help="comma-separated subset of idle,loaded")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument("--command", help="run this shell command under --load busy processes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.command:
-        return run_command_under_load(args.command, args.load, args.record)
+        return run_command_under_load(args.command, args.load, args.record, args.load_kind)
     if args.worker:
         print(json.dumps(worker(args.steps)))
         return 0
     results = {"load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                "cpu_model": cpu_model(), "cores": os.cpu_count()}
-    for condition, load in (("idle", 0), ("loaded", args.load)):
-        results[condition] = measure(condition, args.rounds, args.steps, load)
+    for condition in args.conditions.split(","):
+        load = {"idle": 0, "loaded": args.load}[condition]
+        results[condition] = measure(condition, args.rounds, args.steps, load, args.load_kind)
     text = markdown(results, args)
     print(text)
     if args.json:

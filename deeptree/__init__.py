@@ -23,8 +23,11 @@ notebook                modules
 ======================  ==========================================================================
 
 Shared by all: :mod:`~deeptree.config` (every run profile and the stage-1 variants),
-:mod:`~deeptree.masks`, :mod:`~deeptree.io`; :mod:`~deeptree.notebooks` runs the notebooks and
-:mod:`~deeptree.cli` is the ``deeptree`` command. Pure functions on numpy arrays in the middle
+:mod:`~deeptree.masks`, :mod:`~deeptree.io`, :mod:`~deeptree.progress` (progress bars, quiet
+under the notebook runner), :mod:`~deeptree.locations` (samples and runs, in a clone or
+installed) and :mod:`~deeptree.extras` (the optional napari/notebooks/book parts);
+:mod:`~deeptree.notebooks` runs the notebooks and :mod:`~deeptree.cli` is the ``deeptree``
+command. Pure functions on numpy arrays in the middle
 (tree, anatomy, breakage, attention, metrics), I/O at the edges (io, cli, notebooks), torch only
 in the learning parts. The design, with the choices the paper leaves open: docs/design.md.
 """
@@ -33,6 +36,6 @@ from deeptree.threads import apply_policy
 
 __version__ = "0.1.0"
 
-# Before anything imports torch: OpenMP threads that sleep instead of spinning while they wait
+# Before anything imports torch: how OpenMP threads wait, decided from the machine's load
 # (deeptree/threads.py says why, and what an explicit setting of the user's changes).
 apply_policy()

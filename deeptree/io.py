@@ -26,9 +26,11 @@ import nibabel as nib
 import numpy as np
 
 from deeptree.files import atomic_write as atomic_write
+from deeptree.locations import samples_dir
 
-#: The small real files shipped with the repository (see ``data/samples/README.md``).
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+#: The small real files shipped with the repository (see ``data/samples/README.md``):
+#: ``data/samples`` in a clone, ``deeptree/samples`` in an installed package.
+SAMPLES_DIR = samples_dir()
 
 #: Tolerance (mm) when comparing the affines of a CT and its label.
 AFFINE_TOLERANCE_MM = 1e-3

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deeptree.config import check_profile
+from deeptree.extras import require
 from deeptree.io import atomic_write
+from deeptree.progress import ENV as PROGRESS_ENV
 from deeptree.report import write_summary
 from deeptree.threads import apply_to_child_processes
 
@@ -55,8 +57,8 @@ def _git_commit() -> str:
 
 def export_html(notebook: Path) -> Path:
     """Write ``notebook`` as HTML beside it (atomically) and return the HTML path."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    nbformat = require("nbformat", "notebooks", "the HTML export of notebooks")
+    HTMLExporter = require("nbconvert", "notebooks", "the HTML export of notebooks").HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     target = notebook.with_suffix(".html")
@@ -94,7 +96,7 @@ def run_notebooks(
     -------
     list of NotebookRun
     """
-    import papermill as pm
+    pm = require("papermill", "notebooks", "running the notebooks")
 
     check_profile(profile)
     # Notebooks render napari headless. By default napari switches an IPython kernel to Qt
@@ -102,7 +104,11 @@ def run_notebooks(
     # miss the next execute request and the kernel then waits forever. The kernels inherit
     # this variable, which makes napari leave the kernel's event loop alone.
     os.environ.setdefault("NAPARI_APPLICATION_IPY_INTERACTIVE", "0")
-    # Each kernel is a new process: give it the CPU thread policy from its start, so that it
+    # No progress bars in executed notebooks (deeptree/progress.py): they would be saved
+    # half-drawn into the outputs and the book. Interactive sessions keep them.
+    os.environ.setdefault(PROGRESS_ENV, "0")
+    # Each kernel is a new process: give it the CPU thread policy from its start (decided once
+    # here, so every kernel of the run waits the same way), so that it
     # holds even in a notebook that imports torch before deeptree (deeptree/threads.py).
     apply_to_child_processes()
     out_dir = Path(out_dir).resolve()

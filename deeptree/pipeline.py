@@ -30,7 +30,8 @@ a bigger piece elsewhere.
 :func:`repair` runs steps 2-4 on a given mask (e.g. a stage-1 output read from disk), with
 the stage-2 network or the non-learned gap filler of ``deeptree.stage2.gapfill`` in step 3
 (a :data:`~deeptree.stage2.predict.Connector`); :func:`segment_file` runs :func:`segment` on a
-NIfTI file. :func:`deeptree.stage2.task.evaluate_gap_repair` and
+NIfTI file, at the spacing the checkpoints were trained at (``deeptree.resample``).
+:func:`deeptree.stage2.task.evaluate_gap_repair` and
 :func:`deeptree.evaluation.compare.compare_on_stage1` measure what a connector adds.
 """
 
@@ -58,6 +59,13 @@ from deeptree.io import (
 )
 from deeptree.masks import as_binary_mask, label_components, largest_components
 from deeptree.networks import choose_device
+from deeptree.resample import (
+    check_intensity,
+    checkpoint_spacing,
+    from_model_grid,
+    same_spacing,
+    to_model_grid,
+)
 from deeptree.stage1.data import normalize_ct
 from deeptree.stage1.predict import predict_stage1
 from deeptree.stage2.gapfill import fill_gaps
@@ -389,6 +397,42 @@ def segment(
     return result
 
 
+def model_spacing(
+    stage1: torch.nn.Module | LoadedModel, stage2: Connector, name: str = "checkpoint"
+) -> tuple[float, float, float] | None:
+    """The spacing (mm) the two-stage pipeline runs at: the stage-1 checkpoint's.
+
+    Parameters
+    ----------
+    stage1 : torch.nn.Module or LoadedModel
+        A bare network has no record (None, with the warning of
+        :func:`deeptree.resample.checkpoint_spacing`).
+    stage2 : Connector
+        A stage-2 :class:`LoadedModel` must have been trained at the same spacing.
+
+    Returns
+    -------
+    tuple of 3 float (mm) or None
+
+    Raises
+    ------
+    InputError
+        The two checkpoints record different spacings, or another intensity window.
+    """
+    meta1 = dict(stage1.meta) if isinstance(stage1, LoadedModel) else {}
+    spacing = checkpoint_spacing(meta1, f"{name} (stage 1)")
+    if isinstance(stage2, LoadedModel):
+        meta2 = dict(stage2.meta)
+        check_intensity(meta2, f"{name} (stage 2)")
+        other = meta2.get("spacing")
+        if other is not None and spacing is not None and not same_spacing(spacing, other):
+            raise InputError(
+                f"{name}: stage 1 was trained at {list(spacing)} mm, stage 2 at {list(other)} mm; "
+                "use checkpoints trained on the same cohort"
+            )
+    return spacing
+
+
 def segment_file(
     ct_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -398,7 +442,13 @@ def segment_file(
     device=None,
     overlap: float | None = None,
 ) -> Path:
-    """Two-stage segmentation of one CT file, written as NIfTI with the input's affine.
+    """Two-stage segmentation of one CT file, written as NIfTI on the input's grid.
+
+    The CT is resampled to the spacing the stage-1 checkpoint was trained at
+    (:func:`model_spacing`), segmented there by :func:`segment`, and the final mask is
+    brought back onto the CT's exact grid (same shape and affine) by nearest neighbour
+    (``deeptree.resample``: only a mask exists at that point, and nearest keeps the one
+    component when upsampling). A CT at the model's spacing is not resampled.
 
     Parameters
     ----------
@@ -415,14 +465,16 @@ def segment_file(
     """
 
     volume = read_nifti(ct_path)
+    ct, grid = to_model_grid(
+        volume.array, volume.affine, model_spacing(stage1, stage2), str(ct_path)
+    )
     result = segment(
-        volume.array,
+        ct,
         stage1,
         stage2,
-        volume.spacing,
-        affine=volume.affine,
+        affine=grid.model_affine,
         device=device,
         overlap=overlap,
         name=str(ct_path),
     )
-    return write_nifti(out_path, result.mask, volume.affine)
+    return write_nifti(out_path, from_model_grid(result.mask, grid, "mask"), volume.affine)

@@ -15,10 +15,11 @@ import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from deeptree.io import atomic_write
+from deeptree.locations import runs_root
 from deeptree.threads import current_policy
 
 RESULTS_SUFFIX = ".results.json"
@@ -31,7 +32,8 @@ def results_dir(run_dir: str | os.PathLike | None) -> Path:
     ----------
     run_dir : path-like or None
         The run folder given by papermill (``-p run_dir ...``); None (an interactive
-        session) means ``runs/interactive`` at the repository root.
+        session) means ``runs/interactive`` at the repository root (of a clone; under the
+        current directory for an installed package).
 
     Returns
     -------
@@ -39,7 +41,7 @@ def results_dir(run_dir: str | os.PathLike | None) -> Path:
         Created if missing.
     """
     if run_dir is None:
-        run_dir = Path(__file__).resolve().parent.parent / "runs" / "interactive"
+        run_dir = runs_root() / "interactive"
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -89,7 +91,7 @@ def save_results(notebook: str, results: dict, run_dir: str | os.PathLike | None
     """
     payload = {
         "notebook": notebook,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": jsonable(results),
     }
     path = results_dir(run_dir) / f"{notebook}{RESULTS_SUFFIX}"
@@ -180,6 +182,6 @@ def environment_report() -> dict[str, str]:
         import napari
 
         report["napari"] = napari.__version__
-    except ImportError:  # napari is a dependency, but keep the report usable without it
+    except ImportError:  # napari comes with the 'napari' extra; a core install has none
         report["napari"] = "not installed"
     return report

@@ -1,23 +1,33 @@
-"""CPU thread policy: torch's OpenMP threads sleep instead of spinning while they wait.
+"""CPU thread policy: torch's OpenMP threads stop spinning soon, or at once on a busy machine.
 
 Why: torch runs its CPU kernels on an OpenMP thread pool, one thread per physical core by
 default, and the OpenMP runtime of torch's Linux builds (GNU libgomp) lets a waiting thread
-*spin* for a while at each barrier. The backward pass of a small 3D convolution crosses
-thousands of barriers per step. When another process holds one of the cores, every barrier
-then waits for a scheduler time slice: a cpu-profile training step was measured 10-50x slower
-on a busy 2-core machine. With ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps and wakes
-when the work arrives, and the same step runs at nearly its idle speed (figures and the
-candidates measured: ``benchmarks/RESULTS.md``, "CPU thread policy";
-``benchmarks/bench_cpu_threads.py``).
+*spin* at each barrier (300,000 rounds by default) before it sleeps. The backward pass of a
+small 3D convolution crosses thousands of barriers per step. When another process holds one
+of the cores, every barrier then waits for a scheduler time slice: a cpu-profile training
+step was measured 10-50x slower on a busy 2-core machine, and up to 400x slower beside other
+torch jobs (``benchmarks/RESULTS.md``, "CPU thread policy"; ``benchmarks/bench_cpu_threads.py``).
 
-The number of threads is left at torch's default on purpose: the thread count changes the
-order of floating-point sums in the convolutions, so a count chosen from the machine's load
-would make a training's weights depend on what else was running. With the default count a
-run on the same machine gives the same numbers as before the policy existed.
+What the policy sets, decided once when the process starts, from the machine's 1-minute load
+average:
+
+* **busy machine** (load average >= :data:`BUSY_LOAD`, i.e. on average some other task wants a
+  core): ``OMP_WAIT_POLICY=PASSIVE``. A waiting thread sleeps at once and wakes when the work
+  arrives; beside other jobs this was the fastest policy measured, by far;
+* **idle machine**: ``GOMP_SPINCOUNT=10000``. A waiting thread spins briefly, which on an idle
+  machine is as fast as the default (a passive wait costs 20-60% there: every barrier pays a
+  wake-up), then sleeps, so that if the machine becomes busy later the step still runs several
+  times faster than with the default.
+
+Both keep the results bit for bit: the wait policy changes only how threads wait, not how the
+work is split. The number of threads is left at torch's default on purpose: the thread count
+changes the order of floating-point sums in the convolutions, so a count chosen from the
+machine's load would make a training's weights depend on what else was running.
 
 Applied once per process by ``import deeptree``, so by the ``deeptree`` command, by every
-notebook kernel (the runner's kernels also inherit the variable), and by a user's own notebook
-or script. The variable is read by the OpenMP runtime once, when torch loads it:
+notebook kernel (the runner decides once for all its kernels, which inherit the variable), and
+by a user's own notebook or script. The variables are read by the OpenMP runtime once, when
+torch loads it:
 
 * **before torch is imported** the policy takes effect, and child processes (DataLoader
   workers, notebook kernels, ``deeptree`` subprocesses) inherit it;
@@ -29,8 +39,12 @@ or script. The variable is read by the OpenMP runtime once, when torch loads it:
 
 An explicit user setting always wins: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already in the
 environment is left as it is; the package never calls ``torch.set_num_threads``, so neither
-``OMP_NUM_THREADS`` nor a user's ``torch.set_num_threads`` is ever changed; and
-``DEEPTREE_THREAD_POLICY=off`` switches the policy off (the runtime's defaults).
+``OMP_NUM_THREADS`` nor a user's ``torch.set_num_threads`` is ever changed. The variable
+``DEEPTREE_THREAD_POLICY`` chooses: unset or ``auto`` (by the load, as above), ``passive`` or
+``spin`` (always that one), ``off`` (the runtime's defaults).
+
+``GOMP_SPINCOUNT`` is read by GNU libgomp (torch's Linux wheels); LLVM's libomp (macOS builds)
+ignores it, so there an idle-machine start keeps the runtime's default waiting.
 """
 
 from __future__ import annotations
@@ -41,11 +55,24 @@ import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-#: Set to ``off`` (or ``0``, ``no``, ``false``, ``none``) to keep the OpenMP runtime's defaults.
+#: ``auto`` (default), ``passive``, ``spin``, or ``off`` (or ``0``, ``no``, ``false``,
+#: ``none``) to keep the OpenMP runtime's defaults.
 OPT_OUT_VARIABLE = "DEEPTREE_THREAD_POLICY"
 
-#: The variables of the policy, with the values it sets.
-POLICY: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Set on a busy machine: waiting threads sleep at once.
+PASSIVE: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+#: Set on an idle machine: waiting threads spin for 10,000 rounds (libgomp's default is
+#: 300,000), then sleep. Chosen from the measurements in ``benchmarks/RESULTS.md``.
+SHORT_SPIN: dict[str, str] = {"GOMP_SPINCOUNT": "10000"}
+
+#: Set beside the policy's variables, so that a child process (a notebook kernel) reports them
+#: as inherited from deeptree rather than as the user's; holds the parent's decision.
+INHERITED_VARIABLE = "DEEPTREE_THREAD_POLICY_APPLIED"
+
+#: 1-minute load average from which the machine counts as busy: on average at least one
+#: other task wants a core, so one of torch's threads (one per core) shares its core.
+BUSY_LOAD = 1.0
 
 #: Variables that are the user's explicit choice of how OpenMP threads wait or how many run;
 #: reported by :class:`ThreadPolicy`. ``GOMP_SPINCOUNT`` also decides the waiting, so a user
@@ -84,7 +111,26 @@ class ThreadPolicy:
         return "; ".join([", ".join(parts), self.reason] if parts else [self.reason])
 
 
-def decide_policy(environ: MutableMapping[str, str], *, torch_loaded: bool) -> ThreadPolicy:
+def machine_load() -> float | None:
+    """The 1-minute load average (runnable tasks, averaged), or None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _inherited(environ: MutableMapping[str, str]) -> dict[str, str]:
+    """The policy's variables that a deeptree parent process set, if they are unchanged."""
+    record = environ.get(INHERITED_VARIABLE, "")
+    names = {key for key in record.split("|", 1)[0].split(",") if key}
+    for policy in (PASSIVE, SHORT_SPIN):
+        if set(policy) == names and all(environ.get(k) == v for k, v in policy.items()):
+            return dict(policy)
+    return {}
+
+
+def decide_policy(environ: MutableMapping[str, str], *, torch_loaded: bool,
+                  load: float | None = None) -> ThreadPolicy:
     """Which variables the policy sets in ``environ``, without setting them.
 
     Parameters
@@ -93,20 +139,49 @@ def decide_policy(environ: MutableMapping[str, str], *, torch_loaded: bool) -> T
         The process environment.
     torch_loaded : bool
         Whether torch is already imported in this process (then nothing can take effect).
+    load : float, optional
+        The 1-minute load average; default: the machine's now (:func:`machine_load`). Used
+        only in the ``auto`` mode; unknown counts as idle.
 
     Returns
     -------
     ThreadPolicy
         ``set_variables`` holds what to add to ``environ``.
+
+    Raises
+    ------
+    ValueError
+        ``DEEPTREE_THREAD_POLICY`` holds a word that is none of the modes.
     """
     user = {k: environ[k] for k in USER_VARIABLES if k in environ}
-    if environ.get(OPT_OUT_VARIABLE, "").strip().lower() in _OFF_WORDS:
+    mode = environ.get(OPT_OUT_VARIABLE, "").strip().lower() or "auto"
+    if mode in _OFF_WORDS:
         return ThreadPolicy({}, user, f"off ({OPT_OUT_VARIABLE})")
+    if mode not in ("auto", "passive", "spin"):
+        raise ValueError(f"{OPT_OUT_VARIABLE}={environ[OPT_OUT_VARIABLE]!r}: use auto, "
+                         "passive, spin or off")
     if torch_loaded:
         return ThreadPolicy({}, user, "not applied: torch was imported before deeptree")
+    inherited = _inherited(environ)
+    if inherited:
+        rest = {k: v for k, v in user.items() if k not in inherited}
+        values = ", ".join(f"{k}={v}" for k, v in inherited.items())
+        parent = environ[INHERITED_VARIABLE].partition("|")[2]
+        return ThreadPolicy({}, rest, f"{values} inherited from the parent process, {parent}")
     if "OMP_WAIT_POLICY" in user or "GOMP_SPINCOUNT" in user:
         return ThreadPolicy({}, user, "the user's setting kept")
-    return ThreadPolicy(dict(POLICY), user, "applied before torch loaded")
+    if mode == "passive":
+        return ThreadPolicy(dict(PASSIVE), user, f"applied before torch loaded ({OPT_OUT_VARIABLE})")
+    if mode == "spin":
+        return ThreadPolicy(dict(SHORT_SPIN), user,
+                            f"applied before torch loaded ({OPT_OUT_VARIABLE})")
+    load = machine_load() if load is None else load
+    if load is not None and load >= BUSY_LOAD:
+        return ThreadPolicy(dict(PASSIVE), user,
+                            f"applied before torch loaded (machine busy: load {load:.1f})")
+    state = "load unknown" if load is None else f"load {load:.1f}"
+    return ThreadPolicy(dict(SHORT_SPIN), user,
+                        f"applied before torch loaded (machine idle: {state})")
 
 
 _APPLIED: ThreadPolicy | None = None
@@ -128,15 +203,19 @@ def apply_policy() -> ThreadPolicy:
     if _APPLIED is not None:
         return _APPLIED
     torch = sys.modules.get("torch")
-    policy = decide_policy(os.environ, torch_loaded=torch is not None)
-    os.environ.update(policy.set_variables)
+    try:
+        policy = decide_policy(os.environ, torch_loaded=torch is not None)
+    except ValueError as error:  # a mistyped mode: say so, keep the runtime's defaults
+        warnings.warn(str(error), ThreadPolicyWarning, stacklevel=3)
+        policy = ThreadPolicy({}, {}, f"not applied: {error}")
+    os.environ.update(_with_record(policy))
     _APPLIED = policy
     if torch is not None and not policy.user_variables and policy.reason.startswith("not applied"):
         threads = torch.get_num_threads() if hasattr(torch, "get_num_threads") else 2
         if threads > 1:
             warnings.warn(
-                "torch was imported before deeptree, so deeptree could not set "
-                "OMP_WAIT_POLICY=PASSIVE for this process: on a busy machine, CPU training can be "
+                "torch was imported before deeptree, so deeptree could not set its "
+                "OpenMP wait policy for this process: on a busy machine, CPU training can be "
                 "10x slower. Import deeptree before torch (restart the kernel), or start Python / "
                 "Jupyter with OMP_WAIT_POLICY=PASSIVE, or call torch.set_num_threads(1).",
                 ThreadPolicyWarning,
@@ -165,8 +244,16 @@ def apply_to_child_processes(environ: MutableMapping[str, str] | None = None) ->
     """
     target = os.environ if environ is None else environ
     policy = decide_policy(target, torch_loaded=False)
-    target.update(policy.set_variables)
+    target.update(_with_record(policy))
     return policy
+
+
+def _with_record(policy: ThreadPolicy) -> dict[str, str]:
+    """The policy's variables plus :data:`INHERITED_VARIABLE` (none when it sets nothing)."""
+    if not policy.set_variables:
+        return {}
+    names = ",".join(sorted(policy.set_variables))
+    return {**policy.set_variables, INHERITED_VARIABLE: f"{names}|{policy.reason}"}
 
 
 def current_policy() -> ThreadPolicy:

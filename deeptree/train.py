@@ -71,6 +71,7 @@ from deeptree.checkpoints import (
 from deeptree.config import TrainConfig
 from deeptree.io import InputError, atomic_write
 from deeptree.networks import choose_device
+from deeptree.progress import progress_bar
 from deeptree.report import jsonable
 
 LOG_NAME = "log.jsonl"
@@ -287,7 +288,7 @@ def train(
     resume: bool = False,
     device: str | torch.device | None = None,
     num_workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``task.model`` for ``cfg.iterations`` iterations (or the rest of them).
@@ -310,8 +311,9 @@ def train(
         Default: CUDA if available, else CPU.
     num_workers : int
         DataLoader worker processes (0: load in the main process).
-    progress : bool
-        Show a tqdm progress bar (loss, it/s).
+    progress : bool or None
+        Show a tqdm progress bar (loss, it/s); None: unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
     callback : callable, optional
         ``callback(iteration, entry)`` after each iteration (``iteration`` = completed count).
 
@@ -326,8 +328,6 @@ def train(
     InputError
         Unreadable or incompatible checkpoint on resume.
     """
-    from tqdm.auto import tqdm
-
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,8 +342,8 @@ def train(
     best_value = _best_value(history, task.select)
 
     loader = _loader(task.dataset, cfg, iteration, num_workers, device)
-    bar = tqdm(
-        total=cfg.iterations, initial=iteration, disable=not progress, desc="train", unit="it"
+    bar = progress_bar(
+        total=cfg.iterations, initial=iteration, progress=progress, desc="train", unit="it"
     )
     running = None
     with _StopFlag() as stop, open(log_path, "a") as log:

@@ -215,6 +215,8 @@ def test_rewrite_links_points_at_pages_or_the_repository():
         "[a](chapters/00_a.md#x) d (`data/README.md`) [w](https://x.org) [h](#top)")
     linked = pages.rewrite_links(md, page_of, "", "https://github.com/o/r")
     assert "[d](https://github.com/o/r/blob/HEAD/data/README.md)" in linked
+    badge = "[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org) ![x](http://a/b.png)"
+    assert pages.rewrite_links(badge, page_of, "", None) == "[Binder](https://mybinder.org) x"
 
 
 def test_long_summary_rows_are_shortened():

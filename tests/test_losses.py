@@ -11,6 +11,7 @@ import torch
 from deeptree.config import LOSS_VARIANTS
 from deeptree.io import InputError, read_nifti
 from deeptree.stage1.losses import (
+    DiceCEClDiceLoss,
     DiceCELoss,
     GeneralUnionLoss,
     Stage1Loss,
@@ -199,3 +200,43 @@ def test_stage1_loss_deep_supervision_and_errors():
         loss_fn(outputs[0], label, None)
     with pytest.raises(InputError, match="variant"):
         Stage1Loss("dice")
+
+
+# --------------------------------------------------------------------------------------------
+# soft clDice on one channel (the clDice baseline): MONAI >= 1.6
+# --------------------------------------------------------------------------------------------
+def _tube_and_broken_tube(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """A straight 4x4 tube along the last axis (target) and the same tube cut in two."""
+    target = torch.zeros(1, 1, size, size, size)
+    target[0, 0, 6:10, 6:10, :] = 1.0
+    broken = target.clone()
+    broken[..., 6:10] = 0.0
+    return target, broken
+
+
+def test_monai_soft_cldice_is_not_zero_on_one_channel():
+    """MONAI 1.3 to 1.5 keep the channels ``[:, 1:]``: on a single-channel probability (how
+    ``DiceCEClDiceLoss`` calls it) nothing is left and the term is 0 whatever the input, so the
+    clDice baseline silently trains with plain DiceCE. pyproject.toml asks for monai>=1.6."""
+    from monai.losses import SoftclDiceLoss
+
+    target, broken = _tube_and_broken_tube()
+    loss = SoftclDiceLoss(iter_=3)
+    assert float(loss(target, target)) < 0.01  # a perfect prediction
+    missed = float(loss(broken, target))
+    assert missed > 0.05, (
+        f"soft clDice of a broken tube is {missed}: this MONAI ignores a single channel"
+    )
+    assert float(loss(torch.zeros_like(target), target)) > missed  # nothing predicted: worse
+
+
+def test_cldice_baseline_term_is_not_zero_when_the_prediction_misses():
+    """The clDice term of the clDice baseline (``DiceCEClDiceLoss``) on a prediction that
+    misses part of the tube, and its share of the total loss."""
+    target, broken = _tube_and_broken_tube()
+    label = target.long()
+    logits = torch.cat([1 - broken, broken], dim=1) * 20 - 10  # two-class logits of the cut tube
+    total, parts = DiceCEClDiceLoss(weight=0.5, iterations=3)(logits, label)
+    assert parts["cldice"] > 0.05
+    base, _ = DiceCEClDiceLoss(weight=0.0, iterations=3)(logits, label)
+    assert float(total) == pytest.approx(float(base) + 0.5 * parts["cldice"], rel=1e-5)

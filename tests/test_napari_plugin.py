@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +11,6 @@ import pytest
 
 from deeptree.io import write_nifti
 from deeptree.viz import napari_reader
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the test extra installs tomli
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "deeptree" / "napari.yaml"

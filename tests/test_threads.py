@@ -19,7 +19,8 @@ from deeptree import threads
 from deeptree.notebooks import run_notebooks
 
 REPO = Path(deeptree.__file__).resolve().parent.parent
-THREAD_VARIABLES = (*threads.USER_VARIABLES, threads.OPT_OUT_VARIABLE, "OMP_DISPLAY_ENV")
+THREAD_VARIABLES = (*threads.USER_VARIABLES, threads.OPT_OUT_VARIABLE, threads.INHERITED_VARIABLE,
+                    "OMP_DISPLAY_ENV")
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -30,27 +31,54 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 
 # --- the decision, on plain dicts -----------------------------------------------------------
-def test_policy_sets_passive_waiting_before_torch_loads():
+def test_busy_machine_gets_passive_waiting_before_torch_loads():
     env: dict[str, str] = {}
-    policy = threads.decide_policy(env, torch_loaded=False)
+    policy = threads.decide_policy(env, torch_loaded=False, load=2.5)
     assert policy.set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert env == {}  # deciding changes nothing
-    assert "OMP_WAIT_POLICY=PASSIVE" in policy.describe()
+    assert "OMP_WAIT_POLICY=PASSIVE" in policy.describe() and "busy: load 2.5" in policy.reason
+
+
+@pytest.mark.parametrize("load", [0.0, 0.99])
+def test_idle_machine_gets_a_short_spin(load):
+    policy = threads.decide_policy({}, torch_loaded=False, load=load)
+    assert policy.set_variables == {"GOMP_SPINCOUNT": "10000"}
+    assert "machine idle" in policy.reason
+
+
+def test_unknown_load_counts_as_idle(monkeypatch):
+    monkeypatch.setattr(threads, "machine_load", lambda: None)
+    policy = threads.decide_policy({}, torch_loaded=False)
+    assert policy.set_variables == {"GOMP_SPINCOUNT": "10000"} and "load unknown" in policy.reason
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("passive", {"OMP_WAIT_POLICY": "PASSIVE"}),
+                                                ("SPIN", {"GOMP_SPINCOUNT": "10000"})])
+def test_mode_can_be_forced(mode, expected):
+    for load in (0.0, 9.0):
+        env = {threads.OPT_OUT_VARIABLE: mode}
+        assert threads.decide_policy(env, torch_loaded=False, load=load).set_variables == expected
+
+
+def test_mistyped_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="DEEPTREE_THREAD_POLICY='pasive': use auto"):
+        threads.decide_policy({threads.OPT_OUT_VARIABLE: "pasive"}, torch_loaded=False)
 
 
 @pytest.mark.parametrize("user", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}])
 def test_policy_keeps_the_users_wait_setting(user):
-    policy = threads.decide_policy(dict(user), torch_loaded=False)
-    assert policy.set_variables == {}
-    assert policy.user_variables == user
-    assert "(yours)" in policy.describe()
+    for load in (0.0, 9.0):
+        policy = threads.decide_policy(dict(user), torch_loaded=False, load=load)
+        assert policy.set_variables == {}
+        assert policy.user_variables == user
+        assert "(yours)" in policy.describe()
 
 
 def test_policy_never_touches_the_thread_count():
-    policy = threads.decide_policy({"OMP_NUM_THREADS": "3"}, torch_loaded=False)
-    assert "OMP_NUM_THREADS" not in policy.set_variables
-    assert policy.set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert policy.user_variables == {"OMP_NUM_THREADS": "3"}
+    for load, expected in ((9.0, threads.PASSIVE), (0.0, threads.SHORT_SPIN)):
+        policy = threads.decide_policy({"OMP_NUM_THREADS": "3"}, torch_loaded=False, load=load)
+        assert policy.set_variables == expected
+        assert policy.user_variables == {"OMP_NUM_THREADS": "3"}
 
 
 @pytest.mark.parametrize("word", ["off", "OFF", "0", "no", "false"])
@@ -59,17 +87,22 @@ def test_policy_can_be_switched_off(word):
     assert policy.set_variables == {} and policy.reason.startswith("off")
 
 
-def test_policy_does_nothing_once_torch_is_loaded():
-    policy = threads.decide_policy({}, torch_loaded=True)
-    assert policy.set_variables == {} and "torch was imported" in policy.reason
+def test_child_processes_inherit_the_decision_as_deeptrees_not_the_users():
+    env: dict[str, str] = {"OMP_NUM_THREADS": "2"}
+    parent = threads.apply_to_child_processes(env)
+    assert set(parent.set_variables) <= set(env)
+    # a child started from there decides nothing new, whatever the load is by then
+    child = threads.decide_policy(dict(env), torch_loaded=False, load=0.0 if
+                                  "OMP_WAIT_POLICY" in env else 9.0)
+    assert child.set_variables == {}
+    assert child.user_variables == {"OMP_NUM_THREADS": "2"}
+    assert "inherited from the parent process" in child.reason
+    # a value the user changed since is the user's again
+    changed = {**env, **{k: "7" for k in parent.set_variables}}
+    assert threads.decide_policy(changed, torch_loaded=False).reason == "the user's setting kept"
 
 
-def test_child_processes_get_the_policy_even_with_torch_loaded():
-    import torch  # noqa: F401  (loaded in this process: the children are new processes)
-
-    env: dict[str, str] = {}
-    assert threads.apply_to_child_processes(env).set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+def test_apply_to_child_processes_respects_the_user():
     user = {"OMP_WAIT_POLICY": "ACTIVE"}
     threads.apply_to_child_processes(user)
     assert user == {"OMP_WAIT_POLICY": "ACTIVE"}
@@ -94,14 +127,29 @@ def run_deeptree_info(env: dict[str, str]) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300, check=True)
 
 
-def test_deeptree_command_starts_torch_with_passive_threads():
-    out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE"))
-    assert "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded" in out.stdout
+@pytest.mark.parametrize(("mode", "line", "spincount"), [
+    ("passive", "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded", "0"),
+    ("spin", "GOMP_SPINCOUNT=10000; applied before torch loaded", "10000"),
+])
+def test_deeptree_command_starts_torch_with_the_policy(mode, line, spincount):
+    out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE",
+                                              **{threads.OPT_OUT_VARIABLE: mode}))
+    assert line in out.stdout
     runtime = openmp_report(out.stderr)
     if not runtime:
         pytest.skip("this torch build's OpenMP runtime prints no OMP_DISPLAY_ENV report")
-    # what the OpenMP runtime itself read when torch loaded it: waiting threads never spin
-    assert runtime["GOMP_SPINCOUNT"] == "0"
+    # what the OpenMP runtime itself read when torch loaded it: how long a waiting thread spins
+    assert runtime["GOMP_SPINCOUNT"] == spincount
+
+
+def test_deeptree_command_decides_by_the_load_and_says_so():
+    out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE"))
+    busy = "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded (machine busy: load " in out.stdout
+    idle = "GOMP_SPINCOUNT=10000; applied before torch loaded (machine idle: load " in out.stdout
+    assert busy != idle, out.stdout
+    runtime = openmp_report(out.stderr)
+    if runtime:
+        assert runtime["GOMP_SPINCOUNT"] == ("0" if busy else "10000")
 
 
 def test_deeptree_command_leaves_the_users_setting_alone():
@@ -116,7 +164,7 @@ def test_deeptree_command_leaves_the_users_setting_alone():
 def test_deeptree_command_can_switch_the_policy_off():
     out = run_deeptree_info(clean_environment(**{threads.OPT_OUT_VARIABLE: "off"}))
     assert "cpu threads: " in out.stdout and "off (DEEPTREE_THREAD_POLICY)" in out.stdout
-    assert "PASSIVE" not in out.stdout
+    assert "PASSIVE" not in out.stdout and "GOMP_SPINCOUNT" not in out.stdout
 
 
 def test_torch_imported_first_gets_a_warning_and_no_change():
@@ -140,7 +188,8 @@ def test_runner_kernel_has_the_policy_and_keeps_the_users_setting(tmp_path, monk
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n    import deeptree\n"
         "start = dict(x.split('=', 1) for x in open('/proc/self/environ').read().split('\\0') if '=' in x)\n"
-        "report = {'start': start.get('OMP_WAIT_POLICY'), 'threads': torch.get_num_threads(),\n"
+        "report = {'start': start.get('OMP_WAIT_POLICY'), 'spin': start.get('GOMP_SPINCOUNT'),\n"
+        "          'threads': torch.get_num_threads(),\n"
         "          'warnings': [w.category.__name__ for w in caught]}\n"
         "open(os.path.join(run_dir, 'threads.json'), 'w').write(json.dumps(report))"
     )
@@ -162,11 +211,12 @@ def test_runner_kernel_has_the_policy_and_keeps_the_users_setting(tmp_path, monk
         runs = run_notebooks("smoke", tmp_path / "default", [notebook])
     assert runs[0].ok, runs[0].error
     report = json.loads((tmp_path / "default" / "threads.json").read_text())
-    assert report["start"] == "PASSIVE" and report["warnings"] == []
+    assert (report["start"], report["spin"]) in {("PASSIVE", None), (None, "10000")}
+    assert report["warnings"] == []
 
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = run_notebooks("smoke", tmp_path / "user", [notebook])
     assert runs[0].ok, runs[0].error
     report = json.loads((tmp_path / "user" / "threads.json").read_text())
-    assert report == {"start": "ACTIVE", "threads": 1, "warnings": []}
+    assert report == {"start": "ACTIVE", "spin": None, "threads": 1, "warnings": []}

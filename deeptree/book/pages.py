@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +30,10 @@ MODEL_CARD_NAMES = ("MODEL_CARD.md", "model_card.md", "docs/MODEL_CARD.md", "doc
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _MD_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+# an image from the web (e.g. the README's Binder badge), linked or not: the book loads nothing
+# from outside its folder, so it keeps the image's text (and its link)
+_LINKED_WEB_IMAGE = re.compile(r"\[!\[([^\]]*)\]\(https?:[^)\s]*\)\]\(([^)\s]+)\)")
+_WEB_IMAGE = re.compile(r"!\[([^\]]*)\]\(https?:[^)\s]*\)")
 
 
 @dataclass
@@ -151,7 +155,7 @@ def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]
     for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md")]):
         profile, rows = _parse_summary(summary)
         if profile:
-            when = datetime.fromtimestamp(summary.stat().st_mtime, timezone.utc).isoformat()
+            when = datetime.fromtimestamp(summary.stat().st_mtime, UTC).isoformat()
             for name, seconds in rows.items():
                 keep(profile, name, Timing(seconds, str(summary.relative_to(root)), when))
     return found
@@ -201,7 +205,11 @@ def rewrite_links(markdown: str, page_of: dict[str, str], source_dir: str,
     Returns
     -------
     str
+        An image from the web (a badge) is replaced by its text, linked where it was linked:
+        the book loads nothing from outside its folder.
     """
+    markdown = _WEB_IMAGE.sub(r"\1", _LINKED_WEB_IMAGE.sub(r"[\1](\2)", markdown))
+
     def replace(match: re.Match) -> str:
         bang, text, target = match.groups()
         if re.match(r"[a-z]+:|#|/", target):

@@ -13,7 +13,9 @@ friends inside ``run``), so that ``deeptree --help`` answers at once.
 
 Errors: :func:`main` turns a bad input (:class:`~deeptree.io.InputError`, ``ValueError``)
 and an operating-system error (the ``OSError`` family: missing file, existing file or folder
-in the way, permission, read-only or full file system) into one line on stderr,
+in the way, permission, read-only or full file system) and a missing optional extra
+(:class:`~deeptree.extras.MissingExtraError`, e.g. ``deeptree view`` without napari) into one
+line on stderr,
 ``deeptree <command>: error: <file or option>: <problem>``, and exit status 2 (also for
 running out of memory on the host or the GPU); a warning is one line as well. The global
 ``--debug`` shows the traceback instead.
@@ -28,11 +30,12 @@ import sys
 import warnings
 
 from deeptree import __version__
+from deeptree.extras import MissingExtraError
 from deeptree.io import InputError
 
 #: Order of the subcommands in the help (the order of the method); others follow by name.
 ORDER: tuple[str, ...] = (
-    "info", "phantom", "labels", "simulate", "attention", "train", "predict", "evaluate",
+    "info", "phantom", "labels", "simulate", "attention", "train", "predict", "segment", "evaluate",
     "reproduce", "view", "notebooks",
 )
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _warning_line(args.command)
     try:
         return int(args._run(args) or 0)
-    except (InputError, ValueError, OSError) as err:
+    except (InputError, ValueError, OSError, MissingExtraError) as err:
         if args.debug:
             raise
         text = os_error_message(err) if isinstance(err, OSError) else str(err)

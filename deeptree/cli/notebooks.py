@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from deeptree.config import check_profile
-from deeptree.notebooks import REPO_ROOT, run_notebooks
+from deeptree.io import InputError
+from deeptree.locations import runs_root
+from deeptree.notebooks import NOTEBOOKS_DIR, list_notebooks, run_notebooks
 
 NAME = "notebooks"
 HELP = "execute the notebooks with papermill (fresh kernel each) into a run folder"
@@ -24,7 +26,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
 
     check_profile(args.profile)
-    out = args.out or REPO_ROOT / "runs" / f"{datetime.now():%Y%m%d-%H%M%S}-{args.profile}"
+    if not args.notebooks and not list_notebooks(NOTEBOOKS_DIR):
+        raise InputError(
+            f"no notebooks in {NOTEBOOKS_DIR}: the tutorial notebooks come with a clone of the "
+            "repository, not with an installed package; run this command in a clone "
+            "(git clone ..., then make setup), or name the notebooks to run"
+        )
+    out = args.out or runs_root() / f"{datetime.now():%Y%m%d-%H%M%S}-{args.profile}"
     runs = run_notebooks(args.profile, out, args.notebooks or None, html=args.html,
                          summary=args.summary, stop_on_error=args.stop_on_error)
     failed = [r.name for r in runs if not r.ok]

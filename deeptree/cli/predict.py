@@ -7,7 +7,10 @@ Example::
 
 ``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
-``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Hidden files (names
+``<out>/<id>_classes.nii.gz`` (the most probable anatomy class). Each CT is resampled to the
+voxel size the checkpoint was trained at and the outputs back onto the CT's exact grid
+(``deeptree.resample``); a checkpoint without that record assumes its profile's phantom
+spacing and says so. Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
 the inputs were listed from. A CT that cannot be used (unreadable, not in Hounsfield units,
 ...) is reported and the others go on; the exit status is then 1 and the failed cases are
@@ -23,6 +26,7 @@ temporary files of a killed run are removed.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from deeptree.cli._cases import (
@@ -86,7 +90,7 @@ def run(args) -> int:
     import torch  # noqa: F401  (loaded here, not at import: `deeptree --help` stays fast)
 
     from deeptree.networks import choose_device
-    from deeptree.pipeline import segment_file
+    from deeptree.pipeline import model_spacing, segment_file
     from deeptree.stage1.predict import load_stage1_model, predict_file
     from deeptree.stage2.predict import load_stage2_model
 
@@ -119,6 +123,14 @@ def run(args) -> int:
     else:
         raise InputError("--two-stage needs --stage2-checkpoint (or --gapfill straight|intensity)")
 
+    with warnings.catch_warnings():  # a missing record is said once per CT, by the work
+        warnings.simplefilter("ignore")
+        spacing = model_spacing(stage1, stage2, args.checkpoint)  # refuses a stage mismatch
+    if stage1.meta.get("spacing") is not None:
+        print(
+            f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is resampled to it "
+            "and the mask back onto the CT's grid (not when its spacing is already that)"
+        )
     warn_thick_inputs(list(cases.values()))
 
     def work(case_id: str, path: Path):
@@ -156,6 +168,6 @@ def run(args) -> int:
         "classes": bool(args.classes),
     }
     with locked_output(out, NAME):
-        record = DoneRecord(out, NAME, settings, overwrite=args.overwrite)
+        record = DoneRecord(out, NAME, settings, overwrite=getattr(args, "overwrite", False))
         problems = for_each_case(cases, work, desc="predict", progress=False, record=record)
     return report_problems(NAME, problems, "CT(s) failed")

@@ -11,6 +11,7 @@ a PNG (atomically) and exits instead of opening the window.
 
 from __future__ import annotations
 
+from deeptree.extras import require
 from deeptree.io import InputError
 
 NAME = "view"
@@ -68,6 +69,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
+    napari = require("napari", "napari", "deeptree view")  # before reading any file
     from deeptree.viz import napari_case, napari_layers, napari_navigator
     from deeptree.viz.case_folder import load_view_case
 
@@ -84,8 +86,6 @@ def run(args) -> int:
     print(
         f"deeptree view: case {case.id}, spacing {tuple(round(s, 3) for s in case.spacing)} mm: {shown}"
     )
-
-    import napari
 
     viewer = napari.Viewer(
         title=f"DeepTree: {case.id}", ndisplay=args.ndisplay, show=args.screenshot is None

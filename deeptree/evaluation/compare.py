@@ -14,6 +14,7 @@ from deeptree.io import read_nifti
 from deeptree.masks import label_components
 from deeptree.metrics import GroundTruth, airway_metrics, prepare_ground_truth
 from deeptree.pipeline import repair
+from deeptree.progress import progress_bar
 from deeptree.stage1.data import load_stage1_case
 from deeptree.stage1.predict import predict_stage1
 from deeptree.stage2.predict import Connector
@@ -191,7 +192,7 @@ def heldout_comparison(
     overlap: float = 0.5,
     device=None,
     cache_dir=None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> tuple[list[dict], dict]:
     """Stage 1 against the classical baseline (``deeptree.evaluation.baselines.region_growing``) on
     held-out cases, scored with ``deeptree.metrics.airway_metrics`` (paper protocol).
@@ -205,6 +206,9 @@ def heldout_comparison(
         As :func:`predict_stage1`.
     cache_dir : optional
         Cache of ``deeptree.stage1.data.load_stage1_case`` (anatomy labels of the GT).
+    progress : bool or None
+        A progress bar over the cases; None: unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
@@ -216,10 +220,8 @@ def heldout_comparison(
         ``case id -> {"ct", "gt", "label", "stage 1", "region growing", "spacing"}`` arrays,
         for figures.
     """
-    from tqdm.auto import tqdm
-
     rows, masks = [], {}
-    for paths in tqdm(cases, desc="held-out", disable=not progress):
+    for paths in progress_bar(cases, progress=progress, desc="held-out", unit="case"):
         ct = read_nifti(paths.image)
         prepared = load_stage1_case(paths, cache_dir)
         label = np.asarray(prepared.label)

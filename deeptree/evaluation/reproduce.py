@@ -78,6 +78,7 @@ from deeptree.metrics import airway_metrics, generation_metrics, prepare_ground_
 from deeptree.networks import choose_device
 from deeptree.phantom import generate_cohort
 from deeptree.pipeline import repair, segment
+from deeptree.progress import enabled as progress_enabled
 from deeptree.report import jsonable
 from deeptree.stage1.data import load_cohort
 from deeptree.stage1.predict import load_stage1_model, predict_stage1
@@ -268,7 +269,7 @@ def reproduce(
     *,
     settings: ReproduceSettings | None = None,
     device=None,
-    progress: bool = True,
+    progress: bool | None = None,
     stage2: bool = True,
     workers: int | None = None,
 ) -> ReproduceResult:
@@ -289,8 +290,9 @@ def reproduce(
         Default :func:`reproduce_settings(profile) <reproduce_settings>`.
     device : optional
         Default: CUDA if available.
-    progress : bool
-        Progress bars.
+    progress : bool or None
+        Progress bars; None: unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
     stage2 : bool
         Train stage 2 and score the ``+stage2`` rows (the ablation's lower half and DeepTree).
     workers : int, optional
@@ -309,6 +311,7 @@ def reproduce(
         ``out/models``.
     """
     t_start = time.perf_counter()
+    progress = progress_enabled(progress)
     settings = settings if settings is not None else reproduce_settings(profile)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

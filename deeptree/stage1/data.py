@@ -30,7 +30,10 @@ Augmentation (:func:`spatial_matrix`, :func:`resample_patch`, :func:`augment_int
     Small rotations (up to 15 degrees about each axis) and scaling (0.85-1.25) with
     probability 0.2 each (nnU-Net's ranges, narrowed rotation), applied by resampling a
     larger crop so that no empty corners appear; then intensity: brightness (x0.85-1.15),
-    contrast, Gaussian noise, each with probability 0.15.
+    contrast, Gaussian noise, each with probability 0.15. Our own code rather than MONAI's
+    dictionary transforms: the same augmentation built from those
+    (``benchmarks/_monai_augment.py``) was 1.1-3.4x slower per patch
+    (``benchmarks/bench_augmentation.py``, ``benchmarks/RESULTS.md``).
 
 Randomness: item ``index`` of :class:`Stage1PatchDataset` draws everything from
 ``numpy.random.default_rng([seed, index])``, so the data stream is a pure function of the

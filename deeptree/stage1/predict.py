@@ -10,7 +10,8 @@ the patient's body (:func:`body_mask`: air around the patient looks like lumen).
 
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
-files.
+files. :func:`predict_file` first resamples the CT to the spacing the checkpoint was trained
+at and its result back onto the CT's grid (``deeptree.resample``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from deeptree.checkpoints import LoadedModel, load_model
 from deeptree.io import InputError, check_volume, read_nifti, write_nifti
 from deeptree.masks import largest_components
 from deeptree.networks import choose_device, stage1_network
+from deeptree.progress import enabled as progress_enabled
+from deeptree.resample import checkpoint_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
 #: nnU-Net's Gaussian importance weighting: sigma = patch size / 8.
@@ -114,6 +117,7 @@ def predict_stage1(
     name: str = "CT",
     normalized: bool = False,
     restrict_to_body: bool = True,
+    progress: bool | None = False,
 ) -> Stage1Prediction:
     """Predict the airway of a whole CT.
 
@@ -143,6 +147,9 @@ def predict_stage1(
         ``ct`` is already in [0, 1] (:func:`deeptree.stage1.data.normalize_ct`).
     restrict_to_body : bool
         Keep the mask inside :func:`body_mask` (outside air is never airway).
+    progress : bool or None
+        A progress bar over the windows (default: none, as in a loop over cases); None:
+        unless under the notebook runner (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
@@ -176,6 +183,7 @@ def predict_stage1(
             cval=0.0,  # air, as in training
             sw_device=device,
             device=output_device,
+            progress=progress_enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
         mask = (probabilities[0] < 0.5).to(torch.uint8)
@@ -225,7 +233,13 @@ def predict_file(
     classes_path: str | os.PathLike | None = None,
     loaded: LoadedModel | None = None,
 ) -> Path:
-    """Predict one CT file and write the airway mask as NIfTI (atomically, input's affine).
+    """Predict one CT file and write the airway mask as NIfTI (atomically, input's grid).
+
+    The CT is resampled to the spacing the checkpoint was trained at and the result back onto
+    the CT's exact grid (same shape and affine; ``deeptree.resample``): the airway probability
+    trilinearly, then ``> 0.5`` inside :func:`body_mask` of the input CT; the classes by nearest
+    neighbour. A CT at the checkpoint's spacing is not resampled (the output is what
+    :func:`predict_stage1` gives on it, bit for bit).
 
     Parameters
     ----------
@@ -252,14 +266,25 @@ def predict_file(
     device = choose_device(device)
     model, meta = loaded if loaded is not None else load_stage1_model(checkpoint, device)
     volume = read_nifti(ct_path)
+    name = str(checkpoint) if checkpoint is not None else "stage-1 checkpoint"
+    ct, grid = to_model_grid(
+        volume.array, volume.affine, checkpoint_spacing(meta, name), str(ct_path)
+    )
     pred = predict_stage1(
         model,
-        volume.array,
+        ct,
         meta["patch_size"],
         overlap=overlap if overlap is not None else meta.get("overlap", 0.5),
         device=device,
         name=str(ct_path),
     )
-    if classes_path is not None:
-        write_nifti(classes_path, pred.classes, volume.affine)
-    return write_nifti(out_path, pred.mask, volume.affine)
+    mask = pred.mask
+    classes = pred.classes if classes_path is not None else None
+    if grid.resampled:
+        mask = from_model_grid(1.0 - pred.probabilities[0], grid, "probability")
+        mask &= body_mask(volume.array).astype(np.uint8)
+        if classes is not None:
+            classes = from_model_grid(classes, grid, "labels")
+    if classes is not None:
+        write_nifti(classes_path, classes, volume.affine)
+    return write_nifti(out_path, mask, volume.affine)

@@ -17,6 +17,7 @@ from deeptree.metrics import airway_metrics, prepare_ground_truth
 from deeptree.networks import init_foreground_prior, stage1_network
 from deeptree.phantom import generate_cohort
 from deeptree.report import results_dir
+from deeptree.resample import training_record
 from deeptree.stage1.data import Stage1PatchDataset, load_cohort, split_cases
 from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss, check_variant
 from deeptree.stage1.predict import load_stage1_model, predict_stage1
@@ -79,6 +80,8 @@ def stage1_task(
         "overlap": net.inference_overlap,
         "profile": profile,
         "name": f"stage 1, {variant}",
+        # the voxel size and HU window predict/segment resample and normalise to
+        **training_record([c.spacing for c in train_cases], "stage-1 training cases"),
     }
     validate = _stage1_validator(val_cases, net, device) if val_cases else None
     return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
@@ -173,8 +176,8 @@ def ensure_stage1_model(
         train_cases, [], variant, config.stage1_net, config.stage1_train, profile=profile
     )
     result = train(
-        task, config.stage1_train, out_dir / "stage1", resume=True, progress=False, device=device
-    )
+        task, config.stage1_train, out_dir / "stage1", resume=True, device=device
+    )  # a progress bar unless under the notebook runner (deeptree/progress.py)
     return load_stage1_model(result.checkpoint, device), f"trained here: {result.checkpoint}"
 
 

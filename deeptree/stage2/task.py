@@ -22,6 +22,7 @@ from deeptree.io import InputError, list_cases, load_case, read_nifti
 from deeptree.masks import label_components
 from deeptree.networks import init_foreground_prior, stage2_network
 from deeptree.phantom import generate_case
+from deeptree.resample import training_record
 from deeptree.stage1.data import AugmentConfig
 from deeptree.stage1.losses import Stage1Loss
 from deeptree.stage2.data import (
@@ -222,6 +223,8 @@ def stage2_task(
         "centre_threshold": float(attention.centre_threshold),
         "profile": profile,
         "name": "stage 2, breakage connection",
+        # the voxel size and HU window segment resamples and normalises to
+        **training_record([src.spacing for src in train_sources], "stage-2 training sources"),
     }
     validate = None
     if val_sources:

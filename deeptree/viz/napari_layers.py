@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deeptree.extras import require
 from deeptree.io import InputError, atomic_write
 from deeptree.viz.colors import COLORS, COMPARISON_COLORS
 from deeptree.viz.planes import comparison_labels
@@ -265,8 +266,7 @@ def render_3d(
     ndarray of uint8, shape (height, width, 4)
         RGBA; show it with :func:`~deeptree.viz.planes.show_image`.
     """
-    import napari
-
+    napari = require("napari", "napari", "3D rendering (deeptree.viz.render_3d)")
     require_display()
     if crop:
         layers = crop_layers(layers)

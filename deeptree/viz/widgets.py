@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from deeptree.extras import require
 from deeptree.viz.colors import LUNG_WINDOW
 from deeptree.viz.planes import (
     _PLANES,
@@ -48,7 +49,7 @@ def slice_slider(
     ipywidgets.VBox
         Slider + output area; display it as the last expression of a cell.
     """
-    import ipywidgets as widgets
+    widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     if plane not in _PLANES:
         raise ValueError(f"slice_slider: plane must be one of {list(_PLANES)}, got {plane!r}")
@@ -126,7 +127,7 @@ def slice_viewer(
         figure's output area; display it as the last expression of a cell. The sliders'
         ``value`` can also be set from code.
     """
-    import ipywidgets as widgets
+    widgets = require("ipywidgets", "notebooks", "the notebook sliders")
 
     volume = np.asarray(volume)
     if volume.ndim != 3:

@@ -1,0 +1,376 @@
+"""Voxel size: the spacing and intensity settings a model was trained at, and the resampling of
+a CT to that spacing and of the result back onto the CT's own grid (MONAI transforms).
+
+A network learns anatomy in voxels: one trained on 1.5 mm phantoms sees a 0.7 mm clinical CT's
+airways twice as large. So every checkpoint records what it was trained at (:func:`training_record`,
+written by the stage-1 and stage-2 training tasks):
+
+``spacing``
+    The voxel size of its training cases (mm per axis; the per-axis median when they differ).
+``intensity``
+    How the CT was normalised: ``{"window_hu": [low, high], "normalisation": ...}`` (clip to
+    the HU window, map linearly to [0, 1]: ``deeptree.stage1.data.normalize_ct``).
+
+``deeptree predict`` (:func:`deeptree.stage1.predict.predict_file`) and the two-stage
+:func:`deeptree.pipeline.segment_file` then work on the model's grid (:class:`ModelGrid`):
+
+1. the CT (HU) is resampled to the checkpoint's spacing with ``monai.transforms.Spacing``
+   (trilinear; the orientation and the corner of the field of view are kept);
+2. the model runs there;
+3. the result is resampled back onto the input's exact grid (same shape, same affine) with
+   ``monai.transforms.ResampleToMatch``: a stage-1 airway *probability* trilinearly and then
+   thresholded at 0.5 (the rule the model grid uses), which places the surface of a thin
+   tube between the coarse voxels instead of in 2-voxel steps; a *mask* (the two-stage
+   result, the anatomy classes) by nearest neighbour, because only a label exists there
+   and nearest keeps each output voxel a voxel the model decided (upsampled, a
+   26-connected mask stays one component; interpolating 0/1 and thresholding could cut
+   the one-voxel bridges stage 2 just added).
+
+When the CT already has the checkpoint's spacing (every axis within :data:`SPACING_RTOL`)
+nothing is resampled: the arrays go through unchanged, bit for bit. A checkpoint written
+before the record existed falls back, with a warning, to the isotropic spacing of the
+phantom profile it was trained on (``meta["profile"]``), and without a profile to the
+CT's own spacing (no resampling).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deeptree.config import PROFILES, phantom_profile
+from deeptree.io import InputError, check_spacing, check_volume
+from deeptree.stage1.data import CT_WINDOW_HU
+
+#: Spacings equal on every axis within this relative tolerance need no resampling (0.1 %:
+#: float32 header round-off, and under half a voxel of drift across 500 voxels).
+SPACING_RTOL = 1e-3
+
+#: What ``deeptree.stage1.data.normalize_ct`` does, as recorded in a checkpoint.
+NORMALISATION = "clip to window_hu, map linearly to [0, 1]"
+
+
+def intensity_record(window: Sequence[float] = CT_WINDOW_HU) -> dict:
+    """The intensity settings recorded in a checkpoint.
+
+    Returns
+    -------
+    dict
+        ``{"window_hu": [low, high], "normalisation": NORMALISATION}`` (HU, plain floats).
+    """
+    return {"window_hu": [float(w) for w in window], "normalisation": NORMALISATION}
+
+
+def training_spacing(spacings: Sequence[Sequence[float]], name: str = "training cases") -> list:
+    """The spacing a model is trained at: the per-axis median of its training cases'.
+
+    Parameters
+    ----------
+    spacings : sequence of 3-float sequences (mm)
+        One per training case (the cases are not resampled for training: a cohort of one
+        spacing, as every phantom cohort is, gives exactly that spacing).
+    name : str
+        What to call the cases in errors.
+
+    Returns
+    -------
+    list of 3 float (mm)
+
+    Raises
+    ------
+    InputError
+        No cases, or a bad spacing.
+    """
+    checked = [check_spacing(s, f"{name} spacing") for s in spacings]
+    if not checked:
+        raise InputError(f"{name}: no cases to take the training spacing from")
+    return [float(v) for v in np.median(np.asarray(checked, float), axis=0)]
+
+
+def training_record(spacings: Sequence[Sequence[float]], name: str = "training cases") -> dict:
+    """The ``spacing`` and ``intensity`` entries of a checkpoint's metadata.
+
+    Parameters
+    ----------
+    spacings : sequence of 3-float sequences (mm)
+        The training cases' spacings (:func:`training_spacing`).
+
+    Returns
+    -------
+    dict with ``"spacing"`` (3 floats, mm) and ``"intensity"`` (:func:`intensity_record`).
+    """
+    return {"spacing": training_spacing(spacings, name), "intensity": intensity_record()}
+
+
+def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, float, float] | None:
+    """The spacing a checkpoint was trained at, with the fallback for old checkpoints.
+
+    Parameters
+    ----------
+    meta : dict
+        A checkpoint's metadata (``LoadedModel.meta``).
+    name : str
+        What to call the checkpoint in warnings and errors.
+
+    Returns
+    -------
+    tuple of 3 float (mm), or None
+        ``meta["spacing"]``; without it (a checkpoint written before the record), the
+        isotropic phantom spacing of ``meta["profile"]`` with a ``UserWarning``; without a
+        known profile either, None with a ``UserWarning`` (the CT is used at its own
+        spacing).
+
+    Raises
+    ------
+    InputError
+        A recorded spacing that is not 3 positive numbers; a recorded intensity window
+        other than the one this code normalises with (``CT_WINDOW_HU``).
+    """
+    check_intensity(meta, name)
+    if meta.get("spacing") is not None:
+        return check_spacing(meta["spacing"], f"{name}: recorded spacing")
+    profile = meta.get("profile")
+    if profile in PROFILES:
+        mm = float(phantom_profile(profile).spacing_mm)
+        warnings.warn(
+            f"{name}: the checkpoint records no training spacing (written before it was "
+            f"recorded); assuming its profile {profile!r}: {mm:g} mm isotropic",
+            stacklevel=2,
+        )
+        return (mm, mm, mm)
+    warnings.warn(
+        f"{name}: the checkpoint records neither a training spacing nor a profile; the CT is "
+        "used at its own spacing (not resampled)",
+        stacklevel=2,
+    )
+    return None
+
+
+def check_intensity(meta: dict, name: str = "checkpoint") -> None:
+    """Refuse a checkpoint trained with another HU window than ``CT_WINDOW_HU``.
+
+    Parameters
+    ----------
+    meta : dict
+        A checkpoint's metadata; one without ``"intensity"`` (older) passes.
+
+    Raises
+    ------
+    InputError
+        Naming the checkpoint, its window and this code's.
+    """
+    record = meta.get("intensity")
+    if record is None:
+        return
+    window = [float(w) for w in record.get("window_hu", [])]
+    if not np.allclose(window, CT_WINDOW_HU) or record.get("normalisation") != NORMALISATION:
+        raise InputError(
+            f"{name}: trained with intensity {record}; this version normalises with "
+            f"{intensity_record()}"
+        )
+
+
+def same_spacing(a: Sequence[float], b: Sequence[float], rtol: float = SPACING_RTOL) -> bool:
+    """True if two spacings (mm) agree on every axis within the relative ``rtol``."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return bool(np.all(np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))))
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size (mm) of an affine: the norms of its first three columns (as MONAI reads it)."""
+    return tuple(float(v) for v in np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0))
+
+
+def _meta_tensor(array: np.ndarray, affine: np.ndarray):
+    from monai.data import MetaTensor
+
+    data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    return MetaTensor(data, affine=torch.as_tensor(np.asarray(affine, float)))
+
+
+def resample_to_spacing(
+    array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str = "bilinear"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a volume to another voxel size with ``monai.transforms.Spacing``.
+
+    Parameters
+    ----------
+    array : ndarray, shape (I, J, K), numeric
+        E.g. a CT in HU. Not modified.
+    affine : ndarray (4, 4)
+        Its voxel-to-world affine (mm).
+    spacing : 3 floats (mm)
+        Target voxel size.
+    mode : {"bilinear", "nearest"}
+        Interpolation (``bilinear`` is trilinear in 3D). Outside the input: the border value.
+
+    Returns
+    -------
+    array : ndarray of float32, shape (I', J', K')
+        Covering the input's field of view (MONAI's extent rule).
+    affine : ndarray of float64 (4, 4)
+        Same orientation and first-voxel corner, columns scaled to ``spacing``.
+    """
+    from monai.transforms import Spacing
+
+    spacing = check_spacing(spacing, "target spacing")
+    out = Spacing(pixdim=spacing, mode=mode, padding_mode="border", dtype=np.float32)(
+        _meta_tensor(array, affine)
+    )
+    return out[0].numpy().astype(np.float32, copy=False), np.asarray(out.affine, float)
+
+
+def resample_to_grid(
+    array: np.ndarray,
+    affine: np.ndarray,
+    shape: Sequence[int],
+    target_affine: np.ndarray,
+    mode: str = "nearest",
+) -> np.ndarray:
+    """Resample a volume onto a given grid with ``monai.transforms.ResampleToMatch``.
+
+    Parameters
+    ----------
+    array : ndarray, shape (I', J', K'), numeric
+        Not modified.
+    affine : ndarray (4, 4)
+        Its affine.
+    shape : 3 ints
+        The target grid's shape.
+    target_affine : ndarray (4, 4)
+        The target grid's affine.
+    mode : {"nearest", "bilinear"}
+        Interpolation. Outside the input: 0.
+
+    Returns
+    -------
+    ndarray of float32, shape ``shape``
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    destination = MetaTensor(
+        torch.zeros((1, *(int(n) for n in shape)), dtype=torch.uint8),
+        affine=torch.as_tensor(np.asarray(target_affine, float)),
+    )
+    out = ResampleToMatch(mode=mode, padding_mode="zeros", dtype=np.float32)(
+        _meta_tensor(array, affine), destination
+    )
+    return out[0].numpy().astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class ModelGrid:
+    """A CT's own grid and the model's grid it is predicted on.
+
+    Attributes
+    ----------
+    shape : 3 ints
+        The input's shape.
+    affine : ndarray (4, 4)
+        The input's affine.
+    model_affine : ndarray (4, 4)
+        The model grid's affine (``affine`` itself when nothing is resampled).
+    model_spacing : 3 floats (mm) or None
+        The checkpoint's spacing (None: no record, no resampling).
+    resampled : bool
+        False on the identity path (spacings already match, or no record).
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    model_affine: np.ndarray
+    model_spacing: tuple[float, float, float] | None
+    resampled: bool
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """The input's voxel size (mm)."""
+        return affine_spacing(self.affine)
+
+
+def to_model_grid(
+    ct: np.ndarray,
+    affine: np.ndarray,
+    model_spacing: Sequence[float] | None,
+    name: str = "CT",
+) -> tuple[np.ndarray, ModelGrid]:
+    """The CT on the model's grid (trilinear ``Spacing``), or unchanged if it is already there.
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K)
+        HU. Not modified.
+    affine : ndarray (4, 4)
+        Its affine (mm).
+    model_spacing : 3 floats (mm) or None
+        :func:`checkpoint_spacing`; None: no resampling.
+    name : str
+        What to call the CT in errors.
+
+    Returns
+    -------
+    ct : ndarray
+        ``ct`` itself (identity path) or float32 HU of shape (I', J', K').
+    grid : ModelGrid
+        What :func:`from_model_grid` needs to come back.
+    """
+    ct = check_volume(ct, name)
+    affine = np.asarray(affine, float)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise InputError(f"{name} affine: expected a finite 4x4 matrix, got shape {affine.shape}")
+    shape = tuple(int(n) for n in ct.shape)
+    if model_spacing is None or same_spacing(affine_spacing(affine), model_spacing):
+        target = None if model_spacing is None else tuple(float(v) for v in model_spacing)
+        return ct, ModelGrid(shape, affine, affine, target, False)
+    target = check_spacing(model_spacing, f"{name}: model spacing")
+    resampled, model_affine = resample_to_spacing(ct, affine, target, "bilinear")
+    return resampled, ModelGrid(shape, affine, model_affine, target, True)
+
+
+def from_model_grid(array: np.ndarray, grid: ModelGrid, kind: str) -> np.ndarray:
+    """Bring a result on the model's grid back onto the input's exact grid.
+
+    Parameters
+    ----------
+    array : ndarray, shape (I', J', K')
+        On ``grid.model_affine``.
+    grid : ModelGrid
+        From :func:`to_model_grid`.
+    kind : {"mask", "labels", "probability"}
+        ``mask``: binary, nearest neighbour, uint8 out. ``labels``: integer classes,
+        nearest, uint8 out. ``probability``: trilinear, thresholded ``> 0.5``, uint8 out
+        (the module docstring says why).
+
+    Returns
+    -------
+    ndarray of uint8, shape ``grid.shape``
+        ``array`` as uint8 unchanged on the identity path (for ``probability``: ``> 0.5``).
+    """
+    if kind not in ("mask", "labels", "probability"):
+        raise ValueError(f"kind must be 'mask', 'labels' or 'probability', got {kind!r}")
+    if not grid.resampled:
+        array = np.asarray(array)
+        return (array > 0.5).astype(np.uint8) if kind == "probability" else array.astype(np.uint8)
+    mode = "bilinear" if kind == "probability" else "nearest"
+    back = resample_to_grid(array, grid.model_affine, grid.shape, grid.affine, mode)
+    if kind == "probability":
+        return (back > 0.5).astype(np.uint8)
+    return np.rint(back).astype(np.uint8)
+
+
+def describe(grid: ModelGrid) -> str:
+    """One line on what was resampled, e.g. ``0.70x0.70x1.00 mm -> 1.50x1.50x1.50 mm and back``."""
+
+    def fmt(s):
+        return "x".join(f"{v:.2f}" for v in s) + " mm"
+
+    if grid.model_spacing is None:
+        return f"at its own spacing {fmt(grid.spacing)} (no model spacing)"
+    if not grid.resampled:
+        return f"at the model's spacing {fmt(grid.spacing)} (not resampled)"
+    return f"resampled {fmt(grid.spacing)} -> {fmt(grid.model_spacing)} and back"
