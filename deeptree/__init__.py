@@ -23,7 +23,8 @@ notebook                modules
 ======================  ==========================================================================
 
 Shared by all: :mod:`~deeptree.config` (every run profile and the stage-1 variants),
-:mod:`~deeptree.masks`, :mod:`~deeptree.io`, :mod:`~deeptree.progress` (progress bars, quiet
+:mod:`~deeptree.masks`, :mod:`~deeptree.io`, :mod:`~deeptree.files` (atomic writes, orphan
+temporary files, the lock of an output folder), :mod:`~deeptree.progress` (progress bars, quiet
 under the notebook runner), :mod:`~deeptree.locations` (samples and runs, in a clone or
 installed) and :mod:`~deeptree.extras` (the optional napari/notebooks/book parts);
 :mod:`~deeptree.notebooks` runs the notebooks and :mod:`~deeptree.cli` is the ``deeptree``

@@ -109,7 +109,33 @@ def save_checkpoint(
         "train_config": jsonable(asdict(cfg)),
         "meta": jsonable(meta),
     }
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: _save(_canonical(state), tmp))
+
+
+def _canonical(obj):
+    """A copy of nested dicts, lists and tuples with every string interned (tensors and
+    numbers as they are). pickle writes a second reference to one object as a back-reference:
+    without this, a string shared by the optimiser state and the configuration in one run but
+    not in a resumed one (whose optimiser keys were read from a file) changes the bytes."""
+    import sys
+
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    return obj
+
+
+def _save(state: dict, tmp) -> None:
+    """``torch.save`` through a file object: the archive inside then has a fixed name, not
+    one taken from the (random) temporary file name, so the same state gives the same bytes
+    (a resumed run's checkpoint equals an uninterrupted run's byte for byte)."""
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

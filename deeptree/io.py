@@ -7,7 +7,8 @@ Conventions (see the README's "Conventions"):
 * the affine travels with a case and is written back unchanged;
 * masks are ``bool`` or ``uint8``; anatomy labels ``uint8`` in {0, 1, 2, 3};
 * outputs are written to a temporary name in the target folder and renamed, so an
-  interrupted write never leaves a partial file; inputs are never modified.
+  interrupted write never leaves a partial file (:func:`atomic_write`, from
+  :mod:`deeptree.files`); inputs are never modified.
 
 Every problem with an input raises :class:`InputError`, whose message names the file
 and the problem.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from deeptree.files import atomic_write as atomic_write
 from deeptree.locations import samples_dir
 
 #: The small real files shipped with the repository (see ``data/samples/README.md``):
@@ -128,6 +129,184 @@ def check_same_grid(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> N
 
 
 # --------------------------------------------------------------------------------------------
+# plausibility of inputs (README: "When something goes wrong")
+# --------------------------------------------------------------------------------------------
+#: A chest CT in Hounsfield units has air and lung below this (HU); one without is not in HU.
+HU_AIR_BELOW = -500.0
+
+#: A mask of more than this fraction of its volume is no airway mask (an airway fills ~1-3%).
+MAX_MASK_FRACTION = 0.5
+
+#: Voxels larger than this along any axis (mm) are too coarse for the 2 mm anatomy rule.
+THICK_SLICE_MM = 2.5
+
+
+class ThickSliceWarning(UserWarning):
+    """An input's voxels are larger than :data:`THICK_SLICE_MM` along some axis."""
+
+
+def check_ct_in_hu(ct: np.ndarray, name: str = "CT") -> np.ndarray:
+    """Check that a chest CT is in Hounsfield units and return it unchanged.
+
+    A chest CT holds air and lung, about -1000 and -850 HU. With no voxel below
+    :data:`HU_AIR_BELOW` the values are not HU: typically raw detector values stored as
+    0..4095 without the rescale slope/intercept, or an image normalised to 0..1. The networks
+    would then see every voxel as soft tissue (or every voxel as airway).
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K), numeric
+    name : str
+        The file, for the message.
+
+    Raises
+    ------
+    InputError
+        No voxel below -500 HU, naming the range found and what to do.
+    """
+    low, high = float(np.min(ct)), float(np.max(ct))
+    if low >= HU_AIR_BELOW:
+        if high <= 1.0:
+            hint = "it looks normalised to 0..1"
+        elif low >= 0:
+            hint = "it looks like raw scanner values (often 0..4095: subtract 1024, or apply the rescale slope and intercept)"
+        else:
+            hint = "a chest CT has air and lung near -1000 HU"
+        raise InputError(
+            f"{name}: not a CT in Hounsfield units: values {low:g}..{high:g}, no voxel below "
+            f"{HU_AIR_BELOW:g} HU ({hint}); convert it to HU first"
+        )
+    return ct
+
+
+def check_mask_fraction(mask: np.ndarray, name: str = "mask") -> float:
+    """Refuse an airway mask that fills most of its volume.
+
+    Parameters
+    ----------
+    mask : ndarray, shape (I, J, K), bool or 0/1
+    name : str
+        The file, for the message.
+
+    Returns
+    -------
+    float
+        The fraction of foreground voxels, in [0, :data:`MAX_MASK_FRACTION`].
+
+    Raises
+    ------
+    InputError
+        More than :data:`MAX_MASK_FRACTION` of the voxels are foreground: an inverted mask,
+        a lung or body mask, or a mask of all ones (an airway fills a few percent of a chest
+        CT at most).
+    """
+    fraction = float(np.count_nonzero(mask)) / max(int(np.size(mask)), 1)
+    if fraction > MAX_MASK_FRACTION:
+        raise InputError(
+            f"{name}: the mask fills {100 * fraction:.0f}% of its volume; an airway mask fills a "
+            "few percent at most (is it inverted, a lung or body mask, or all ones?)"
+        )
+    return fraction
+
+
+def warn_thick_slices(spacing, name: str = "volume") -> bool:
+    """Warn (:class:`ThickSliceWarning`) when a voxel is larger than :data:`THICK_SLICE_MM`.
+
+    Parameters
+    ----------
+    spacing : sequence of 3 float
+        Voxel size (mm).
+    name : str
+        The file, for the message.
+
+    Returns
+    -------
+    bool
+        True if it warned.
+    """
+    if max(float(v) for v in spacing) <= THICK_SLICE_MM:
+        return False
+    import warnings
+
+    warnings.warn(thick_slice_message(spacing, name), ThickSliceWarning, stacklevel=2)
+    return True
+
+
+def thick_slice_message(spacing, name: str) -> str:
+    """The text of the thick-slice warning: the voxel size and what it changes."""
+    shown = " x ".join(f"{float(v):g}" for v in spacing)
+    return (
+        f"{name}: voxels of {shown} mm, thicker than {THICK_SLICE_MM:g} mm: bronchi of 2 mm and "
+        "less are under one voxel there, so lumen diameters, the anatomy classes (class 3 = "
+        "<= 2 mm) and the small-airway metrics are unreliable; use thin-slice CT (<= 1.25 mm) "
+        "where you can"
+    )
+
+
+def check_header_size(path: str | os.PathLike, image=None) -> None:
+    """Check, before any voxel is read, that a NIfTI file can hold the data its header claims,
+    and that this machine could hold them in memory.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii`` or ``.nii.gz`` file.
+    image : nibabel image, optional
+        Already loaded (header only) from ``path``.
+
+    Raises
+    ------
+    InputError
+        An uncompressed file shorter than its header's data (truncated, or a wrong header),
+        a compressed file too small to hold them at gzip's best ratio, or data larger than
+        this machine's memory, naming the shape, dtype and sizes.
+    """
+    path = Path(path)
+    if image is None:
+        image = nib.load(str(path))
+    header = image.header
+    shape = tuple(int(v) for v in image.shape)
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    needed = int(np.prod(shape, dtype=np.float64)) * itemsize
+    offset = int(getattr(image.dataobj, "offset", None) or header.get_data_offset())
+    on_disk = path.stat().st_size
+    shown = " x ".join(str(v) for v in shape)
+    what = f"its header declares {shown} voxels of {header.get_data_dtype()} ({_bytes(needed)})"
+    if path.name.endswith(".gz"):
+        if needed > on_disk * 1100:  # gzip never compresses more than about 1032:1
+            raise InputError(
+                f"{path}: {what}, more than a compressed file of {_bytes(on_disk)} can hold; "
+                "the header does not match the data (a damaged or wrongly written file)"
+            )
+    elif on_disk < offset + needed:
+        raise InputError(
+            f"{path}: {what}, but the file holds only {_bytes(max(on_disk - offset, 0))} of "
+            "data; it is truncated or its header does not match the data"
+        )
+    memory = _physical_memory()
+    if memory is not None and needed > memory:
+        raise InputError(
+            f"{path}: {what}, more than this machine's memory ({_bytes(memory)}); crop or "
+            "downsample it first, or use a machine with more memory"
+        )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
 # NIfTI
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -171,7 +350,9 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     ------
     InputError
         Missing file, unreadable or not NIfTI, not 3D (a 4D file with one volume is
-        accepted and squeezed), NaN/inf voxels, zero or negative spacing.
+        accepted and squeezed), NaN/inf voxels, zero or negative spacing, a header that
+        declares more data than the file holds or than this machine's memory
+        (:func:`check_header_size`).
     """
     path = Path(path)
     if not path.is_file():
@@ -192,6 +373,7 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     check_spacing(_stored_zooms(path, type(image.header)), str(path))
     check_spacing(np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0), str(path))
     spacing = check_spacing(image.header.get_zooms()[:3], str(path))
+    check_header_size(path, image)
     try:
         if image.dataobj.slope not in (None, 1.0) or image.dataobj.inter not in (None, 0.0):
             array = np.asarray(image.get_fdata(dtype=np.float32))
@@ -217,64 +399,6 @@ def _stored_zooms(path: Path, header_class) -> tuple[float, float, float]:
         header = header_class.from_fileobj(fileobj, check=False)
     return tuple(float(z) for z in header["pixdim"][1:4])
 
-
-def _temporary_sibling(path: Path) -> Path:
-    """A unique temporary file name in the folder of ``path`` with the same suffixes."""
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates the file with mode 0o600; the output gets the mode an ordinary
-    # open(path, "w") would give it
-    os.chmod(tmp, 0o666 & ~current_umask())
-    return Path(tmp)
-
-
-def current_umask() -> int:
-    """The process's file-mode creation mask (e.g. ``0o022``), read without changing it.
-
-    Returns
-    -------
-    int
-        The umask bits; a new file written with ``open(path, "w")`` gets ``0o666 & ~umask``.
-    """
-    try:  # Linux: read it, so that no other thread sees a changed umask
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Write a file through ``write(tmp_path)`` to a temporary name, then rename it.
-
-    Parameters
-    ----------
-    path : path-like
-        Final file name. Its folder is created if missing.
-    write : callable
-        ``write(tmp_path)`` writes the whole file to ``tmp_path``.
-
-    Returns
-    -------
-    Path
-        ``path``. If ``write`` raises, the temporary file is removed and ``path`` is
-        left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_nifti(
@@ -367,8 +491,9 @@ def load_case(
     Raises
     ------
     InputError
-        Any problem of :func:`read_nifti`, a label that is not binary, or a label whose
-        shape or affine differs from the CT's.
+        Any problem of :func:`read_nifti`, a CT not in Hounsfield units
+        (:func:`check_ct_in_hu`), a label that is not binary or fills most of its volume
+        (:func:`check_mask_fraction`), or a label whose shape or affine differs from the CT's.
     """
     if ct_path is None and label_path is None:
         raise InputError("load_case: give a CT path, a label path, or both")
@@ -377,6 +502,7 @@ def load_case(
     label_array = None
     if label is not None:
         label_array = check_binary_mask(label.array, str(label.path), allow_empty=True).astype(np.uint8)
+        check_mask_fraction(label_array, str(label.path))
     if ct is not None and label is not None:
         check_same_grid(ct.array, label.array, str(ct.path), str(label.path))
         if not affines_match(ct.affine, label.affine):
@@ -384,6 +510,8 @@ def load_case(
                 f"{label.path}: affine does not match the CT {ct.path} "
                 f"(largest difference {np.abs(ct.affine - label.affine).max():.4g} mm)"
             )
+    if ct is not None:
+        check_ct_in_hu(ct.array, str(ct.path))
     ref = ct if ct is not None else label
     if case_id is None:
         case_id = case_id_from_path(ref.path)
@@ -450,13 +578,35 @@ def list_cases(root: str | os.PathLike, split: str = "Tr") -> list[CasePaths]:
 
 
 def _nifti_by_id(folder: Path) -> dict[str, Path]:
+    """The NIfTI files of ``folder`` by case id; two files with one id are an error."""
     if not folder.is_dir():
         return {}
-    return {
-        case_id_from_path(p): p
-        for p in sorted(folder.iterdir())
-        if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith(".")
-    }
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.name.endswith((".nii.gz", ".nii")) or p.name.startswith("."):
+            continue
+        check_case_id_unique(found, case_id_from_path(p), p)
+        found[case_id_from_path(p)] = p
+    return found
+
+
+def check_case_id_unique(found: dict, case_id: str, path: Path) -> None:
+    """Raise :class:`InputError` if ``case_id`` (of ``path``) is already in ``found``, or
+    differs from a key of ``found`` only in letter case (one file on a case-insensitive
+    file system), naming both files.
+
+    Parameters
+    ----------
+    found : dict case id -> Path
+    case_id : str
+    path : Path
+    """
+    for other_id, other in found.items():
+        if other_id.lower() == case_id.lower():
+            raise InputError(
+                f"{path.parent}: {other.name} and {path.name} both give case id {case_id!r}; "
+                "rename one of them (their outputs would overwrite each other)"
+            )
 
 
 def nifti_inputs(path: str | os.PathLike) -> list[Path]:

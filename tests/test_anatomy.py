@@ -130,7 +130,8 @@ def test_cli_labels_a_folder(tmp_path, capsys):
     expected = anatomy_labels(parse_tree(mask, header_spacing))
     assert np.array_equal(written.array, expected)
     assert not (out_dir / "CASE_002.nii.gz").exists()
-    assert sorted(p.name for p in out_dir.iterdir()) == ["CASE_001.nii.gz"]  # no temporary left
+    # no temporary left; .deeptree-labels.json records the complete cases
+    assert sorted(p.name for p in out_dir.iterdir()) == [".deeptree-labels.json", "CASE_001.nii.gz"]
     # a second run keeps what is there; the input folder is never an output
     before = (out_dir / "CASE_001.nii.gz").stat().st_mtime_ns
     main(["labels", "--in", str(labels_dir), "--out", str(out_dir)])

@@ -199,16 +199,26 @@ def test_read_only_output_is_found_before_the_metrics(monkeypatch, tmp_path, mas
     assert not out.exists()
 
 
-def test_permission_error_during_a_command_is_one_line(monkeypatch, tmp_path, masks, capsys):
+def test_an_os_error_of_one_case_is_reported_and_the_batch_goes_on(
+    monkeypatch, tmp_path, masks, capsys
+):
+    """A file that cannot be written (permission, full disk) fails its case, not the batch."""
     import deeptree.cli.attention as attention
 
-    def denied(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    real = attention.write_nifti
 
-    monkeypatch.setattr(attention, "write_nifti", denied)
+    def denied_for_a_001(path, *args, **kwargs):
+        if "A_001" in Path(path).name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "write_nifti", denied_for_a_001)
     status, lines = run_cli(["attention", masks, "--out", tmp_path / "att", "--no-progress"], capsys)
-    assert status == 2
-    assert_one_error_line(lines, "A_001_attention.nii.gz", "Permission denied")
+    assert status == 1
+    assert lines[0] == "deeptree attention: 1 mask(s) failed:"
+    assert "A_001_attention.nii.gz" in lines[1] and "No space left on device" in lines[1]
+    assert (tmp_path / "att" / "A_002_attention.nii.gz").is_file()
+    assert leftovers(tmp_path) == []
 
 
 # --- 2. outputs honour the umask -------------------------------------------------------------------
@@ -401,7 +411,7 @@ def test_predict_batch_goes_on_after_a_bad_case_and_lists_it(tmp_path, cts, chec
     assert "C_001_0000.nii.gz ->" in captured.out and "C_002_0000.nii.gz ->" in captured.out
     assert "deeptree predict: 1 CT(s) failed:" in captured.err
     assert "C_000: " in captured.err and "C_000_0000.nii.gz: not a readable NIfTI file" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["C_001.nii.gz", "C_002.nii.gz"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["C_001.nii.gz", "C_002.nii.gz"]
     assert snapshot(cts) == before and not leftovers(out)
 
 
@@ -409,7 +419,7 @@ def test_predict_refuses_two_inputs_with_one_output_name(tmp_path, cts, checkpoi
     (cts / "C_001.nii.gz").write_bytes((cts / "C_001_0000.nii.gz").read_bytes())
     status, lines = run_cli(predict_args(checkpoint, cts, tmp_path / "pred"), capsys)
     assert status == 2
-    assert_one_error_line(lines, "two CTs for case C_001")
+    assert_one_error_line(lines, "both give case id 'C_001'")
     assert not (tmp_path / "pred").exists()
 
 
@@ -457,3 +467,289 @@ def test_console_entry_exits_2_with_one_line(tmp_path, masks):
         f"deeptree evaluate: error: {masks / 'A_001.nii.gz'}: --out is the input file "
         f"{masks / 'A_001.nii.gz'}; a command never overwrites its inputs"
     ]
+
+
+# --- 6. locks and orphan temporary files ----------------------------------------------------------
+def test_a_second_writer_of_one_folder_is_refused(tmp_path, masks, capsys):
+    from deeptree.files import LOCK_NAME, FolderLock
+
+    out = tmp_path / "att"
+    with FolderLock(out, "deeptree attention"):  # another process writing there now
+        status, lines = run_cli(["attention", masks, "--out", out, "--no-progress"], capsys)
+        assert (out / LOCK_NAME).is_file()
+    assert status == 2
+    assert_one_error_line(lines, str(out), "`deeptree attention` (process", "is writing to this folder")
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock removed on exit
+
+
+def test_the_stale_lock_of_a_dead_process_is_taken_over(tmp_path, masks, capsys):
+    import json
+    import subprocess
+
+    from deeptree.files import LOCK_NAME
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    out = tmp_path / "att"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": "h", "command": "deeptree attention"}))
+    status = main([str(a) for a in ["attention", masks, "--out", out, "--no-progress"]])
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "took over the lock of a process that no longer runs" in err and str(pid) in err
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_orphan_temporary_files_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import time
+
+    from deeptree.files import clean_orphan_temporaries
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    alive = os.getppid()  # pytest's parent: runs
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    orphan = folder / f".A.nii.gz.{dead}-k2j4x_9.tmp.nii.gz"
+    deeper = folder / "sub" / f".last.pt.{dead}-abc123.tmp.pt"
+    writing = folder / f".B.nii.gz.{alive}-zz9.tmp.nii.gz"
+    old_style = folder / ".C.nii.gz.k2j4.tmp.nii.gz"  # no pid: removed once an hour old
+    new_style = folder / ".D.nii.gz.k2j4.tmp.nii.gz"
+    keep = folder / ".hidden-but-mine.json"
+    for path in (orphan, deeper, writing, old_style, new_style, keep):
+        path.write_bytes(b"half")
+    hour_ago = time.time() - 3700
+    os.utime(old_style, (hour_ago, hour_ago))
+    removed = clean_orphan_temporaries(folder)
+    assert sorted(removed) == sorted([orphan, deeper, old_style])
+    assert writing.exists() and new_style.exists() and keep.exists()
+
+
+def test_atomic_write_puts_the_process_id_in_the_temporary_name(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "x.json", lambda tmp: (seen.append(Path(tmp).name), Path(tmp).write_text("{}")))
+    assert seen[0].startswith(f".x.json.{os.getpid()}-") and ".tmp" in seen[0]
+
+
+# --- 7. batches skip what is complete -------------------------------------------------------------
+def test_batch_rerun_skips_complete_cases_and_redoes_the_rest(tmp_path, masks, capsys):
+    out = tmp_path / "att"
+    argv = ["attention", masks, "--out", out, "--no-progress"]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    kept = (out / "A_001_attention.nii.gz").stat().st_mtime_ns
+    (out / "A_002_centres.json").unlink()  # an incomplete case
+    assert main([str(a) for a in argv]) == 0
+    printed = capsys.readouterr().out
+    assert "A_001: already complete, kept" in printed
+    assert "A_002: 1 components" in printed and (out / "A_002_centres.json").is_file()
+    assert (out / "A_001_attention.nii.gz").stat().st_mtime_ns == kept
+    # an output changed by hand is not "complete": it is computed again
+    (out / "A_001_attention.nii.gz").write_bytes(b"edited")
+    assert main([str(a) for a in argv]) == 0
+    assert "A_001: 1 components" in capsys.readouterr().out
+    # --overwrite computes everything again
+    assert main([str(a) for a in [*argv, "--overwrite"]]) == 0
+    assert "already complete" not in capsys.readouterr().out
+
+
+def test_batch_refuses_outputs_of_other_settings_without_overwrite(tmp_path, masks, capsys):
+    out = tmp_path / "att"
+    argv = ["attention", masks, "--out", out, "--no-progress"]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    status, lines = run_cli([*argv, "--alpha", "3"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(out), "other settings (alpha)", "--overwrite")
+    assert snapshot(out) == before
+    assert main([str(a) for a in [*argv, "--alpha", "3", "--overwrite"]]) == 0
+
+
+def test_predict_rerun_skips_complete_cases(tmp_path, cts, checkpoint, capsys):
+    out = tmp_path / "pred"
+    assert main([str(a) for a in predict_args(checkpoint, cts, out)]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    assert main([str(a) for a in predict_args(checkpoint, cts, out)]) == 0
+    printed = capsys.readouterr().out
+    assert "C_001: already complete, kept" in printed and "C_002: already complete, kept" in printed
+    assert snapshot(out) == before
+
+
+# --- 8. plausibility checks -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "values, hint",
+    [((0, 4095), "raw scanner values"), ((0.0, 1.0), "normalised to 0..1")],
+    ids=["0..4095", "0..1"],
+)
+def test_a_ct_not_in_hounsfield_units_is_refused(tmp_path, cts, checkpoint, capsys, values, hint):
+    low, high = values
+    ct = np.where(tiny_ct() < -500, low, high).astype(np.float32 if high == 1.0 else np.int16)
+    write_nifti(cts / "C_001_0000.nii.gz", ct, AFFINE)
+    status = main([str(a) for a in predict_args(checkpoint, cts, tmp_path / "pred")])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert f"{cts / 'C_001_0000.nii.gz'}: not a CT in Hounsfield units" in err and hint in err
+    assert not (tmp_path / "pred" / "C_001.nii.gz").exists()
+    assert (tmp_path / "pred" / "C_002.nii.gz").is_file()
+
+
+def test_load_case_refuses_a_ct_not_in_hu(tmp_path):
+    from deeptree.io import load_case
+
+    write_nifti(tmp_path / "ct.nii.gz", tiny_ct() + 1024, AFFINE)
+    with pytest.raises(InputError, match=r"ct\.nii\.gz: not a CT in Hounsfield units: values 24\.\.1064"):
+        load_case(tmp_path / "ct.nii.gz")
+
+
+def test_a_mask_filling_most_of_its_volume_is_refused(tmp_path, masks, capsys):
+    write_nifti(masks / "A_001.nii.gz", np.ones((16, 16, 30), np.uint8), AFFINE, dtype="uint8")
+    status = main([str(a) for a in ["labels", "--in", masks, "--out", tmp_path / "lab"]])
+    err = capsys.readouterr()
+    assert status == 1
+    assert f"{masks / 'A_001.nii.gz'}: the mask fills 100% of its volume" in err.out
+    assert "A_002.nii.gz: " in err.out and (tmp_path / "lab" / "A_002.nii.gz").is_file()
+    assert not (tmp_path / "lab" / "A_001.nii.gz").exists()
+
+
+def test_thick_slices_give_one_warning_that_says_what_it_changes(tmp_path, masks, capsys):
+    thick = np.diag([0.5, 0.5, 5.0, 1.0])
+    write_nifti(masks / "A_001.nii.gz", tube_mask(), thick, dtype="uint8")
+    with pytest.warns(UserWarning) as caught:
+        main([str(a) for a in ["labels", "--in", masks, "--out", tmp_path / "lab"]])
+    texts = [str(w.message) for w in caught if "thicker than" in str(w.message)]
+    assert len(texts) == 1
+    assert str(masks / "A_001.nii.gz") in texts[0] and "0.5 x 0.5 x 5 mm" in texts[0]
+    assert "anatomy classes" in texts[0]
+
+
+def test_a_header_that_claims_more_data_than_the_file_holds(tmp_path, capsys):
+    import nibabel as nib
+
+    from deeptree.io import read_nifti
+
+    image = nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), AFFINE)
+    path = tmp_path / "big.nii"
+    nib.save(image, str(path))
+    raw = bytearray(path.read_bytes())
+    header = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw)))
+    header.set_data_shape((20000, 20000, 20000))
+    raw[:348] = header.binaryblock
+    path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"big\.nii: its header declares 20000 x 20000 x 20000 voxels of int16 \(14\.6 TiB\), but the file holds only 1\.0 KiB"):
+        read_nifti(path)
+    gz = tmp_path / "big.nii.gz"
+    import gzip
+
+    gz.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(InputError, match=r"more than a compressed file of .* can hold"):
+        read_nifti(gz)
+    status, lines = run_cli(["labels", "--in", tmp_path, "--out", tmp_path / "lab"], capsys)
+    assert status == 1
+
+
+def test_case_ids_that_collide_are_refused(tmp_path):
+    from deeptree.io import list_cases
+
+    folder = tmp_path / "imagesTr"
+    write_nifti(folder / "X_001_0000.nii.gz", tiny_ct(), AFFINE)
+    write_nifti(folder / "X_001.nii.gz", tiny_ct(), AFFINE)
+    with pytest.raises(InputError, match=r"X_001\.nii\.gz and X_001_0000\.nii\.gz both give case id 'X_001'"):
+        list_cases(tmp_path)
+    (folder / "X_001.nii.gz").unlink()
+    write_nifti(folder / "x_001_0000.nii.gz", tiny_ct(), AFFINE)  # one file on a case-insensitive disk
+    with pytest.raises(InputError, match="both give case id"):
+        list_cases(tmp_path)
+
+
+def test_running_out_of_memory_says_what_to_do(monkeypatch, tmp_path, masks, capsys):
+    import deeptree.cli.attention as attention
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 14.6 TiB for an array")
+
+    monkeypatch.setattr(attention, "attention_case", too_big)
+    status, lines = run_cli(["attention", masks, "--out", tmp_path / "att", "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(
+        lines, "out of memory on this machine (Unable to allocate 14.6 TiB", "--batch-size", "--profile", "close the other programs"
+    )
+    assert not (tmp_path / "att" / ".deeptree.lock").exists()
+
+
+# --- 9. a read-only dataset -----------------------------------------------------------------------
+def test_train_cache_goes_to_the_user_cache_when_the_dataset_is_read_only(monkeypatch, tmp_path, capsys):
+    import deeptree.cli.train as cli_train
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    real = cli_train._writable
+    monkeypatch.setattr(cli_train, "_writable", lambda folder: not folder.is_relative_to(data) and real(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = cli_train.stage1_cache_dir(data, out)
+    assert folder.parent == tmp_path / "xdg" / "deeptree" and folder.name.startswith("stage1-")
+    assert "cannot be written" in capsys.readouterr().err
+    assert not (data / ".cache_stage1").exists()
+    # no user cache either: under --out
+    monkeypatch.setattr(cli_train, "_writable", lambda folder: folder.is_relative_to(out) and real(folder))
+    assert cli_train.stage1_cache_dir(data, out) == out / "cache_stage1"
+    # a writable dataset keeps its cache beside the data
+    monkeypatch.setattr(cli_train, "_writable", real)
+    assert cli_train.stage1_cache_dir(data, out) == data / ".cache_stage1"
+
+
+# --- 10. the phantom cohort manifest --------------------------------------------------------------
+def test_phantom_refuses_a_cohort_of_another_profile_or_seed(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "cohort"
+    argv = ["phantom", "--profile", "smoke", "--n", "1", "--seed", "0", "--out", out, "--no-progress"]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "cohort.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["seed"] == 0
+    assert manifest["generator_version"] >= 1 and sorted(manifest["cases"]["PHANTOM_000"]) == ["image", "label", "lung", "tree"]
+    before = snapshot(out)
+    status, lines = run_cli([*argv[:6], "1", "--out", out, "--no-progress"], capsys)  # seed 1
+    assert status == 2
+    assert_one_error_line(lines, str(out / "cohort.json"), "seed 0", "this run asks for 1")
+    status, lines = run_cli(["phantom", "--profile", "cpu", "--n", "1", "--out", out, "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "profile 'smoke'", "this run asks for 'cpu'")
+    # a cohort written before manifests: its trees say what made it
+    (out / "cohort.json").unlink()
+    status, lines = run_cli([*argv[:6], "5", "--out", out, "--no-progress"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "PHANTOM_000.json", "seed [0, 0]", "mixed")
+    assert main([str(a) for a in argv]) == 0  # same settings: adopted, nothing regenerated
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k != "cohort.json"} == before_without(before, "cohort.json")
+    # a file changed since it was written is never overwritten silently
+    label = out / "labelsTr" / "PHANTOM_000.nii.gz"
+    data = label.read_bytes()
+    label.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(label), "changed since it was generated")
+
+
+def before_without(snap: dict, name: str) -> dict:
+    return {k: v for k, v in snap.items() if k != name}
+
+
+def test_a_cohort_without_manifest_of_another_voxel_size_is_refused(tmp_path):
+    """An older cohort (no cohort.json) made when the profile had another spacing."""
+    import json
+
+    from deeptree.phantom import generate_cohort
+
+    generate_cohort(tmp_path, "smoke", 1, seed=0, progress=False)
+    (tmp_path / "cohort.json").unlink()
+    tree = tmp_path / "treesTr" / "PHANTOM_000.json"
+    data = json.loads(tree.read_text())
+    data["meta"]["spacing_mm"] = [1.5, 1.5, 1.5]
+    tree.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"PHANTOM_000\.json: case PHANTOM_000 .* has voxels of \[1\.5, 1\.5, 1\.5\] mm, the 'smoke' profile now makes 2\.6 mm"):
+        generate_cohort(tmp_path, "smoke", 2, seed=0, progress=False)
+    assert not (tmp_path / "imagesTr" / "PHANTOM_001_0000.nii.gz").exists()

@@ -174,7 +174,7 @@ def test_split_cases():
 
 def test_missing_label_and_other_shape_are_clear_errors(tmp_path):
     ct = tmp_path / "imagesTr" / "P_0000.nii.gz"
-    write_nifti(ct, np.zeros((8, 8, 8), np.int16), np.eye(4))
+    write_nifti(ct, np.full((8, 8, 8), -1000, np.int16), np.eye(4))
     with pytest.raises(InputError, match="no label"):
         load_stage1_case(CasePaths("P", ct, None))
     lab = tmp_path / "labelsTr" / "P.nii.gz"

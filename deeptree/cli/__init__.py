@@ -93,6 +93,30 @@ def os_error_message(err: OSError) -> str:
     return f"{where}: {problem}"
 
 
+def memory_error_message(err: BaseException) -> str:
+    """One line for running out of memory: where, and what to do about it.
+
+    Parameters
+    ----------
+    err : MemoryError or torch.cuda.OutOfMemoryError
+
+    Returns
+    -------
+    str
+    """
+    gpu = not isinstance(err, MemoryError)
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if len(first) > 160:
+        first = first[:157] + "..."
+    where = "the GPU" if gpu else "this machine"
+    todo = (
+        "a smaller --batch-size or patch (a smaller --profile: cpu or smoke), a smaller input "
+        "(crop it), fewer --workers, or close the other programs that use "
+        + ("the GPU" if gpu else "memory")
+    )
+    return f"out of memory on {where} ({first}); what helps: {todo}; --debug shows where it happened"
+
+
 def _warning_line(command: str):
     """A ``warnings.formatwarning`` giving ``deeptree <command>: warning: <message>``."""
 
@@ -135,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         # out of memory; any other RuntimeError is a bug and keeps its traceback
         if args.debug or not isinstance(err, MemoryError) and "OutOfMemory" not in type(err).__name__:
             raise
-        where = "the GPU" if isinstance(err, RuntimeError) else "this machine"
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(
-            f"deeptree {args.command}: error: out of memory on {where} ({first}); "
-            "try a smaller profile, batch or input",
-            file=sys.stderr,
-        )
+        print(f"deeptree {args.command}: error: {memory_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         if args.debug:

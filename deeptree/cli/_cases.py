@@ -6,15 +6,27 @@ Not a subcommand (the leading underscore keeps it out of ``deeptree --help``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from deeptree.io import InputError, atomic_write, case_id_from_path
+from deeptree.cli import os_error_message
+from deeptree.files import FolderLock, clean_orphan_temporaries
+from deeptree.io import (
+    THICK_SLICE_MM,
+    InputError,
+    ThickSliceWarning,
+    atomic_write,
+    case_id_from_path,
+    check_case_id_unique,
+    thick_slice_message,
+)
 
 
 def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict[str, Path]:
@@ -52,10 +64,7 @@ def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict
         if file.name.startswith(".") or not file.name.endswith((".nii.gz", ".nii")):
             continue
         case_id = case_id_from_path(file)
-        if case_id in found:
-            raise InputError(
-                f"{folder}: two files for case {case_id}: {found[case_id].name}, {file.name}"
-            )
+        check_case_id_unique(found, case_id, file)
         found[case_id] = file
     if allow_file and not found:
         raise InputError(f"{folder}: no .nii/.nii.gz mask in this folder")
@@ -134,26 +143,209 @@ def check_writable_folder(folder, option: str = "--out") -> Path:
 
 
 def for_each_case(
-    cases: Mapping[str, Path], work: Callable[[str, Path], str], *, desc: str, progress: bool
+    cases: Mapping[str, Path],
+    work: Callable[[str, Path], str | tuple[str, Sequence[Path]]],
+    *,
+    desc: str,
+    progress: bool,
+    record: DoneRecord | None = None,
 ) -> list[str]:
     """The per-case loop of the commands: ``work(case_id, path)`` on every case, printing the
-    line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`) is
-    skipped and the others go on.
+    line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`) or whose
+    files fail (an ``OSError``: a full disk, a permission) is reported and the others go on.
+
+    Parameters
+    ----------
+    cases : mapping case id -> input file
+    work : callable
+        Returns the line to print, or ``(line, output files)``; the output files are what
+        ``record`` keeps.
+    desc : str
+        Progress bar title.
+    progress : bool
+        Show the progress bar.
+    record : DoneRecord, optional
+        A case that ``record`` holds as complete (same input, same settings, its outputs
+        unchanged) is skipped with the line ``<case id>: already complete, kept``; each case
+        done is added to it.
 
     Returns
     -------
     list of str
-        ``"<case id>: <error>"`` of each skipped case.
+        ``"<case id>: <error>"`` of each failed case.
     """
     problems = []
     for case_id, path in tqdm(cases.items(), desc=desc, unit="case", disable=not progress):
         try:
-            line = work(case_id, path)
+            if record is not None and record.is_complete(case_id, [path]):
+                print(f"{case_id}: already complete, kept")
+                continue
+            done = work(case_id, path)
+            line, outputs = done if isinstance(done, tuple) else (done, None)
+            if record is not None and outputs is not None:
+                record.add(case_id, [path], outputs)
         except InputError as err:
             problems.append(f"{case_id}: {err}")
             continue
+        except OSError as err:
+            problems.append(f"{case_id}: {os_error_message(err)}")
+            continue
         print(line)
     return problems
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DoneRecord:
+    """What a batch command has completed in its output folder, so that a rerun skips it.
+
+    Kept in ``<folder>/.deeptree-<command>.json`` (hidden: never read as an input): the
+    command's ``settings`` (options, checkpoint checksums) and, for each case done, the
+    sha256 of its input file(s) and of its output files. A case is complete when the record
+    holds it with the same input checksums and its output files are there with the recorded
+    checksums; anything else (never done, killed before its record was written, an output
+    removed or changed, the input changed) is done again.
+
+    Parameters
+    ----------
+    folder : path-like
+        The output folder.
+    command : str
+        The subcommand, e.g. ``"predict"``.
+    settings : dict
+        JSON-able; everything that changes the outputs.
+    overwrite : bool
+        Start a new record (every case is done again), whatever the folder holds.
+
+    Raises
+    ------
+    InputError
+        The folder holds outputs of this command made with other settings and
+        ``overwrite`` is not set (naming the settings that differ).
+    """
+
+    def __init__(self, folder, command: str, settings: dict, overwrite: bool = False):
+        self.folder = Path(folder)
+        self.path = self.folder / f".deeptree-{command}.json"
+        self.settings = json.loads(json.dumps(settings))
+        self.cases: dict[str, dict] = {}
+        old = self._read()
+        if old is None or overwrite:
+            return
+        if old.get("settings") == self.settings:
+            self.cases = old.get("cases", {})
+            return
+        if any(
+            (self.folder / name).exists()
+            for case in old.get("cases", {}).values()
+            for name in case.get("outputs", {})
+        ):
+            before = old.get("settings", {})
+            differ = sorted(
+                k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k)
+            )
+            raise InputError(
+                f"{self.folder}: holds the outputs of an earlier `deeptree {command}` with other "
+                f"settings ({', '.join(differ)}); give --overwrite to replace them, or another --out"
+            )
+
+    def _read(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # unreadable: as if absent, every case is done again
+        return data if isinstance(data, dict) else None
+
+    def is_complete(self, case_id: str, inputs: Sequence[Path]) -> bool:
+        """True if ``case_id`` was done from these inputs and its outputs are unchanged."""
+        case = self.cases.get(case_id)
+        if case is None:
+            return False
+        if case.get("inputs") != [file_sha256(p) for p in inputs]:
+            return False
+        for name, digest in case.get("outputs", {}).items():
+            target = self.folder / name
+            if not target.is_file() or file_sha256(target) != digest:
+                return False
+        return True
+
+    def add(self, case_id: str, inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
+        """Record ``case_id`` as done (written at once, atomically)."""
+        self.cases[case_id] = {
+            "inputs": [file_sha256(p) for p in inputs],
+            "outputs": {
+                Path(o).resolve().relative_to(self.folder.resolve()).as_posix(): file_sha256(o)
+                for o in outputs
+            },
+        }
+        write_json(self.path, {"settings": self.settings, "cases": self.cases})
+
+
+@contextlib.contextmanager
+def locked_output(folder, command: str) -> Iterator[Path]:
+    """Hold the lock of an output folder for the whole command, and remove the temporary
+    files a killed run left there.
+
+    Another process writing to ``folder`` makes this refuse at once
+    (:class:`~deeptree.io.FolderLocked`, exit 2); the lock of a process that died is taken
+    over with a notice on stderr. Temporary files of dead processes are removed
+    (:func:`~deeptree.io.clean_orphan_temporaries`), with a notice.
+
+    Parameters
+    ----------
+    folder : path-like
+        Created if missing.
+    command : str
+        The subcommand, e.g. ``"predict"``.
+    """
+    folder = Path(folder)
+    lock = FolderLock(folder, f"deeptree {command}")
+    with lock:
+        if lock.taken_over:
+            print(
+                f"deeptree {command}: took over the lock of a process that no longer runs "
+                f"({folder / lock.path.name}: {lock.taken_over})",
+                file=sys.stderr,
+            )
+        removed = clean_orphan_temporaries(folder)
+        if removed:
+            print(
+                f"deeptree {command}: removed {len(removed)} temporary file(s) left in {folder} "
+                "by an interrupted run",
+                file=sys.stderr,
+            )
+        yield folder
+
+
+def warn_thick_inputs(paths: Sequence[Path]) -> None:
+    """One :class:`~deeptree.io.ThickSliceWarning` for the inputs (headers only are read)
+    whose voxels are thicker than :data:`~deeptree.io.THICK_SLICE_MM`: how many, and the
+    first of them."""
+    import warnings
+
+    import nibabel as nib
+
+    thick = []
+    for path in paths:
+        try:
+            zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])
+        except Exception:  # unreadable: the case reports it when it is read
+            continue
+        if zooms and max(zooms) > THICK_SLICE_MM:
+            thick.append((path, zooms))
+    if thick:
+        path, zooms = thick[0]
+        name = str(path) if len(thick) == 1 else f"{len(thick)} of {len(paths)} inputs, e.g. {path}"
+        warnings.warn(thick_slice_message(zooms, name), ThickSliceWarning, stacklevel=2)
 
 
 def report_problems(command: str, problems: Sequence[str], what: str) -> int:

@@ -15,6 +15,11 @@ the dataset root, ``deeptree view DATASET --case ID`` then shows them with the c
 
 alpha is in voxels (see :mod:`deeptree.attention`). A case that fails is reported and the
 others go on; the exit status is then 1.
+
+A rerun skips the cases already complete (recorded in the hidden
+``<out>/.deeptree-attention.json``) and says so; ``--overwrite`` computes them again, and is
+needed to replace outputs made with other options. The folder is locked while the command
+runs, and the temporary files of a killed run are removed.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeptree.cli._cases import (
+    DoneRecord,
     check_writable_folder,
     for_each_case,
+    locked_output,
     masks_by_id,
     output_folders,
     output_path,
     refuse_out_over_inputs,
     report_problems,
+    warn_thick_inputs,
     write_json,
 )
 from deeptree.config import get_config
@@ -57,6 +65,9 @@ def add_arguments(parser) -> None:
         help="write <kind>Tr/<id>.nii.gz (ATM'22 layout) instead of <id>_<kind>.nii.gz",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="compute again the cases already complete in --out"
+    )
 
 
 def attention_case(
@@ -99,11 +110,27 @@ def run(args) -> int:
     for folder in output_folders(out_dir, KINDS, args.dataset_layout):
         refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
     check_writable_folder(out_dir)
+    warn_thick_inputs(list(files.values()))
 
-    def work(case_id: str, path: Path) -> str:
+    def work(case_id: str, path: Path):
         record = attention_case(path, out_dir, alpha, threshold, args.save_h, args.dataset_layout)
-        return f"{case_id}: {record['n_components']} components, {len(record['centres'])} centres"
+        where = {"out_dir": out_dir, "case_id": case_id, "dataset_layout": args.dataset_layout}
+        kinds = [("attention", ".nii.gz"), ("centres", ".json")]
+        kinds += [("h", ".nii.gz")] if args.save_h else []
+        outputs = [output_path(kind=k, suffix=x, **where) for k, x in kinds]
+        line = f"{case_id}: {record['n_components']} components, {len(record['centres'])} centres"
+        return line, outputs
 
-    problems = for_each_case(files, work, desc="attention", progress=not args.no_progress)
+    settings = {
+        "alpha": alpha,
+        "threshold": threshold,
+        "save_h": bool(args.save_h),
+        "dataset_layout": bool(args.dataset_layout),
+    }
+    with locked_output(out_dir, NAME):
+        done = DoneRecord(out_dir, NAME, settings, overwrite=args.overwrite)
+        problems = for_each_case(
+            files, work, desc="attention", progress=not args.no_progress, record=done
+        )
     print(f"{len(files) - len(problems)}/{len(files)} masks -> {out_dir}")
     return report_problems(NAME, problems, "mask(s) failed")

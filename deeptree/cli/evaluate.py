@@ -17,13 +17,15 @@ pipeline); under ``paper`` those four use the GT as given (see :mod:`deeptree.me
 
 from __future__ import annotations
 
+from deeptree.cli import os_error_message
 from deeptree.cli._cases import (
     check_writable_folder,
     masks_by_id,
     refuse_out_over_inputs,
     report_problems,
+    warn_thick_inputs,
 )
-from deeptree.io import InputError, affines_match, atomic_write, read_nifti
+from deeptree.io import InputError, affines_match, atomic_write, check_mask_fraction, read_nifti
 
 NAME = "evaluate"
 HELP = "airway metrics (BD, TLD, precision, DSC, ...) of predictions against ground truths"
@@ -71,6 +73,7 @@ def run(args) -> int:
     if out.name.endswith((".nii.gz", ".nii")):
         raise InputError(f"{out}: --out is the CSV file to write, not a NIfTI name")
     check_writable_folder(out.parent)  # before the metrics, not after
+    warn_thick_inputs(list(gt_files.values()))
 
     rows, problems = [], []
     for case_id in tqdm(ids, desc="evaluate", unit="case", disable=args.no_progress):
@@ -87,6 +90,8 @@ def run(args) -> int:
                 continue
             except InputError as err:
                 status = f"error: {err}"
+            except OSError as err:  # a file that cannot be read: this case fails, the rest go on
+                status = f"error: {os_error_message(err)}"
         rows.append({"case": case_id, "status": status})
         problems.append(f"{case_id}: {status}")
 
@@ -110,6 +115,7 @@ def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:
 
     gt = read_nifti(gt_path)
     pred = read_nifti(pred_path)
+    check_mask_fraction(gt.array, str(gt_path))
     if pred.array.shape != gt.array.shape:
         raise InputError(
             f"{pred_path}: shape {pred.array.shape} does not match {gt_path} {gt.array.shape}"

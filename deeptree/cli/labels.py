@@ -7,17 +7,35 @@ Example::
 Each ``X.nii.gz`` in ``--in`` (a binary airway mask) is parsed into branches
 (:func:`deeptree.tree.parse_tree`) and written as ``--out/X.nii.gz`` (uint8: 0 background,
 1 trachea + main bronchi, 2 bronchi > 2 mm, 3 bronchi <= 2 mm), with the input's affine,
-through a temporary name. Existing outputs are kept unless ``--overwrite``, so an
-interrupted run resumes where it stopped. A bad case is reported and skipped; the exit
-status is 1 if any case failed.
+through a temporary name. The cases already complete (recorded with the checksums of
+input and output in the hidden ``--out/.deeptree-labels.json``) are kept unless
+``--overwrite``, so an interrupted run resumes where it stopped and gives the same files as
+an uninterrupted one; labels made with other options are refused unless ``--overwrite``. A bad
+case (unreadable, not binary, a mask filling most of its volume, a full disk) is reported and
+skipped; the exit status is 1 if any case failed. The output folder is locked while the
+command runs, and the temporary files of a killed run are removed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from deeptree.cli import os_error_message
+from deeptree.cli._cases import (
+    DoneRecord,
+    check_writable_folder,
+    locked_output,
+    report_problems,
+    warn_thick_inputs,
+)
 from deeptree.config import AnatomyConfig
-from deeptree.io import InputError, read_nifti, write_nifti
+from deeptree.io import (
+    InputError,
+    check_binary_mask,
+    check_mask_fraction,
+    read_nifti,
+    write_nifti,
+)
 
 NAME = "labels"
 HELP = "write the three-class anatomy labels (AMC) of every airway mask in a folder"
@@ -80,32 +98,46 @@ def run(args) -> int:
     )
     if not masks:
         raise InputError(f"{args.inp}: no .nii.gz or .nii file")
-    args.out.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(args.out)
+    warn_thick_inputs(masks)
+    settings = {
+        "small_diameter_mm": config.small_diameter_mm,
+        "central_max_generation": config.central_max_generation,
+    }
 
     failed, skipped = [], 0
-    progress = tqdm(masks, desc="anatomy labels", unit="case")
-    for path in progress:
-        target = args.out / path.name
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        progress.set_postfix_str(path.name)
-        try:
-            volume = read_nifti(path)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
-                tree = parse_tree(volume.array, volume.spacing, affine=volume.affine, name=str(path))
-            labels = anatomy_labels(tree, config)
-            write_nifti(target, labels, volume.affine, dtype="uint8")
-        except InputError as err:
-            failed.append(path.name)
-            tqdm.write(f"{path.name}: skipped: {err}")
-            continue
-        counts = class_summary(tree, labels, config)["branches"]
-        note = f"; {tree.n_components_dropped} stray component(s) dropped" if caught else ""
-        tqdm.write(
-            f"{path.name}: {len(tree.branches)} branches, per class {counts[1]}/{counts[2]}/{counts[3]}{note}"
-        )
+    with locked_output(args.out, NAME):
+        record = DoneRecord(args.out, NAME, settings, overwrite=args.overwrite)
+        progress = tqdm(masks, desc="anatomy labels", unit="case")
+        for path in progress:
+            target = args.out / path.name
+            progress.set_postfix_str(path.name)
+            try:
+                if record.is_complete(path.name, [path]):
+                    skipped += 1
+                    tqdm.write(f"{path.name}: already complete, kept")
+                    continue
+                volume = read_nifti(path)
+                mask = check_binary_mask(volume.array, str(path))
+                check_mask_fraction(mask, str(path))
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", UserWarning)
+                    tree = parse_tree(
+                        mask, volume.spacing, affine=volume.affine, name=str(path)
+                    )
+                labels = anatomy_labels(tree, config)
+                write_nifti(target, labels, volume.affine, dtype="uint8")
+                record.add(path.name, [path], [target])
+            except (InputError, OSError) as err:
+                failed.append(path.name)
+                text = os_error_message(err) if isinstance(err, OSError) else str(err)
+                tqdm.write(f"{path.name}: skipped: {text}")
+                continue
+            counts = class_summary(tree, labels, config)["branches"]
+            note = f"; {tree.n_components_dropped} stray component(s) dropped" if caught else ""
+            tqdm.write(
+                f"{path.name}: {len(tree.branches)} branches, per class {counts[1]}/{counts[2]}/{counts[3]}{note}"
+            )
     done = len(masks) - len(failed) - skipped
-    print(f"labels: {done} written, {skipped} already there, {len(failed)} failed -> {args.out}")
-    return 1 if failed else 0
+    print(f"labels: {done} written, {skipped} already complete, {len(failed)} failed -> {args.out}")
+    return report_problems(NAME, failed, "mask(s) failed")

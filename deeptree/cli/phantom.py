@@ -1,6 +1,16 @@
-"""``deeptree phantom``: generate a synthetic airway CT cohort (ATM'22 layout), resumably."""
+"""``deeptree phantom``: generate a synthetic airway CT cohort (ATM'22 layout), resumably.
+
+``--out/cohort.json`` records the profile, seed, generator version and the checksums of the
+cases written: running the same command again completes a partial cohort (a case killed
+half-way is generated again, the same bytes); a folder holding a cohort of another profile,
+seed or generator version is refused, as is a file changed since it was written. The folder is
+locked while the command runs (a second ``deeptree phantom`` into it is refused), and the
+temporary files of a killed run are removed.
+"""
 
 from __future__ import annotations
+
+from deeptree.cli._cases import check_writable_folder, locked_output
 
 NAME = "phantom"
 HELP = "generate synthetic chest CTs with exact airway ground truth (resumable)"
@@ -20,8 +30,10 @@ def run(args) -> int:
 
     from deeptree.phantom import generate_cohort
 
-    ids = generate_cohort(
-        args.out, args.profile, n=args.n, seed=args.seed, progress=not args.no_progress
-    )
+    check_writable_folder(args.out)
+    with locked_output(args.out, NAME):
+        ids = generate_cohort(
+            args.out, args.profile, n=args.n, seed=args.seed, progress=not args.no_progress
+        )
     print(f"{len(ids)} cases in {args.out} (imagesTr, labelsTr, lungsTr, treesTr)")
     return 0

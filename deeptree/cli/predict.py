@@ -12,8 +12,16 @@ voxel size the checkpoint was trained at and the outputs back onto the CT's exac
 (``deeptree.resample``); a checkpoint without that record assumes its profile's phantom
 spacing and says so. Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
-the inputs were listed from. A CT that cannot be used is reported and the others go on; the exit status is
-then 1 and the failed cases are listed at the end.
+the inputs were listed from. A CT that cannot be used (unreadable, not in Hounsfield units,
+...) is reported and the others go on; the exit status is then 1 and the failed cases are
+listed at the end.
+
+Into a folder, a rerun skips the cases already complete (recorded in the hidden
+``<out>/.deeptree-predict.json`` with the checksums of the CT, the checkpoints and the outputs)
+and says so; ``--overwrite`` predicts them again. A folder holding the predictions of other
+settings (another checkpoint, ``--overlap``, ...) is refused unless ``--overwrite``. The folder
+is locked while the command runs (a second process writing there is refused), and the
+temporary files of a killed run are removed.
 """
 
 from __future__ import annotations
@@ -22,12 +30,23 @@ import warnings
 from pathlib import Path
 
 from deeptree.cli._cases import (
+    DoneRecord,
     check_writable_folder,
+    file_sha256,
     for_each_case,
+    locked_output,
     refuse_out_over_inputs,
     report_problems,
+    warn_thick_inputs,
 )
-from deeptree.io import InputError, case_id_from_path, nifti_inputs
+from deeptree.io import (
+    InputError,
+    case_id_from_path,
+    check_case_id_unique,
+    check_ct_in_hu,
+    nifti_inputs,
+    read_nifti,
+)
 
 NAME = "predict"
 HELP = "predict stage-1 airway masks with a trained checkpoint"
@@ -60,6 +79,11 @@ def add_arguments(parser) -> None:
         choices=("straight", "intensity"),
         help="with --two-stage: the non-learned gap filler instead of the stage-2 network",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict again the cases already complete in --out (and replace the outputs of other settings)",
+    )
 
 
 def run(args) -> int:
@@ -78,11 +102,7 @@ def run(args) -> int:
     cases = {}
     for path in inputs:
         case_id = case_id_from_path(path)
-        if case_id in cases:
-            raise InputError(
-                f"{path.parent}: two CTs for case {case_id} ({cases[case_id].name}, {path.name}) "
-                "would be written to one output"
-            )
+        check_case_id_unique(cases, case_id, path)
         cases[case_id] = path
     out = Path(args.out)
     single_file = (
@@ -111,9 +131,12 @@ def run(args) -> int:
             f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is resampled to it "
             "and the mask back onto the CT's grid (not when its spacing is already that)"
         )
+    warn_thick_inputs(list(cases.values()))
 
-    def work(case_id: str, path: Path) -> str:
+    def work(case_id: str, path: Path):
+        check_ct_in_hu(read_nifti(path).array, str(path))
         target = out if single_file else out / f"{case_id}.nii.gz"
+        classes = None
         if two_stage:
             segment_file(path, target, stage1, stage2, device=device, overlap=args.overlap)
         else:
@@ -127,7 +150,24 @@ def run(args) -> int:
                 classes_path=classes,
                 loaded=stage1,
             )
-        return f"{path.name} -> {target}"
+        return f"{path.name} -> {target}", [target] + ([classes] if classes else [])
 
-    problems = for_each_case(cases, work, desc="predict", progress=False)
+    if single_file:
+        problems = for_each_case(cases, work, desc="predict", progress=False)
+        return report_problems(NAME, problems, "CT(s) failed")
+    settings = {
+        "checkpoint": file_sha256(args.checkpoint),
+        "two_stage": two_stage,
+        "stage2": (
+            file_sha256(args.stage2_checkpoint)
+            if two_stage and args.stage2_checkpoint and not args.gapfill
+            else None
+        ),
+        "gapfill": args.gapfill if two_stage else None,
+        "overlap": args.overlap,
+        "classes": bool(args.classes),
+    }
+    with locked_output(out, NAME):
+        record = DoneRecord(out, NAME, settings, overwrite=getattr(args, "overwrite", False))
+        problems = for_each_case(cases, work, desc="predict", progress=False, record=record)
     return report_problems(NAME, problems, "CT(s) failed")

@@ -63,5 +63,6 @@ def run(args) -> int:
         classes=False,
         overlap=args.overlap,
         device=args.device,
+        overwrite=False,
     )
     return predict.run(as_predict)

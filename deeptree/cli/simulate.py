@@ -16,7 +16,12 @@ With ``--dataset-layout`` they go into ``brokenTr/<id>.nii.gz``, ``breakageTr/<i
 
 Each case gets its own random stream from ``--seed`` and its id, so a case's result does
 not depend on which other cases are in the folder. A failing case is reported and the
-others go on; the exit status is then 1.
+others go on; the exit status is then 1. A mask filling most of its volume is refused.
+
+A rerun skips the cases already complete (recorded in the hidden
+``<out>/.deeptree-simulate.json``) and says so; ``--overwrite`` simulates them again, and is
+needed to replace outputs made with other options. The folder is locked while the command
+runs, and the temporary files of a killed run are removed.
 """
 
 from __future__ import annotations
@@ -24,17 +29,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeptree.cli._cases import (
+    DoneRecord,
     check_writable_folder,
     for_each_case,
+    locked_output,
     masks_by_id,
     output_folders,
     output_path,
     refuse_out_over_inputs,
     report_problems,
+    warn_thick_inputs,
     write_json,
 )
 from deeptree.config import get_config
-from deeptree.io import case_id_from_path, read_nifti, write_nifti
+from deeptree.io import case_id_from_path, check_mask_fraction, read_nifti, write_nifti
 
 NAME = "simulate"
 #: The kinds of output file (``<id>_<kind>`` or ``<kind>Tr/<id>``).
@@ -69,6 +77,9 @@ def add_arguments(parser) -> None:
         help="write <kind>Tr/<id>.nii.gz (ATM'22 layout) instead of <id>_<kind>.nii.gz",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="simulate again the cases already complete in --out"
+    )
 
 
 def case_rng(seed: int, case_id: str):
@@ -100,9 +111,10 @@ def simulate_case(
     case_id = case_id_from_path(path)
     volume = read_nifti(path)
     mask = as_binary_mask(volume.array, str(path))
+    check_mask_fraction(mask, str(path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        tree = parse_tree(mask, volume.spacing, name=str(path))
+        tree = parse_tree(mask, volume.spacing, affine=volume.affine, name=str(path))
     result = simulate_breakage(
         mask, tree, case_rng(seed, case_id), branch_fraction, run_fraction, name=str(path)
     )
@@ -145,17 +157,33 @@ def run(args) -> int:
     for folder in output_folders(out_dir, KINDS, args.dataset_layout):
         refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
     check_writable_folder(out_dir)
+    warn_thick_inputs(list(files.values()))
 
-    def work(case_id: str, path: Path) -> str:
+    def work(case_id: str, path: Path):
         record = simulate_case(
             path, out_dir, args.seed, branch_fraction, run_fraction, args.attention,
             args.dataset_layout,
         )  # fmt: skip
+        where = {"out_dir": out_dir, "case_id": case_id, "dataset_layout": args.dataset_layout}
+        kinds = [("broken", ".nii.gz"), ("breakage", ".nii.gz"), ("gaps", ".json")]
+        kinds += [("attention", ".nii.gz")] if args.attention else []
+        outputs = [output_path(kind=k, suffix=x, **where) for k, x in kinds]
         return (
             f"{case_id}: {record['n_gaps']} gaps in {record['n_peripheral']} peripheral branches, "
             f"{record['n_components']} components"
-        )
+        ), outputs
 
-    problems = for_each_case(files, work, desc="simulate", progress=not args.no_progress)
+    settings = {
+        "seed": args.seed,
+        "branch_fraction": branch_fraction,
+        "run_fraction": list(run_fraction),
+        "attention": bool(args.attention),
+        "dataset_layout": bool(args.dataset_layout),
+    }
+    with locked_output(out_dir, NAME):
+        done = DoneRecord(out_dir, NAME, settings, overwrite=args.overwrite)
+        problems = for_each_case(
+            files, work, desc="simulate", progress=not args.no_progress, record=done
+        )
     print(f"{len(files) - len(problems)}/{len(files)} cases -> {out_dir}")
     return report_problems(NAME, problems, "case(s) failed")

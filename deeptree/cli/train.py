@@ -8,8 +8,12 @@ Example::
 
 The last ``--val`` cases (by id) are held out for validation (BD, TLD, precision logged every
 ``validate_every`` iterations; stage 2: the gap repair rate). Stage-1 arrays are cached in
-``<data>/.cache_stage1`` (or ``--cache``). Ctrl-C writes a checkpoint; ``--resume`` continues
-exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
+``<data>/.cache_stage1`` (or ``--cache``); when the dataset folder cannot be written (a
+read-only dataset), in the user cache folder (``$XDG_CACHE_HOME/deeptree``, by default
+``~/.cache/deeptree``), else under ``--out``, with a notice. The run folder is locked while
+the command runs (a second ``deeptree train`` into it is refused; under ``torchrun`` rank 0
+holds the lock), and the temporary files of a killed run are removed. Ctrl-C writes a
+checkpoint; ``--resume`` continues exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
 is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
 log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
 always refused. The device and the options are checked before the data are prepared.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import sys
 
+from deeptree.cli._cases import locked_output, warn_thick_inputs
 from deeptree.config import check_variant, get_config, stage2_settings
 from deeptree.io import InputError, list_cases
 
@@ -71,6 +76,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import contextlib
+
     from deeptree import distributed
 
     if args.resume and args.overwrite:
@@ -81,12 +88,14 @@ def run(args) -> int:
     # device before the data are prepared
     env, device = distributed.init_from_env(args.device)
     try:
-        return _run(args, env, device)
+        # the lock of --out, taken by rank 0 once the options are checked
+        with contextlib.ExitStack() as held:
+            return _run(args, env, device, held)
     finally:
         distributed.shutdown()
 
 
-def _run(args, env, device) -> int:
+def _run(args, env, device, held) -> int:
     from dataclasses import replace
     from pathlib import Path
 
@@ -101,6 +110,8 @@ def _run(args, env, device) -> int:
         raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
     _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
+    if env.is_main:
+        held.enter_context(locked_output(out, NAME))
     if (
         env.is_main
         and args.resume
@@ -130,6 +141,8 @@ def _run(args, env, device) -> int:
         else distributed.default_workers(device, env.local_world_size)
     )
     progress = not args.no_progress and env.is_main
+    if env.is_main:
+        warn_thick_inputs([c.image for c in list_cases(data) if c.image is not None])
     if args.stage == 2:
         from deeptree.stage2.task import load_sources, stage2_task
 
@@ -137,7 +150,7 @@ def _run(args, env, device) -> int:
     else:
         from deeptree.stage1.data import load_cohort, load_stage1_case
 
-        cache = Path(args.cache) if args.cache else data / ".cache_stage1"
+        cache = Path(args.cache) if args.cache else stage1_cache_dir(data, out)
         if env.world_size > 1:
             # each rank prepares its share of the cache (cases rank, rank + N, ...), then every
             # rank memory-maps all of them (a node that does not see the others' cache
@@ -216,3 +229,53 @@ def _refuse_existing_run(out, resume: bool, overwrite: bool) -> None:
             f"{out}: holds a training run ({', '.join(found)}); give --resume to continue it, "
             "--overwrite to start again, or another --out"
         )
+
+
+def stage1_cache_dir(data, out):
+    """Where ``train`` caches the prepared stage-1 arrays when ``--cache`` is not given.
+
+    ``<data>/.cache_stage1`` when the dataset folder can be written; else (a read-only
+    dataset) ``$XDG_CACHE_HOME/deeptree/stage1-<key>`` (``~/.cache`` when the variable is
+    unset; ``key`` from the dataset's absolute path), else ``<out>/cache_stage1``. The choice
+    is printed on stderr when it is not the first.
+
+    Parameters
+    ----------
+    data, out : Path
+        The dataset and the run folder.
+
+    Returns
+    -------
+    Path
+        A folder that exists and can be written.
+    """
+    import hashlib
+    import os
+    from pathlib import Path
+
+    first = data / ".cache_stage1"
+    if _writable(first):
+        return first
+    key = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for folder in (base / "deeptree" / f"stage1-{key}", out / "cache_stage1"):
+        if _writable(folder):
+            print(
+                f"deeptree train: {data} cannot be written; the prepared arrays are cached in {folder}",
+                file=sys.stderr,
+            )
+            return folder
+    return first  # nothing writable: the first write names the folder and the problem
+
+
+def _writable(folder) -> bool:
+    """True if ``folder`` exists or can be created, and a file can be written in it."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.config import PhantomProfile, phantom_profile
+from deeptree.files import clean_orphan_temporaries
 from deeptree.io import InputError, atomic_write, case_file_names, check_spacing, write_nifti
 from deeptree.phantom.ct import (
     Layers,
@@ -20,6 +21,7 @@ from deeptree.phantom.ct import (
     vessel_segments,
 )
 from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vessel_tree
+from deeptree.phantom.manifest import CohortManifest
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.thorax import ThoraxGeometry
 
@@ -249,9 +251,11 @@ def generate_cohort(
     """Generate ``n`` phantom cases into ``root`` (ATM'22 layout), resumably.
 
     Case ``i`` is ``PHANTOM_{i:03d}`` with seed ``(seed, i)``, so each case is the same
-    whatever order or run produced it. Cases whose four files already exist are skipped;
-    every file is written under a temporary name and renamed, so an interrupted run leaves
-    only whole files and the next run completes the rest.
+    whatever order or run produced it. Every file is written under a temporary name and
+    renamed, so an interrupted run leaves only whole files; ``root/cohort.json`` (see
+    :mod:`deeptree.phantom.manifest`) lists the profile, seed, generator version and the
+    checksums of the cases done, so the next run skips the complete cases, generates the rest,
+    and removes the temporary files a killed run left behind.
 
     Parameters
     ----------
@@ -268,6 +272,12 @@ def generate_cohort(
     -------
     list of str
         The ids of all ``n`` cases.
+
+    Raises
+    ------
+    InputError
+        ``root`` holds a cohort of another profile, seed or generator version, or a file
+        changed since it was generated (see :class:`~deeptree.phantom.manifest.CohortManifest`).
     """
     from tqdm.auto import tqdm
 
@@ -275,11 +285,19 @@ def generate_cohort(
     if int(n) < 1:
         raise InputError(f"cohort size: n must be at least 1, got {n}")
     root = Path(root)
+    manifest = CohortManifest(root, prof, int(seed))
+    clean_orphan_temporaries(root)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
     bar = tqdm(ids, desc=f"phantoms ({prof.name})", unit="case", disable=not progress)
     for i, case_id in enumerate(bar):
-        if case_is_complete(root, case_id):
+        paths = case_paths(root, case_id)
+        if manifest.is_complete(case_id, paths) or (
+            case_id not in manifest.cases
+            and case_is_complete(root, case_id)
+            and manifest.adopt_legacy(case_id, paths)
+        ):
             bar.set_postfix_str(f"{case_id} done already")
             continue
         write_case(generate_case(prof, (int(seed), i), case_id=case_id), root)
+        manifest.add(case_id, paths)
     return ids
