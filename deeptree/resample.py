@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deeptree.config import PROFILES, phantom_profile
 from deeptree.io import InputError, check_spacing, check_volume
 from deeptree.stage1.data import CT_WINDOW_HU
 
@@ -106,6 +105,12 @@ def training_record(spacings: Sequence[Sequence[float]], name: str = "training c
     return {"spacing": training_spacing(spacings, name), "intensity": intensity_record()}
 
 
+#: The phantom voxel size (mm) of each profile when checkpoints did not yet record their
+#: spacing (before 2026-12-02). The profiles changed since (the cpu phantoms are 1 mm now,
+#: issue 18), so an old checkpoint must not be read with today's profile.
+LEGACY_PROFILE_SPACING_MM: dict[str, float] = {"smoke": 2.6, "cpu": 1.5, "gpu": 0.7}
+
+
 def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, float, float] | None:
     """The spacing a checkpoint was trained at, with the fallback for old checkpoints.
 
@@ -120,7 +125,8 @@ def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, flo
     -------
     tuple of 3 float (mm), or None
         ``meta["spacing"]``; without it (a checkpoint written before the record), the
-        isotropic phantom spacing of ``meta["profile"]`` with a ``UserWarning``; without a
+        isotropic phantom spacing ``meta["profile"]`` had then
+        (:data:`LEGACY_PROFILE_SPACING_MM`) with a ``UserWarning``; without a
         known profile either, None with a ``UserWarning`` (the CT is used at its own
         spacing).
 
@@ -134,11 +140,12 @@ def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, flo
     if meta.get("spacing") is not None:
         return check_spacing(meta["spacing"], f"{name}: recorded spacing")
     profile = meta.get("profile")
-    if profile in PROFILES:
-        mm = float(phantom_profile(profile).spacing_mm)
+    if profile in LEGACY_PROFILE_SPACING_MM:
+        mm = LEGACY_PROFILE_SPACING_MM[profile]
         warnings.warn(
             f"{name}: the checkpoint records no training spacing (written before it was "
-            f"recorded); assuming its profile {profile!r}: {mm:g} mm isotropic",
+            f"recorded); assuming the phantoms its profile {profile!r} had then: {mm:g} mm "
+            "isotropic",
             stacklevel=2,
         )
         return (mm, mm, mm)

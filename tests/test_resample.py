@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from deeptree.checkpoints import LoadedModel
-from deeptree.config import NetworkConfig, TrainConfig
+from deeptree.config import NetworkConfig, TrainConfig, phantom_profile
 from deeptree.io import InputError, read_nifti, write_nifti
 from deeptree.pipeline import model_spacing, segment, segment_file
 from deeptree.resample import (
@@ -208,9 +208,11 @@ def test_real_samples_come_back_on_their_grid(tmp_path, samples_dir, sample, mod
 # the record in the checkpoint and the fallback
 # --------------------------------------------------------------------------------------------
 def test_old_checkpoints_fall_back_with_a_warning():
-    with pytest.warns(UserWarning, match="assuming its profile 'cpu': 1.5 mm"):
+    # the cpu phantoms were 1.5 mm when checkpoints had no record (1 mm since): not today's
+    assert phantom_profile("cpu").spacing_mm != 1.5
+    with pytest.warns(UserWarning, match="its profile 'cpu' had then: 1.5 mm"):
         assert checkpoint_spacing({"profile": "cpu"}, "old.pt") == (1.5, 1.5, 1.5)
-    with pytest.warns(UserWarning, match="assuming its profile 'gpu': 0.7 mm"):
+    with pytest.warns(UserWarning, match="its profile 'gpu' had then: 0.7 mm"):
         assert checkpoint_spacing({"profile": "gpu"}, "old.pt") == (0.7, 0.7, 0.7)
     with pytest.warns(UserWarning, match="its own spacing"):
         assert checkpoint_spacing({}, "old.pt") is None
