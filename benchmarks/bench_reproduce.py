@@ -56,7 +56,7 @@ def main() -> None:
     from deeptree.networks import stage1_network
     from deeptree.phantom import generate_cohort
     from deeptree.stage1.data import Stage1PatchDataset, load_cohort
-    from deeptree.stage1.losses import Stage1Loss
+    from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss
     from deeptree.stage1.predict import predict_stage1
     from deeptree.stage2.task import stage2_task
     from deeptree.train import train
@@ -81,7 +81,7 @@ def main() -> None:
         torch.manual_seed(0)
         figures["stage1_cldice_s_per_it"] = _step_seconds(
             stage1_network(s.stage1_net, "plain"),
-            rp.DiceCEClDiceLoss(s.cldice_weight, s.cldice_iterations),
+            DiceCEClDiceLoss(s.cldice_weight, s.cldice_iterations),
             data1,
             args.steps,
             batch,
