@@ -32,9 +32,25 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--stage2-iterations", type=int, help="training length of the stage-2 model"
     )
-    parser.add_argument("--cases", type=int, help="synthetic cohort size (default: the profile's)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the cohort and the training runs"
+        "--cases", type=int, help="synthetic training + validation phantoms (default: the profile's)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the training and validation phantoms"
+    )
+    parser.add_argument(
+        "--seeds", type=int, help="number of training seeds 0..N-1 (default: the profile's)"
+    )
+    parser.add_argument(
+        "--test-cases", type=int, help="synthetic test phantoms (default: the profile's)"
+    )
+    parser.add_argument(
+        "--test-seed", type=int, default=1000, help="seed of the test phantoms"
+    )
+    parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        help="training seeds (the first ones) that also train clDice and the stage-2 options",
     )
     parser.add_argument(
         "--no-validation",
@@ -62,7 +78,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from deeptree.evaluation.outputs import render_figures
-    from deeptree.evaluation.reproduce import reproduce
+    from deeptree.evaluation.reproduce import estimate_seconds, reproduce
     from deeptree.networks import choose_device
 
     choose_device(args.device)  # refuse an unusable device before any training
@@ -76,6 +92,15 @@ def run(args) -> int:
         n_cases=args.cases,
         validate=False if args.no_validation else None,
         seed=args.seed,
+        seeds=args.seeds,
+        n_test=args.test_cases,
+        test_seed=args.test_seed,
+        extra_seeds=args.extra_seeds,
+    )
+    estimate = estimate_seconds(settings)
+    print(
+        f"estimated time at the measured cpu-profile step rates: {estimate['total'] / 60:.0f} min",
+        {k: round(v) for k, v in estimate.items()},
     )
     result = reproduce(
         args.profile,

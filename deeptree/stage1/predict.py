@@ -4,9 +4,13 @@ The CT is normalised as in training (``deeptree.stage1.data.normalize_ct``), cut
 patches of the training patch size (overlap 0.5 by default, as nnU-Net), each patch's logits
 are weighted by a Gaussian centred on the patch (sigma = 1/8 of the patch, nnU-Net's
 choice; ``monai.inferers.sliding_window_inference`` with ``mode="gaussian"``) and averaged,
-then turned into class probabilities by a softmax. The airway mask is the union of the
-airway classes: ``1 - p(background) > 0.5``, the same union the GUL trains, restricted to
-the patient's body (:func:`body_mask`: air around the patient looks like lumen).
+then turned into class probabilities by a softmax. The airway mask follows nnU-Net's output
+rule, the same for every variant (:func:`airway_from_probabilities`): the most probable class
+(argmax), and airway wherever that class is not background, restricted to the patient's body
+(:func:`body_mask`: air around the patient looks like lumen). With two classes this is
+``p(airway) > 0.5``; with the anatomy classes it is stricter than the union
+``1 - p(background) > 0.5`` (a voxel at p = 0.4 / 0.3 / 0.3 / 0 is background), which would
+credit AMC with recall that comes from the output rule, not from training.
 
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
@@ -76,6 +80,24 @@ def body_mask(ct: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.nda
     return filled
 
 
+def airway_from_probabilities(probabilities):
+    """nnU-Net's output rule: airway where the most probable class is not background.
+
+    Parameters
+    ----------
+    probabilities : ndarray or torch.Tensor, shape (C, I, J, K)
+        Class probabilities (or logits: the argmax is the same), channel 0 background.
+
+    Returns
+    -------
+    uint8 (I, J, K) of the input's kind (ndarray or tensor): 1 = airway. Ties go to the
+    lower class index (background first), as ``argmax``.
+    """
+    if isinstance(probabilities, torch.Tensor):
+        return (probabilities.argmax(dim=0) != 0).to(torch.uint8)
+    return (np.asarray(probabilities).argmax(axis=0) != 0).astype(np.uint8)
+
+
 @dataclass
 class Stage1Prediction:
     """Output of :func:`predict_stage1`.
@@ -85,7 +107,7 @@ class Stage1Prediction:
     probabilities : ndarray of float32, shape (C, I, J, K)
         Softmax class probabilities (C = 4 with AMC: background, classes 1-3; 2 without).
     mask : ndarray of uint8, shape (I, J, K)
-        Binary airway mask, ``1 - probabilities[0] > 0.5`` inside :func:`body_mask` (when
+        Binary airway mask, :func:`airway_from_probabilities` inside :func:`body_mask` (when
         ``restrict_to_body``).
     seconds : float
         Wall time of the network part.
@@ -178,7 +200,7 @@ def predict_stage1(
             device=output_device,
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
-        mask = (probabilities[0] < 0.5).to(torch.uint8)
+        mask = airway_from_probabilities(probabilities)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from deeptree.checkpoints import LoadedModel
-from deeptree.config import NOTEBOOK_COHORT, NetworkConfig, TrainConfig, get_config
+from deeptree.config import NOTEBOOK_COHORT, VARIANTS, NetworkConfig, TrainConfig, get_config
 from deeptree.metrics import airway_metrics, prepare_ground_truth
 from deeptree.networks import init_foreground_prior, stage1_network
 from deeptree.phantom import generate_cohort
@@ -46,7 +46,9 @@ def stage1_task(
         ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.stage1.losses``).
     net : NetworkConfig
     cfg : TrainConfig
-        Seeds the weights (``cfg.seed``), the patch stream and its class ratios;
+        Seeds the weights (``cfg.seed``: the same for every variant but the output heads,
+        ``deeptree.networks.stage1_network``) and the patch stream (nnU-Net's sampler,
+        ``cfg.oversample_foreground``, on the variant's own labels);
         ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
     profile : str, optional
         Recorded in the checkpoint.
@@ -60,12 +62,17 @@ def stage1_task(
     if cfg.foreground_prior is not None:
         init_foreground_prior(model, cfg.foreground_prior)
     criterion = Stage1Loss(variant)
+    # nnU-Net's sampler for the network's own labels: anatomy classes with AMC, the binary
+    # airway without (deeptree.stage1.data); the same seed gives the same patch stream
+    by_class = VARIANTS[variant].amc
     dataset = Stage1PatchDataset(
         train_cases,
         net.patch_size,
-        ratios=cfg.patch_class_ratios,
         seed=cfg.seed,
         length=cfg.iterations * cfg.batch_size,
+        oversample=cfg.oversample_foreground,
+        batch_size=cfg.batch_size,
+        by_class=by_class,
     )
 
     def loss_fn(outputs, batch):
@@ -79,6 +86,8 @@ def stage1_task(
         "overlap": net.inference_overlap,
         "profile": profile,
         "name": f"stage 1, {variant}",
+        "sampler": f"nnU-Net, {'anatomy classes' if by_class else 'binary airway'}, "
+        f"oversample {cfg.oversample_foreground}",
     }
     validate = _stage1_validator(val_cases, net, device) if val_cases else None
     return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
