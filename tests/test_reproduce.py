@@ -247,13 +247,14 @@ def test_settings_overrides_and_bad_values():
 
 def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
     """Issue 18: at least 3 training seeds and 10 test phantoms from their own seed, and
-    `make reproduce PROFILE=cpu` within 75 minutes (notebook 07's estimate plus the other
-    notebooks, measured at 7 minutes)."""
+    `make reproduce PROFILE=cpu` within 75 minutes: the estimate of the reproduction, about 2
+    minutes of notebook 07's real-CT inference and figures, and the other notebooks (7
+    minutes in the last idle run)."""
     s = reproduce_settings("cpu")
     assert len(s.seeds) >= 3 and s.n_test >= 10 and s.test_seed != s.seed
     assert s.n_val >= 1 and s.stage2_options == ("negatives", "fragments", "prior", "best")
     estimate = estimate_seconds(s)
-    assert estimate["total"] + 7 * 60 <= 75 * 60, estimate
+    assert estimate["total"] + (2 + 7) * 60 <= 75 * 60, estimate
 
 
 # --------------------------------------------------------------------------------------------

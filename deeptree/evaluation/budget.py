@@ -70,6 +70,8 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
     out["evaluate"] = n_test * (
         n_seeds * per_seed + extra * per_extra + r["baseline"] + 2 * r["metrics"]
     )
+    # the stage-2 sources (a tree parse each) of the training and validation cases
+    out["data"] += settings.n_cases * r["prepare"]
     out["total"] = sum(out.values())
     return {k: round(v, 1) for k, v in out.items()}
 

@@ -308,6 +308,9 @@ def reproduce(
     stage2_models: dict[int, dict] = {}
     logs: dict[str, Path] = {}
     options = settings.stage2_options if stage2 else ()
+    if stage2:  # prepared once, for every seed's stage-2 models
+        sources = _stage2_sources(split.train)
+        val_sources = _stage2_sources(split.val) if settings.validate else []
     for i, seed in enumerate(settings.seeds):
         extra = i < settings.extra_seeds
         root = out / "models" / f"seed{seed}"
@@ -323,8 +326,9 @@ def reproduce(
         # amc+gul for the first seeds
         if stage2:
             paths, did = _train_stage2_models(
-                settings, seed, options if extra else (), split, root, seconds, run_options
-            )
+                settings, seed, options if extra else (), (sources, val_sources), split, root,
+                seconds, run_options,
+            )  # fmt: skip
             for key, path in paths.items():
                 checkpoints[f"seed{seed}/{key}"] = path
                 if key in did:  # "best" is the paper's run's best.pt, not a training
@@ -437,8 +441,8 @@ def _train_stage1_models(
 
 
 def _train_stage2_models(
-    settings: ReproduceSettings, seed: int, options: Sequence[str], split: Split,
-    models_root: Path, seconds: dict, run_options: dict,
+    settings: ReproduceSettings, seed: int, options: Sequence[str], prepared: tuple,
+    split: Split, models_root: Path, seconds: dict, run_options: dict,
 ) -> tuple[dict, dict]:  # fmt: skip
     """Train (or load) the paper's stage-2 model of one training seed and one model per
     option that changes the training (``best`` reuses the paper's run: its ``best.pt``).
@@ -450,8 +454,7 @@ def _train_stage2_models(
     trained : dict
         Whether each was trained in this call.
     """
-    sources = _stage2_sources(split.train)
-    val_sources = _stage2_sources(split.val) if settings.validate else []
+    sources, val_sources = prepared  # stage-2 sources of the training / validation cases
     run = get_config(settings.profile)
     checkpoints, trained = {}, {}
     for name in (PAPER_STAGE2, *[o for o in options if o != "best"]):
