@@ -6,8 +6,11 @@ Examples::
     deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22       # real ATM'22 folder
     deeptree reproduce --profile gpu --out runs/gpu --stage1-iterations 5000 --stage2-iterations 2000
 
-Without ``--data`` a synthetic cohort of the profile's size is generated into
-``<out>/cohort``; with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
+Every model is trained once per training seed (``--seeds N``: seeds 0..N-1; the profile's
+default, cpu: 3), and each table cell is the mean over seeds of the case means with a 95%
+interval; the estimated run time is printed first. Without ``--data`` the training and
+validation phantoms are generated into ``<out>/cohort`` (``--seed``) and the test phantoms
+into ``<out>/test_cohort`` (``--test-seed``, ``--test-cases``); with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
 ``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.evaluation.paper.split_sizes``). Models go to
 ``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
 figures to ``<out>/figures``. See ``deeptree.evaluation.reproduce``.

@@ -113,11 +113,14 @@ def paper_stage2_precision_cost() -> tuple[float, float]:
 def interval_text(stats: dict, scale: float = 100.0, signed: bool = False) -> str:
     """``"72.0 [68.1, 75.3]"`` (percent of a fraction) from a ``mean``/``low``/``high`` dict;
     ``"72.0 [—]"`` when there is no interval."""
-    f = "{:+.1f}" if signed else "{:.1f}"
-    mean = f.format(scale * stats["mean"])
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+
+    def f(x: float) -> str:  # no "-0.0" for a value that rounds to zero
+        return fmt.format(round(scale * x, 1) + 0.0)
+
     if not (np.isfinite(stats["low"]) and np.isfinite(stats["high"])):
-        return f"{mean} [—]"
-    return f"{mean} [{f.format(scale * stats['low'])}, {f.format(scale * stats['high'])}]"
+        return f"{f(stats['mean'])} [—]"
+    return f"{f(stats['mean'])} [{f(stats['low'])}, {f(stats['high'])}]"
 
 
 def _paper(values: dict | None, key: str) -> str:
@@ -288,7 +291,7 @@ def component_effects(rows: Sequence[dict], options: Sequence[str] = (), **boots
 
 
 def _points(e: dict, key: str) -> str:
-    d, lo, hi = e[f"d{key}"], e[f"d{key} low"], e[f"d{key} high"]
+    d, lo, hi = (round(e[f"d{key}{s}"], 1) + 0.0 for s in ("", " low", " high"))
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{d:+.1f} points [no interval]"
     return f"{d:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]"
