@@ -438,3 +438,22 @@ def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
         weights.append(load_checkpoint(path)["model"])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_weak_model_flags_read_the_last_validation(tmp_path):
+    """A stage-1 model whose class-1 Dice on validation stays below 0.3 is flagged (the key
+    of the per-class validation Dice: ``dice_class1``); logs without it flag nothing."""
+    import json
+
+    from deeptree.evaluation.reproduce import weak_model_flags
+
+    logs = {}
+    for name, dices in (("weak", [0.5, 0.2]), ("fine", [0.1, 0.8]), ("none", [None])):
+        path = tmp_path / name / "log.jsonl"
+        path.parent.mkdir()
+        entries = [{"iteration": 1, "loss": 1.0}]
+        entries += [{"iteration": 2, "val": {"TLD": 0.5, **({} if d is None else {"dice_class1": d})}} for d in dices]  # fmt: skip
+        path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        logs[name] = path
+    flags = weak_model_flags(logs)
+    assert len(flags) == 1 and flags[0].startswith("weak: class-1 Dice 0.20")
