@@ -164,8 +164,8 @@ def gt_precision_text(gt_precision: Sequence[dict]) -> str:
         "**Honest precision.** The ground truth of the test cases, dilated by one voxel "
         f"(6-connected) and scored as a prediction, has a precision of {values.mean():.1f}% "
         f"(range {values.min():.1f}-{values.max():.1f} over {len(values)} cases): a "
-        "prediction one voxel too thick everywhere loses that much precision from the voxel "
-        "size alone.\n"
+        "prediction with every airway voxel right but one voxel too thick everywhere would "
+        "score this precision, from the voxel size alone.\n"
     )
 
 
