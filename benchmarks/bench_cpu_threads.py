@@ -252,6 +252,22 @@ def measure(condition: str, rounds: int, steps: int, load: int, kind: str = "spi
     }
 
 
+def verdict(results: dict) -> list[str]:
+    """Issue 16's two bars, read from the figures: loaded, the new policy's training step at
+    least 5x as fast as the old one's; idle, at most 10% slower."""
+    lines = []
+    if "loaded" in results:
+        r = results["loaded"]
+        lines.append(f"Loaded: the new policy's training step is {r['old']['train_s'] / r['new']['train_s']:.2f}x "
+                     "as fast as the old one's (issue 16's bar: at least 5x).  ")
+    if "idle" in results:
+        r = results["idle"]
+        change = r["new"]["train_s"] / r["old"]["train_s"] - 1
+        lines.append(f"Idle: the new policy's training step changes by {change:+.0%} against the old "
+                     "one's (bar: at most +10%).  ")
+    return lines
+
+
 def markdown(results: dict, args: argparse.Namespace) -> str:
     """The RESULTS.md section of one run."""
     rows = []
@@ -278,6 +294,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         "",
         *[f"New policy in a fresh process, {c}: {results[c]['new']['policy']}.  "
           for c in ("idle", "loaded") if c in results],
+        "",
+        *verdict(results),
         "",
         "| condition | policy | torch threads | train step (s) | speed-up | "
         "predict 8 windows (s) | speed-up | same weights as old |",

@@ -13,9 +13,10 @@
 #      data pipeline, peak memory, stage-1 inference on 320x512x512;
 #   2. benchmarks/bench_two_stage.py: two-stage inference on a 512x512x320 phantom, share of
 #      each step;
-#   3. `deeptree reproduce --profile gpu` on that cohort, with training lengths sized from the
-#      rate measured in step 1 and the time left (the lengths are in results.json and the
-#      session log);
+#   3. `deeptree reproduce --profile gpu` with the reproduction's design (training seeds,
+#      test phantoms of their own seed, intervals), as many seeds, test phantoms and
+#      iterations as fit the time left at the rate measured in step 1 (the delimited section
+#      "issue 18" below; the design chosen is in the session log and results.json);
 #   4. (issue 21; runs before step 3, which takes the time left) DDP overhead: the same
 #      `deeptree train --profile gpu` as a plain process and as a one-process `torchrun`,
 #      benchmarks/bench_ddp.py -> ddp_overhead.json (target <= 5%).
@@ -25,9 +26,9 @@
 # present (see benchmarks/RESULTS.md, "GPU session").
 set -u
 OUT_DIR=${1:-${OUT:-runs/gpu_session}}
-BUDGET=${2:-580}
+BUDGET=${2:-540}  # 9 minutes of H200 time
 DRY=${DRY:-${DRY_RUN:-0}}
-STEPS=${STEPS:-1 2 3 4}
+STEPS=${STEPS:-1 2 4 3}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
@@ -103,34 +104,71 @@ fi
 # ---- end of issue 21 ------------------------------------------------------------------------
 
 want 3 || { echo "== done in $(($(date +%s) - START)) s"; exit 0; }
-echo "== 3. reproduction ($(left) s left)"
-# the cohort in parallel (a no-op after step 1; `deeptree reproduce` would make it one by one)
+# ==== issue 18: the reproduction design at the gpu profile (begin) =============================
+# The design of `deeptree reproduce` (training seeds, test phantoms from their own seed, paired
+# effects with 95% intervals), as large as fits the time left: deeptree.evaluation.budget.
+# size_to_budget picks the first (training seeds, test cases) of (3, 10), (3, 5), (2, 5), (2, 3),
+# (1, 3), (1, 2) that fits at 50 iterations, then the longest training that fits, from the
+# per-step costs of GPU_STEP_SECONDS with the stage-1 rate measured in step 1. clDice and the
+# stage-2 options train with the first seed only, no validation runs (no time for it). When
+# even the smallest design does not fit, it runs anyway under `timeout`; the log says so.
+echo "== 3. reproduction design ($(left) s left)"
+if [ "$DRY" = 1 ]; then
+    DESIGN_PROFILE=smoke; DESIGN_CASES=2; DESIGN_DEVICE="--device cpu --workers 2"
+else
+    DESIGN_PROFILE=gpu; DESIGN_CASES=7; DESIGN_DEVICE="--workers 12"
+fi
+# the training + validation phantoms in parallel (a no-op after step 1 made them)
 # shellcheck disable=SC2086
 $PY benchmarks/gpu_stage1.py --data-only --out "$WORK/data" --data "$REPRO/cohort" \
-    --cache "$REPRO/cache" $S1_ARGS >/dev/null || echo "cohort preparation failed (rc $?)"
-# Training lengths from the measured training rate: evaluation of 2 test cases, stage-2
-# sources and loading take about 200 s (230 reserved); the rest trains 5 stage-1 models (80%)
-# and stage 2 (20%; ~1 it/s on the H200 on 2026-11-26: its data side, a breakage simulation
-# per batch, is the limit).
-read -r S1 S2 < <($PY - "$OUT_DIR/gpu_stage1.json" "$(left)" "$RATE_FLOOR" "$DRY" <<'EOF'
+    --cache "$REPRO/cache" $S1_ARGS --cases "$DESIGN_CASES" >/dev/null || echo "cohort preparation failed (rc $?)"
+read -r SEEDS TESTS S1 S2 < <($PY - "$OUT_DIR/gpu_stage1.json" "$(left)" "$DESIGN_PROFILE" \
+    "$DESIGN_CASES" "$REPRO/test_cohort" <<'EOF'
 import json, sys
-path, left, floor, dry = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from deeptree.config import reproduce_settings
+from deeptree.evaluation.budget import CPU_STEP_SECONDS, GPU_STEP_SECONDS, size_to_budget
+from deeptree.phantom import case_is_complete, generate_case, write_case
+
+path, left, profile, cases, test_root = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+rates = dict(GPU_STEP_SECONDS if profile == "gpu" else CPU_STEP_SECONDS)
 try:
-    rate = float(json.load(open(path))["train_it_per_s"])
+    rates["stage1_it"] = 1.0 / float(json.load(open(path))["train_it_per_s"])
 except Exception:
-    rate = floor
-train = max(0.0, left - 230.0)
-s1 = int(0.8 * train / 5 * rate * 0.85) // 10 * 10
-s2 = int(0.2 * train * 1.0) // 10 * 10
-print(2, 2) if dry else print(max(s1, 50), max(s2, 50))
+    pass
+base = reproduce_settings(profile, n_cases=cases, validate=False, extra_seeds=1)
+if profile == "gpu":
+    s, estimate = size_to_budget(base, left - 60.0, rates)
+else:  # the dry run: every step, tiny
+    s, estimate = size_to_budget(base, 10**9, rates, designs=((2, 2),), floor=2)
+    s = replace(s, stage1_train=replace(s.stage1_train, iterations=2),
+                stage2_train=replace(s.stage2_train, iterations=2))
+print(f"design: {len(s.seeds)} training seeds, {s.n_test} test phantoms, stage 1 "
+      f"{s.stage1_train.iterations} it, stage 2 {s.stage2_train.iterations} it; estimate {estimate}",
+      file=sys.stderr)
+if profile == "gpu" and estimate["total"] > left - 60.0:
+    print("the smallest design does not fit the time left: it runs anyway, cut by timeout",
+          file=sys.stderr)
+
+def make(i):  # the test phantoms in parallel, named and seeded as reproduce does
+    case_id = f"TEST_{i:03d}"
+    if not case_is_complete(test_root, case_id):
+        write_case(generate_case(s.phantom, (s.test_seed, i), case_id=case_id), test_root)
+
+with ProcessPoolExecutor(max_workers=12) as pool:
+    list(pool.map(make, range(s.n_test)))
+print(len(s.seeds), s.n_test, s.stage1_train.iterations, s.stage2_train.iterations)
 EOF
 )
-echo "stage-1 iterations $S1, stage-2 iterations $S2"
+echo "training seeds $SEEDS, test phantoms $TESTS, stage-1 iterations $S1, stage-2 iterations $S2"
 # shellcheck disable=SC2086
-timeout $(($(left) - 20)) $PY -m deeptree reproduce $REPRO_ARGS --stage1-iterations "$S1" \
-    --stage2-iterations "$S2" --no-validation --out "$REPRO" \
+timeout $(($(left) - 20)) $PY -m deeptree reproduce --profile "$DESIGN_PROFILE" --cases "$DESIGN_CASES" \
+    $DESIGN_DEVICE --seeds "$SEEDS" --test-cases "$TESTS" --extra-seeds 1 \
+    --stage1-iterations "$S1" --stage2-iterations "$S2" --no-validation --no-progress --out "$REPRO" \
     || echo "step 3 failed or timed out (rc $?)"
 (cd "$WORK" && find . \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.csv' \
-    -o -name '*.png' \) -not -path '*/cache/*' -not -path '*/cohort/*' -print0 \
-    | tar czf "$OUT_DIR/reproduce.tar.gz" --null -T -)
+    -o -name '*.png' \) -not -path '*/cache/*' -not -path '*/cohort/*' -not -path '*/test_cohort/*' \
+    -print0 | tar czf "$OUT_DIR/reproduce.tar.gz" --null -T -)
+# ==== issue 18: the reproduction design at the gpu profile (end) ===============================
 echo "== done in $(($(date +%s) - START)) s"

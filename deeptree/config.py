@@ -178,17 +178,20 @@ class TrainConfig:
     poly_exponent: float = 0.9  # nnU-Net: lr = lr0 (1 - it / iterations)^0.9
     grad_clip: float = 12.0  # nnU-Net clips the gradient norm at 12
     checkpoint_every: int = 250  # iterations between resume checkpoints (and at the end)
-    # patch centre drawn on: (anywhere, class 1, class 2, class 3); nnU-Net forces foreground in
-    # 1/3 of patches, we oversample the small-airway class 3 (stage 1)
+    # stage 1 samples patches as nnU-Net: this share of each batch is forced foreground, of the
+    # network's own labels (deeptree.stage1.data.Stage1PatchDataset, oversample)
+    oversample_foreground: float = 0.33  # nnU-Net's oversample_foreground_percent
+    # the older class-ratio sampler (anywhere, class 1, 2, 3), kept for the benchmarks only
     patch_class_ratios: tuple[float, float, float, float] = (0.33, 0.17, 0.2, 0.3)
     val_cases: int = 2  # cases of the cohort held out for validation during training
-    # None: nnU-Net's output initialisation; a float p: the output heads start at foreground
-    # probability p (deeptree.networks.init_foreground_prior; stage 2, whose target is ~0.2%
-    # of a crop: one training seed in three never predicted a breakage voxel without it)
+    # None: nnU-Net's output initialisation (the paper's, every profile); a float p: the output
+    # heads start at foreground probability p (deeptree.networks.init_foreground_prior; stage
+    # 2's option "prior", deeptree.stage2.task.STAGE2_OPTIONS)
     foreground_prior: float | None = None
 
 
-#: Stage 2's starting foreground probability (Lin et al., ICCV 2017: 0.01 for a rare class).
+#: Stage 2's starting foreground probability with the option "prior" (Lin et al., ICCV 2017:
+#: 0.01 for a rare class); not the paper's, which starts as nnU-Net.
 STAGE2_FOREGROUND_PRIOR = 0.01
 
 
@@ -205,9 +208,7 @@ class RunConfig:
     stage2_net: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(patch_size=(64, 64, 64))
     )
-    stage2_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(foreground_prior=STAGE2_FOREGROUND_PRIOR)
-    )
+    stage2_train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def get_config(profile: str = "cpu") -> RunConfig:
@@ -259,12 +260,7 @@ def get_config(profile: str = "cpu") -> RunConfig:
             stage2_net=NetworkConfig(filters=(8, 16, 32, 64), patch_size=(32, 32, 32)),
             # the breakage target is ~0.2% of a crop: after 400 iterations the network still
             # predicted no breakage (validation repair rate 0); 1000 repair ~75% of the gaps
-            stage2_train=TrainConfig(
-                iterations=1000,
-                validate_every=100,
-                amp=False,
-                foreground_prior=STAGE2_FOREGROUND_PRIOR,
-            ),
+            stage2_train=TrainConfig(iterations=1000, validate_every=100, amp=False),
         )
     # smoke: a few iterations of a tiny network, for CI
     return replace(
@@ -274,13 +270,7 @@ def get_config(profile: str = "cpu") -> RunConfig:
             iterations=4, batch_size=1, validate_every=4, checkpoint_every=4, amp=False, val_cases=1
         ),
         stage2_net=NetworkConfig(filters=(4, 8, 16, 32), patch_size=(32, 32, 32)),
-        stage2_train=TrainConfig(
-            iterations=4,
-            batch_size=1,
-            validate_every=4,
-            amp=False,
-            foreground_prior=STAGE2_FOREGROUND_PRIOR,
-        ),
+        stage2_train=TrainConfig(iterations=4, batch_size=1, validate_every=4, amp=False),
     )
 
 
@@ -298,10 +288,11 @@ class Stage2DataConfig:
         (docs/design.md: 3; the smoke phantoms stop at generation 2, so smoke uses 2).
     negative_fraction : float
         Probability that a crop is centred on a negative centre (an attention peak away from
-        every simulated gap) when there is one.
+        every simulated gap) when there is one. The paper crops at breakages only: 0 (the
+        option "negatives" of ``deeptree.stage2.task.STAGE2_OPTIONS`` sets 0.5).
     fragments_per_gap : float
         Simulated false-positive fragments per gap (rounded, at least one when there is
-        room); 0 switches fragments off.
+        room); 0 (the paper's) switches fragments off (the option "fragments": 0.5).
     fragment_length : (float, float)
         Length range of a fragment's axis, voxels.
     fragment_radius : (float, float)
@@ -330,11 +321,11 @@ class Stage2DataConfig:
     """
 
     min_generation: int = 3
-    # 0.25 joined 21 of 24 simulated false-positive fragments and cost 3.5 points of precision
-    # on notebook 05's trained stage 1; 0.5 joined 15 and cost 1.4 (TLD gain +4.4 instead of
-    # +7.8): the paper's ~2-point precision margin decides (benchmarks/RESULTS.md, stage 2)
-    negative_fraction: float = 0.5
-    fragments_per_gap: float = 0.5
+    # the paper's stage 2: crops centred on breakages only, no simulated fragments; the
+    # additions are named options (deeptree.stage2.task.STAGE2_OPTIONS), each with its own
+    # row in the reproduction's ablation
+    negative_fraction: float = 0.0
+    fragments_per_gap: float = 0.0
     fragment_length: tuple[float, float] = (1.0, 5.0)
     fragment_radius: tuple[float, float] = (0.8, 1.6)
     fragment_distance: tuple[float, float] = (3.0, 6.0)
@@ -382,17 +373,24 @@ NOTEBOOK_COHORT: dict[str, tuple[int, int]] = {"smoke": (2, 1), "cpu": (7, 3), "
 class ReproduceSettings:
     """Everything a reproduction run fixes.
 
+    Each seed has one purpose (notebook 07 lists them).
+
     Attributes
     ----------
     profile : str
     n_cases : int
-        Size of the synthetic cohort generated when no ``data`` folder is given.
+        Training + validation phantoms of the synthetic cohort (``seed``).
+    n_val : int
+        Of those, validation phantoms (every choice is made on them).
+    n_test : int
+        Test phantoms, drawn from ``test_seed`` (synthetic cohort only; a ``--data`` folder
+        is split 50/20/20 instead).
     phantom : str
-        Phantom profile of that cohort.
+        Phantom profile of the cohort.
     stage1_net, stage1_train : NetworkConfig, TrainConfig
         All stage-1 models (the four variants and clDice) share them.
     stage2_net, stage2_train : NetworkConfig, TrainConfig
-        ``deeptree.config.stage2_settings(profile)``.
+        ``deeptree.config.stage2_settings(profile)``: the paper's stage 2.
     stage2_data : deeptree.config.Stage2DataConfig
     cldice_weight : float
         Factor on the soft clDice term (Shit et al. use alpha = 0.5).
@@ -400,8 +398,16 @@ class ReproduceSettings:
         Soft-skeleton iterations of clDice (should reach the largest lumen radius in voxels).
     validate : bool
         Score the validation cases at the end of each training (logged).
-    seed : int
-        Seeds the synthetic cohort and the training runs.
+    seed, test_seed : int
+        Seed the training + validation phantoms; the test phantoms (nothing is chosen on them).
+    seeds : tuple of int
+        Training seeds: initial weights and patch stream; every model is trained once per seed.
+    stage2_options : tuple of str
+        Additions to the paper's stage 2 that get a row of their own
+        (``deeptree.stage2.task.STAGE2_OPTIONS``).
+    extra_seeds : int
+        How many of the training seeds (the first ones) also train clDice and the stage-2
+        option models (the cpu budget: 1; their intervals are then over cases alone).
     """
 
     profile: str
@@ -416,16 +422,28 @@ class ReproduceSettings:
     cldice_iterations: int = 3
     validate: bool = True
     seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    test_seed: int = 1000
+    n_val: int = 1
+    n_test: int = 1
+    stage2_options: tuple[str, ...] = ("negatives", "fragments", "prior", "best")
+    extra_seeds: int = 1
 
 
-#: Synthetic cohort size, clDice skeleton iterations and validation per profile (smoke skips
-#: the validation inference: its 4-iteration models score nothing worth the time). 9 cpu cases split 5/2/2;
-#: 18 standard (0.7 mm) phantoms split 10/4/4 (90 would take ~45 CPU-minutes to generate).
+#: The reproduction per profile (see ReproduceSettings; smoke skips validation). The cpu design
+#: fits `make reproduce PROFILE=cpu` in 75 minutes on the 2-core machine
+#: (deeptree.evaluation.budget.estimate_seconds; a test checks it).
 _PROFILE_SIZES: dict[str, dict] = {
-    "smoke": {"n_cases": 3, "cldice_iterations": 3, "validate": False},
-    "cpu": {"n_cases": 9, "cldice_iterations": 5, "validate": True},
-    "gpu": {"n_cases": 18, "cldice_iterations": 10, "validate": True},
-}
+    "smoke": {"n_cases": 2, "n_val": 1, "n_test": 2, "seeds": (0, 1), "extra_seeds": 1,
+              "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 3,
+              "validate": False},
+    "cpu": {"n_cases": 7, "n_val": 2, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 1,
+            "stage1_iterations": 600, "stage2_iterations": 400, "cldice_iterations": 5,
+            "validate": True},
+    "gpu": {"n_cases": 14, "n_val": 4, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 3,
+            "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 10,
+            "validate": True},
+}  # fmt: skip
 
 
 def reproduce_settings(
@@ -436,38 +454,51 @@ def reproduce_settings(
     n_cases: int | None = None,
     validate: bool | None = None,
     seed: int = 0,
+    seeds=None,
+    n_test: int | None = None,
+    test_seed: int = 1000,
+    extra_seeds: int | None = None,
 ) -> ReproduceSettings:
     """The :class:`ReproduceSettings` of a run profile, with optional overrides.
 
-    Stage 1 uses ``get_config(profile).stage1_net/stage1_train`` with validation only at the
-    end of each run (``validate_every = iterations``: the learning curves are notebook 05's
-    subject); stage 2 uses ``deeptree.config.stage2_settings(profile)``.
+    Stage 1: ``get_config(profile)`` (the cpu reproduction has its own length), validated at
+    the end of each run only; stage 2: ``deeptree.config.stage2_settings(profile)``.
 
     Parameters
     ----------
     profile : str
         ``smoke``, ``cpu`` or ``gpu``.
     stage1_iterations, stage2_iterations : int, optional
-        Training length of every stage-1 model / of the stage-2 model.
+        Training length of every stage-1 model / of the stage-2 models.
     n_cases : int, optional
-        Synthetic cohort size.
+        Training + validation phantoms (at least 2).
     validate : bool, optional
         See :class:`ReproduceSettings` (default: the profile's; off for ``smoke``).
-    seed : int
+    seed, test_seed : int
+        Seed of the training + validation phantoms; of the test phantoms (must differ).
+    seeds : int or sequence of int, optional
+        Training seeds: a count ``n`` means ``0 .. n-1``.
+    n_test : int, optional
+        Test phantoms.
+    extra_seeds : int, optional
+        Seeds (the first ones) that also train clDice and the stage-2 options.
 
     Raises
     ------
     InputError
-        Iterations or cohort size below 1.
+        Iterations, cohort or test size below their minimum, no training seed, or a test
+        seed equal to the cohort seed.
     """
 
     check_profile(profile)
     run = get_config(profile)
     sizes = _PROFILE_SIZES[profile]
     s1 = run.stage1_train
+    stage1_iterations = stage1_iterations or sizes["stage1_iterations"]
     if stage1_iterations is not None:
         s1 = replace(s1, iterations=int(stage1_iterations))
     net2, s2, data2 = stage2_settings(profile)
+    stage2_iterations = stage2_iterations or sizes["stage2_iterations"]
     if stage2_iterations is not None:
         s2 = replace(s2, iterations=int(stage2_iterations))
     for name, cfg in (("stage-1", s1), ("stage-2", s2)):
@@ -483,14 +514,31 @@ def reproduce_settings(
     )
     s2 = replace(
         s2,
-        # stage 2 validates as its profile says: it keeps the best model (deeptree.stage2)
+        # stage 2 validates as its profile says (the option "best" keeps the best model)
         validate_every=min(s2.validate_every, s2.iterations),
         checkpoint_every=min(s2.checkpoint_every, s2.iterations),
         seed=seed,
     )
     n = int(n_cases) if n_cases is not None else sizes["n_cases"]
     if n < 2:
-        raise InputError(f"reproduce: the synthetic cohort needs at least 2 cases, got {n}")
+        raise InputError(
+            f"reproduce: the synthetic cohort needs at least 2 cases (training and "
+            f"validation), got {n}"
+        )
+    if seeds is None:
+        seeds = sizes["seeds"]
+    elif isinstance(seeds, int):
+        seeds = tuple(range(int(seeds)))
+    seeds = tuple(int(x) for x in seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"reproduce: need at least one training seed, all different, got {seeds}")
+    n_test = int(n_test) if n_test is not None else sizes["n_test"]
+    if n_test < 1:
+        raise InputError(f"reproduce: need at least 1 test case, got {n_test}")
+    if int(test_seed) == int(seed):
+        raise InputError(
+            f"reproduce: the test seed must differ from the cohort seed (both {seed})"
+        )
     return ReproduceSettings(
         profile=profile,
         n_cases=n,
@@ -503,6 +551,13 @@ def reproduce_settings(
         cldice_iterations=sizes["cldice_iterations"],
         validate=sizes["validate"] if validate is None else bool(validate),
         seed=seed,
+        seeds=seeds,
+        test_seed=int(test_seed),
+        n_val=min(sizes["n_val"], n - 1),
+        n_test=n_test,
+        extra_seeds=min(
+            sizes["extra_seeds"] if extra_seeds is None else max(1, int(extra_seeds)), len(seeds)
+        ),
     )
 
 
@@ -591,14 +646,12 @@ _PROFILES = {
         min_points=5,
         n_plugs=1,
         plug_min_generation=3,
-        ct=CTParams(
-            psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0, texture_hu=20.0
-        ),
-    ),
+        ct=CTParams(psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0,
+                    texture_hu=20.0),
+    ),  # fmt: skip
     # a laptop: 152 x 111 x 125 voxels at 1 mm (fewer than the 157 x 115 x 130 at 1.5 mm it
-    # replaces), lumen down to 1.2 mm: a small chest (scale 0.45) so that the paper's class 3
-    # (mean lumen <= 2 mm) is real: about 45% of the parsed branches, as in real trees
-    # (atm_001: 88 of 182); at 1.5 mm no branch measured <= 2 mm
+    # replaces), lumen down to 1.2 mm, a small chest (scale 0.45): the paper's class 3 (lumen
+    # <= 2 mm) is real, ~45% of the branches, as in atm_001 (88 of 182); none at 1.5 mm
     "cpu": PhantomProfile(
         name="cpu",
         spacing_mm=1.0,

@@ -115,9 +115,25 @@ def build_network(
 
 def stage1_network(net: NetworkConfig, variant: str = "amc+gul") -> AirwayUNet:
     """The stage-1 network of a variant: 1 input channel (normalised CT), 4 output channels
-    with AMC (background + 3 anatomy classes) or 2 without (see ``deeptree.stage1.losses``)."""
+    with AMC (background + 3 anatomy classes) or 2 without (see ``deeptree.stage1.losses``).
 
-    return build_network(net, in_channels=1, out_channels=n_output_channels(variant))
+    Every variant built after the same ``torch.manual_seed`` starts from the same weights
+    everywhere but the output heads (whose shape depends on the classes): the body is taken
+    from the 2-channel network of that seed, so that the variants of an ablation differ only
+    in the component ablated. (Built directly, the 4-channel network draws its heads before
+    the shared layers are initialised, and every weight would differ.)
+    """
+
+    channels = n_output_channels(variant)
+    state = torch.random.get_rng_state()
+    model = build_network(net, in_channels=1, out_channels=channels)
+    if channels != 2:
+        torch.random.set_rng_state(state)
+        reference = build_network(net, in_channels=1, out_channels=2).state_dict()
+        own = model.state_dict()
+        shared = {k: v for k, v in reference.items() if own[k].shape == v.shape}
+        model.load_state_dict(shared, strict=False)
+    return model
 
 
 def stage2_network(net: NetworkConfig) -> AirwayUNet:

@@ -8,12 +8,14 @@ of the cores, every barrier then waits for a scheduler time slice: a cpu-profile
 step was measured 10-50x slower on a busy 2-core machine, and up to 400x slower beside other
 torch jobs (``benchmarks/RESULTS.md``, "CPU thread policy"; ``benchmarks/bench_cpu_threads.py``).
 
-What the policy sets, decided once when the process starts, from the machine's 1-minute load
-average:
+What the policy sets, decided once when the process starts, from how many other tasks want a
+CPU at that moment (Linux: the running-task count of ``/proc/loadavg``, median of a few
+readings; elsewhere the 1-minute load average):
 
-* **busy machine** (load average >= :data:`BUSY_LOAD`, i.e. on average some other task wants a
-  core): ``OMP_WAIT_POLICY=PASSIVE``. A waiting thread sleeps at once and wakes when the work
-  arrives; beside other jobs this was the fastest policy measured, by far;
+* **busy machine** (at least :data:`BUSY_LOAD` other task wants a CPU, so one of torch's
+  threads, one per core, will share its core): ``OMP_WAIT_POLICY=PASSIVE``. A waiting thread
+  sleeps at once and wakes when the work arrives; beside other jobs this was the fastest
+  policy measured, by far;
 * **idle machine**: ``GOMP_SPINCOUNT=10000``. A waiting thread spins briefly, which on an idle
   machine is as fast as the default (a passive wait costs 20-60% there: every barrier pays a
   wake-up), then sleeps, so that if the machine becomes busy later the step still runs several
@@ -50,7 +52,9 @@ ignores it, so there an idle-machine start keeps the runtime's default waiting.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -70,8 +74,11 @@ SHORT_SPIN: dict[str, str] = {"GOMP_SPINCOUNT": "10000"}
 #: as inherited from deeptree rather than as the user's; holds the parent's decision.
 INHERITED_VARIABLE = "DEEPTREE_THREAD_POLICY_APPLIED"
 
-#: 1-minute load average from which the machine counts as busy: on average at least one
-#: other task wants a core, so one of torch's threads (one per core) shares its core.
+#: Other tasks wanting a CPU from which the machine counts as busy: one is enough for one of
+#: torch's threads (one per core) to share its core. Counted now rather than as the 1-minute
+#: load average, which still holds the load of a command that has just ended (a phantom
+#: generation before a training, a benchmark's previous process) and would call an idle
+#: machine busy.
 BUSY_LOAD = 1.0
 
 #: Variables that are the user's explicit choice of how OpenMP threads wait or how many run;
@@ -111,8 +118,28 @@ class ThreadPolicy:
         return "; ".join([", ".join(parts), self.reason] if parts else [self.reason])
 
 
-def machine_load() -> float | None:
-    """The 1-minute load average (runnable tasks, averaged), or None where the OS has none."""
+def machine_load(readings: int = 5, interval_s: float = 0.002) -> float | None:
+    """How many tasks other than this one want a CPU now, or None where the OS cannot say.
+
+    Linux: the running-task count of ``/proc/loadavg`` (its 4th field, ``running/total``,
+    which counts this process too), the median of ``readings`` readings ``interval_s`` apart
+    (a kernel thread's blip is not a job). Elsewhere: the 1-minute load average.
+
+    Returns
+    -------
+    float or None
+        Tasks (>= 0).
+    """
+    try:
+        counts = []
+        for i in range(readings):
+            if i:
+                time.sleep(interval_s)
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        return float(max(0, statistics.median(counts)))
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -140,7 +167,7 @@ def decide_policy(environ: MutableMapping[str, str], *, torch_loaded: bool,
     torch_loaded : bool
         Whether torch is already imported in this process (then nothing can take effect).
     load : float, optional
-        The 1-minute load average; default: the machine's now (:func:`machine_load`). Used
+        Other tasks wanting a CPU; default: the machine's now (:func:`machine_load`). Used
         only in the ``auto`` mode; unknown counts as idle.
 
     Returns
@@ -178,8 +205,8 @@ def decide_policy(environ: MutableMapping[str, str], *, torch_loaded: bool,
     load = machine_load() if load is None else load
     if load is not None and load >= BUSY_LOAD:
         return ThreadPolicy(dict(PASSIVE), user,
-                            f"applied before torch loaded (machine busy: load {load:.1f})")
-    state = "load unknown" if load is None else f"load {load:.1f}"
+                            f"applied before torch loaded (machine busy: {load:g} other tasks running)")
+    state = "load unknown" if load is None else f"{load:g} other tasks running"
     return ThreadPolicy(dict(SHORT_SPIN), user,
                         f"applied before torch loaded (machine idle: {state})")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeptree.config import NetworkConfig, get_config
+from deeptree.config import NetworkConfig, Stage2DataConfig, get_config
 from deeptree.io import InputError
 from deeptree.networks import (
     build_network,
@@ -121,11 +121,14 @@ def test_foreground_prior_on_a_real_ct(cip_ct64_dir):
         assert before > 0.2 and after < 0.05 and after < before / 5
 
 
-def test_profiles_start_stage2_at_the_prior_and_leave_stage1_alone():
+def test_profiles_start_both_stages_as_nnunet_and_the_prior_is_an_option():
     from deeptree.config import STAGE2_FOREGROUND_PRIOR
+    from deeptree.stage2.task import stage2_options
 
     assert STAGE2_FOREGROUND_PRIOR == 0.01
     for profile in ("smoke", "cpu", "gpu"):
         run = get_config(profile)
-        assert run.stage2_train.foreground_prior == STAGE2_FOREGROUND_PRIOR
+        assert run.stage2_train.foreground_prior is None  # the paper's stage 2
         assert run.stage1_train.foreground_prior is None
+        _, cfg, _ = stage2_options(["prior"], Stage2DataConfig(), run.stage2_train)
+        assert cfg.foreground_prior == STAGE2_FOREGROUND_PRIOR

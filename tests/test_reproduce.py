@@ -13,6 +13,8 @@ import torch
 from deeptree.config import CLDICE, reproduce_settings
 from deeptree.evaluation.outputs import markdown_table, percent_rows, write_csv
 from deeptree.evaluation.paper import (
+    NNUNET_STAR,
+    PAPER_ROWS,
     PAPER_SOURCE,
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -22,12 +24,14 @@ from deeptree.evaluation.paper import (
     effect_statements,
     generation_curves,
     method_ids,
+    paper_stage2_precision_cost,
     split_dataset,
     split_sizes,
     table1_rows,
     table2_rows,
 )
 from deeptree.evaluation.reproduce import (
+    estimate_seconds,
     reproduce,
     run_on_real_ct,
     summarize_methods,
@@ -94,7 +98,12 @@ def test_paper_numbers_are_labelled_and_consistent():
     }
     assert len(PAPER_TABLE1) == 8 and len(PAPER_TABLE2) == 8
     for name, _, paper_name in TABLE1_ROWS:
-        assert paper_name is None or paper_name in PAPER_TABLE1, name
+        assert paper_name is None or paper_name in PAPER_ROWS, name
+    # our nnUNet* sits beside the paper's nnUNet* (Table 2, row 1), not the default nnU-Net
+    assert dict((m, p) for m, _, p in TABLE1_ROWS)["plain"] == NNUNET_STAR
+    assert PAPER_ROWS[NNUNET_STAR] == PAPER_TABLE2[("plain", False)]
+    # the paper's own precision bar for stage 2 (Table 2): 0.0 to 0.4 points
+    assert paper_stage2_precision_cost() == (0.0, 0.4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,11 +142,12 @@ def test_cldice_loss_has_finite_gradients_with_deep_supervision():
 # --------------------------------------------------------------------------------------------
 # tables on hand-built rows
 # --------------------------------------------------------------------------------------------
-def _rows(method, tlds, bds, precision=0.9):
+def _rows(method, tlds, bds, precision=0.9, seed=0):
     return [
-        {"case": f"c{i}", "method": method, "BD": b, "TLD": t, "precision": precision, "DSC": 0.8}
+        {"case": f"c{i}", "method": method, "seed": seed, "BD": b, "TLD": t,
+         "precision": precision, "DSC": 0.8}
         for i, (t, b) in enumerate(zip(tlds, bds, strict=True))
-    ]
+    ]  # fmt: skip
 
 
 def test_tables_and_effects_from_hand_rows():
@@ -145,26 +155,52 @@ def test_tables_and_effects_from_hand_rows():
         _rows("plain", [0.5, 0.7], [0.4, 0.6])
         + _rows("amc", [0.6, 0.8], [0.4, 0.6])
         + _rows("plain+stage2", [0.4, 0.6], [0.5, 0.7])
-        + _rows(REGION_GROWING, [0.2, 0.2], [0.1, 0.1], precision=1.0)
+        + _rows(REGION_GROWING, [0.2, 0.2], [0.1, 0.1], precision=1.0, seed=None)
     )
     summary = summarize_methods(rows)
     t2 = table2_rows(summary)
     assert [r["method"] for r in t2] == ["plain", "amc", "plain+stage2"]
-    assert t2[0]["TLD"] == "60.0 ± 14.1"  # mean 0.6, sample std 0.1414
+    # mean 0.6; two cases, the bootstrap mean is 0.5, 0.6 or 0.7: the interval is [50, 70]
+    assert t2[0]["TLD"] == "60.0 [50.0, 70.0]" and (t2[0]["seeds"], t2[0]["cases"]) == (1, 2)
     assert t2[0]["paper TLD"] == "78.1 ± 6.7" and t2[2]["paper BD"] == "91.2 ± 5.2"
     assert (t2[1]["AMC"], t2[1]["GUL"], t2[1]["stage2"]) == (True, False, False)
     t1 = table1_rows(summary)
     assert [r["method"] for r in t1] == [REGION_GROWING, "plain"]
-    assert t1[0]["paper BD"] == "—" and t1[1]["paper method"] == "nnUNet [3]"
-    effects = {(e["without"], e["with"]): e for e in component_effects(summary)}
+    assert t1[0]["paper BD"] == "—" and t1[1]["paper method"] == NNUNET_STAR
+    assert (t1[1]["paper BD"], t1[1]["paper TLD"], t1[1]["paper precision"]) == (
+        "90.3 ± 5.1", "78.1 ± 6.7", "99.8 ± 0.2",
+    )  # fmt: skip
+    effects = {(e["without"], e["with"]): e for e in component_effects(rows)}
     assert set(effects) == {("plain", "amc"), ("plain", "plain+stage2")}
     amc = effects[("plain", "amc")]
-    assert amc["dTLD"] == pytest.approx(10.0) and amc["TLD improves"] and not amc["BD improves"]
+    # +0.1 TLD on both cases: the paired interval is the point +10 points, "improves";
+    # BD unchanged on both: the interval is [0, 0], not above zero
+    assert amc["dTLD"] == pytest.approx(10.0) and amc["dTLD low"] == pytest.approx(10.0)
+    assert amc["TLD verdict"] == "improves" and amc["BD verdict"] == "not resolved at this scale"
     assert amc["paper dTLD"] == pytest.approx(81.0 - 78.1)
     s2 = effects[("plain", "plain+stage2")]
-    assert s2["dTLD"] == pytest.approx(-10.0) and not s2["TLD improves"] and s2["BD improves"]
-    text = " ".join(effect_statements(component_effects(summary)))
-    assert "does not improve TLD (-10.0 points; paper +1.5)" in text
+    assert s2["dTLD"] == pytest.approx(-10.0) and s2["TLD verdict"] == "hurts"
+    assert s2["BD verdict"] == "improves"
+    text = " ".join(effect_statements(component_effects(rows)))
+    assert "TLD -10.0 points [95% CI -10.0, -10.0]: hurts" in text
+    assert "Paper: BD +0.9, TLD +1.5, precision -0.1 points" in text
+    assert "the paper's stage 2 costs 0.0 to 0.4 points of precision" in text
+
+
+def test_effects_pair_by_seed_and_case():
+    """Two seeds: the effect is computed cell by cell, and a stage-2 option is compared
+    with the paper's stage 2 after amc+gul."""
+    rows = []
+    for seed in (0, 1):
+        base = [0.5 + 0.1 * seed, 0.7 + 0.1 * seed, 0.6]
+        rows += _rows("amc+gul+stage2", base, base, seed=seed)
+        rows += _rows("amc+gul+stage2+prior", [b + 0.02 for b in base], base, seed=seed)
+    (effect,) = component_effects(rows, options=["prior"])
+    assert effect["component"] == "stage-2 option prior"
+    assert (effect["seeds"], effect["cases"]) == (2, 3)
+    assert effect["dTLD"] == pytest.approx(2.0) and effect["TLD verdict"] == "improves"
+    assert effect["paper dTLD"] is None
+    assert "Not in the paper" in effect_statements([effect])[0]
 
 
 def test_generation_curves_pool_counts_before_dividing():
@@ -198,10 +234,27 @@ def test_settings_overrides_and_bad_values():
     assert (s.stage1_train.iterations, s.stage2_train.iterations, s.n_cases) == (2, 3, 4)
     assert s.stage1_train.validate_every == 2  # validation once, at the end
     assert not s.validate and reproduce_settings("cpu").validate  # smoke skips it
+    assert reproduce_settings("smoke", seeds=3).seeds == (0, 1, 2)
     with pytest.raises(InputError, match="iterations"):
-        reproduce_settings("smoke", stage1_iterations=0)
+        reproduce_settings("smoke", stage1_iterations=-1)
+    with pytest.raises(InputError, match="test seed must differ"):
+        reproduce_settings("smoke", seed=5, test_seed=5)
+    with pytest.raises(InputError, match="training seed"):
+        reproduce_settings("smoke", seeds=[])
     with pytest.raises(ValueError, match="unknown profile"):
         reproduce_settings("laptop")
+
+
+def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
+    """Issue 18: at least 3 training seeds and 10 test phantoms from their own seed, and
+    `make reproduce PROFILE=cpu` within 75 minutes: the estimate of the reproduction, about 2
+    minutes of notebook 07's real-CT inference and figures, and the other notebooks (7
+    minutes in the last idle run)."""
+    s = reproduce_settings("cpu")
+    assert len(s.seeds) >= 3 and s.n_test >= 10 and s.test_seed != s.seed
+    assert s.n_val >= 1 and s.stage2_options == ("negatives", "fragments", "prior", "best")
+    estimate = estimate_seconds(s)
+    assert estimate["total"] + (2 + 7) * 60 <= 75 * 60, estimate
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,25 +302,38 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     result, out = reproduced
     assert result.split.ids() == {"train": ["ATM_000"], "val": ["ATM_001"], "test": ["ATM_002"]}
     assert result.data_label == str(atm_layout)
-    assert all(result.trained.values()) and len(result.trained) == 6
-    # every method scored once on the test case, fractions in [0, 1]
-    assert sorted(r["method"] for r in result.rows) == sorted(method_ids(True))
+    # seed 0: 4 variants, clDice, the paper's stage 2 and 3 option models; seed 1: 4 + 1
+    assert result.settings.seeds == (0, 1)
+    assert all(result.trained.values()) and len(result.trained) == 14
+    options = result.settings.stage2_options
+    # every method scored once per seed on the test case (the baseline once)
+    expected = [(m, 0) for m in method_ids(True, options) if m != REGION_GROWING]
+    expected += [(m, 1) for m in method_ids(True) if m not in (REGION_GROWING, CLDICE)]
+    expected += [(REGION_GROWING, None)]
+    assert sorted((r["method"], r["seed"]) for r in result.rows) == sorted(expected, key=str)
     for r in result.rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("BD", "TLD", "precision", "DSC")), r
-    assert len(result.table2) == 8 and len(result.table1) == 5
-    assert [r["paper TLD"] for r in result.table2][-1] == "88.9 ± 4.5"
-    assert {c["method"] for c in result.curves} == set(method_ids(True))
-    # files, with the paper's label
+    assert len(result.table2) == 8 + len(options) and len(result.table1) == 5
+    assert [r["paper TLD"] for r in result.table2][7] == "88.9 ± 4.5"
+    assert result.table2[-1]["stage-2 option"] == options[-1]
+    assert result.table2[0]["seeds"] == 2 and result.table1[0]["seeds"] == 1  # the baseline
+    assert {c["method"] for c in result.curves} == set(method_ids(True, options))
+    assert [r["case"] for r in result.gt_precision] == ["ATM_002"]
+    assert 0.0 < result.gt_precision[0]["precision"] < 1.0
+    # files, with the paper's label and the generator's header
     text = result.paths["tables_md"].read_text()
     assert PAPER_SOURCE in text and "## Ablation (paper Table 2)" in text
+    assert "Written by `deeptree.evaluation.outputs.write_outputs` on 20" in text
+    assert "commit `" in text and "Honest precision" in text and "training seeds 0, 1" in text
     for key in ("table1_csv", "table2_csv", "per_case_csv", "generations_csv", "curves_png",
-                "fig3_mip_png", "results_json"):  # fmt: skip
+                "fig3_mip_png", "results_json", "gt_precision_csv"):  # fmt: skip
         assert result.paths[key].is_file() and result.paths[key].stat().st_size > 0, key
     with open(result.paths["per_case_csv"], newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(method_ids(True))
+        assert len(list(csv.DictReader(f))) == len(expected)
     figures = result.results()
     assert figures["split"] == "1/1/1" and figures["stage1_iterations"] == 1
-    assert figures["T2 nnUNet* + AMC + GUL + stage 2 TLD"] == result.table2[-1]["TLD"]
+    assert figures["T2 nnUNet* + AMC + GUL + stage 2 TLD"] == result.table2[7]["TLD"]
+    assert figures["training seeds"] == [0, 1] and figures["estimate_s"]["total"] > 0
 
 
 def test_reproduce_saves_reusable_models_and_refuses_other_ones(reproduced, atm_layout):
@@ -279,7 +345,8 @@ def test_reproduce_saves_reusable_models_and_refuses_other_ones(reproduced, atm_
     _, meta = load_stage1_model(result.checkpoints[CLDICE])
     assert (meta["variant"], meta["loss"], meta["train_cases"]) == ("plain", "dice-ce+cldice", ["ATM_000"])  # fmt: skip
     assert load_stage2_model(result.checkpoints["stage2"]).meta["stage"] == 2
-    assert result.checkpoints["amc+gul"].parent == out / "models" / "stage1_amc_gul"
+    assert result.checkpoints["amc+gul"].parent == out / "models" / "seed0" / "stage1_amc_gul"
+    assert result.all_checkpoints["seed1/amc+gul"].parent == out / "models" / "seed1" / "stage1_amc_gul"
     # a second run loads every model and gives the same numbers
     again = reproduce("smoke", out, atm_layout, settings=_tiny_settings(), device="cpu", progress=False)  # fmt: skip
     assert not any(again.trained.values())
@@ -327,7 +394,8 @@ def test_cli_reuses_the_models_and_prints_the_tables(reproduced, atm_layout, cap
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert PAPER_SOURCE in printed and "## Comparison (paper Table 1" in printed
-    assert "'train amc+gul': 0.0" in printed  # loaded, not retrained
+    assert "'train seed1 amc+gul': 0.0" in printed  # loaded, not retrained
+    assert "estimated time" in printed
 
 
 def test_cli_names_a_dataset_too_small_to_split(tmp_path, capsys):
@@ -384,9 +452,28 @@ def test_fanned_out_training_gives_the_models_of_a_sequential_run(reproduced, at
             "smoke", tmp_path / "run", atm_layout, settings=_tiny_settings(), device="cpu",
             progress=False, devices=["cpu", "cpu"],
         )  # fmt: skip
-    assert fanned.checkpoints.keys() == result.checkpoints.keys()
+    assert fanned.all_checkpoints.keys() == result.all_checkpoints.keys()
     assert all(fanned.trained.values())
-    for key, path in result.checkpoints.items():
-        ours, theirs = load_checkpoint(fanned.checkpoints[key]), load_checkpoint(path)
+    for key, path in result.all_checkpoints.items():  # every seed's models
+        ours, theirs = load_checkpoint(fanned.all_checkpoints[key]), load_checkpoint(path)
         for name, value in theirs["model"].items():
             assert torch.equal(ours["model"][name], value), (key, name)
+
+
+def test_weak_model_flags_read_the_last_validation(tmp_path):
+    """A stage-1 model whose class-1 Dice on validation stays below 0.3 is flagged (the key
+    of the per-class validation Dice: ``dice_1``); logs without it flag nothing."""
+    import json
+
+    from deeptree.evaluation.reproduce import weak_model_flags
+
+    logs = {}
+    for name, dices in (("weak", [0.5, 0.2]), ("fine", [0.1, 0.8]), ("none", [None])):
+        path = tmp_path / name / "log.jsonl"
+        path.parent.mkdir()
+        entries = [{"iteration": 1, "loss": 1.0}]
+        entries += [{"iteration": 2, "val": {"TLD": 0.5, **({} if d is None else {"dice_1": d})}} for d in dices]  # fmt: skip
+        path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        logs[name] = path
+    flags = weak_model_flags(logs)
+    assert len(flags) == 1 and flags[0].startswith("weak: ") and "class-1 Dice on validation 0.200" in flags[0]

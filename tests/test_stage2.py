@@ -38,7 +38,9 @@ def source():
     return prepare_stage2_source(tree_ct(mask), mask, (1.0, 1.0, 1.0), "capsules")
 
 
-CFG = Stage2DataConfig(crops_per_simulation=2)
+# the options "negatives" and "fragments" on (the paper's default has neither): these tests
+# exercise them
+CFG = Stage2DataConfig(crops_per_simulation=2, negative_fraction=0.5, fragments_per_gap=0.5)
 
 
 def test_sample_is_a_real_breakage_with_clean_fragments(source):

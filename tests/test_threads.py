@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def test_busy_machine_gets_passive_waiting_before_torch_loads():
     policy = threads.decide_policy(env, torch_loaded=False, load=2.5)
     assert policy.set_variables == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert env == {}  # deciding changes nothing
-    assert "OMP_WAIT_POLICY=PASSIVE" in policy.describe() and "busy: load 2.5" in policy.reason
+    assert "OMP_WAIT_POLICY=PASSIVE" in policy.describe() and "busy: 2.5 other tasks running" in policy.reason
 
 
 @pytest.mark.parametrize("load", [0.0, 0.99])
@@ -44,6 +45,22 @@ def test_idle_machine_gets_a_short_spin(load):
     policy = threads.decide_policy({}, torch_loaded=False, load=load)
     assert policy.set_variables == {"GOMP_SPINCOUNT": "10000"}
     assert "machine idle" in policy.reason
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's running-task count")
+def test_a_running_job_makes_the_machine_busy():
+    # two busy processes (as another job would be): at least one other task wants a CPU now
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        load = threads.machine_load()
+        policy = threads.decide_policy({}, torch_loaded=False, load=load)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert load >= 1
+    assert policy.set_variables == threads.PASSIVE
 
 
 def test_unknown_load_counts_as_idle(monkeypatch):
@@ -144,8 +161,8 @@ def test_deeptree_command_starts_torch_with_the_policy(mode, line, spincount):
 
 def test_deeptree_command_decides_by_the_load_and_says_so():
     out = run_deeptree_info(clean_environment(OMP_DISPLAY_ENV="VERBOSE"))
-    busy = "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded (machine busy: load " in out.stdout
-    idle = "GOMP_SPINCOUNT=10000; applied before torch loaded (machine idle: load " in out.stdout
+    busy = "OMP_WAIT_POLICY=PASSIVE; applied before torch loaded (machine busy: " in out.stdout
+    idle = "GOMP_SPINCOUNT=10000; applied before torch loaded (machine idle: " in out.stdout
     assert busy != idle, out.stdout
     runtime = openmp_report(out.stderr)
     if runtime:

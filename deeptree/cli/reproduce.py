@@ -7,8 +7,11 @@ Examples::
     deeptree reproduce --profile gpu --out runs/gpu --stage1-iterations 5000 --stage2-iterations 2000
     deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22 --devices all    # 1 model per GPU
 
-Without ``--data`` a synthetic cohort of the profile's size is generated into
-``<out>/cohort``; with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
+Every model is trained once per training seed (``--seeds N``: seeds 0..N-1; the profile's
+default, cpu: 3), and each table cell is the mean over seeds of the case means with a 95%
+interval; the estimated run time is printed first. Without ``--data`` the training and
+validation phantoms are generated into ``<out>/cohort`` (``--seed``) and the test phantoms
+into ``<out>/test_cohort`` (``--test-seed``, ``--test-cases``); with ``--data`` any ATM'22-layout folder (``imagesTr/ID_0000.nii.gz`` +
 ``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.evaluation.paper.split_sizes``). Models go to
 ``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
 figures to ``<out>/figures``. ``--devices cuda:0,cuda:1,...`` (or ``all``) trains the models in
@@ -35,9 +38,25 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--stage2-iterations", type=int, help="training length of the stage-2 model"
     )
-    parser.add_argument("--cases", type=int, help="synthetic cohort size (default: the profile's)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the cohort and the training runs"
+        "--cases", type=int, help="synthetic training + validation phantoms (default: the profile's)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the training and validation phantoms"
+    )
+    parser.add_argument(
+        "--seeds", type=int, help="number of training seeds 0..N-1 (default: the profile's)"
+    )
+    parser.add_argument(
+        "--test-cases", type=int, help="synthetic test phantoms (default: the profile's)"
+    )
+    parser.add_argument(
+        "--test-seed", type=int, default=1000, help="seed of the test phantoms"
+    )
+    parser.add_argument(
+        "--extra-seeds",
+        type=int,
+        help="training seeds (the first ones) that also train clDice and the stage-2 options",
     )
     parser.add_argument(
         "--no-validation",
@@ -71,7 +90,7 @@ def run(args) -> int:
 
     from deeptree.evaluation.fanout import parse_devices
     from deeptree.evaluation.outputs import render_figures
-    from deeptree.evaluation.reproduce import reproduce
+    from deeptree.evaluation.reproduce import estimate_seconds, reproduce
     from deeptree.networks import choose_device
 
     choose_device(args.device)  # refuse an unusable device before any training
@@ -86,6 +105,15 @@ def run(args) -> int:
         n_cases=args.cases,
         validate=False if args.no_validation else None,
         seed=args.seed,
+        seeds=args.seeds,
+        n_test=args.test_cases,
+        test_seed=args.test_seed,
+        extra_seeds=args.extra_seeds,
+    )
+    estimate = estimate_seconds(settings)
+    print(
+        f"estimated time at the measured cpu-profile step rates: {estimate['total'] / 60:.0f} min",
+        {k: round(v) for k, v in estimate.items()},
     )
     result = reproduce(
         args.profile,

@@ -16,6 +16,7 @@ import numpy as np
 
 from deeptree.config import CLDICE, ReproduceSettings
 from deeptree.evaluation.paper import (
+    NNUNET_STAR,
     PAPER_SOURCE,
     REGION_GROWING,
     STAGE2_SUFFIX,
@@ -29,6 +30,7 @@ from deeptree.evaluation.paper import (
 from deeptree.io import atomic_write
 from deeptree.report import jsonable
 from deeptree.stage2.figures import repair_labels
+from deeptree.stage2.task import STAGE2_OPTIONS
 from deeptree.viz import napari_layers
 from deeptree.viz.colors import COMPARISON_COLORS, REPAIR_COLORS
 from deeptree.viz.planes import comparison_labels, comparison_mip
@@ -106,53 +108,113 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
-def tables_markdown(result: ReproduceResult) -> str:
-    """The report of a run: both tables with the paper's numbers beside ours, the component
-    effects, the split and the training lengths (markdown)."""
+def run_provenance() -> dict[str, str]:
+    """Where and when a run's tables were made: ``date`` (UTC), ``commit`` (``git describe``
+    of the checkout the package runs from, ``+dirty`` with uncommitted changes; "unknown"
+    outside a git checkout), ``machine`` (CPU model, cores, GPU if any)."""
+    import datetime
+    import platform
+    import subprocess
+
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip() or "unknown"  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    machine = f"{cpu}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name(0)}"
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {"date": date, "commit": commit, "machine": machine}
+
+
+def _seeds_text(result: ReproduceResult) -> str:
     s = result.settings
+    seeds = ", ".join(str(x) for x in s.seeds)
+    extra = ", ".join(str(x) for x in s.seeds[: s.extra_seeds])
+    return (
+        f"Seeds: training seeds {seeds} (initial weights and patch stream; every stage-1 "
+        f"variant and the paper's stage 2 are trained once per seed); clDice and the stage-2 "
+        f"options with seed(s) {extra} only. Phantoms: training and validation from cohort "
+        f"seed {s.seed}, test from seed {s.test_seed}; every choice (inference overlap, output "
+        "rule, the option `best`'s checkpoint) is made on the validation phantoms, none on "
+        "the test phantoms.\n"
+    )
+
+
+def gt_precision_text(gt_precision: Sequence[dict]) -> str:
+    """The sentence on the precision of the test cases' ground truth dilated by one voxel."""
+    if not gt_precision:
+        return ""
+    values = np.array([100 * r["precision"] for r in gt_precision])
+    return (
+        "**Honest precision.** The ground truth of the test cases, dilated by one voxel "
+        f"(6-connected) and scored as a prediction, has a precision of {values.mean():.1f}% "
+        f"(range {values.min():.1f}-{values.max():.1f} over {len(values)} cases): a "
+        "prediction with every airway voxel right but one voxel too thick everywhere would "
+        "score this precision, from the voxel size alone.\n"
+    )
+
+
+def tables_markdown(result: ReproduceResult, provenance: dict | None = None) -> str:
+    """The report of a run: a header written by the generator (date, commit, machine), both
+    tables with intervals and the paper's numbers beside ours, the honest precision, the
+    component effects with their verdicts, the seeds, the split and the training lengths
+    (markdown)."""
+    s = result.settings
+    p = provenance if provenance is not None else run_provenance()
     t2_cols = [
-        "method",
-        "AMC",
-        "GUL",
-        "stage2",
-        "n",
-        "BD",
-        "TLD",
-        "precision",
-        "paper BD",
-        "paper TLD",
-        "paper precision",
-    ]
+        "method", "AMC", "GUL", "stage2", "stage-2 option", "seeds", "cases", "BD", "TLD",
+        "precision", "paper BD", "paper TLD", "paper precision",
+    ]  # fmt: skip
     t1_cols = [
-        "name",
-        "n",
-        "BD",
-        "TLD",
-        "precision",
-        "paper method",
-        "paper BD",
-        "paper TLD",
-        "paper precision",
-    ]
+        "name", "seeds", "cases", "BD", "TLD", "precision", "paper method", "paper BD",
+        "paper TLD", "paper precision",
+    ]  # fmt: skip
+    options = "; ".join(f"`{o}`: {STAGE2_OPTIONS[o]}" for o in s.stage2_options)
     parts = [
         f"# DeepTree reproduction ({s.profile} profile)\n",
-        f"Data: {result.data_label}. Split (paper proportions 50/20/20, rounded): "
-        f"{len(result.split.train)} training, {len(result.split.val)} validation, "
-        f"{len(result.split.test)} test cases. Stage 1: {s.stage1_train.iterations} iterations of batch "
-        f"{s.stage1_train.batch_size}, patch {tuple(s.stage1_net.patch_size)}, filters "
-        f"{tuple(s.stage1_net.filters)}; stage 2: {s.stage2_train.iterations} iterations of batch "
-        f"{s.stage2_train.batch_size}, patch {tuple(s.stage2_net.patch_size)}. Metrics: paper protocol "
-        "(trachea and main bronchi excluded), percent, mean ± sample std over the test cases.\n",
-        f"Columns `paper ...`: **{PAPER_SOURCE}** as published, not ours.\n",
+        f"Written by `deeptree.evaluation.outputs.write_outputs` on {p['date']}, commit "
+        f"`{p['commit']}`, machine: {p['machine']}. Every figure below comes from this run's "
+        "results files.\n",
+        f"Data: {result.data_label}. Split: {len(result.split.train)} training, "
+        f"{len(result.split.val)} validation, {len(result.split.test)} test cases. Stage 1: "
+        f"{s.stage1_train.iterations} iterations of batch {s.stage1_train.batch_size}, patch "
+        f"{tuple(s.stage1_net.patch_size)}, filters {tuple(s.stage1_net.filters)}; stage 2: "
+        f"{s.stage2_train.iterations} iterations of batch {s.stage2_train.batch_size}, patch "
+        f"{tuple(s.stage2_net.patch_size)}. Metrics: paper protocol (trachea and main bronchi "
+        "excluded), percent: the mean over training seeds of the case means, with its 95% "
+        "confidence interval in brackets (two-level bootstrap over seeds and cases).\n",
+        _seeds_text(result),
+        f"Columns `paper ...`: **{PAPER_SOURCE}** as published (mean ± std), not ours.\n",
         "## Ablation (paper Table 2)\n",
         markdown_table(result.table2, t2_cols),
+        f"Stage-2 options (not in the paper; the paper's stage 2 is the default): {options}.\n",
+        gt_precision_text(result.gt_precision),
         "## Comparison (paper Table 1, methods built here)\n",
         markdown_table(result.table1, t1_cols),
+        f"Our nnUNet* is set beside the paper's own nnUNet*, its adapted nnU-Net ({NNUNET_STAR} "
+        "of the paper); Table 1's `nnUNet [3]` is the default nnU-Net, another network.\n",
         f"The paper's full Table 1 ({PAPER_SOURCE}):\n",
         markdown_table(paper_table1_rows()),
-        "## Does each component help? (synthetic test cases)\n",
+        "## Does each component help? (paired differences on the synthetic test cases)\n",
         "\n".join(f"* {line}" for line in effect_statements(result.effects)) + "\n",
     ]
+    if result.flags:
+        parts += ["## Flagged models\n", "\n".join(f"* {f}" for f in result.flags) + "\n"]
     return "\n".join(parts)
 
 
@@ -167,8 +229,10 @@ class ReproduceResult:
         "synthetic cohort (...)" or the data folder.
     split : Split
     rows : list of dict
-        Per case and method (:func:`~deeptree.evaluation.reproduce.evaluate_case`).
+        Per case, training seed and method (:func:`~deeptree.evaluation.reproduce.evaluate_case`
+        plus ``seed``; None for the region-growing baseline).
     generation_rows : list of dict
+        Of the first training seed.
     summary : dict
         :func:`~deeptree.evaluation.reproduce.summarize_methods`.
     table1, table2 : list of dict
@@ -178,14 +242,22 @@ class ReproduceResult:
     curves : list of dict
         :func:`~deeptree.evaluation.paper.generation_curves`.
     figure_case : dict
-        First test case: ``id``, ``ct``, ``gt``, ``spacing``, ``masks`` (method -> mask),
-        ``repair`` (SegmentationResult of amc+gul + stage 2 or None).
+        First test case, first seed: ``id``, ``ct``, ``gt``, ``spacing``, ``masks`` (method ->
+        mask), ``repair`` (SegmentationResult of amc+gul + stage 2 or None).
     checkpoints : dict
-        Model name -> checkpoint path.
+        The first training seed's models: name -> checkpoint path.
     trained : dict
-        Model name -> True if trained in this call, False if reused.
+        ``seed<s>/<name>`` -> True if trained in this call, False if reused.
     seconds : dict
-        Wall time per phase (``data``, ``train <name>``, ``evaluate``, ``total``).
+        Wall time per phase (``data``, ``train seed<s> <name>``, ``evaluate``, ``total``).
+    all_checkpoints : dict
+        ``seed<s>/<name>`` -> checkpoint path, every model.
+    gt_precision : list of dict
+        ``case``, ``precision`` of the ground truth dilated by one voxel.
+    flags : list of str
+        Models flagged on validation (``reproduce.weak_model_flags``).
+    estimate : dict
+        ``reproduce.estimate_seconds`` of the settings (seconds per phase).
     paths : dict
         Written files (tables, figures).
     """
@@ -204,6 +276,10 @@ class ReproduceResult:
     checkpoints: dict
     trained: dict
     seconds: dict
+    all_checkpoints: dict = field(default_factory=dict)
+    gt_precision: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    estimate: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
 
     def results(self) -> dict:
@@ -213,6 +289,8 @@ class ReproduceResult:
             "profile": s.profile,
             "data": self.data_label,
             "split": f"{len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}",
+            "training seeds": list(s.seeds),
+            "test seed": s.test_seed,
             "stage1_iterations": s.stage1_train.iterations,
             "stage2_iterations": s.stage2_train.iterations,
             "models_reused": sorted(k for k, v in self.trained.items() if not v),
@@ -225,9 +303,17 @@ class ReproduceResult:
                 for key in TABLE_METRICS:
                     out[f"T1 {method_label(row['method'])} {key}"] = row[key]
         for e in self.effects:
-            out[f"{e['component']} {e['without']}->{e['with']} dTLD/dBD (points)"] = (
-                f"{e['dTLD']:+.1f} / {e['dBD']:+.1f}"
+            out[f"{e['component']} {e['without']}->{e['with']}"] = {
+                key: f"{e[f'd{key}']:+.1f} [{e[f'd{key} low']:+.1f}, {e[f'd{key} high']:+.1f}] "
+                f"{e[f'{key} verdict']}"
+                for key in TABLE_METRICS
+            }
+        if self.gt_precision:
+            out["dilated GT precision (mean, %)"] = round(
+                100 * float(np.mean([r["precision"] for r in self.gt_precision])), 1
             )
+        out["flags"] = list(self.flags)
+        out["estimate_s"] = dict(self.estimate)
         out["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
         out["tables"] = str(self.paths.get("tables_md", ""))
         return out
@@ -250,6 +336,9 @@ def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[s
         "paper_table1_csv": write_csv(out / "tables" / "paper_table1.csv", paper_table1_rows()),
         "effects_csv": write_csv(out / "tables" / "component_effects.csv", result.effects),
         "per_case_csv": write_csv(out / "tables" / "per_case.csv", result.rows),
+        "gt_precision_csv": write_csv(
+            out / "tables" / "dilated_gt_precision.csv", result.gt_precision
+        ),
         "generations_csv": write_csv(out / "tables" / "per_generation.csv", result.curves),
     }
     paths["tables_md"] = _write_text(out / "tables" / "tables.md", tables_markdown(result))

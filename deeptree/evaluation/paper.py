@@ -12,7 +12,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from deeptree.config import CLDICE, LOSS_VARIANTS, VARIANTS
+from deeptree.evaluation.stats import paired_effect, seed_case_table
 from deeptree.io import InputError, list_cases
 
 #: Label of every published figure: they come from real CT, not from this reproduction.
@@ -59,28 +62,65 @@ REGION_GROWING = "region-growing"
 STAGE2_SUFFIX = "+stage2"
 
 
+#: The paper's nnUNet* (its adapted nnU-Net, plain DiceCE): Table 2, first row. Table 1's
+#: "nnUNet [3]" is the default nnU-Net, another network.
+NNUNET_STAR = "nnUNet* (Table 2, row 1)"
+
+#: Every published row our rows are set beside: Table 1's rows and Table 2's first row.
+PAPER_ROWS: dict[str, dict[str, tuple[float, float]]] = {
+    **PAPER_TABLE1,
+    NNUNET_STAR: PAPER_TABLE2[("plain", False)],
+}
+
+
 #: Table 1 rows: (method id of our rows, our label, the paper's row beside it or None).
 TABLE1_ROWS: tuple[tuple[str, str, str | None], ...] = (
     (REGION_GROWING, "classical: region growing (multi-threshold)", None),
-    ("plain", "nnUNet* with DiceCE", "nnUNet [3]"),
+    ("plain", "nnUNet* with DiceCE", NNUNET_STAR),
     (CLDICE, "clDice: nnUNet* with DiceCE + soft clDice", "clDice [14]"),
     ("gul", "GUL, the WingsNet loss: nnUNet* with DiceCE + GUL", "WingsNet [24]"),
     ("amc+gul" + STAGE2_SUFFIX, "DeepTree: AMC + GUL + stage 2", "DeepTree"),
 )
 
 
-def method_ids(stage2: bool = True) -> list[str]:
+def option_method(option: str) -> str:
+    """Method id of DeepTree's stage 1 (amc+gul) repaired by the stage 2 trained with one
+    option of ``deeptree.stage2.task.STAGE2_OPTIONS``: ``"amc+gul+stage2+<option>"``."""
+    return f"amc+gul{STAGE2_SUFFIX}+{option}"
+
+
+def method_ids(stage2: bool = True, options: Sequence[str] = ()) -> list[str]:
     """Ids of every evaluated method, in table order: the four variants, then each with
-    ``+stage2`` (if ``stage2``), clDice, region growing."""
+    ``+stage2`` (if ``stage2``), the stage-2 option rows, clDice, region growing."""
 
     ids = list(LOSS_VARIANTS)
     if stage2:
         ids += [v + STAGE2_SUFFIX for v in LOSS_VARIANTS]
+        ids += [option_method(o) for o in options]
     return ids + [CLDICE, REGION_GROWING]
 
 
-def _pct(stats: dict) -> str:
-    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+def paper_stage2_precision_cost() -> tuple[float, float]:
+    """Smallest and largest precision cost (points) of the paper's stage 2 over the four
+    stage-1 variants of its Table 2 (without minus with): (0.0, 0.4)."""
+    costs = [
+        PAPER_TABLE2[(v, False)]["precision"][0] - PAPER_TABLE2[(v, True)]["precision"][0]
+        for v in LOSS_VARIANTS
+    ]
+    return round(min(costs), 2), round(max(costs), 2)
+
+
+def interval_text(stats: dict, scale: float = 100.0, signed: bool = False) -> str:
+    """``"72.0 [68.1, 75.3]"`` (percent of a fraction) from a ``mean``/``low``/``high`` dict;
+    ``"72.0 [—]"`` when there is no interval."""
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+
+    def f(x: float) -> str:  # no "-0.0" for a value that rounds to zero
+        return fmt.format(round(scale * x, 1) + 0.0)
+
+    if not (np.isfinite(stats["low"]) and np.isfinite(stats["high"])):
+        return f"{f(stats['mean'])} [—]"
+    return f"{f(stats['mean'])} [{f(stats['low'])}, {f(stats['high'])}]"
 
 
 def _paper(values: dict | None, key: str) -> str:
@@ -90,64 +130,82 @@ def _paper(values: dict | None, key: str) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def table2_rows(summary: dict) -> list[dict]:
-    """The ablation (paper Table 2): one row per (variant, stage 2) present in ``summary``.
+def _counts(s: dict) -> dict:
+    first = s[TABLE_METRICS[0]]
+    return {"seeds": first["n_seeds"], "cases": first["n_cases"]}
+
+
+def table2_rows(summary: dict, options: Sequence[str] = ()) -> list[dict]:
+    """The ablation (paper Table 2): one row per (variant, stage 2) present in ``summary``,
+    then one row per stage-2 option (after amc+gul).
+
+    Parameters
+    ----------
+    summary : dict
+        :func:`~deeptree.evaluation.reproduce.summarize_methods` output.
+    options : sequence of str
+        Stage-2 options with a row (``deeptree.stage2.task.STAGE2_OPTIONS``).
 
     Returns
     -------
     list of dict
-        ``method``, ``AMC``, ``GUL``, ``stage2`` (bools), ``n`` (test cases), ``BD``,
-        ``TLD``, ``precision`` (ours, "mean ± std" in percent) and ``paper BD``, ``paper
-        TLD``, ``paper precision`` (:data:`PAPER_TABLE2`, percent, real data).
+        ``method``, ``AMC``, ``GUL``, ``stage2`` (bools), ``stage-2 option``, ``seeds``,
+        ``cases``, ``BD``, ``TLD``, ``precision`` (ours: percent, mean over seeds of the case
+        means with its 95% interval) and ``paper BD``, ``paper TLD``, ``paper precision``
+        (:data:`PAPER_TABLE2`, percent, real data; "—" for the options, not in the paper).
     """
     rows = []
-    for with_stage2 in (False, True):
-        for variant in LOSS_VARIANTS:
-            amc, gul = VARIANTS[variant].amc, VARIANTS[variant].gul
-            method = variant + (STAGE2_SUFFIX if with_stage2 else "")
-            if method not in summary:
-                continue
-            s = summary[method]
-            rows.append(
-                {
-                    "method": method,
-                    "AMC": amc,
-                    "GUL": gul,
-                    "stage2": with_stage2,
-                    "n": s["BD"]["n"],
-                    **{k: _pct(s[k]) for k in TABLE_METRICS},
-                    **{
-                        f"paper {k}": _paper(PAPER_TABLE2[(variant, with_stage2)], k)
-                        for k in TABLE_METRICS
-                    },
-                }
-            )
+    entries = [(v, s2, None) for s2 in (False, True) for v in LOSS_VARIANTS]
+    entries += [("amc+gul", True, o) for o in options]
+    for variant, with_stage2, option in entries:
+        method = (
+            option_method(option)
+            if option
+            else variant + (STAGE2_SUFFIX if with_stage2 else "")
+        )
+        if method not in summary:
+            continue
+        s = summary[method]
+        paper = None if option else PAPER_TABLE2[(variant, with_stage2)]
+        rows.append(
+            {
+                "method": method,
+                "AMC": VARIANTS[variant].amc,
+                "GUL": VARIANTS[variant].gul,
+                "stage2": with_stage2,
+                "stage-2 option": option or "—",
+                **_counts(s),
+                **{k: interval_text(s[k]) for k in TABLE_METRICS},
+                **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
+            }
+        )
     return rows
 
 
 def table1_rows(summary: dict) -> list[dict]:
     """The comparison (paper Table 1) for the methods built here, beside the paper's row of
-    the same method (:data:`TABLE1_ROWS`).
+    the same method (:data:`TABLE1_ROWS`; our nnUNet* beside the paper's nnUNet*, Table 2
+    row 1).
 
     Returns
     -------
     list of dict
-        ``method`` (id), ``name``, ``n``, ``BD``, ``TLD``, ``precision`` (ours, percent),
-        ``paper method`` and ``paper BD``/``TLD``/``precision`` ("—" where the paper has no
-        such row).
+        ``method`` (id), ``name``, ``seeds``, ``cases``, ``BD``, ``TLD``, ``precision`` (ours,
+        percent with 95% interval), ``paper method`` and ``paper BD``/``TLD``/``precision``
+        ("—" where the paper has no such row).
     """
     rows = []
     for method, name, paper_name in TABLE1_ROWS:
         if method not in summary:
             continue
         s = summary[method]
-        paper = PAPER_TABLE1.get(paper_name) if paper_name else None
+        paper = PAPER_ROWS.get(paper_name) if paper_name else None
         rows.append(
             {
                 "method": method,
                 "name": name,
-                "n": s["BD"]["n"],
-                **{k: _pct(s[k]) for k in TABLE_METRICS},
+                **_counts(s),
+                **{k: interval_text(s[k]) for k in TABLE_METRICS},
                 "paper method": paper_name or "—",
                 **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
             }
@@ -173,63 +231,93 @@ EFFECT_PAIRS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _paper_mean(method: str, key: str) -> float:
+def option_pairs(options: Sequence[str]) -> tuple[tuple[str, str, str], ...]:
+    """(component, without, with) of each stage-2 option: the paper's stage 2 after amc+gul
+    against the same with the option."""
+    return tuple(
+        (f"stage-2 option {o}", "amc+gul" + STAGE2_SUFFIX, option_method(o)) for o in options
+    )
+
+
+def _paper_mean(method: str, key: str) -> float | None:
     stage2 = method.endswith(STAGE2_SUFFIX)
-    return PAPER_TABLE2[(method.removesuffix(STAGE2_SUFFIX), stage2)][key][0]
+    variant = method.removesuffix(STAGE2_SUFFIX)
+    if (variant, stage2) not in PAPER_TABLE2:
+        return None
+    return PAPER_TABLE2[(variant, stage2)][key][0]
 
 
-def component_effects(summary: dict) -> list[dict]:
-    """Change of mean TLD and BD when a component is added, ours against the paper's.
+def component_effects(rows: Sequence[dict], options: Sequence[str] = (), **bootstrap) -> list[dict]:
+    """Each component's effect as a paired difference (same training seed, same test case),
+    with its 95% interval and verdict (``deeptree.evaluation.stats``), beside the paper's.
 
     Parameters
     ----------
-    summary : dict
-        :func:`~deeptree.evaluation.reproduce.summarize_methods` output.
+    rows : sequence of dict
+        Per-case rows with ``method``, ``seed``, ``case`` and the metrics (fractions).
+    options : sequence of str
+        Stage-2 options whose rows are compared with the paper's stage 2 (:func:`option_pairs`).
+    **bootstrap
+        Passed to :func:`deeptree.evaluation.stats.paired_effect`.
 
     Returns
     -------
-    list of dict, one per pair of :data:`EFFECT_PAIRS` present in ``summary``:
-    ``component``, ``without``, ``with``, ``dTLD``, ``dBD``, ``dprecision`` (ours, percentage
-    points), ``paper dTLD``, ``paper dBD``, ``paper dprecision`` (percentage points, real
-    data), ``TLD improves``, ``BD improves`` (ours: strictly higher mean), ``n`` (test cases).
+    list of dict, one per pair present in ``rows``: ``component``, ``without``, ``with``,
+    ``seeds``, ``cases``; per metric ``d<metric>``, ``d<metric> low``, ``d<metric> high``
+    (points), ``<metric> verdict``; ``paper d<metric>`` (points, None where the paper has no
+    such row).
     """
+    present = {r["method"] for r in rows}
     out = []
-    for component, without, with_ in EFFECT_PAIRS:
-        if without not in summary or with_ not in summary:
+    for component, without, with_ in (*EFFECT_PAIRS, *option_pairs(options)):
+        if without not in present or with_ not in present:
             continue
-        row = {
-            "component": component,
-            "without": without,
-            "with": with_,
-            "n": summary[with_]["BD"]["n"],
-        }
+        seeds = sorted({r["seed"] for r in rows if r["method"] == with_})
+        cases = sorted({r["case"] for r in rows if r["method"] == with_})
+        row = {"component": component, "without": without, "with": with_}
+        row.update(seeds=len(seeds), cases=len(cases))
         for key in TABLE_METRICS:
-            row[f"d{key}"] = round(
-                100 * (summary[with_][key]["mean"] - summary[without][key]["mean"]), 2
-            )
-            row[f"paper d{key}"] = round(_paper_mean(with_, key) - _paper_mean(without, key), 2)
-        row["TLD improves"] = bool(row["dTLD"] > 0)
-        row["BD improves"] = bool(row["dBD"] > 0)
+            a = seed_case_table(rows, with_, key, seeds, cases)
+            b = seed_case_table(rows, without, key, seeds, cases)
+            e = paired_effect(a, b, **bootstrap)
+            row[f"d{key}"] = round(100 * e["mean"], 2)
+            row[f"d{key} low"] = round(100 * e["low"], 2)
+            row[f"d{key} high"] = round(100 * e["high"], 2)
+            row[f"{key} verdict"] = e["verdict"]
+            pw, pwo = _paper_mean(with_, key), _paper_mean(without, key)
+            row[f"paper d{key}"] = None if pw is None or pwo is None else round(pw - pwo, 2)
         out.append(row)
     return out
 
 
+def _points(e: dict, key: str) -> str:
+    d, lo, hi = (round(e[f"d{key}{s}"], 1) + 0.0 for s in ("", " low", " high"))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{d:+.1f} points [no interval]"
+    return f"{d:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]"
+
+
 def effect_statements(effects: Sequence[dict]) -> list[str]:
-    """One sentence per :func:`component_effects` row, saying what we measured and what the
-    paper reports, whichever way it goes."""
+    """One sentence per :func:`component_effects` row: the paired differences with their
+    intervals, the verdict per metric, and the paper's change (for stage 2 the paper's own
+    precision bar, :func:`paper_stage2_precision_cost`)."""
+    lo_cost, hi_cost = paper_stage2_precision_cost()
     lines = []
     for e in effects:
-        verdict = []
-        for key in ("TLD", "BD"):
-            word = "improves" if e[f"{key} improves"] else "does not improve"
-            verdict.append(
-                f"{word} {key} ({e[f'd{key}']:+.1f} points; paper {e[f'paper d{key}']:+.1f})"
-            )
-        lines.append(
-            f"{e['component']} ({e['without']} -> {e['with']}, {e['n']} synthetic test cases): "
-            + " and ".join(verdict)
-            + f"; precision {e['dprecision']:+.1f} points (paper {e['paper dprecision']:+.1f})."
+        parts = [f"{key} {_points(e, key)}: {e[f'{key} verdict']}" for key in TABLE_METRICS]
+        paper = [
+            f"{key} {e[f'paper d{key}']:+.1f}"
+            for key in TABLE_METRICS
+            if e[f"paper d{key}"] is not None
+        ]
+        line = (
+            f"{e['component']} ({e['without']} -> {e['with']}, {e['seeds']} training seeds x "
+            f"{e['cases']} synthetic test cases): " + "; ".join(parts)
         )
+        line += f". Paper: {', '.join(paper)} points" if paper else ". Not in the paper"
+        if e["component"] == "stage 2" or e["component"].startswith("stage-2 option"):
+            line += f" (the paper's stage 2 costs {lo_cost:.1f} to {hi_cost:.1f} points of precision)"
+        lines.append(line + ".")
     return lines
 
 
@@ -269,9 +357,13 @@ def generation_curves(generation_rows: Sequence[dict]) -> list[dict]:
 
 
 def method_label(method: str) -> str:
-    """A readable name of a method id (``"amc+gul+stage2"`` -> ``"nnUNet* + AMC + GUL + stage 2"``)."""
+    """A readable name of a method id (``"amc+gul+stage2"`` -> ``"nnUNet* + AMC + GUL + stage 2"``,
+    ``"amc+gul+stage2+prior"`` -> ``"... + stage 2 + option prior"``)."""
     if method == REGION_GROWING:
         return "region growing"
+    head, sep, option = method.partition(STAGE2_SUFFIX + "+")
+    if sep:
+        return method_label(head + STAGE2_SUFFIX) + f" + option {option}"
     label = VARIANTS[method.removesuffix(STAGE2_SUFFIX)].label
     return label + " + stage 2" if method.endswith(STAGE2_SUFFIX) else label
 

@@ -5,34 +5,53 @@ test cases, evaluate, and write the tables and figures (notebook 07,
 What is compared
     *Table 2 (ablation)*: the stage-1 network ("nnUNet*") trained with each of the four losses
     of ``deeptree.stage1.losses`` (``plain``, ``amc``, ``gul``, ``amc+gul``), each scored without and
-    with stage 2 (one stage-2 model, trained once, repairs all four). *Table 1 (comparison)*,
-    with the methods that can be built here: the classical baseline
-    (``deeptree.evaluation.baselines.region_growing``), plain nnUNet* with DiceCE (= Table 2 row 1),
-    clDice (DiceCE + MONAI's soft clDice, :class:`~deeptree.stage1.losses.DiceCEClDiceLoss`, a model of its own),
-    GUL, the WingsNet loss (= Table 2 row 3: nnUNet* with DiceCE + GUL; WingsNet's own network
-    is not built), and DeepTree (AMC + GUL + stage 2 = Table 2 row 8).
+    with the paper's stage 2 (trained once per training seed, it repairs all four), then
+    one row per stage-2 option (``deeptree.stage2.task.STAGE2_OPTIONS``: the additions to the
+    paper's stage 2, each trained on its own and applied after amc+gul). *Table 1
+    (comparison)*, with the methods that can be built here: the classical baseline
+    (``deeptree.evaluation.baselines.region_growing``), plain nnUNet* with DiceCE (= Table 2
+    row 1, beside the paper's own nnUNet* row), clDice (DiceCE + MONAI's soft clDice,
+    :class:`~deeptree.stage1.losses.DiceCEClDiceLoss`, a model of its own), GUL, the WingsNet
+    loss (= Table 2 row 3; WingsNet's own network is not built), and DeepTree (AMC + GUL +
+    stage 2 = Table 2 row 8).
+
+A fair ablation
+    The variants differ only in the component ablated: the same network body, iterations,
+    training cases and training seeds; for one seed the same initial weights (all but the
+    output heads, ``deeptree.networks.stage1_network``); each with nnU-Net's patch sampler
+    for its own labels (``deeptree.stage1.data``); one output rule for all, nnU-Net's argmax
+    (``deeptree.stage1.predict.airway_from_probabilities``).
+
+Statistics (``deeptree.evaluation.stats``)
+    Each method is trained once per training seed and scored on every test case. A table
+    cell is the mean over seeds of the case means with a 95% two-level bootstrap interval
+    (seeds and cases resampled); a component's effect is the paired difference (same seed,
+    same case) with its interval, and the verdict is "improves" only when the interval lies
+    above zero, "hurts" below, else "not resolved at this scale". Beside the tables: the
+    precision of each test case's ground truth dilated by one voxel
+    (:func:`dilated_gt_precision`), what one voxel of thickness costs.
 
 Metrics
     ``deeptree.metrics.airway_metrics`` with the paper's protocol (trachea and main bronchi
-    excluded, largest 26-connected component of the prediction), BD, TLD and precision as mean
-    ± sample standard deviation over the test cases; per-generation TLD and BD pooled over the
-    test cases (``deeptree.metrics.generation_metrics``).
+    excluded, largest 26-connected component of the prediction); per-generation TLD and BD
+    of the first training seed pooled over the test cases
+    (``deeptree.metrics.generation_metrics``).
 
 The paper's numbers
     :data:`~deeptree.evaluation.paper.PAPER_TABLE1` and :data:`~deeptree.evaluation.paper.PAPER_TABLE2` hold the published figures (percent). They
     were measured on real CT (the BAS dataset, 20 test cases with curated labels) and are
     printed *beside* ours, labelled :data:`~deeptree.evaluation.paper.PAPER_SOURCE`; they are never ours.
 
-Split (:func:`~deeptree.evaluation.paper.split_sizes`)
-    The paper splits 90 cases 50/20/20 (train/validation/test). For ``n`` cases we keep the
-    proportions 5/9, 2/9, 2/9: ``n_test = n_val = floor(2 n / 9 + 1/2)`` (round half up), at
-    least 1 test case, at least 1 validation case when ``n >= 3``, and the rest (at least 1)
-    trains. Cases are taken in id order: training first, then validation, then test (a fixed,
-    seed-free split as the paper's fixed split). 9 cases give 5/2/2, 3 give 1/1/1, 18 give
-    10/4/4, 90 give 50/20/20.
+Data and seeds
+    Without ``data``: ``settings.n_cases`` training + validation phantoms from the cohort
+    seed (``settings.n_val`` of them validate) and ``settings.n_test`` test phantoms from
+    the test seed, on which no setting is ever chosen. With an ATM'22-layout folder: the
+    paper's proportions (:func:`~deeptree.evaluation.paper.split_sizes`): the paper splits
+    90 cases 50/20/20; for ``n`` cases ``n_test = n_val = floor(2 n / 9 + 1/2)``, at least 1
+    test case, at least 1 validation case when ``n >= 3``, the rest trains, in id order.
 
 Models
-    Saved under ``<out>/models/<name>/last.pt`` (``deeptree.train`` checkpoints, loadable by
+    Saved under ``<out>/models/seed<s>/<name>/last.pt`` (``deeptree.train`` checkpoints, loadable by
     ``deeptree.stage1.predict.load_stage1_model`` / ``deeptree.stage2.predict.load_stage2_model`` and
     ``deeptree predict``). A finished checkpoint whose metadata (variant, loss, network,
     profile, training case ids) and schedule match is loaded instead of retrained; an
@@ -45,11 +64,12 @@ import functools
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from deeptree.checkpoints import CHECKPOINT_NAME, load_checkpoint, selected_checkpoint
+from deeptree.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from deeptree.config import (
     CLDICE,
     LOSS_VARIANTS,
@@ -59,37 +79,51 @@ from deeptree.config import (
     reproduce_settings,
 )
 from deeptree.distributed import default_workers
-from deeptree.evaluation.baselines import region_growing
-from deeptree.evaluation.compare import group_by_method, score_masks
+from deeptree.evaluation.budget import estimate_seconds
 from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
-    STAGE2_SUFFIX,
     TABLE_METRICS,
     Split,
     component_effects,
     generation_curves,
-    method_ids,
     split_dataset,
     table1_rows,
     table2_rows,
 )
-from deeptree.io import SAMPLES_DIR, InputError, load_case, read_nifti
+from deeptree.evaluation.scoring import (
+    PAPER_STAGE2,
+    dilated_gt_precision,
+    evaluate_case,
+    summarize_methods,
+)
+from deeptree.io import SAMPLES_DIR, InputError, list_cases, load_case, read_nifti
 from deeptree.masks import label_components
-from deeptree.metrics import airway_metrics, generation_metrics, prepare_ground_truth, summarize
+from deeptree.metrics import airway_metrics, prepare_ground_truth
 from deeptree.networks import choose_device
-from deeptree.phantom import generate_cohort
-from deeptree.pipeline import repair, segment
+from deeptree.phantom import case_is_complete, generate_case, generate_cohort, write_case
+from deeptree.pipeline import segment
 from deeptree.progress import enabled as progress_enabled
 from deeptree.report import jsonable
 from deeptree.stage1.data import load_cohort
-from deeptree.stage1.predict import load_stage1_model, predict_stage1
-from deeptree.stage1.task import cldice_task, stage1_task
+from deeptree.stage1.predict import load_stage1_model
+from deeptree.stage1.task import class1_dice_failure, cldice_task, stage1_task
 from deeptree.stage2.data import prepare_stage2_source
 from deeptree.stage2.predict import load_stage2_model
-from deeptree.stage2.task import stage2_task
+from deeptree.stage2.task import stage2_checkpoint, stage2_options, stage2_task
 from deeptree.train import train
+
+__all__ = [
+    "estimate_seconds",
+    "evaluate_case",
+    "dilated_gt_precision",
+    "reproduce",
+    "run_on_real_ct",
+    "summarize_methods",
+    "train_or_load",
+    "weak_model_flags",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,96 +204,29 @@ def _stage2_sources(paths: Sequence) -> list:
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-
-
-def evaluate_case(
-    case,
-    stage1_models: dict,
-    stage2,
-    *,
-    device=None,
-    protocol: str = "paper",
-) -> tuple[list[dict], list[dict], dict]:
-    """Every method on one test case.
+def weak_model_flags(logs: dict) -> list[str]:
+    """Stage-1 models whose last validation has a class-1 Dice below the floor (0.3).
 
     Parameters
     ----------
-    case : deeptree.io.Case
-        CT (HU), binary airway label, spacing (mm).
-    stage1_models : dict
-        Method id -> the :class:`~deeptree.checkpoints.LoadedModel` of ``load_stage1_model``. Ids that are a stage-1
-        variant of ``deeptree.config.LOSS_VARIANTS`` are also scored after stage 2.
-    stage2 : LoadedModel or None
-        The stage-2 model (``load_stage2_model`` output); None: no ``+stage2`` rows.
-    device : optional
-    protocol : {"paper", "atm22"}
+    logs : dict
+        Model name -> its ``log.jsonl`` (``deeptree.train``).
 
     Returns
     -------
-    rows : list of dict
-        One per method: ``case``, ``method``, ``BD``, ``TLD``, ``precision``, ``DSC``
-        (fractions), ``n_components`` (of the raw prediction), ``seconds``.
-    generation_rows : list of dict
-        ``deeptree.metrics.generation_metrics`` rows with ``case`` and ``method``.
-    masks : dict
-        Method id -> uint8 (I, J, K) prediction; ``"_repair"`` -> the
-        ``deeptree.pipeline.SegmentationResult`` of ``amc+gul`` + stage 2 (if run).
+    list of str
+        One line per flagged model (:func:`deeptree.stage1.task.class1_dice_failure`); a
+        model whose log holds no per-class validation Dice is not flagged.
     """
-
-    gt = np.asarray(case.label) > 0
-    reference = prepare_ground_truth(gt, case.spacing, name=f"{case.id} label")
-    masks: dict = {}
-    seconds: dict[str, float] = {}
-    for key, (model, meta) in stage1_models.items():
-        t0 = time.perf_counter()
-        pred = predict_stage1(
-            model,
-            case.ct,
-            meta["patch_size"],
-            overlap=meta.get("overlap", 0.5),
-            device=device,
-            name=f"{case.id} CT",
-        )
-        masks[key], seconds[key] = pred.mask, time.perf_counter() - t0
-        if key in LOSS_VARIANTS and stage2 is not None:
-            t1 = time.perf_counter()
-            result = repair(pred.mask, case.ct, stage2, device=device, name=f"{case.id} CT")
-            masks[key + STAGE2_SUFFIX] = result.mask
-            seconds[key + STAGE2_SUFFIX] = seconds[key] + time.perf_counter() - t1
-            if key == "amc+gul":
-                masks["_repair"] = result
-    t0 = time.perf_counter()
-    try:
-        masks[REGION_GROWING] = region_growing(case.ct, case.spacing)
-    except InputError:  # no trachea found: the baseline returns nothing, scored as such
-        masks[REGION_GROWING] = np.zeros(gt.shape, np.uint8)
-    seconds[REGION_GROWING] = time.perf_counter() - t0
-    rows, generation_rows = [], []
-    methods = [m for m in method_ids(True) if m in masks]
-    scores = score_masks({m: masks[m] for m in methods}, reference, case.spacing, protocol)
-    for method, m in scores.items():
-        rows.append(
-            {
-                "case": case.id,
-                "method": method,
-                **{k: float(m[k]) for k in (*TABLE_METRICS, "DSC")},
-                "n_components": int(m["n_components"]),
-                "seconds": round(seconds[method], 3),
-            }
-        )
-        for g in generation_metrics(masks[method], reference, case.spacing):
-            generation_rows.append({"case": case.id, "method": method, **g})
-    return rows, generation_rows, masks
-
-
-def summarize_methods(rows: Sequence[dict]) -> dict[str, dict]:
-    """``{method: deeptree.metrics.summarize(...)}`` over the cases (BD, TLD, precision, DSC;
-    fractions, sample standard deviation)."""
-
-    return {
-        method: summarize(mine, keys=(*TABLE_METRICS, "DSC"))
-        for method, mine in group_by_method(rows).items()
-    }
+    flags = []
+    for name, log in logs.items():
+        try:
+            problem = class1_dice_failure(log)
+        except InputError:  # not validated (smoke), or a log from before per-class Dice
+            continue
+        if problem is not None:
+            flags.append(f"{name}: {problem}: the trachea and main bronchi are not learned")
+    return flags
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,19 +244,30 @@ def reproduce(
     workers: int | None = None,
     devices: Sequence[str] | None = None,
 ) -> ReproduceResult:
-    """Split, train or load every model, predict the test cases, evaluate, write tables.
+    """Split, train or load every model for every training seed, predict the test cases,
+    evaluate, write tables with intervals.
+
+    Seeds (:class:`~deeptree.config.ReproduceSettings`): ``settings.seed`` draws the
+    training and validation phantoms, ``settings.test_seed`` the test phantoms (never used
+    to choose anything), ``settings.seeds`` are the training seeds. For each training seed
+    every stage-1 model starts from the same weights (but its output heads) and sees the
+    same patch stream of nnU-Net's sampler for its own labels; the paper's stage 2 is
+    trained once per seed and repairs every variant of that seed; the stage-2 options
+    (``settings.stage2_options``) and clDice are trained for the first
+    ``settings.extra_seeds`` seeds. Every choice (inference overlap, output rule, the
+    option ``best``'s checkpoint) is made on the validation phantoms.
 
     Parameters
     ----------
     profile : str
         ``smoke``, ``cpu`` or ``gpu`` (ignored when ``settings`` is given).
     out : path-like
-        Run folder: ``cohort/`` (synthetic data), ``cache/``, ``models/``, ``tables/``,
-        ``figures/``, ``results.json``.
+        Run folder: ``cohort/`` and ``test_cohort/`` (synthetic data), ``cache/``,
+        ``models/seed<s>/``, ``tables/``, ``figures/``, ``results.json``.
     data : path-like, optional
-        An ATM'22-layout folder (``imagesTr`` + ``labelsTr``); None: a synthetic cohort of
-        ``settings.n_cases`` phantoms is generated into ``out/cohort`` (resumably) and used
-        through the same code path.
+        An ATM'22-layout folder (``imagesTr`` + ``labelsTr``), split 50/20/20; None: a
+        synthetic cohort (``settings.n_cases`` training + validation phantoms and
+        ``settings.n_test`` test phantoms) is generated into ``out`` (resumably).
     settings : ReproduceSettings, optional
         Default :func:`reproduce_settings(profile) <reproduce_settings>`.
     device : optional
@@ -305,9 +283,11 @@ def reproduce(
         sampling and stage-2 simulations must keep up with the network.
     devices : sequence of str, optional
         Two or more devices (``["cuda:0", "cuda:1"]``): the models are first trained in
-        parallel, one training per device (:func:`deeptree.evaluation.fanout.fan_out`), then
-        loaded; the default ``workers`` of those trainings is each device's share of the CPUs
-        (:func:`deeptree.distributed.default_workers`). The models are those of a sequential run.
+        parallel, one training per device (:func:`deeptree.evaluation.fanout.fan_out`; one
+        job per seed and stage-1 model, one per seed for its stage-2 models), then loaded;
+        the default ``workers`` of those trainings is each device's share of the CPUs
+        (:func:`deeptree.distributed.default_workers`). The models are those of a sequential
+        run.
 
     Returns
     -------
@@ -332,33 +312,55 @@ def reproduce(
     # 1. data: the cohort (generated when no folder is given), its split, prepared cases
     data_label, split, train_cases, val_cases = _prepare_data(settings, out, data, progress)
     seconds["data"] = time.perf_counter() - t_start
-    # (several devices: every model trained in parallel first; the steps below then load them)
+    # (several devices: every model trained in parallel first; the loop below then loads them)
     fanned = (
         _fan_out_training(settings, out, data, devices, stage2, fan_workers) if devices else {}
     )
-    # 2. stage 1: the four loss variants and clDice
     run_options = {"device": device, "progress": progress, "workers": workers}
-    checkpoints, trained = _train_stage1_models(
-        settings, split, train_cases, val_cases, out / "models", seconds, run_options
-    )
-    models = {key: load_stage1_model(path, device) for key, path in checkpoints.items()}
-    # 3. stage 2: one model repairs every stage-1 variant
-    stage2_model = None
-    if stage2:
-        path, trained["stage2"], seconds["train stage2"] = _train_stage2_model(
-            settings, split, out / "models", run_options
+    checkpoints: dict[str, Path] = {}
+    trained: dict[str, bool] = {}
+    models: dict[int, dict] = {}
+    stage2_models: dict[int, dict] = {}
+    logs: dict[str, Path] = {}
+    options = settings.stage2_options if stage2 else ()
+    if stage2:  # prepared once, for every seed's stage-2 models
+        sources = _stage2_sources(split.train)
+        val_sources = _stage2_sources(split.val) if settings.validate else []
+    for i, seed in enumerate(settings.seeds):
+        extra = i < settings.extra_seeds
+        root = out / "models" / f"seed{seed}"
+        # 2. stage 1: the four loss variants (and clDice for the first seeds)
+        paths, did = _train_stage1_models(
+            settings, seed, extra, split, train_cases, val_cases, root, seconds, run_options
         )
-        checkpoints["stage2"] = path
-        stage2_model = load_stage2_model(path, device)
-    for key, (did_train, secs) in fanned.items():
-        trained[key], seconds[f"train {key}"] = did_train, secs
+        for key, path in paths.items():
+            checkpoints[f"seed{seed}/{key}"], trained[f"seed{seed}/{key}"] = path, did[key]
+            logs[f"seed{seed}/{key}"] = path.parent / "log.jsonl"
+        models[seed] = {key: load_stage1_model(path, device) for key, path in paths.items()}
+        # 3. stage 2: the paper's, once per seed, repairs every variant; the options after
+        # amc+gul for the first seeds
+        if stage2:
+            paths, did = _train_stage2_models(
+                settings, seed, options if extra else (), (sources, val_sources), split, root,
+                seconds, run_options,
+            )  # fmt: skip
+            for key, path in paths.items():
+                checkpoints[f"seed{seed}/{key}"] = path
+                if key in did:  # "best" is the paper's run's best.pt, not a training
+                    trained[f"seed{seed}/{key}"] = did[key]
+            stage2_models[seed] = {k: load_stage2_model(p, device) for k, p in paths.items()}
+    for did_train, secs in fanned.values():  # what the parallel trainings did
+        trained.update(did_train)
+        seconds.update(secs)
+    flags = weak_model_flags(logs)
     # 4. evaluation of every method on the test cases, tables and figures
     t_eval = time.perf_counter()
-    rows, generation_rows, figure_case = _evaluate_test_cases(
-        split, models, stage2_model, device, progress
+    rows, generation_rows, figure_case, gt_precision = _evaluate_test_cases(
+        split, settings.seeds, models, stage2_models, device, progress
     )
     seconds["evaluate"] = time.perf_counter() - t_eval
     summary = summarize_methods(rows)
+    first = settings.seeds[0]
     result = ReproduceResult(
         settings=settings,
         data_label=data_label,
@@ -367,32 +369,62 @@ def reproduce(
         generation_rows=generation_rows,
         summary=summary,
         table1=table1_rows(summary),
-        table2=table2_rows(summary),
-        effects=component_effects(summary),
+        table2=table2_rows(summary, options),
+        effects=component_effects(rows, options),
         curves=generation_curves(generation_rows),
         figure_case=figure_case,
-        checkpoints=checkpoints,
+        # the first seed's models by name (run_on_real_ct, notebooks); every model in
+        # all_checkpoints
+        checkpoints={
+            k.split("/", 1)[1]: v for k, v in checkpoints.items() if k.startswith(f"seed{first}/")
+        },
         trained=trained,
         seconds=seconds,
+        all_checkpoints=checkpoints,
+        gt_precision=gt_precision,
+        flags=flags,
+        estimate=estimate_seconds(settings),
     )
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
     return result
 
 
+def _generate_test_cohort(root: Path, settings: ReproduceSettings, progress: bool) -> None:
+    """The test phantoms ``TEST_000 ...`` from ``settings.test_seed`` (case ``i``: seed
+    ``(test_seed, i)``), resumably, in the ATM'22 layout under ``root``."""
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(settings.n_test), desc="test phantoms", disable=not progress):
+        case_id = f"TEST_{i:03d}"
+        if not case_is_complete(root, case_id):
+            write_case(generate_case(settings.phantom, (settings.test_seed, i), case_id=case_id), root)
+
+
 def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
     """(data label, split, prepared training cases, prepared validation cases) of a run; with
-    ``data`` None, a synthetic cohort is generated into ``out/cohort`` (resumably)."""
+    ``data`` None, the training + validation phantoms (``settings.seed``) are generated into
+    ``out/cohort`` and the test phantoms (``settings.test_seed``) into ``out/test_cohort``
+    (resumably)."""
     if data is None:
-        data = out / "cohort"
         generate_cohort(
-            data, settings.phantom, settings.n_cases, seed=settings.seed, progress=progress
+            out / "cohort", settings.phantom, settings.n_cases, seed=settings.seed, progress=progress
         )
-        data_label = f"synthetic cohort ({settings.n_cases} {settings.phantom} phantoms, seed {settings.seed})"
+        _generate_test_cohort(out / "test_cohort", settings, progress)
+        data_label = (
+            f"synthetic cohort ({settings.phantom} phantoms): {settings.n_cases} training + "
+            f"validation phantoms from seed {settings.seed}, {settings.n_test} test phantoms "
+            f"from seed {settings.test_seed}"
+        )
+        cases = list_cases(out / "cohort")
+        n_train = len(cases) - settings.n_val
+        split = Split(cases[:n_train], cases[n_train:], list_cases(out / "test_cohort"))
+        prepared_root = out / "cohort"
     else:
         data_label = str(data)
-    split = split_dataset(data)
-    prepared = {c.id: c for c in load_cohort(data, out / "cache", progress=progress)}
+        split = split_dataset(data)
+        prepared_root = data
+    prepared = {c.id: c for c in load_cohort(prepared_root, out / "cache", progress=progress)}
     train_cases = [prepared[c.id] for c in split.train]
     val_cases = [prepared[c.id] for c in split.val] if settings.validate else []
     return data_label, split, train_cases, val_cases
@@ -401,110 +433,159 @@ def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
 def _fan_out_training(
     settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool,
     workers: int | None = None,
-) -> dict[str, tuple[bool, float]]:  # fmt: skip
-    """Train every model of the run in parallel, one per device; returns, by method id,
-    whether it was trained and its training seconds. ``workers`` DataLoader processes per
-    training (default: the device's share of the CPUs, ``deeptree.distributed.default_workers``)."""
-    keys = [*LOSS_VARIANTS, CLDICE, *(["stage2"] if stage2 else [])]
+) -> dict[str, tuple[dict, dict]]:  # fmt: skip
+    """Train every model of the run in parallel, one training per device: one job per seed
+    and stage-1 model, one per seed for its stage-2 models. Returns, by job, whether each
+    model was trained (by ``seed<s>/<key>``) and the training seconds (as in ``seconds``).
+    ``workers`` DataLoader processes per training (default: the device's share of the CPUs,
+    ``deeptree.distributed.default_workers``)."""
+    jobs: dict[str, functools.partial] = {}
     if workers is None:
         workers = default_workers(devices[0], len(devices))
-    jobs = [functools.partial(_train_one, settings, out, data, key, workers) for key in keys]
-    return dict(zip(keys, fan_out(jobs, list(devices)), strict=True))
+    for i, seed in enumerate(settings.seeds):
+        extra = i < settings.extra_seeds
+        for key in (*LOSS_VARIANTS, CLDICE) if extra else LOSS_VARIANTS:
+            jobs[f"seed{seed}/{key}"] = functools.partial(
+                _train_one, settings, out, data, seed, extra, key, workers
+            )
+        if stage2:
+            jobs[f"seed{seed}/stage2"] = functools.partial(
+                _train_one, settings, out, data, seed, extra, "stage2", workers
+            )
+    return dict(zip(jobs, fan_out(list(jobs.values()), list(devices)), strict=True))
 
 
 def _train_one(
-    settings: ReproduceSettings, out: Path, data, key: str, workers: int, device: str
-) -> tuple[bool, float]:
-    """One model of the run, on ``device`` (a job of :func:`_fan_out_training`)."""
+    settings: ReproduceSettings, out: Path, data, seed: int, extra: bool, key: str,
+    workers: int, device: str,
+) -> tuple[dict, dict]:  # fmt: skip
+    """One job of :func:`_fan_out_training` on ``device``: the stage-1 model ``key`` of
+    ``seed``, or (``key="stage2"``) that seed's stage-2 models; returns (trained by
+    ``seed<s>/<model>``, training seconds)."""
     _, split, train_cases, val_cases = _prepare_data(settings, out, data, progress=False)
     options = {"device": device, "progress": False, "workers": workers}
-    if key == "stage2":
-        _, did_train, secs = _train_stage2_model(settings, split, out / "models", options)
-        return did_train, secs
+    root = out / "models" / f"seed{seed}"
     seconds: dict[str, float] = {}
-    _, trained = _train_stage1_models(
-        settings, split, train_cases, val_cases, out / "models", seconds, options, keys=(key,)
-    )
-    return trained[key], seconds[f"train {key}"]
+    if key == "stage2":
+        sources = _stage2_sources(split.train)
+        val_sources = _stage2_sources(split.val) if settings.validate else []
+        stage2_opts = settings.stage2_options if extra else ()
+        _, did = _train_stage2_models(
+            settings, seed, stage2_opts, (sources, val_sources), split, root, seconds, options
+        )
+    else:
+        _, did = _train_stage1_models(
+            settings, seed, extra, split, train_cases, val_cases, root, seconds, options,
+            keys=(key,),
+        )  # fmt: skip
+    return {f"seed{seed}/{k}": v for k, v in did.items()}, seconds
 
 
 def _train_stage1_models(
-    settings: ReproduceSettings, split: Split, train_cases: list, val_cases: list,
-    models_root: Path, seconds: dict, run_options: dict, keys: Sequence[str] | None = None,
+    settings: ReproduceSettings, seed: int, extra: bool, split: Split, train_cases: list,
+    val_cases: list, models_root: Path, seconds: dict, run_options: dict,
+    keys: Sequence[str] | None = None,
 ) -> tuple[dict, dict]:  # fmt: skip
-    """Train (or load) every stage-1 model (or those of ``keys``); returns its checkpoints
-    and whether each was trained in this call, by method id, and adds the training times to
-    ``seconds``."""
+    """Train (or load) the stage-1 models of one training seed (or those of ``keys``);
+    returns their checkpoints and whether each was trained in this call, by method id, and
+    adds the training times to ``seconds``."""
     train_ids = [c.id for c in split.train]
+    cfg = replace(settings.stage1_train, seed=seed)
     checkpoints, trained = {}, {}
-    for key in keys if keys is not None else (*LOSS_VARIANTS, CLDICE):
+    if keys is None:
+        keys = (*LOSS_VARIANTS, CLDICE) if extra else LOSS_VARIANTS
+    for key in keys:
         if key == CLDICE:
             task = cldice_task(
-                train_cases, val_cases, settings.stage1_net, settings.stage1_train,
+                train_cases, val_cases, settings.stage1_net, cfg,
                 weight=settings.cldice_weight, iterations=settings.cldice_iterations, profile=settings.profile,
             )  # fmt: skip
         else:
             task = stage1_task(
-                train_cases,
-                val_cases,
-                key,
-                settings.stage1_net,
-                settings.stage1_train,
-                profile=settings.profile,
+                train_cases, val_cases, key, settings.stage1_net, cfg, profile=settings.profile
             )
             task.meta["loss"] = key
         task.meta["train_cases"] = train_ids
-        path, did_train, secs = train_or_load(
-            task, settings.stage1_train, model_dir(models_root, key), **run_options
-        )
-        checkpoints[key], trained[key], seconds[f"train {key}"] = path, did_train, secs
+        path, did_train, secs = train_or_load(task, cfg, model_dir(models_root, key), **run_options)
+        checkpoints[key], trained[key] = path, did_train
+        seconds[f"train seed{seed} {key}"] = secs
     return checkpoints, trained
 
 
-def _train_stage2_model(
-    settings: ReproduceSettings, split: Split, models_root: Path, run_options: dict
-) -> tuple[Path, bool, float]:
-    """Train (or load) the stage-2 model; returns the checkpoint to use (``best.pt`` when
-    validated, else ``last.pt``), whether it was trained in this call, and the seconds."""
-    sources = _stage2_sources(split.train)
-    val_sources = _stage2_sources(split.val) if settings.validate else []
-    task = stage2_task(
-        sources, val_sources, settings.stage2_net, settings.stage2_train, data=settings.stage2_data,
-        breakage=get_config(settings.profile).breakage, attention=get_config(settings.profile).attention,
-        profile=settings.profile,
-    )  # fmt: skip
-    task.meta["train_cases"] = [c.id for c in split.train]
-    path, did_train, secs = train_or_load(
-        task, settings.stage2_train, model_dir(models_root, "stage2"), **run_options
-    )
-    return selected_checkpoint(path.parent), did_train, secs
+def _train_stage2_models(
+    settings: ReproduceSettings, seed: int, options: Sequence[str], prepared: tuple,
+    split: Split, models_root: Path, seconds: dict, run_options: dict,
+) -> tuple[dict, dict]:  # fmt: skip
+    """Train (or load) the paper's stage-2 model of one training seed and one model per
+    option that changes the training (``best`` reuses the paper's run: its ``best.pt``).
+
+    Returns
+    -------
+    checkpoints : dict
+        ``"stage2"`` (the paper's ``last.pt``) and each option -> the checkpoint to use.
+    trained : dict
+        Whether each was trained in this call.
+    """
+    sources, val_sources = prepared  # stage-2 sources of the training / validation cases
+    run = get_config(settings.profile)
+    checkpoints, trained = {}, {}
+    for name in (PAPER_STAGE2, *[o for o in options if o != "best"]):
+        chosen = () if name == PAPER_STAGE2 else (name,)
+        data, cfg, _ = stage2_options(
+            chosen, settings.stage2_data, replace(settings.stage2_train, seed=seed)
+        )
+        task = stage2_task(
+            sources, val_sources, settings.stage2_net, cfg, data=data,
+            breakage=run.breakage, attention=run.attention, profile=settings.profile,
+        )  # fmt: skip
+        task.meta["train_cases"] = [c.id for c in split.train]
+        task.meta["stage2_options"] = list(chosen)
+        folder = models_root / ("stage2" if name == PAPER_STAGE2 else f"stage2_{name}")
+        path, did_train, secs = train_or_load(task, cfg, folder, **run_options)
+        checkpoints[name], trained[name] = stage2_checkpoint(path.parent), did_train
+        seconds[f"train seed{seed} {folder.name}"] = secs
+    if "best" in options:
+        checkpoints["best"] = stage2_checkpoint(checkpoints[PAPER_STAGE2].parent, best=True)
+    return checkpoints, trained
 
 
 def _evaluate_test_cases(
-    split: Split, models: dict, stage2_model, device, progress: bool
-) -> tuple[list[dict], list[dict], dict]:
-    """Score every method on the test cases: per-case rows, per-generation rows, and the
-    first test case's masks for the figures."""
+    split: Split, seeds: Sequence[int], models: dict, stage2_models: dict, device, progress: bool
+) -> tuple[list[dict], list[dict], dict, list[dict]]:
+    """Score every method of every training seed on the test cases: per-case rows (with
+    ``seed``; None for the seed-free baseline), per-generation rows, the first test case's
+    masks of the first seed for the figures, and the precision of each test case's dilated
+    ground truth."""
     from tqdm.auto import tqdm
 
-    rows, generation_rows, figure_case = [], [], {}
+    rows, generation_rows, figure_case, gt_precision = [], [], {}, []
     for i, paths in enumerate(tqdm(split.test, desc="evaluate", disable=not progress)):
         case = load_case(paths.image, paths.label, case_id=paths.id)
-        case_rows, case_generations, masks = evaluate_case(
-            case, models, stage2_model, device=device
+        gt = np.asarray(case.label) > 0
+        reference = prepare_ground_truth(gt, case.spacing, name=f"{case.id} label")
+        gt_precision.append(
+            {"case": case.id, "precision": dilated_gt_precision(gt, case.spacing, reference)}
         )
-        rows += case_rows
-        generation_rows += case_generations
-        if i == 0:  # the figures show the first test case
-            figure_case = {
-                "id": case.id,
-                "ct": case.ct,
-                "gt": np.asarray(case.label) > 0,
-                "spacing": case.spacing,
-                "masks": {k: v for k, v in masks.items() if not k.startswith("_")},
-                "repair": masks.get("_repair"),
-            }
-    return rows, generation_rows, figure_case
+        for j, seed in enumerate(seeds):
+            case_rows, case_generations, masks = evaluate_case(
+                case, models[seed], stage2_models.get(seed), device=device,
+                reference=reference, baseline=j == 0,
+            )  # fmt: skip
+            for r in (*case_rows, *case_generations):
+                r["seed"] = None if r["method"] == REGION_GROWING else seed
+            rows += case_rows
+            # per-generation curves: the first seed (pooled counts, no interval)
+            generation_rows += case_generations if j == 0 else []
+            if i == 0 and j == 0:  # the figures show the first test case, first seed
+                figure_case = {
+                    "id": case.id,
+                    "ct": case.ct,
+                    "gt": gt,
+                    "spacing": case.spacing,
+                    "masks": {k: v for k, v in masks.items() if not k.startswith("_")},
+                    "repair": masks.get("_repair"),
+                }
+    return rows, generation_rows, figure_case, gt_precision
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,13 +18,21 @@ Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case
     cache folder, re-read with memory mapping, so a training run's data side only crops
     and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine).
 
-Patch sampling (:func:`choose_centre`)
+Patch sampling (:mod:`deeptree.stage1.sampling`, :class:`Stage1PatchDataset`)
     Each patch is centred (up to a random shift of a quarter patch) on a voxel drawn as
     follows: with probability ``ratios[0]`` anywhere in the volume, with ``ratios[c]`` on a
-    voxel of anatomy class ``c``. The default oversamples the small-airway class 3 (nnU-Net
-    forces foreground in a third of its patches; thin peripheral branches are the hard,
-    rare part here). Classes absent from a case are left out and the other ratios
-    renormalised (phantoms too coarse for bronchi <= 2 mm have no class 3).
+    voxel of anatomy class ``c``. Classes absent from a case are left out and the other
+    ratios renormalised.
+
+    The training tasks use nnU-Net's own rule instead (``oversample`` of
+    :class:`Stage1PatchDataset`, :func:`nnunet_forced`): in each batch, the samples at
+    positions ``>= round(batch_size * (1 - oversample))`` are *forced foreground* and the
+    others are drawn anywhere (nnU-Net's ``oversample_foreground_percent = 0.33``: with batch
+    2, one patch of two). A forced patch is centred on the foreground *of the network's own
+    labels*: with the anatomy classes (AMC, 4 outputs) a present class is drawn uniformly,
+    then a voxel of it, as nnU-Net does for multi-class labels; with a binary airway label
+    (plain, GUL, clDice: 2 outputs) a voxel of the whole airway is drawn uniformly, so that
+    those variants never sample by the anatomy classes they do not see.
 
 Augmentation (:func:`spatial_matrix`, :func:`resample_patch`, :func:`augment_intensity`)
     Small rotations (up to 15 degrees about each axis) and scaling (0.85-1.25) with
@@ -47,7 +55,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +75,17 @@ from deeptree.io import (
     load_case,
 )
 from deeptree.stage1.losses import gul_distance_weight
+from deeptree.stage1.sampling import (
+    MAX_LOCATIONS_PER_CLASS,
+    check_ratios,
+    choose_centre,
+    foreground_locations,
+    nnunet_forced,
+)
 from deeptree.tree import parse_tree
 
 #: CT window (HU) mapped to [0, 1]; see the module docstring.
 CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
-
-#: Most voxel positions kept per class for patch centring (nnU-Net keeps 10,000).
-MAX_LOCATIONS_PER_CLASS = 10_000
 
 #: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
 CACHE_VERSION = 3  # 3: anatomy labels with the anatomical root (issue 18)
@@ -348,53 +360,6 @@ def load_cohort(
 # --------------------------------------------------------------------------------------------
 # patches
 # --------------------------------------------------------------------------------------------
-def check_ratios(ratios: Sequence[float]) -> np.ndarray:
-    """Return the 4 sampling ratios (anywhere, class 1, 2, 3) normalised to sum 1."""
-    r = np.asarray(ratios, dtype=float)
-    if r.shape != (4,) or (r < 0).any() or r.sum() <= 0:
-        raise InputError(
-            f"patch class ratios: expected 4 non-negative numbers, got {tuple(ratios)}"
-        )
-    return r / r.sum()
-
-
-def choose_centre(
-    locations: Sequence[np.ndarray],
-    shape: Sequence[int],
-    ratios: Sequence[float],
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, int]:
-    """Draw a patch centre.
-
-    Parameters
-    ----------
-    locations : 4 int arrays (n_c, 3)
-        Voxel positions per class (:attr:`Stage1Case.locations`).
-    shape : 3 ints
-        Volume shape.
-    ratios : 4 floats
-        Probability of centring on any voxel / on class 1, 2, 3.
-    rng : numpy Generator
-
-    Returns
-    -------
-    centre : ndarray of int64, shape (3,)
-        Voxel index.
-    chosen : int
-        The class drawn (0 = anywhere). Classes without locations are never drawn: the
-        ratios of the present ones are renormalised.
-    """
-    ratios = check_ratios(ratios)
-    present = np.array([True] + [len(locations[c]) > 0 for c in (1, 2, 3)])
-    if ratios[present].sum() == 0:  # only absent classes requested: anywhere
-        present, ratios = np.array([True, False, False, False]), np.array([1.0, 0, 0, 0])
-    probabilities = np.where(present, ratios, 0.0) / ratios[present].sum()
-    chosen = int(rng.choice(4, p=probabilities))
-    if chosen > 0:
-        return np.asarray(locations[chosen][rng.integers(len(locations[chosen]))], np.int64), chosen
-    return np.array([rng.integers(n) for n in shape], np.int64), 0
-
-
 def crop_patch(
     volume: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float = 0
 ) -> np.ndarray:
@@ -616,12 +581,19 @@ class Stage1PatchDataset(torch.utils.data.Dataset):
     cases : list of Stage1Case
     patch_size : 3 ints (voxels)
     ratios : 4 floats
-        Patch-centre class ratios (anywhere, class 1, 2, 3).
+        Patch-centre class ratios (anywhere, class 1, 2, 3); used when ``oversample`` is None.
     seed : int
     augment : AugmentConfig or None
         None switches augmentation off.
     length : int
         Nominal length (the training loop asks for indices ``< iterations * batch_size``).
+    oversample : float, optional
+        nnU-Net's foreground oversampling (:func:`nnunet_forced`); replaces ``ratios``.
+    batch_size : int
+        Batch size of the training loop (where an item sits in its batch).
+    by_class : bool
+        With ``oversample``: forced patches draw an anatomy class first (AMC labels); False:
+        a voxel of the whole airway (binary labels).
     """
 
     def __init__(
@@ -632,9 +604,17 @@ class Stage1PatchDataset(torch.utils.data.Dataset):
         seed=0,
         augment=AugmentConfig(),
         length=10**9,
+        *,
+        oversample: float | None = None,
+        batch_size: int = 2,
+        by_class: bool = True,
     ):
         if not cases:
             raise InputError("Stage1PatchDataset: no training cases")
+        if oversample is not None and not 0.0 <= float(oversample) <= 1.0:
+            raise InputError(f"Stage1PatchDataset: oversample must be in [0, 1], got {oversample}")
+        if int(batch_size) < 1:
+            raise InputError(f"Stage1PatchDataset: batch_size must be >= 1, got {batch_size}")
         self.cases, self.patch_size = list(cases), tuple(int(p) for p in patch_size)
         self.ratios, self.seed, self.augment, self.length = (
             check_ratios(ratios),
@@ -642,14 +622,30 @@ class Stage1PatchDataset(torch.utils.data.Dataset):
             augment,
             int(length),
         )
+        self.oversample, self.batch_size, self.by_class = oversample, int(batch_size), by_class
+        empty = np.zeros((0, 3), np.int32)
+        # binary labels: the whole airway is one foreground class
+        self._pooled = (
+            [[empty, foreground_locations(c.label), empty, empty] for c in self.cases]
+            if oversample is not None and not by_class
+            else None
+        )
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index)])
-        case = self.cases[int(rng.integers(len(self.cases)))]
-        return sample_patch(case, self.patch_size, self.ratios, rng, self.augment)
+        k = int(rng.integers(len(self.cases)))
+        case = self.cases[k]
+        if self.oversample is None:
+            return sample_patch(case, self.patch_size, self.ratios, rng, self.augment)
+        if not nnunet_forced(index, self.batch_size, self.oversample):
+            return sample_patch(case, self.patch_size, (1.0, 0, 0, 0), rng, self.augment)
+        if self._pooled is not None:
+            case = replace(case, locations=self._pooled[k])
+            return sample_patch(case, self.patch_size, (0, 1.0, 0, 0), rng, self.augment)
+        return sample_patch(case, self.patch_size, (0, 1.0, 1.0, 1.0), rng, self.augment)
 
 
 def split_cases(cases: list, n_val: int) -> tuple[list, list]:

@@ -4,9 +4,13 @@ The CT is normalised as in training (``deeptree.stage1.data.normalize_ct``), cut
 patches of the training patch size (overlap 0.5 by default, as nnU-Net), each patch's logits
 are weighted by a Gaussian centred on the patch (sigma = 1/8 of the patch, nnU-Net's
 choice; ``monai.inferers.sliding_window_inference`` with ``mode="gaussian"``) and averaged,
-then turned into class probabilities by a softmax. The airway mask is the union of the
-airway classes: ``1 - p(background) > 0.5``, the same union the GUL trains, restricted to
-the patient's body (:func:`body_mask`: air around the patient looks like lumen).
+then turned into class probabilities by a softmax. The airway mask follows nnU-Net's output
+rule, the same for every variant (:func:`airway_from_probabilities`): the most probable class
+(argmax), and airway wherever that class is not background, restricted to the patient's body
+(:func:`body_mask`: air around the patient looks like lumen). With two classes this is
+``p(airway) > 0.5``; with the anatomy classes it is stricter than the union
+``1 - p(background) > 0.5`` (a voxel at p = 0.4 / 0.3 / 0.3 / 0 is background), which would
+credit AMC with recall that comes from the output rule, not from training.
 
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
@@ -79,6 +83,24 @@ def body_mask(ct: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.nda
     return filled
 
 
+def airway_from_probabilities(probabilities):
+    """nnU-Net's output rule: airway where the most probable class is not background.
+
+    Parameters
+    ----------
+    probabilities : ndarray or torch.Tensor, shape (C, I, J, K)
+        Class probabilities (or logits: the argmax is the same), channel 0 background.
+
+    Returns
+    -------
+    uint8 (I, J, K) of the input's kind (ndarray or tensor): 1 = airway. Ties go to the
+    lower class index (background first), as ``argmax``.
+    """
+    if isinstance(probabilities, torch.Tensor):
+        return (probabilities.argmax(dim=0) != 0).to(torch.uint8)
+    return (np.asarray(probabilities).argmax(axis=0) != 0).astype(np.uint8)
+
+
 @dataclass
 class Stage1Prediction:
     """Output of :func:`predict_stage1`.
@@ -88,7 +110,7 @@ class Stage1Prediction:
     probabilities : ndarray of float32, shape (C, I, J, K)
         Softmax class probabilities (C = 4 with AMC: background, classes 1-3; 2 without).
     mask : ndarray of uint8, shape (I, J, K)
-        Binary airway mask, ``1 - probabilities[0] > 0.5`` inside :func:`body_mask` (when
+        Binary airway mask, :func:`airway_from_probabilities` inside :func:`body_mask` (when
         ``restrict_to_body``).
     seconds : float
         Wall time of the network part.
@@ -186,7 +208,7 @@ def predict_stage1(
             progress=progress_enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
-        mask = (probabilities[0] < 0.5).to(torch.uint8)
+        mask = airway_from_probabilities(probabilities)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -236,8 +258,10 @@ def predict_file(
     """Predict one CT file and write the airway mask as NIfTI (atomically, input's grid).
 
     The CT is resampled to the spacing the checkpoint was trained at and the result back onto
-    the CT's exact grid (same shape and affine; ``deeptree.resample``): the airway probability
-    trilinearly, then ``> 0.5`` inside :func:`body_mask` of the input CT; the classes by nearest
+    the CT's exact grid (same shape and affine; ``deeptree.resample``): the output rule of
+    :func:`airway_from_probabilities` as the score ``0.5 + (max foreground probability -
+    background probability) / 2`` trilinearly, then ``> 0.5`` inside :func:`body_mask` of the
+    input CT; the classes by nearest
     neighbour. A CT at the checkpoint's spacing is not resampled (the output is what
     :func:`predict_stage1` gives on it, bit for bit).
 
@@ -281,7 +305,12 @@ def predict_file(
     mask = pred.mask
     classes = pred.classes if classes_path is not None else None
     if grid.resampled:
-        mask = from_model_grid(1.0 - pred.probabilities[0], grid, "probability")
+        # the output rule (argmax is not background) as a score that is linear in the class
+        # probabilities, so that it survives trilinear resampling: > 0.5 exactly where the most
+        # probable foreground class beats background (2 classes: p(airway) > 0.5)
+        probabilities = np.asarray(pred.probabilities, dtype=np.float32)
+        score = 0.5 + 0.5 * (probabilities[1:].max(axis=0) - probabilities[0])
+        mask = from_model_grid(score, grid, "probability")
         mask &= body_mask(volume.array).astype(np.uint8)
         if classes is not None:
             classes = from_model_grid(classes, grid, "labels")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from deeptree.checkpoints import LoadedModel
-from deeptree.config import NOTEBOOK_COHORT, NetworkConfig, TrainConfig, get_config
+from deeptree.config import NOTEBOOK_COHORT, VARIANTS, NetworkConfig, TrainConfig, get_config
 from deeptree.io import InputError
 from deeptree.metrics import DICE_CLASSES, airway_metrics, class_dice, prepare_ground_truth
 from deeptree.networks import init_foreground_prior, stage1_network
@@ -54,7 +54,9 @@ def stage1_task(
         ``"plain"``, ``"amc"``, ``"gul"`` or ``"amc+gul"`` (``deeptree.stage1.losses``).
     net : NetworkConfig
     cfg : TrainConfig
-        Seeds the weights (``cfg.seed``), the patch stream and its class ratios;
+        Seeds the weights (``cfg.seed``: the same for every variant but the output heads,
+        ``deeptree.networks.stage1_network``) and the patch stream (nnU-Net's sampler,
+        ``cfg.oversample_foreground``, on the variant's own labels);
         ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
     profile : str, optional
         Recorded in the checkpoint.
@@ -68,12 +70,17 @@ def stage1_task(
     if cfg.foreground_prior is not None:
         init_foreground_prior(model, cfg.foreground_prior)
     criterion = Stage1Loss(variant)
+    # nnU-Net's sampler for the network's own labels: anatomy classes with AMC, the binary
+    # airway without (deeptree.stage1.data); the same seed gives the same patch stream
+    by_class = VARIANTS[variant].amc
     dataset = Stage1PatchDataset(
         train_cases,
         net.patch_size,
-        ratios=cfg.patch_class_ratios,
         seed=cfg.seed,
         length=cfg.iterations * cfg.batch_size,
+        oversample=cfg.oversample_foreground,
+        batch_size=cfg.batch_size,
+        by_class=by_class,
     )
 
     def loss_fn(outputs, batch):
@@ -89,6 +96,8 @@ def stage1_task(
         "name": f"stage 1, {variant}",
         # the voxel size and HU window predict/segment resample and normalise to
         **training_record([c.spacing for c in train_cases], "stage-1 training cases"),
+        "sampler": f"nnU-Net, {'anatomy classes' if by_class else 'binary airway'}, "
+        f"oversample {cfg.oversample_foreground}",
     }
     validate = _stage1_validator(val_cases, net, device) if val_cases else None
     return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)

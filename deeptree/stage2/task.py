@@ -1,17 +1,27 @@
 """Stage 2 training: data sources, the :class:`deeptree.train.TrainingTask` of the breakage
 network, and its validation (the share of simulated gaps a connector reconnects,
 :func:`evaluate_gap_repair`).
+
+The paper's stage 2 is the default: crops centred on simulated breakages, no simulated
+fragments, nnU-Net's initialisation, the last model. The additions this repository tried
+are named options (:data:`STAGE2_OPTIONS`, :func:`stage2_options`), each off by default; the
+reproduction trains each one beside the paper's and shows what it changes in a row of its
+own (``deeptree.evaluation.reproduce``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from deeptree.attention import breakage_centres
+from deeptree.checkpoints import BEST_NAME, CHECKPOINT_NAME
 from deeptree.config import (
+    STAGE2_FOREGROUND_PRIOR,
     AttentionConfig,
     BreakageConfig,
     NetworkConfig,
@@ -153,6 +163,78 @@ def phantom_sources(profile: str, seeds: Sequence, progress: bool = False) -> li
     return out
 
 
+#: The additions to the paper's stage 2, by name (all off by default), with what each does.
+STAGE2_OPTIONS: dict[str, str] = {
+    "negatives": "half of the training crops centred on negative attention centres "
+    "(Stage2DataConfig.negative_fraction = 0.5; the paper: breakages only)",
+    "fragments": "simulated false-positive fragments near the airway, 0.5 per gap "
+    "(Stage2DataConfig.fragments_per_gap = 0.5; the paper: none)",
+    "prior": f"output heads start at foreground probability {STAGE2_FOREGROUND_PRIOR} "
+    "(TrainConfig.foreground_prior; the paper: nnU-Net's initialisation)",
+    "best": "the model of the best validation gap Dice (best.pt) instead of the last one "
+    "(the paper: the model after the last epoch)",
+}
+
+#: Option values (see :data:`STAGE2_OPTIONS`).
+NEGATIVE_FRACTION_OPTION = 0.5
+FRAGMENTS_PER_GAP_OPTION = 0.5
+
+
+def check_stage2_options(options: Sequence[str]) -> tuple[str, ...]:
+    """``options`` as a tuple in :data:`STAGE2_OPTIONS` order; InputError naming an unknown one."""
+    unknown = [o for o in options if o not in STAGE2_OPTIONS]
+    if unknown:
+        raise InputError(
+            f"unknown stage-2 option {unknown[0]!r}: choose from {', '.join(STAGE2_OPTIONS)}"
+        )
+    return tuple(o for o in STAGE2_OPTIONS if o in set(options))
+
+
+def stage2_options(
+    options: Sequence[str], data: Stage2DataConfig, cfg: TrainConfig
+) -> tuple[Stage2DataConfig, TrainConfig, bool]:
+    """Apply named additions (:data:`STAGE2_OPTIONS`) to the paper's stage-2 settings.
+
+    Parameters
+    ----------
+    options : sequence of str
+        Any of ``"negatives"``, ``"fragments"``, ``"prior"``, ``"best"``; empty: the paper's.
+    data : Stage2DataConfig
+    cfg : TrainConfig
+
+    Returns
+    -------
+    data, cfg : the changed copies
+    best : bool
+        Keep the best validated model (:func:`stage2_checkpoint`) instead of the last.
+    """
+    options = check_stage2_options(options)
+    if "negatives" in options:
+        data = replace(data, negative_fraction=NEGATIVE_FRACTION_OPTION)
+    if "fragments" in options:
+        data = replace(data, fragments_per_gap=FRAGMENTS_PER_GAP_OPTION)
+    if "prior" in options:
+        cfg = replace(cfg, foreground_prior=STAGE2_FOREGROUND_PRIOR)
+    return data, cfg, "best" in options
+
+
+def stage2_checkpoint(out_dir, best: bool = False) -> Path:
+    """The stage-2 model of a training folder: ``last.pt`` (the paper's), or with ``best``
+    the validated ``best.pt`` (when validation ran, else ``last.pt``).
+
+    Raises
+    ------
+    InputError
+        When the folder has no ``last.pt``.
+    """
+    out_dir = Path(out_dir)
+    if best and (out_dir / BEST_NAME).is_file():
+        return out_dir / BEST_NAME
+    if not (out_dir / CHECKPOINT_NAME).is_file():
+        raise InputError(f"{out_dir}: no {CHECKPOINT_NAME} (not a stage-2 training folder?)")
+    return out_dir / CHECKPOINT_NAME
+
+
 def stage2_task(
     train_sources: Sequence[Stage2Source],
     val_sources: Sequence[Stage2Source],
@@ -174,13 +256,14 @@ def stage2_task(
         Validation simulates ``val_simulations`` fixed breakages per held-out case and
         reports the gap repair rate and the Dice of the predicted ``Y^B``
         (:func:`deeptree.stage2.task.evaluate_gap_repair`); the model with the best of that
-        Dice is kept (``TrainingTask.select``: ``best.pt``,
-        :func:`deeptree.checkpoints.selected_checkpoint`). No validation if empty.
+        Dice is also saved (``TrainingTask.select``: ``best.pt``), for the option ``"best"``
+        (:func:`stage2_checkpoint`); the paper's model is ``last.pt``. No validation if empty.
     net : NetworkConfig
         ``filters`` and ``patch_size`` of the stage-2 network.
     cfg : TrainConfig
-        Seeds the weights and the crop stream; ``foreground_prior`` (the profiles: 0.01)
-        sets the network's starting output (:func:`deeptree.networks.init_foreground_prior`).
+        Seeds the weights and the crop stream; ``foreground_prior`` (None in the profiles, as
+        the paper; 0.01 with the option ``"prior"``) sets the network's starting output
+        (:func:`deeptree.networks.init_foreground_prior`).
     data, breakage, attention
         Sample simulation settings.
     profile : str, optional
@@ -231,9 +314,9 @@ def stage2_task(
         validate = _stage2_validator(
             list(val_sources), data, breakage, attention, net, cfg.seed, val_simulations, device
         )
-    # the network with the best validation gap Dice is kept as best.pt: at the cpu budget one
-    # training seed in five repaired 11 of 12 validation gaps at iteration 300 and then fell
-    # silent for good (benchmarks/RESULTS.md, stage 2)
+    # the network with the best validation gap Dice is also saved as best.pt (option "best"):
+    # at the cpu budget one training seed in five repaired 11 of 12 validation gaps at
+    # iteration 300 and then fell silent for good (benchmarks/RESULTS.md, stage 2)
     return TrainingTask(
         model=model,
         loss_fn=loss_fn,

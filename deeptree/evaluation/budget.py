@@ -1,0 +1,162 @@
+"""The time budget of a reproduction: estimated wall time from measured per-step costs
+(``deeptree reproduce`` prints it before it starts; the cpu profile's design is sized so that
+``make reproduce PROFILE=cpu`` fits in 75 minutes on the 2-core machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from deeptree.config import ReproduceSettings
+
+#: Seconds per step of the cpu profile on the 2-core dev machine (AMD EPYC), one torch thread.
+#: ``benchmarks/bench_reproduce.py`` measured every step on 2026-12-01 beside other sessions'
+#: jobs (load average 12-15, so every figure about 7x too slow); each is scaled here by the
+#: idle one-thread stage-1 training step of ``benchmarks/bench_cpu_threads.py`` (0.142 s, same
+#: day, benchmarks/RESULTS.md "CPU thread policy"): the ratio of each step to a training step,
+#: measured side by side, times the idle step. Stage 2 keeps the idle 0.26 s of the issue-9
+#: measurement (larger than its scaled 0.19 s); the metrics, measured on a broken ground
+#: truth, are rounded up for real predictions. Another machine scales them all alike.
+CPU_STEP_SECONDS: dict[str, float] = {
+    "phantom": 1.52,
+    "prepare": 0.63,
+    "stage1_it": 0.142,
+    "cldice_it": 0.313,
+    "stage2_it": 0.26,
+    "predict": 10.8,
+    "repair": 1.0,
+    "metrics": 0.1,
+    "baseline": 0.4,
+    "stage2_validation": 0.2,
+}
+
+
+def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> dict[str, float]:
+    """Estimated wall time of :func:`reproduce` (synthetic cohort, nothing reused), by phase.
+
+    Parameters
+    ----------
+    settings : ReproduceSettings
+    rates : dict, optional
+        Seconds per step (keys of :data:`CPU_STEP_SECONDS`, the default).
+
+    Returns
+    -------
+    dict
+        ``data``, ``train stage 1``, ``train stage 2``, ``validation``, ``evaluate``,
+        ``total`` (seconds).
+    """
+    r = {**CPU_STEP_SECONDS, **(rates or {})}
+    n_seeds, extra = len(settings.seeds), settings.extra_seeds
+    options = [o for o in settings.stage2_options if o != "best"]
+    it1, it2 = settings.stage1_train.iterations, settings.stage2_train.iterations
+    n_val, n_test = settings.n_val, settings.n_test
+    n_val_runs = it2 // max(1, settings.stage2_train.validate_every) if settings.validate else 0
+    out = {
+        "data": (settings.n_cases + n_test) * r["phantom"] + settings.n_cases * r["prepare"],
+        "train stage 1": n_seeds * 4 * it1 * r["stage1_it"] + extra * it1 * r["cldice_it"],
+        "train stage 2": (n_seeds + extra * len(options)) * it2 * r["stage2_it"],
+        "validation": (
+            (n_seeds * 4 + extra) * n_val * (r["predict"] + r["metrics"])
+            + (n_seeds + extra * len(options)) * n_val_runs * n_val * r["stage2_validation"]
+            if settings.validate
+            else 0.0
+        ),
+    }
+    per_seed = 4 * (r["predict"] + r["repair"] + 2 * r["metrics"])
+    per_extra = r["predict"] + r["metrics"] + len(settings.stage2_options) * (
+        r["repair"] + r["metrics"]
+    )
+    out["evaluate"] = n_test * (
+        n_seeds * per_seed + extra * per_extra + r["baseline"] + 2 * r["metrics"]
+    )
+    # the stage-2 sources (a tree parse each) of the training and validation cases
+    out["data"] += settings.n_cases * r["prepare"]
+    out["total"] = sum(out.values())
+    return {k: round(v, 1) for k, v in out.items()}
+
+
+#: Rough seconds per step of the gpu profile on one NVIDIA H200 with 16 cores, for sizing
+#: ``benchmarks/gpu_session.sh``. Measured in the 2026-11-26 session (benchmarks/RESULTS.md):
+#: stage-1 training 8 it/s with the real data pipeline (``stage1_it``, replaced by the rate
+#: the session measures), stage 2 about 1 it/s (its breakage simulations), 9 standard
+#: phantoms generated and prepared in 83 s on 12 processes. Not measured there, assumed: the
+#: sliding window, the repair, the metrics (CPU, 0.7 mm skeletons) and the baseline.
+GPU_STEP_SECONDS: dict[str, float] = {
+    "phantom": 7.0,
+    "prepare": 2.0,
+    "stage1_it": 0.125,
+    "cldice_it": 0.15,
+    "stage2_it": 1.0,
+    "predict": 2.0,
+    "repair": 4.0,
+    "metrics": 6.0,
+    "baseline": 10.0,
+    "stage2_validation": 8.0,
+}
+
+
+def size_to_budget(
+    settings: ReproduceSettings,
+    budget_s: float,
+    rates: dict,
+    *,
+    designs=((3, 10), (3, 5), (2, 5), (2, 3), (1, 3), (1, 2)),
+    floor: int = 50,
+) -> tuple[ReproduceSettings, dict]:
+    """The largest design that fits a time budget: the first (training seeds, test cases) of
+    ``designs`` whose estimate at ``floor`` iterations fits, then the longest training
+    (stage 2: a quarter of stage 1's iterations, at least ``floor``) that still fits.
+
+    Parameters
+    ----------
+    settings : ReproduceSettings
+        The profile's settings (cohort, networks, options).
+    budget_s : float
+        Seconds available for the whole reproduction.
+    rates : dict
+        Seconds per step (:data:`GPU_STEP_SECONDS` or :data:`CPU_STEP_SECONDS` keys).
+    designs : sequence of (int, int)
+        (training seeds, test cases), most wanted first.
+    floor : int
+        Fewest iterations of any model.
+
+    Returns
+    -------
+    settings : ReproduceSettings
+        With ``seeds``, ``n_test`` and both training lengths set (the smallest design at
+        the floor when nothing fits).
+    estimate : dict
+        :func:`estimate_seconds` of it.
+    """
+    def sized(n_seeds: int, n_test: int, it1: int) -> ReproduceSettings:
+        it2 = max(floor, it1 // 4)
+        return replace(
+            settings,
+            seeds=tuple(range(n_seeds)),
+            n_test=n_test,
+            extra_seeds=min(settings.extra_seeds, n_seeds),
+            stage1_train=replace(settings.stage1_train, iterations=it1, validate_every=it1,
+                                 checkpoint_every=min(settings.stage1_train.checkpoint_every, it1)),
+            stage2_train=replace(settings.stage2_train, iterations=it2,
+                                 validate_every=min(settings.stage2_train.validate_every, it2),
+                                 checkpoint_every=min(settings.stage2_train.checkpoint_every, it2)),
+        )  # fmt: skip
+
+    for n_seeds, n_test in designs:
+        if estimate_seconds(sized(n_seeds, n_test, floor), rates)["total"] > budget_s:
+            continue
+        low, high = floor, floor
+        while estimate_seconds(sized(n_seeds, n_test, high * 2), rates)["total"] <= budget_s:
+            low, high = high * 2, high * 2
+            if high > 10**6:
+                break
+        high *= 2
+        while high - low > max(10, low // 50):
+            mid = (low + high) // 2
+            fits = estimate_seconds(sized(n_seeds, n_test, mid), rates)["total"] <= budget_s
+            low, high = (mid, high) if fits else (low, mid)
+        best = sized(n_seeds, n_test, low // 10 * 10 or floor)
+        return best, estimate_seconds(best, rates)
+    smallest = sized(*designs[-1], floor)
+    return smallest, estimate_seconds(smallest, rates)
