@@ -252,15 +252,43 @@ def measure(condition: str, rounds: int, steps: int, load: int, kind: str = "spi
     }
 
 
+def results_from_log(path: str) -> dict:
+    """The figures of a run's printed log (the per-process lines), e.g. of a run that was
+    stopped before its end: medians over the rounds that completed, per condition and policy.
+    The weights' checksums are not in the log, so ``same_weights_as_old`` is ``n/a``."""
+    import re
+
+    line = re.compile(r"^\s*(idle|loaded)\s+round (\d+)/\d+ (.+?)\s+threads (\d+)\s+train "
+                      r"([0-9.]+) s\s+predict ([0-9.]+) s")
+    runs: dict[str, dict[str, list]] = {}
+    for text in Path(path).read_text().splitlines():
+        m = line.match(text)
+        if m:
+            condition, _, policy, threads, train, predict = m.groups()
+            runs.setdefault(condition, {}).setdefault(policy.strip(), []).append(
+                (threads, float(train), float(predict)))
+    results: dict = {"load_before": "see the log", "cpu_model": cpu_model(), "cores": os.cpu_count()}
+    for condition, policies in runs.items():
+        results[condition] = {
+            name: {"threads": "/".join(sorted({t for t, _, _ in rows})),
+                   "policy": "(from the log)",
+                   "train_s": statistics.median(r[1] for r in rows),
+                   "predict_s": statistics.median(r[2] for r in rows),
+                   "rounds": len(rows), "same_weights_as_old": "n/a"}
+            for name, rows in policies.items()
+        }
+    return results
+
+
 def verdict(results: dict) -> list[str]:
     """Issue 16's two bars, read from the figures: loaded, the new policy's training step at
     least 5x as fast as the old one's; idle, at most 10% slower."""
     lines = []
-    if "loaded" in results:
+    if {"old", "new"} <= set(results.get("loaded", {})):
         r = results["loaded"]
         lines.append(f"Loaded: the new policy's training step is {r['old']['train_s'] / r['new']['train_s']:.2f}x "
                      "as fast as the old one's (issue 16's bar: at least 5x).  ")
-    if "idle" in results:
+    if {"old", "new"} <= set(results.get("idle", {})):
         r = results["idle"]
         change = r["new"]["train_s"] / r["old"]["train_s"] - 1
         lines.append(f"Idle: the new policy's training step changes by {change:+.0%} against the old "
@@ -293,7 +321,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         "step time; speed-up = old time / this time.",
         "",
         *[f"New policy in a fresh process, {c}: {results[c]['new']['policy']}.  "
-          for c in ("idle", "loaded") if c in results],
+          for c in ("idle", "loaded") if "new" in results.get(c, {})],
         "",
         *verdict(results),
         "",
@@ -317,12 +345,22 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument("--command", help="run this shell command under --load busy processes")
+    parser.add_argument("--summarize", metavar="LOG",
+                        help="print (with --record: append) the figures of a saved run log")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.command:
         return run_command_under_load(args.command, args.load, args.record, args.load_kind)
     if args.worker:
         print(json.dumps(worker(args.steps)))
+        return 0
+    if args.summarize:
+        text = markdown(results_from_log(args.summarize), args).replace(
+            "`.venv/bin/python benchmarks/bench_cpu_threads.py",
+            f"log `{args.summarize}` of `.venv/bin/python benchmarks/bench_cpu_threads.py", 1)
+        print(text)
+        if args.record:
+            append_results(text)
         return 0
     results = {"load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                "cpu_model": cpu_model(), "cores": os.cpu_count()}
