@@ -17,10 +17,20 @@ Nothing here imports the rest of the package (:mod:`deeptree.io` re-exports
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _temporary_sibling(path: Path) -> Path:

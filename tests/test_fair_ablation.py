@@ -10,42 +10,20 @@ from dataclasses import fields, replace
 import numpy as np
 import pytest
 import torch
+from test_data import hand_case  # one tube per class (the same case as the data tests)
 
 from deeptree.config import LOSS_VARIANTS, Stage2DataConfig, TrainConfig, get_config
 from deeptree.io import InputError
 from deeptree.stage1.data import (
-    Stage1Case,
     Stage1PatchDataset,
-    class_locations,
     nnunet_forced,
-    normalize_ct,
 )
-from deeptree.stage1.losses import gul_distance_weight
 from deeptree.stage1.predict import airway_from_probabilities, body_mask, predict_stage1
 from deeptree.stage1.task import stage1_task
 from deeptree.stage2.task import STAGE2_OPTIONS, stage2_checkpoint, stage2_options
 
 NET = get_config("smoke").stage1_net
 CFG = TrainConfig(iterations=6, batch_size=2, amp=False, seed=7)
-
-
-def hand_case(label=None, shape=(48, 48, 40)) -> Stage1Case:
-    """One tube per class: class 1 thick, class 2 and class 3 thin."""
-    if label is None:
-        label = np.zeros(shape, np.uint8)
-        label[18:24, 18:24, :] = 1
-        label[5:8, 5:8, 5:35] = 2
-        label[44:46, 44, 5:30] = 3
-    image = normalize_ct(np.where(label > 0, -1000, -850).astype(np.int16))
-    return Stage1Case(
-        id="hand",
-        image=image,
-        label=label,
-        distance=gul_distance_weight(label),
-        locations=class_locations(label, np.random.default_rng(0)),
-        spacing=(1.0, 1.0, 1.0),
-        affine=np.eye(4),
-    )
 
 
 @pytest.fixture(scope="module")

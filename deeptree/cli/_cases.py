@@ -7,7 +7,6 @@ Not a subcommand (the leading underscore keeps it out of ``deeptree --help``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deeptree.cli import os_error_message
-from deeptree.files import FolderLock, clean_orphan_temporaries
+from deeptree.files import FolderLock, clean_orphan_temporaries, file_sha256
 from deeptree.io import (
     THICK_SLICE_MM,
     InputError,
@@ -192,15 +191,6 @@ def for_each_case(
             continue
         print(line)
     return problems
-
-
-def file_sha256(path) -> str:
-    """sha256 of a file's bytes (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DoneRecord:

@@ -32,13 +32,13 @@ from pathlib import Path
 from deeptree.cli._cases import (
     DoneRecord,
     check_writable_folder,
-    file_sha256,
     for_each_case,
     locked_output,
     refuse_out_over_inputs,
     report_problems,
     warn_thick_inputs,
 )
+from deeptree.files import file_sha256
 from deeptree.io import (
     InputError,
     case_id_from_path,

@@ -137,7 +137,7 @@ def run_provenance() -> dict[str, str]:
     machine = f"{cpu}, {os.cpu_count()} cores"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name(0)}"
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return {"date": date, "commit": commit, "machine": machine}
 
 

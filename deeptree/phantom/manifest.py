@@ -27,6 +27,7 @@ from pathlib import Path
 
 from deeptree import __version__
 from deeptree.config import PhantomProfile
+from deeptree.files import file_sha256
 from deeptree.io import InputError, atomic_write
 
 #: The manifest's file name in the cohort root.
@@ -40,16 +41,6 @@ MANIFEST_FORMAT = "deeptree-cohort-1"
 #: extended with cases of the new generator. (A change of a profile's settings is caught
 #: without it: they are stored whole.)
 GENERATOR_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CohortManifest:
@@ -160,7 +151,7 @@ class CohortManifest:
         for kind, path in paths.items():
             if not path.is_file():
                 complete = False  # removed: generated again
-            elif kind not in listed or _sha256(path) != listed[kind]:
+            elif kind not in listed or file_sha256(path) != listed[kind]:
                 raise InputError(
                     f"{path}: changed since it was generated (its checksum differs from "
                     f"{self.path}); delete it to generate it again, or give another --out"
@@ -169,7 +160,7 @@ class CohortManifest:
 
     def add(self, case_id: str, paths: dict[str, Path]) -> None:
         """List ``case_id`` with the checksums of its files and write the manifest."""
-        self.cases[case_id] = {kind: _sha256(path) for kind, path in paths.items()}
+        self.cases[case_id] = {kind: file_sha256(path) for kind, path in paths.items()}
         self.write()
 
     def write(self) -> None:
