@@ -270,9 +270,21 @@ def apply_to_child_processes(environ: MutableMapping[str, str] | None = None) ->
         What was set.
     """
     target = os.environ if environ is None else environ
+    _drop_stale(target)
     policy = decide_policy(target, torch_loaded=False)
     target.update(_with_record(policy))
     return policy
+
+
+def _drop_stale(environ: MutableMapping[str, str]) -> None:
+    """Remove the policy's variables from an earlier decision when the user has set a wait
+    variable of their own since (e.g. ``OMP_WAIT_POLICY=ACTIVE`` after a run that set
+    ``GOMP_SPINCOUNT``): theirs must reach the children alone."""
+    inherited = _inherited(environ)
+    user_wait = [k for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in environ and k not in inherited]
+    if inherited and user_wait:
+        for key in (*inherited, INHERITED_VARIABLE):
+            environ.pop(key, None)
 
 
 def _with_record(policy: ThreadPolicy) -> dict[str, str]:

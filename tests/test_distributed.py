@@ -13,10 +13,14 @@ What is not identical: the order of the floating-point sums (one process sums th
 weight gradients inside the convolution's backward pass, two ranks sum them in gloo's
 all-reduce). Measured on this 2-core machine after 8 iterations of the smoke profile: the
 logged losses agree to a relative 1.3e-7 (CE 3.4e-7, a few float32 ulps), the weights (up to
-1.5 in size) to 3.5e-6, the validation figures exactly. The tolerances below (2e-6 relative,
-2e-5 absolute) are ~6x those figures, and far below a real difference: with each rank's batch
-Dice taken over its own patch instead of the global batch, the first iteration's loss is 3.318
-instead of 3.818 (one of the two patches holds no airway).
+1.5 in size) to 3.5e-6, the validation figures exactly (2026-12-01). After issue 18 changed
+the patch sampler and the initial weights, the same run's losses agree at the first
+iteration and then drift apart with the iterations (SGD with momentum 0.99 carries each
+ulp forward): 4.1e-6 relative at iteration 8, the weights 2.3e-5 (2026-12-02). The
+tolerances below (2e-5 relative on the losses, 1e-4 absolute on the weights) are ~5x those
+figures, and far below a real difference: with each rank's batch Dice taken over
+its own patch instead of the global batch, the first iteration's loss is 3.318 instead of
+3.818 (one of the two patches holds no airway), a relative 0.13.
 
 The second test kills rank 1 mid-run (torchrun then stops rank 0), restarts with --resume
 and checks that the run continued from the last checkpoint and ended bit for bit where an
@@ -43,8 +47,8 @@ from deeptree.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERATIONS = 8  # the smoke profile checkpoints and validates every 4
-LOSS_RTOL = 2e-6
-WEIGHT_ATOL = 2e-5
+LOSS_RTOL = 2e-5
+WEIGHT_ATOL = 1e-4
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
