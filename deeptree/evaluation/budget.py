@@ -9,25 +9,23 @@ from dataclasses import replace
 
 from deeptree.config import ReproduceSettings
 
-#: Seconds per step of the cpu profile on the 2-core dev machine (AMD EPYC), one torch thread.
-#: ``benchmarks/bench_reproduce.py`` measured every step on 2026-12-01 beside other sessions'
-#: jobs (load average 12-15, so every figure about 7x too slow); each is scaled here by the
-#: idle one-thread stage-1 training step of ``benchmarks/bench_cpu_threads.py`` (0.142 s, same
-#: day, benchmarks/RESULTS.md "CPU thread policy"): the ratio of each step to a training step,
-#: measured side by side, times the idle step. Stage 2 keeps the idle 0.26 s of the issue-9
-#: measurement (larger than its scaled 0.19 s); the metrics, measured on a broken ground
-#: truth, are rounded up for real predictions. Another machine scales them all alike.
+#: Seconds per step of the cpu profile on the 2-core dev machine (AMD EPYC), torch's default
+#: two threads, as ``make reproduce`` runs: ``benchmarks/bench_reproduce.py --threads 2``
+#: measured every step on 2026-12-02 on a quiet machine (load average 0.9; raw JSON
+#: ``benchmarks/cpu_threads/20261202-bench-reproduce-idle-2threads.json``, benchmarks/RESULTS.md
+#: "Reproduction design"). The figures of 2026-12-01, measured under a load average of 12-15
+#: and scaled down, were 1.4-2.2x these. Another machine scales them all alike.
 CPU_STEP_SECONDS: dict[str, float] = {
-    "phantom": 1.52,
-    "prepare": 0.63,
-    "stage1_it": 0.142,
-    "cldice_it": 0.313,
-    "stage2_it": 0.26,
-    "predict": 10.8,
-    "repair": 1.0,
-    "metrics": 0.1,
-    "baseline": 0.4,
-    "stage2_validation": 0.2,
+    "phantom": 1.228,
+    "prepare": 0.483,
+    "stage1_it": 0.098,
+    "cldice_it": 0.17,
+    "stage2_it": 0.16,
+    "predict": 4.973,
+    "repair": 0.669,
+    "metrics": 0.1,  # measured 0.022 on a broken ground truth; rounded up for real predictions
+    "baseline": 0.36,
+    "stage2_validation": 0.231,
 }
 
 
