@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from deeptree.config import NetworkConfig, get_config, stage2_data_config  # noqa: E402
-from deeptree.demo import CARD_NAME, STAGE1_NAME, STAGE2_NAME, export_weights  # noqa: E402
+from deeptree.demo import CARD_JSON, CARD_NAME, STAGE1_NAME, STAGE2_NAME, export_weights  # noqa: E402
 from deeptree.files import atomic_write  # noqa: E402
 from deeptree.phantom.varied import Variation, generate_varied_cohort  # noqa: E402
 
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
             **figures,
         }
         text = json.dumps(card, indent=1, default=float)
-        atomic_write(out / "card.json", lambda tmp: Path(tmp).write_text(text))
+        atomic_write(out / CARD_JSON, lambda tmp: Path(tmp).write_text(text))
         write_card(card, out / CARD_NAME)
         print(f"card: {out / CARD_NAME}", flush=True)
     return 0

@@ -24,8 +24,9 @@ from deeptree.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from deeptree.files import atomic_write
 from deeptree.io import InputError
 
-#: File names inside ``deeptree/weights``.
+#: File names inside ``deeptree/weights``: the checkpoints, the model card and its figures.
 STAGE1_NAME, STAGE2_NAME, CARD_NAME = "stage1.pt", "stage2.pt", "MODEL_CARD.md"
+CARD_JSON = "card.json"
 
 
 def weights_dir() -> Path:
@@ -64,6 +65,29 @@ def demo_checkpoints() -> tuple[Path, Path]:
                 "(and --stage2-checkpoint), or rebuild them in a clone with `make demo-weights`"
             )
     return paths
+
+
+def model_card() -> dict:
+    """The figures of the model card (``card.json`` beside the weights).
+
+    Returns
+    -------
+    dict
+        As ``benchmarks/demo_weights.py`` wrote it: ``settings``, ``training``, ``synthetic``
+        (per case and ``mean``), ``real``, ...
+
+    Raises
+    ------
+    InputError
+        The file is missing or unreadable.
+    """
+    import json
+
+    path = weights_dir() / CARD_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: the demo model card's figures cannot be read ({err})") from err
 
 
 def describe(stage1_path: str | os.PathLike | None = None) -> str:

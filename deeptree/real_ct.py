@@ -36,6 +36,11 @@ from deeptree.tree import parse_tree
 #: (mm, mean lumen diameter; an adult trachea is 13-25 mm) and this long (mm).
 TRACHEA_MIN_DIAMETER_MM, TRACHEA_MIN_LENGTH_MM = 8.0, 15.0
 
+#: A mask holding more than this (mL) has leaked into the lungs: the lumen of the whole
+#: conducting airway, trachea to terminal bronchioles, is about 150 mL in an adult (the
+#: anatomical dead space, which also counts the mouth and pharynx).
+LEAK_VOLUME_ML = 150.0
+
 
 @dataclass
 class RealSegmentation:
@@ -65,6 +70,33 @@ class RealSegmentation:
     affine: np.ndarray
     model_spacing: tuple[float, float, float] | None
     seconds: float
+
+
+def crop_volume(volume: Volume, size_mm: float, centre=None) -> Volume:
+    """A box of about ``size_mm`` per side cut from a volume, with its affine moved to match.
+
+    Parameters
+    ----------
+    volume : deeptree.io.Volume
+    size_mm : float
+        Side of the box (mm); clipped to the volume.
+    centre : 3 ints, optional
+        Voxel at the box's centre (default: the volume's centre).
+
+    Returns
+    -------
+    deeptree.io.Volume
+        The cropped array (a copy) on the same world coordinates (``path`` None).
+    """
+    shape = np.asarray(volume.array.shape)
+    centre = shape // 2 if centre is None else np.asarray(centre, dtype=int)
+    half = np.ceil(float(size_mm) / np.asarray(volume.spacing, dtype=float) / 2).astype(int)
+    start = np.clip(centre - half, 0, shape - 1)
+    stop = np.clip(centre + half, start + 1, shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+    affine = np.array(volume.affine, dtype=float)
+    affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    return Volume(np.array(volume.array[box]), affine, volume.spacing)
 
 
 def segment_volume(volume: Volume, stage1, stage2, *, device="cpu", name: str = "CT"):
@@ -287,7 +319,7 @@ def transfer_verdict(real: dict) -> list[str]:
         f"totalseg_chest (1.5 mm, no label): trachea {found} "
         f"(root branch {chest['trachea_diameter_mm'] or 0:.1f} mm wide, "
         f"{chest['trachea_length_mm'] or 0:.1f} mm long); deepest generation reached "
-        f"{chest['generations_reached']} (2 = lobar bronchi, which the crop shows); "
+        f"{chest['generations_reached']} (2 = lobar bronchi, which the CT shows); "
         f"{chest['components']} component(s), {chest['volume_ml']:.1f} mL."
     )
     gens = {row["generation"]: row for row in real["cip_ct64"]["by_generation"]}
@@ -300,9 +332,15 @@ def transfer_verdict(real: dict) -> list[str]:
         f"cip_ct64 (4 mm, label, ATM'22 protocol): TLD {_pct(m['TLD'])}%, BD {_pct(m['BD'])}%, precision "
         f"{_pct(m['precision'])}%, DSC {_pct(m['DSC'])}%; " + "; ".join(parts) + "."
     )
-    aim = chest["trachea_found"] and chest["generations_reached"] >= 2
+    leaked = chest["volume_ml"] > LEAK_VOLUME_ML
     lines.append(
-        "The aim (trachea, main and lobar bronchi as one tree on real CT) is "
+        f"Leak into the lungs on totalseg_chest: {'yes' if leaked else 'no'} ("
+        f"{chest['volume_ml']:.1f} mL against at most {LEAK_VOLUME_ML:.0f} mL for a whole "
+        "adult conducting airway)."
+    )
+    aim = chest["trachea_found"] and chest["generations_reached"] >= 2 and not leaked
+    lines.append(
+        "The aim (trachea, main and lobar bronchi as one tree, no leak) is "
         + ("met on totalseg_chest" if aim else "NOT met on totalseg_chest")
         + f"; precision on cip_ct64 {_pct(m['precision'])}% says how much of the mask lies "
         "outside the (coarse, automatic) airway label."

@@ -172,3 +172,44 @@ def test_score_against_label_is_perfect_on_the_label_itself():
     assert scored["metrics"]["TLD"] == pytest.approx(1.0)
     assert scored["protocol"] == "atm22"
     assert [row["generation"] for row in scored["by_generation"]][:2] == [0, 1]
+
+
+def test_crop_volume_keeps_world_coordinates():
+    from deeptree.io import Volume
+    from deeptree.real_ct import crop_volume
+
+    array = np.arange(20 * 30 * 40, dtype=np.int16).reshape(20, 30, 40)
+    affine = np.diag([2.0, 1.0, 0.5, 1.0])
+    affine[:3, 3] = (-10, 5, 7)
+    crop = crop_volume(Volume(array, affine, (2.0, 1.0, 0.5)), 8.0, centre=(10, 15, 20))
+    assert crop.array.shape == (4, 8, 16) and crop.spacing == (2.0, 1.0, 0.5)
+    # the crop's first voxel is the same world point as the source voxel it was cut from
+    assert crop.array[0, 0, 0] == array[8, 11, 12]
+    assert np.allclose(crop.affine @ [0, 0, 0, 1], affine @ [8, 11, 12, 1])
+    edge = crop_volume(Volume(array, affine, (2.0, 1.0, 0.5)), 1000.0)
+    assert edge.array.shape == array.shape
+
+
+def test_model_card_and_verdict_come_from_the_figures():
+    from deeptree.real_ct import transfer_verdict
+
+    card = demo.model_card()
+    assert set(card["synthetic"]["mean"]) >= {"BD", "TLD", "precision", "DSC"}
+    lines = transfer_verdict(card["real"])
+    assert lines[0].startswith("totalseg_chest") and "cip_ct64" in lines[1]
+    found = card["real"]["totalseg_chest"]["final"]["trachea_found"]
+    assert ("trachea found" in lines[0]) == found
+    text = (demo.weights_dir() / demo.CARD_NAME).read_text()
+    assert all(line in text for line in lines)  # the card says what the figures say
+
+
+def test_cohort_progress_follows_the_notebook_runner(tmp_path, monkeypatch, capsys):
+    from deeptree.phantom import generate_cohort
+    from deeptree.progress import ENV
+
+    monkeypatch.setenv(ENV, "0")
+    generate_cohort(tmp_path / "quiet", "smoke", n=1, seed=0)
+    assert "phantoms (smoke)" not in capsys.readouterr().err
+    monkeypatch.setenv(ENV, "1")
+    generate_cohort(tmp_path / "shown", "smoke", n=1, seed=0)
+    assert "phantoms (smoke)" in capsys.readouterr().err
