@@ -62,7 +62,7 @@ class DemoSettings:
     patch1: tuple[int, int, int] = (48, 48, 48)
     patch2: tuple[int, int, int] = (32, 32, 32)
     iterations1: int = 5000
-    iterations2: int = 1500
+    iterations2: int = 1000
     batch_size: int = 2
     seed: int = 0
     varied: bool = True
