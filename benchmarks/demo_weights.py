@@ -147,6 +147,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work", help="work folder (default runs/demo-weights[-quick])")
     parser.add_argument("--out", help="where the weights and card go (default deeptree/weights)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument(
+        "--only-stage", type=int, choices=(1, 2),
+        help="the train step trains this stage only (run the two stages in two processes)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -168,10 +172,12 @@ def main(argv=None) -> int:
         )  # fmt: skip
     if "train" in args.steps:
         torch.use_deterministic_algorithms(False)
-        r1 = _stage1(settings, cohort, work / "stage1", progress)
-        print(f"stage 1: {r1.iteration} iterations, {r1.checkpoint}", flush=True)
-        r2 = _stage2(settings, cohort, work / "stage2", progress)
-        print(f"stage 2: {r2.iteration} iterations, {r2.checkpoint}", flush=True)
+        if args.only_stage in (None, 1):
+            r1 = _stage1(settings, cohort, work / "stage1", progress)
+            print(f"stage 1: {r1.iteration} iterations, {r1.checkpoint}", flush=True)
+        if args.only_stage in (None, 2):
+            r2 = _stage2(settings, cohort, work / "stage2", progress)
+            print(f"stage 2: {r2.iteration} iterations, {r2.checkpoint}", flush=True)
     trained_on = (
         f"{settings.n_train - 1} {'varied ' if settings.varied else ''}phantoms "
         f"(profile {settings.base_profile} at {settings.spacing_mm:g} mm, seed "

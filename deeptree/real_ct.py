@@ -348,6 +348,17 @@ def transfer_verdict(real: dict) -> list[str]:
     return lines
 
 
+def _stopped_early(training: dict, settings: dict) -> str:
+    done = (training["stage1"]["iterations"], training["stage2"]["iterations"])
+    if done[0] >= settings["iterations1"] and done[1] >= settings["iterations2"]:
+        return ""
+    return (
+        " The training was stopped before the end of its schedule (the learning rate had not "
+        "decayed to zero): these weights are the last checkpoint; `make demo-weights` resumes "
+        "the run and completes it."
+    )
+
+
 def write_card(card: dict, path: str | os.PathLike) -> Path:
     """Write the model card (Markdown) from the figures of ``benchmarks/demo_weights.py``.
 
@@ -399,10 +410,11 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
         "",
         "## Training",
         "",
-        f"* Stage 1: {t['stage1']['iterations']} iterations, {t['stage1']['seconds'] / 60:.1f} "
-        f"min; stage 2: {t['stage2']['iterations']} iterations, "
-        f"{t['stage2']['seconds'] / 60:.1f} min (wall time, batch {s['batch_size']}, "
-        f"weight seed {s['seed']}).",
+        f"* Stage 1: {t['stage1']['iterations']} of {s['iterations1']} iterations, "
+        f"{t['stage1']['seconds'] / 60:.1f} min; stage 2: {t['stage2']['iterations']} of "
+        f"{s['iterations2']} iterations, {t['stage2']['seconds'] / 60:.1f} min (wall time on a "
+        f"shared machine, pauses included; batch {s['batch_size']}, weight seed {s['seed']})."
+        + _stopped_early(t, s),
         f"* Machine: {card['machine']['platform']}, {card['machine']['processor']}, "
         f"{card['machine']['cpus']} CPUs, torch {card['machine']['torch']}, deeptree "
         f"{card['machine']['deeptree']}.",
