@@ -189,9 +189,12 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         demo = {"trained_on": trained_on, "settings": json.loads(json.dumps(asdict(settings)))}
         export_weights(work / "stage1" / "last.pt", out / STAGE1_NAME, demo)
-        export_weights(selected_checkpoint(work / "stage2"), out / STAGE2_NAME, demo)
+        # stage 2: best.pt, the model with the best validation gap Dice (stage2_task's select)
+        second = selected_checkpoint(work / "stage2")
+        export_weights(second, out / STAGE2_NAME, {**demo, "from": second.name})
         print(f"exported to {out}", flush=True)
     if "evaluate" in args.steps:
+        from deeptree.checkpoints import load_checkpoint
         from deeptree.real_ct import evaluate_demo, write_card
 
         generate_varied_cohort(
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
             + (" --quick" if args.quick else "")
             + (" --no-variation" if args.no_variation else ""),
             "training": {"stage1": _timing(work / "stage1"), "stage2": _timing(work / "stage2")},
+            "stage2_from": load_checkpoint(out / STAGE2_NAME)["meta"]["demo"].get("from"),
             "machine": {
                 "platform": platform.platform(),
                 "processor": platform.processor() or platform.machine(),
