@@ -90,13 +90,15 @@ def model_card() -> dict:
         raise InputError(f"{path}: the demo model card's figures cannot be read ({err})") from err
 
 
-def describe(stage1_path: str | os.PathLike | None = None) -> str:
+def describe(stage1_path: str | os.PathLike | None = None, stage2: bool = True) -> str:
     """One line saying which weights are used, what they were trained on and at what voxel size.
 
     Parameters
     ----------
     stage1_path : path-like, optional
         Default: the shipped ``stage1.pt``.
+    stage2 : bool
+        The shipped stage 2 is used too (said in the line).
 
     Returns
     -------
@@ -109,7 +111,7 @@ def describe(stage1_path: str | os.PathLike | None = None) -> str:
     spacing_text = "x".join(f"{float(v):g}" for v in spacing) + " mm" if spacing else "unknown"
     return (
         f"no --checkpoint: using the demo weights in {path.parent} (stage 1 {meta.get('variant')}"
-        f" + stage 2), trained on {demo.get('trained_on', 'phantoms')}, at voxel size "
+        f"{' + stage 2' if stage2 else ''}), trained on {demo.get('trained_on', 'phantoms')}, at voxel size "
         f"{spacing_text}; see {path.parent / CARD_NAME}"
     )
 

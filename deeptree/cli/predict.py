@@ -205,6 +205,7 @@ def _demo_weights(args, two_stage: bool) -> None:
 
     stage1, stage2 = demo_checkpoints()
     args.checkpoint = str(stage1)
-    if two_stage and not args.stage2_checkpoint and not args.gapfill:
+    both = two_stage and not args.stage2_checkpoint and not args.gapfill
+    if both:
         args.stage2_checkpoint = str(stage2)
-    print(describe(stage1))
+    print(describe(stage1, stage2=both))
