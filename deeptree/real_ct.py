@@ -461,6 +461,16 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
         )
     lines += ["", "## What transfers to real CT", ""]
     lines += [f"* {line}" for line in transfer_verdict(real)]
-    lines.append("")
+    lines += [
+        "",
+        "## Not measured by this card",
+        "",
+        "* What the per-case randomisation of the phantoms adds on real CT: train the control "
+        "(`python benchmarks/demo_weights.py --no-variation --steps cohort train`) and compare "
+        "the two stage-1 models with `benchmarks/demo_variation.py`.",
+        "* Any real CT beyond the two samples; a CT at 0.5-0.7 mm (the samples are 1.5 mm and "
+        "4 mm).",
+        "",
+    ]
     text = "\n".join(lines)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
