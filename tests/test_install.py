@@ -144,6 +144,8 @@ def test_the_wheel_holds_the_package_and_the_samples(installed):
                    "totalseg_chest/ct.nii.gz", "README.md"):
         assert f"deeptree/samples/{sample}" in names
     assert "deeptree/napari.yaml" in names and "deeptree/cli/segment.py" in names
+    for weights in ("stage1.pt", "stage2.pt", "MODEL_CARD.md"):
+        assert f"deeptree/weights/{weights}" in names
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "data/"))]
     size_mb = installed["wheel"].stat().st_size / 1e6
     print(f"wheel {size_mb:.1f} MB; " + ", ".join(f"{k} {v:.1f} s" for k, v in installed["timings"].items()))
@@ -188,9 +190,15 @@ def test_the_core_commands_run_from_the_installed_package(installed):
     _run([deeptree, "segment", ct, "seg.nii.gz", "--checkpoint", "s1/last.pt", "--gapfill",
           "straight", "--device", "cpu"], work, env)
 
-    source, written = nib.load(ct), nib.load(work / "seg.nii.gz")
-    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
-    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+    # no --checkpoint: the demo weights inside the installed package, said in one line
+    demo = _run([deeptree, "segment", ct, "demo.nii.gz", "--device", "cpu"], work, env)
+    assert f"demo weights in {installed['site'] / 'deeptree' / 'weights'}" in demo.stdout
+
+    source = nib.load(ct)
+    for name in ("seg.nii.gz", "demo.nii.gz"):
+        written = nib.load(work / name)
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
     assert sorted(p.name for p in (work / "anatomy").glob("*.nii.gz")) == [
         "PHANTOM_000.nii.gz", "PHANTOM_001.nii.gz"]
     assert (work / "metrics.csv").read_text().count("PHANTOM_00") == 2

@@ -26,6 +26,7 @@ TIMED_PROFILES = ("cpu", "gpu", "smoke")
 
 #: Files that hold a model card, looked up in this order (the first found is published).
 MODEL_CARD_NAMES = ("MODEL_CARD.md", "model_card.md", "docs/MODEL_CARD.md", "docs/model_card.md",
+                    "deeptree/weights/MODEL_CARD.md",
                     "results/MODEL_CARD.md", "results/model_card.md")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

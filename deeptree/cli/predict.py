@@ -2,8 +2,14 @@
 
 Example::
 
+    deeptree predict ct.nii.gz airway.nii.gz
     deeptree predict --stage 1 --checkpoint runs/s1/last.pt --input data/cohort/imagesTr --out runs/s1/pred
     deeptree predict --two-stage --checkpoint runs/s1/last.pt --stage2-checkpoint runs/s2/best.pt --input data/cohort/imagesTr --out runs/s2/pred
+
+Without ``--checkpoint``, the demo weights shipped in the package (``deeptree.demo``, trained
+on phantoms; ``deeptree/weights/MODEL_CARD.md``) are used, and a line says so; with
+``--two-stage`` also their stage 2 when no ``--stage2-checkpoint`` or ``--gapfill`` is given.
+``deeptree predict CT OUT`` (two positional files) is the same as ``--input CT --out OUT``.
 
 ``--input`` is one CT (``.nii.gz``) or a folder of them; each ``<id>_0000.nii.gz`` gives
 ``<out>/<id>.nii.gz`` (binary airway, uint8, the CT's affine), and with ``--classes`` also
@@ -56,11 +62,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--stage", type=int, choices=(1, 2), default=1, help="1: stage-1 mask; 2: same as --two-stage"
     )
-    parser.add_argument("--checkpoint", required=True, help="last.pt of deeptree train")
-    parser.add_argument("--input", required=True, help="a CT .nii(.gz) or a folder of them")
+    parser.add_argument("ct", nargs="?", help="one CT (the same as --input CT)")
+    parser.add_argument("out_file", nargs="?", metavar="out", help="the mask (as --out OUT)")
     parser.add_argument(
-        "--out", required=True, help="output folder (or a .nii.gz file for one input)"
+        "--checkpoint", help="last.pt of deeptree train (default: the shipped demo weights)"
     )
+    parser.add_argument("--input", help="a CT .nii(.gz) or a folder of them")
+    parser.add_argument("--out", help="output folder (or a .nii.gz file for one input)")
     parser.add_argument("--classes", action="store_true", help="also write the anatomy classes")
     parser.add_argument(
         "--overlap", type=float, help="sliding-window overlap (default: the model's)"
@@ -94,7 +102,9 @@ def run(args) -> int:
     from deeptree.stage1.predict import load_stage1_model, predict_file
     from deeptree.stage2.predict import load_stage2_model
 
+    _positional_files(args)
     two_stage = args.two_stage or args.stage == 2
+    _demo_weights(args, two_stage)
     if two_stage and args.classes:
         raise InputError("--classes is a stage-1 output; it is not available with --two-stage")
     device = choose_device(args.device)
@@ -171,3 +181,31 @@ def run(args) -> int:
         record = DoneRecord(out, NAME, settings, overwrite=getattr(args, "overwrite", False))
         problems = for_each_case(cases, work, desc="predict", progress=False, record=record)
     return report_problems(NAME, problems, "CT(s) failed")
+
+
+def _positional_files(args) -> None:
+    """``predict CT OUT``: fill ``--input`` and ``--out`` from the positional files."""
+    ct, out = getattr(args, "ct", None), getattr(args, "out_file", None)
+    if ct is not None or out is not None:
+        if args.input is not None or args.out is not None:
+            raise InputError("give the CT and the output either as CT OUT or as --input/--out")
+        if ct is None or out is None:
+            raise InputError("predict CT OUT: both the CT and the output file are needed")
+        args.input, args.out = ct, out
+    if args.input is None or args.out is None:
+        raise InputError("predict: give CT OUT, or --input and --out")
+
+
+def _demo_weights(args, two_stage: bool) -> None:
+    """No ``--checkpoint``: the shipped demo weights (and their stage 2 for two stages, unless
+    another connector is given), said in one line."""
+    if args.checkpoint is not None:
+        return
+    from deeptree.demo import demo_checkpoints, describe
+
+    stage1, stage2 = demo_checkpoints()
+    args.checkpoint = str(stage1)
+    both = two_stage and not args.stage2_checkpoint and not args.gapfill
+    if both:
+        args.stage2_checkpoint = str(stage2)
+    print(describe(stage1, stage2=both))

@@ -2,6 +2,7 @@
 
 Example::
 
+    deeptree segment ct.nii.gz airway.nii.gz
     deeptree segment ct.nii.gz airway.nii.gz --checkpoint runs/s1/last.pt --stage2-checkpoint runs/s2/best.pt
     deeptree segment ct.nii.gz airway.nii.gz --checkpoint runs/s1/last.pt --gapfill intensity
 
@@ -9,7 +10,8 @@ Stage 1, the breakage attention map, stage 2 at its centres, the union and the l
 component (:func:`deeptree.pipeline.segment_file`), written to ``OUT`` (binary airway, uint8,
 the CT's affine) through a temporary name. The same as
 ``deeptree predict --two-stage --input CT --out OUT``, with the CT and the output as
-positional arguments.
+positional arguments. Without ``--checkpoint``, the demo weights shipped in the package
+(both stages; ``deeptree.demo``) are used, and a line says so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ HELP = "segment the airway tree of one CT with both stages (stage 1 + breakage c
 def add_arguments(parser) -> None:
     parser.add_argument("ct", help="the CT, .nii or .nii.gz (HU)")
     parser.add_argument("out", help="the airway mask to write (.nii.gz)")
-    parser.add_argument("--checkpoint", required=True, help="stage-1 last.pt of deeptree train")
+    parser.add_argument(
+        "--checkpoint", help="stage-1 last.pt of deeptree train (default: the demo weights)"
+    )
     parser.add_argument(
         "--stage2-checkpoint", help="stage-2 best.pt (or last.pt) of deeptree train --stage 2"
     )
@@ -50,7 +54,7 @@ def run(args) -> int:
         )
     if not str(args.out).endswith((".nii.gz", ".nii")):
         raise InputError(f"{args.out}: the output must be a .nii.gz (or .nii) file")
-    if not args.stage2_checkpoint and not args.gapfill:
+    if args.checkpoint is not None and not args.stage2_checkpoint and not args.gapfill:
         raise InputError("stage 2 missing: give --stage2-checkpoint (or --gapfill straight|intensity)")
     as_predict = argparse.Namespace(
         stage=2,
@@ -60,6 +64,8 @@ def run(args) -> int:
         gapfill=args.gapfill,
         input=args.ct,
         out=args.out,
+        ct=None,
+        out_file=None,
         classes=False,
         overlap=args.overlap,
         device=args.device,

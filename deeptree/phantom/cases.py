@@ -24,6 +24,7 @@ from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vesse
 from deeptree.phantom.manifest import CohortManifest
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.thorax import ThoraxGeometry
+from deeptree.progress import progress_bar
 
 #: Folders of a cohort beside the ATM'22 ``imagesTr`` / ``labelsTr``.
 LUNGS_DIR, TREES_DIR = "lungsTr", "treesTr"
@@ -246,7 +247,7 @@ def generate_cohort(
     profile: str | PhantomProfile = "cpu",
     n: int = 12,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[str]:
     """Generate ``n`` phantom cases into ``root`` (ATM'22 layout), resumably.
 
@@ -265,8 +266,9 @@ def generate_cohort(
         Number of cases (>= 1).
     seed : int
         Cohort seed.
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool or None
+        Show a tqdm progress bar; None: shown unless under the notebook runner
+        (:func:`deeptree.progress.enabled`).
 
     Returns
     -------
@@ -279,8 +281,6 @@ def generate_cohort(
         ``root`` holds a cohort of another profile, seed or generator version, or a file
         changed since it was generated (see :class:`~deeptree.phantom.manifest.CohortManifest`).
     """
-    from tqdm.auto import tqdm
-
     prof = phantom_profile(profile)
     if int(n) < 1:
         raise InputError(f"cohort size: n must be at least 1, got {n}")
@@ -288,7 +288,7 @@ def generate_cohort(
     manifest = CohortManifest(root, prof, int(seed))
     clean_orphan_temporaries(root)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
-    bar = tqdm(ids, desc=f"phantoms ({prof.name})", unit="case", disable=not progress)
+    bar = progress_bar(ids, progress=progress, desc=f"phantoms ({prof.name})", unit="case")
     for i, case_id in enumerate(bar):
         paths = case_paths(root, case_id)
         if manifest.is_complete(case_id, paths) or (

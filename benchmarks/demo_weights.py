@@ -1,0 +1,233 @@
+"""Train, evaluate and ship the demo weights (``make demo-weights``).
+
+Run from the repository root::
+
+    python benchmarks/demo_weights.py                 # the shipped model (hours on 2 CPU cores)
+    python benchmarks/demo_weights.py --quick         # a minutes-long model: every step runs
+    python benchmarks/demo_weights.py --steps train   # only train (resumes), no export
+    python benchmarks/demo_weights.py --no-variation  # the control: phantoms not randomised
+
+Steps (each resumes what an earlier, interrupted run left in ``--work``):
+
+1. ``cohort``: training phantoms from :func:`deeptree.phantom.varied.generate_varied_cohort`
+   (the ``cpu`` phantom at a finer voxel size, with point spread, noise, HU offsets,
+   parenchyma and chest size varied per case; ``--no-variation`` keeps the cpu settings);
+2. ``train``: stage 1 (anatomy-aware classes + General Union Loss) and stage 2 with
+   :func:`deeptree.train.train` (checkpoints every few hundred iterations: a killed run
+   continues where it stopped);
+3. ``export``: weights-only copies into ``--out`` (``deeptree/weights`` by default);
+4. ``evaluate``: the exported model on a synthetic test set (another seed than training) with
+   the paper's metrics (:func:`deeptree.metrics.airway_metrics`), and on the real samples
+   (:mod:`deeptree.real_ct`); writes ``card.json`` and ``MODEL_CARD.md`` beside the weights.
+   Every figure of the card comes from this step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import deeptree  # noqa: E402, I001  (its thread policy must come before torch loads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deeptree.config import NetworkConfig, get_config, stage2_data_config  # noqa: E402
+from deeptree.demo import CARD_JSON, CARD_NAME, STAGE1_NAME, STAGE2_NAME, export_weights  # noqa: E402
+from deeptree.files import atomic_write  # noqa: E402
+from deeptree.phantom.varied import Variation, generate_varied_cohort  # noqa: E402
+
+STEPS = ("cohort", "train", "export", "evaluate")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that fixes the demo model (recorded whole in the card)."""
+
+    base_profile: str = "cpu"
+    spacing_mm: float = 0.8  # the cpu profile's phantoms are at 1 mm
+    n_train: int = 16  # the last one is held out for validation during training
+    n_test: int = 4
+    train_seed: int = 1900
+    test_seed: int = 1901  # never a training seed
+    variant: str = "amc+gul"
+    filters: tuple[int, ...] = (8, 16, 32, 64)
+    patch1: tuple[int, int, int] = (48, 48, 48)
+    patch2: tuple[int, int, int] = (32, 32, 32)
+    iterations1: int = 5000
+    iterations2: int = 1000
+    batch_size: int = 2
+    seed: int = 0
+    varied: bool = True
+
+
+QUICK = DemoSettings(
+    spacing_mm=1.6, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32), iterations1=20,
+    iterations2=10, batch_size=1,
+)  # fmt: skip
+
+
+def _stage1(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
+    from deeptree.stage1.data import load_cohort, split_cases
+    from deeptree.stage1.task import stage1_task
+    from deeptree.train import train
+
+    cfg = get_config(settings.base_profile)
+    net = NetworkConfig(filters=settings.filters, patch_size=settings.patch1)
+    every = max(1, min(250, settings.iterations1))
+    train_cfg = replace(
+        cfg.stage1_train,
+        iterations=settings.iterations1,
+        batch_size=settings.batch_size,
+        validate_every=every * 2,
+        checkpoint_every=every,
+        seed=settings.seed,
+        val_cases=1,
+    )
+    cases = load_cohort(cohort, cohort / ".cache_stage1", progress=progress)
+    train_cases, val_cases = split_cases(cases, 1)
+    task = stage1_task(
+        train_cases, val_cases, settings.variant, net, train_cfg, profile="demo", device="cpu"
+    )
+    return train(task, train_cfg, run, resume=True, device="cpu", progress=progress)
+
+
+def _stage2(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
+    from deeptree.stage1.data import split_cases
+    from deeptree.stage2.task import load_sources, stage2_task
+    from deeptree.train import train
+
+    cfg = get_config(settings.base_profile)
+    net = NetworkConfig(filters=settings.filters, patch_size=settings.patch2)
+    every = max(1, min(100, settings.iterations2))
+    train_cfg = replace(
+        cfg.stage2_train,
+        iterations=settings.iterations2,
+        batch_size=settings.batch_size,
+        validate_every=every * 2,
+        checkpoint_every=every,
+        seed=settings.seed,
+    )
+    sources = load_sources(cohort, progress=progress)
+    train_src, val_src = split_cases(sources, 1)
+    task = stage2_task(
+        train_src, val_src, net, train_cfg, data=stage2_data_config(settings.base_profile),
+        breakage=cfg.breakage, attention=cfg.attention, profile="demo", device="cpu",
+    )  # fmt: skip
+    return train(task, train_cfg, run, resume=True, device="cpu", progress=progress)
+
+
+def _timing(run: Path) -> dict:
+    """Training time from the run's log: iterations, and wall seconds summed over the calls
+    (a resumed run's log restarts its ``seconds`` at each call)."""
+    from deeptree.train import read_log
+
+    entries = [e for e in read_log(run / "log.jsonl") if "loss" in e]
+    total, last = 0.0, 0.0
+    for entry in entries:
+        seconds = float(entry["seconds"])
+        if seconds < last:
+            total += last
+        last = seconds
+    return {"iterations": max((int(e["iteration"]) for e in entries), default=0),
+            "seconds": round(total + last, 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a minutes-long model (checks)")
+    parser.add_argument("--no-variation", action="store_true", help="phantoms not randomised")
+    parser.add_argument("--work", help="work folder (default runs/demo-weights[-quick])")
+    parser.add_argument("--out", help="where the weights and card go (default deeptree/weights)")
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument(
+        "--only-stage", type=int, choices=(1, 2),
+        help="the train step trains this stage only (run the two stages in two processes)",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    settings = QUICK if args.quick else DemoSettings()
+    if args.no_variation:
+        settings = replace(settings, varied=False)
+    suffix = ("-quick" if args.quick else "") + ("-control" if args.no_variation else "")
+    work = Path(args.work) if args.work else ROOT / "runs" / f"demo-weights{suffix}"
+    out = Path(args.out) if args.out else ROOT / "deeptree" / "weights"
+    progress = not args.no_progress
+    work.mkdir(parents=True, exist_ok=True)
+    variation = Variation() if settings.varied else None
+    cohort, test = work / "cohort", work / "test"
+
+    if "cohort" in args.steps:
+        generate_varied_cohort(
+            cohort, settings.base_profile, settings.n_train, settings.train_seed,
+            spacing_mm=settings.spacing_mm, variation=variation, progress=progress,
+        )  # fmt: skip
+    if "train" in args.steps:
+        torch.use_deterministic_algorithms(False)
+        if args.only_stage in (None, 1):
+            r1 = _stage1(settings, cohort, work / "stage1", progress)
+            print(f"stage 1: {r1.iteration} iterations, {r1.checkpoint}", flush=True)
+        if args.only_stage in (None, 2):
+            r2 = _stage2(settings, cohort, work / "stage2", progress)
+            print(f"stage 2: {r2.iteration} iterations, {r2.checkpoint}", flush=True)
+    trained_on = (
+        f"{settings.n_train - 1} {'varied ' if settings.varied else ''}phantoms "
+        f"(profile {settings.base_profile} at {settings.spacing_mm:g} mm, seed "
+        f"{settings.train_seed})"
+    )
+    if "export" in args.steps:
+        from deeptree.checkpoints import selected_checkpoint
+
+        out.mkdir(parents=True, exist_ok=True)
+        demo = {"trained_on": trained_on, "settings": json.loads(json.dumps(asdict(settings)))}
+        export_weights(work / "stage1" / "last.pt", out / STAGE1_NAME, demo)
+        # stage 2: best.pt, the model with the best validation gap Dice (stage2_task's select)
+        second = selected_checkpoint(work / "stage2")
+        export_weights(second, out / STAGE2_NAME, {**demo, "from": second.name})
+        print(f"exported to {out}", flush=True)
+    if "evaluate" in args.steps:
+        from deeptree.checkpoints import load_checkpoint
+        from deeptree.real_ct import evaluate_demo, write_card
+
+        generate_varied_cohort(
+            test, settings.base_profile, settings.n_test, settings.test_seed,
+            spacing_mm=settings.spacing_mm, variation=variation, progress=progress,
+        )  # fmt: skip
+        figures = evaluate_demo(out / STAGE1_NAME, out / STAGE2_NAME, test)
+        card = {
+            "settings": asdict(settings),
+            "variation": None if variation is None else asdict(variation),
+            "trained_on": trained_on,
+            "command": "python benchmarks/demo_weights.py"
+            + (" --quick" if args.quick else "")
+            + (" --no-variation" if args.no_variation else ""),
+            "training": {"stage1": _timing(work / "stage1"), "stage2": _timing(work / "stage2")},
+            "stage2_from": load_checkpoint(out / STAGE2_NAME)["meta"]["demo"].get("from"),
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "cpus": __import__("os").cpu_count(),
+                "torch": torch.__version__,
+                "deeptree": deeptree.__version__,
+            },
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            **figures,
+        }
+        text = json.dumps(card, indent=1, default=float)
+        atomic_write(out / CARD_JSON, lambda tmp: Path(tmp).write_text(text))
+        write_card(card, out / CARD_NAME)
+        print(f"card: {out / CARD_NAME}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    raise SystemExit(main())

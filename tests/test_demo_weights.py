@@ -1,0 +1,216 @@
+"""The shipped demo weights (deeptree.demo), their use by ``predict``/``segment`` without
+``--checkpoint``, the varied phantoms they are trained on, and the real-CT summaries."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deeptree import demo
+from deeptree.cli import main
+from deeptree.io import InputError, read_nifti, write_nifti
+from deeptree.locations import samples_dir
+
+
+def test_the_demo_weights_are_package_data_and_load_as_both_stages():
+    from deeptree.stage1.predict import load_stage1_model
+    from deeptree.stage2.predict import load_stage2_model
+
+    stage1, stage2 = demo.demo_checkpoints()
+    assert stage1.parent == demo.weights_dir() and stage1.parent.name == "weights"
+    assert stage1.stat().st_size + stage2.stat().st_size < 25e6
+    s1, s2 = load_stage1_model(stage1), load_stage2_model(stage2)
+    assert s1.meta["stage"] == 1 and s2.meta["stage"] == 2
+    assert s1.meta["spacing"] == s2.meta["spacing"] and len(s1.meta["spacing"]) == 3
+    assert "phantoms" in s1.meta["demo"]["trained_on"]
+    assert (demo.weights_dir() / demo.CARD_NAME).is_file()
+    line = demo.describe()
+    assert line.startswith("no --checkpoint: using the demo weights")
+    assert "x".join(f"{v:g}" for v in s1.meta["spacing"]) + " mm" in line
+
+
+def test_missing_demo_weights_are_named_with_the_way_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "weights_dir", lambda: tmp_path)
+    with pytest.raises(InputError, match=r"stage1\.pt: the demo weights are missing.*make demo-weights"):
+        demo.demo_checkpoints()
+
+
+def test_export_keeps_the_weights_and_drops_the_optimiser(tmp_path):
+    import torch
+
+    from deeptree.checkpoints import load_checkpoint, save_checkpoint
+    from deeptree.config import NetworkConfig, TrainConfig
+    from deeptree.networks import stage1_network
+    from deeptree.train import make_optimizer
+
+    model = stage1_network(NetworkConfig(filters=(2, 4, 8, 16), patch_size=(32, 32, 32)), "plain")
+    cfg = TrainConfig(iterations=1)
+    meta = {"stage": 1, "variant": "plain", "filters": [2, 4, 8, 16], "patch_size": [32] * 3}
+    full = save_checkpoint(tmp_path / "last.pt", model, make_optimizer(model, cfg), 1, cfg, meta)
+    slim = demo.export_weights(full, tmp_path / "w.pt", {"trained_on": "2 phantoms"})
+    state = load_checkpoint(slim)
+    assert "optimizer" not in state and "rng" not in state
+    assert state["meta"]["demo"] == {"trained_on": "2 phantoms"}
+    for key, value in model.state_dict().items():
+        assert torch.equal(state["model"][key], value)
+
+
+def _real_crop(tmp_path):
+    """A 48^3 crop of the real totalseg_chest CT around its trachea (1.5 mm)."""
+    chest = read_nifti(samples_dir() / "totalseg_chest" / "ct.nii.gz")
+    start = np.array([*(np.asarray(chest.array.shape[:2]) // 2 - 24), chest.array.shape[2] - 48])
+    crop = chest.array[start[0] : start[0] + 48, start[1] : start[1] + 48, start[2] :]
+    affine = chest.affine.copy()
+    affine[:3, 3] = chest.affine[:3, :3] @ start + chest.affine[:3, 3]
+    return write_nifti(tmp_path / "crop.nii.gz", crop, affine)
+
+
+def _tiny_anisotropic_ct(tmp_path):
+    """A hand-built 40 x 40 x 30 CT at 0.7 x 0.7 x 1.0 mm: air tube in soft tissue, lung around."""
+    ii, jj, _ = np.meshgrid(np.arange(40), np.arange(40), np.arange(30), indexing="ij")
+    ct = np.full((40, 40, 30), -850, np.int16)
+    ct[(ii - 20) ** 2 + (jj - 20) ** 2 <= 36] = 40
+    ct[(ii - 20) ** 2 + (jj - 20) ** 2 <= 16] = -1000
+    return write_nifti(tmp_path / "tiny.nii.gz", ct, np.diag([0.7, 0.7, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("make", [_tiny_anisotropic_ct, _real_crop])
+def test_segment_and_predict_use_the_demo_weights_without_checkpoint(tmp_path, capsys, make):
+    ct = make(tmp_path)
+    source = read_nifti(ct)
+    assert main(["segment", str(ct), str(tmp_path / "seg.nii.gz"), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "no --checkpoint: using the demo weights" in said and "stage 2" in said
+    assert main(["predict", str(ct), str(tmp_path / "s1.nii.gz"), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "no --checkpoint: using the demo weights" in said and "stage 2" not in said
+    for name in ("seg.nii.gz", "s1.nii.gz"):
+        out = read_nifti(tmp_path / name)
+        assert out.array.shape == source.array.shape and np.allclose(out.affine, source.affine)
+        assert set(np.unique(out.array)) <= {0, 1}
+
+
+def test_predict_takes_ct_out_or_input_out_not_both(tmp_path, capsys):
+    ct = _tiny_anisotropic_ct(tmp_path)
+    argv = ["predict", str(ct), str(tmp_path / "a.nii.gz"), "--out", str(tmp_path / "b.nii.gz")]
+    assert main(argv) == 2
+    assert "either as CT OUT or as --input/--out" in capsys.readouterr().err
+    assert main(["predict", str(ct)]) == 2
+    assert "both the CT and the output file" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", "x.pt"]) == 2
+    assert "give CT OUT, or --input and --out" in capsys.readouterr().err
+
+
+# --- varied phantoms ------------------------------------------------------------------------
+
+
+def test_varied_profile_draws_within_the_ranges_and_keeps_the_rest():
+    from deeptree.config import phantom_profile
+    from deeptree.phantom.varied import Variation, varied_profile
+
+    base = phantom_profile("cpu")
+    var = Variation()
+    drawn = [varied_profile("cpu", np.random.default_rng(s)) for s in range(20)]
+    assert varied_profile("cpu", np.random.default_rng(3)) == drawn[3]  # seeded
+    for prof in drawn:
+        assert prof.name == "cpu-varied" and prof.spacing_mm == base.spacing_mm
+        assert prof.n_plugs == base.n_plugs and prof.min_lumen_mm == base.min_lumen_mm
+        assert var.scale[0] <= prof.scale <= var.scale[1]
+        assert var.psf_fwhm_mm[0] <= prof.ct.psf_fwhm_mm <= var.psf_fwhm_mm[1]
+        assert var.noise_hu[0] <= prof.ct.noise_hu <= var.noise_hu[1]
+        offset = prof.ct.lumen_hu - base.ct.lumen_hu
+        assert var.hu_offset[0] <= offset <= var.hu_offset[1]
+        assert prof.ct.wall_hu - base.ct.wall_hu == pytest.approx(offset)
+    assert len({p.scale for p in drawn}) == 20
+    assert phantom_profile("cpu") == base  # the profile itself is untouched
+    with pytest.raises(InputError, match="Variation.scale"):
+        varied_profile("cpu", np.random.default_rng(0), Variation(scale=(0.6, 0.5)))
+
+
+def test_varied_cohort_resumes_and_refuses_other_settings(tmp_path):
+    from deeptree.phantom.varied import VARIED_NAME, Variation, generate_varied_cohort
+
+    ids = generate_varied_cohort(tmp_path / "c", "smoke", 2, seed=5, progress=False)
+    record = json.loads((tmp_path / "c" / VARIED_NAME).read_text())
+    assert ids == ["PHANTOM_000", "PHANTOM_001"] and sorted(record["cases"]) == ids
+    assert record["cases"]["PHANTOM_000"]["scale"] != record["cases"]["PHANTOM_001"]["scale"]
+    image = tmp_path / "c" / "imagesTr" / "PHANTOM_000_0000.nii.gz"
+    before = image.stat().st_mtime_ns
+    generate_varied_cohort(tmp_path / "c", "smoke", 2, seed=5, progress=False)
+    assert image.stat().st_mtime_ns == before  # complete cases are skipped
+    with pytest.raises(InputError, match="another seed"):
+        generate_varied_cohort(tmp_path / "c", "smoke", 2, seed=6, progress=False)
+    with pytest.raises(InputError, match="another variation"):
+        generate_varied_cohort(
+            tmp_path / "c", "smoke", 2, seed=5, variation=Variation(noise_hu=(1, 2)),
+            progress=False,
+        )  # fmt: skip
+
+
+# --- real-CT summaries ----------------------------------------------------------------------
+
+
+def test_describe_tree_on_the_real_atm_tree_and_an_empty_mask():
+    from deeptree.real_ct import describe_tree
+
+    tree = read_nifti(samples_dir() / "atm_001" / "airway.nii.gz")
+    found = describe_tree(tree.array, tree.spacing, tree.affine)
+    assert found["trachea_found"] and found["components"] >= 1
+    assert found["generations_reached"] >= 5 and found["branches_per_generation"][1] == 2
+    assert 10 < found["volume_ml"] < 200
+    empty = describe_tree(np.zeros((8, 8, 8), np.uint8), (1, 1, 1))
+    assert empty["components"] == 0 and not empty["trachea_found"]
+    assert empty["generations_reached"] == -1 and empty["volume_ml"] == 0
+
+
+def test_score_against_label_is_perfect_on_the_label_itself():
+    from deeptree.real_ct import score_against_label
+
+    label = read_nifti(samples_dir() / "cip_ct64" / "airway.nii.gz")
+    scored = score_against_label(label.array, label.array, label.spacing, label.affine, "atm22")
+    assert scored["metrics"]["TLD"] == pytest.approx(1.0)
+    assert scored["protocol"] == "atm22"
+    assert [row["generation"] for row in scored["by_generation"]][:2] == [0, 1]
+
+
+def test_crop_volume_keeps_world_coordinates():
+    from deeptree.io import Volume
+    from deeptree.real_ct import crop_volume
+
+    array = np.arange(20 * 30 * 40, dtype=np.int16).reshape(20, 30, 40)
+    affine = np.diag([2.0, 1.0, 0.5, 1.0])
+    affine[:3, 3] = (-10, 5, 7)
+    crop = crop_volume(Volume(array, affine, (2.0, 1.0, 0.5)), 8.0, centre=(10, 15, 20))
+    assert crop.array.shape == (4, 8, 16) and crop.spacing == (2.0, 1.0, 0.5)
+    # the crop's first voxel is the same world point as the source voxel it was cut from
+    assert crop.array[0, 0, 0] == array[8, 11, 12]
+    assert np.allclose(crop.affine @ [0, 0, 0, 1], affine @ [8, 11, 12, 1])
+    edge = crop_volume(Volume(array, affine, (2.0, 1.0, 0.5)), 1000.0)
+    assert edge.array.shape == array.shape
+
+
+def test_model_card_and_verdict_come_from_the_figures():
+    from deeptree.real_ct import transfer_verdict
+
+    card = demo.model_card()
+    assert set(card["synthetic"]["mean"]) >= {"BD", "TLD", "precision", "DSC"}
+    lines = transfer_verdict(card["real"])
+    assert lines[0].startswith("totalseg_chest") and "cip_ct64" in lines[1]
+    found = card["real"]["totalseg_chest"]["final"]["trachea_found"]
+    assert ("trachea found" in lines[0]) == found
+    text = (demo.weights_dir() / demo.CARD_NAME).read_text()
+    assert all(line in text for line in lines)  # the card says what the figures say
+
+
+def test_cohort_progress_follows_the_notebook_runner(tmp_path, monkeypatch, capsys):
+    from deeptree.phantom import generate_cohort
+    from deeptree.progress import ENV
+
+    monkeypatch.setenv(ENV, "0")
+    generate_cohort(tmp_path / "quiet", "smoke", n=1, seed=0)
+    assert "phantoms (smoke)" not in capsys.readouterr().err
+    monkeypatch.setenv(ENV, "1")
+    generate_cohort(tmp_path / "shown", "smoke", n=1, seed=0)
+    assert "phantoms (smoke)" in capsys.readouterr().err
