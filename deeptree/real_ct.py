@@ -342,8 +342,13 @@ def transfer_verdict(real: dict) -> list[str]:
     lines.append(
         "The aim (trachea, main and lobar bronchi as one tree, no leak) is "
         + ("met on totalseg_chest" if aim else "NOT met on totalseg_chest")
-        + f"; precision on cip_ct64 {_pct(m['precision'])}% says how much of the mask lies "
-        "outside the (coarse, automatic) airway label."
+        + "; "
+        + (
+            "on cip_ct64 the final mask is empty, so its precision says nothing."
+            if real["cip_ct64"].get("final", {}).get("components", 1) == 0
+            else f"precision on cip_ct64 {_pct(m['precision'])}% is the share of the mask "
+            "inside the (coarse, automatic) airway label."
+        )
     )
     return lines
 
