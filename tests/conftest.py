@@ -36,3 +36,14 @@ def cip_ct64_dir(samples_dir) -> Path:
 @pytest.fixture(scope="session")
 def totalseg_ct_path(samples_dir) -> Path:
     return samples_dir / "totalseg_chest" / "ct.nii.gz"
+
+
+@pytest.fixture
+def deterministic():
+    """torch's deterministic algorithms on for one test (bitwise comparisons), restored after."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)

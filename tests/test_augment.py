@@ -134,14 +134,6 @@ def test_workers_give_the_same_batches():
         assert all(torch.equal(a[k], b[k]) for k in keys)
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 def test_resume_equals_uninterrupted_with_augmentation(tmp_path, deterministic):
     case = hand_case()
     net = NetworkConfig(filters=(2, 4, 8, 16), patch_size=(16, 16, 16))

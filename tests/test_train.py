@@ -57,14 +57,6 @@ def make_task(variant="amc+gul", filters=(2, 4, 8, 16)):
     )
 
 
-@pytest.fixture
-def deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(before)
-
-
 CFG = TrainConfig(iterations=6, batch_size=2, validate_every=3, checkpoint_every=2, amp=False)
 
 
