@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/demo_weights.py --quick         # a minutes-long model: every step runs
     python benchmarks/demo_weights.py --steps train   # only train (resumes), no export
     python benchmarks/demo_weights.py --no-variation  # the control: phantoms not randomised
+    python benchmarks/demo_weights.py --steps scale evaluate  # rechoose the real-CT voxel size
 
 Steps (each resumes what an earlier, interrupted run left in ``--work``):
 
@@ -16,10 +17,15 @@ Steps (each resumes what an earlier, interrupted run left in ``--work``):
    :func:`deeptree.train.train` (checkpoints every few hundred iterations: a killed run
    continues where it stopped);
 3. ``export``: weights-only copies into ``--out`` (``deeptree/weights`` by default);
-4. ``evaluate``: the exported model on a synthetic test set (another seed than training) with
+4. ``scale``: the voxel size real CT is run at, chosen on validation CTs simulated around the
+   real atm_001 tree at its real size (:mod:`deeptree.real_scale`; none of them is a sample
+   the card reports) and recorded in both checkpoints as their anatomical scale;
+5. ``evaluate``: the exported model on a synthetic test set (another seed than training) with
    the paper's metrics (:func:`deeptree.metrics.airway_metrics`), and on the real samples
    (:mod:`deeptree.real_ct`); writes ``card.json`` and ``MODEL_CARD.md`` beside the weights.
-   Every figure of the card comes from this step.
+   Every figure of the card comes from this step;
+6. ``card``: ``MODEL_CARD.md`` rewritten from ``card.json`` (no new figures: for a change of
+   the card's text).
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ from deeptree.config import NetworkConfig, get_config, stage2_data_config  # noq
 from deeptree.demo import CARD_JSON, CARD_NAME, STAGE1_NAME, STAGE2_NAME, export_weights  # noqa: E402
 from deeptree.files import atomic_write  # noqa: E402
 from deeptree.phantom.varied import Variation, generate_varied_cohort  # noqa: E402
+from deeptree.real_scale import CANDIDATE_SPACINGS_MM  # noqa: E402
 
-STEPS = ("cohort", "train", "export", "evaluate")
+STEPS = ("cohort", "train", "export", "scale", "evaluate", "card")
 
 
 @dataclass(frozen=True)
@@ -66,11 +73,15 @@ class DemoSettings:
     batch_size: int = 2
     seed: int = 0
     varied: bool = True
+    scale_cases: int = 3  # validation CTs around atm_001 (deeptree.real_scale)
+    scale_seed: int = 2000
+    scale_ct_mm: float = 1.0
+    scale_candidates_mm: tuple[float, ...] = CANDIDATE_SPACINGS_MM
 
 
 QUICK = DemoSettings(
     spacing_mm=1.6, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32), iterations1=20,
-    iterations2=10, batch_size=1,
+    iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=3.0, scale_candidates_mm=(3.2, 4.8),
 )  # fmt: skip
 
 
@@ -124,11 +135,43 @@ def _stage2(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
     return train(task, train_cfg, run, resume=True, device="cpu", progress=progress)
 
 
-def _timing(run: Path) -> dict:
+def _choose_scale(settings: DemoSettings, out: Path, cache: Path) -> dict:
+    """Choose the real-CT voxel size on the validation CTs; record it in both checkpoints."""
+    from deeptree.demo import record_anatomical_scale
+    from deeptree.real_scale import choose_spacing, rows_as_dicts, sweep_spacings, validation_cts
+    from deeptree.stage1.predict import load_stage1_model
+    from deeptree.stage2.predict import load_stage2_model
+
+    cts, tree = validation_cts(
+        settings.scale_cases, settings.scale_seed, cache=cache, spacing_mm=settings.scale_ct_mm
+    )
+    stage1 = load_stage1_model(out / STAGE1_NAME, "cpu")
+    stage2 = load_stage2_model(out / STAGE2_NAME, "cpu")
+    rows = sweep_spacings(stage1, stage2, cts, tree, settings.scale_candidates_mm)
+    chosen = choose_spacing(rows)
+    scale = settings.spacing_mm / chosen.spacing_mm
+    validation = {
+        "rule": "highest mean TLD (ATM'22 protocol; ties: precision)",
+        "cases": f"{settings.scale_cases} CTs simulated around atm_001 at "
+        f"{settings.scale_ct_mm:g} mm, seeds {settings.scale_seed}-"
+        f"{settings.scale_seed + settings.scale_cases - 1}",
+        "rows": rows_as_dicts(rows),
+        "chosen_mm": chosen.spacing_mm,
+        "anatomical_scale": scale,
+    }
+    for name in (STAGE1_NAME, STAGE2_NAME):
+        record_anatomical_scale(out / name, scale, validation)
+    return validation
+
+
+def _timing(run: Path, previous: dict | None = None) -> dict:
     """Training time from the run's log: iterations, and wall seconds summed over the calls
-    (a resumed run's log restarts its ``seconds`` at each call)."""
+    (a resumed run's log restarts its ``seconds`` at each call). Without the log (a rerun of
+    the later steps where the training folder is gone), the figures of the card in place."""
     from deeptree.train import read_log
 
+    if not (run / "log.jsonl").is_file() and previous is not None:
+        return previous
     entries = [e for e in read_log(run / "log.jsonl") if "loss" in e]
     total, last = 0.0, 0.0
     for entry in entries:
@@ -193,6 +236,10 @@ def main(argv=None) -> int:
         second = selected_checkpoint(work / "stage2")
         export_weights(second, out / STAGE2_NAME, {**demo, "from": second.name})
         print(f"exported to {out}", flush=True)
+    if "scale" in args.steps:
+        chosen = _choose_scale(settings, out, work / "scale-validation")
+        print(f"real CT runs at {chosen['chosen_mm']:g} mm (anatomical scale "
+              f"{chosen['anatomical_scale']:.3f})", flush=True)  # fmt: skip
     if "evaluate" in args.steps:
         from deeptree.checkpoints import load_checkpoint
         from deeptree.real_ct import evaluate_demo, write_card
@@ -202,6 +249,8 @@ def main(argv=None) -> int:
             spacing_mm=settings.spacing_mm, variation=variation, progress=progress,
         )  # fmt: skip
         figures = evaluate_demo(out / STAGE1_NAME, out / STAGE2_NAME, test)
+        card_file = out / CARD_JSON
+        previous = json.loads(card_file.read_text()) if card_file.is_file() else {}
         card = {
             "settings": asdict(settings),
             "variation": None if variation is None else asdict(variation),
@@ -209,8 +258,12 @@ def main(argv=None) -> int:
             "command": "python benchmarks/demo_weights.py"
             + (" --quick" if args.quick else "")
             + (" --no-variation" if args.no_variation else ""),
-            "training": {"stage1": _timing(work / "stage1"), "stage2": _timing(work / "stage2")},
+            "training": {
+                stage: _timing(work / stage, previous.get("training", {}).get(stage))
+                for stage in ("stage1", "stage2")
+            },
             "stage2_from": load_checkpoint(out / STAGE2_NAME)["meta"]["demo"].get("from"),
+            "scale": load_checkpoint(out / STAGE1_NAME)["meta"]["demo"].get("scale_validation"),
             "machine": {
                 "platform": platform.platform(),
                 "processor": platform.processor() or platform.machine(),
@@ -225,6 +278,11 @@ def main(argv=None) -> int:
         atomic_write(out / CARD_JSON, lambda tmp: Path(tmp).write_text(text))
         write_card(card, out / CARD_NAME)
         print(f"card: {out / CARD_NAME}", flush=True)
+    if "card" in args.steps and "evaluate" not in args.steps:
+        from deeptree.real_ct import write_card
+
+        write_card(json.loads((out / CARD_JSON).read_text()), out / CARD_NAME)
+        print(f"card rewritten from {out / CARD_JSON}", flush=True)
     return 0
 
 

@@ -18,11 +18,13 @@ import importlib.resources
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deeptree.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
 from deeptree.files import atomic_write
 from deeptree.io import InputError
+from deeptree.resample import anatomical_spacing
 
 #: File names inside ``deeptree/weights``: the checkpoints, the model card and its figures.
 STAGE1_NAME, STAGE2_NAME, CARD_NAME = "stage1.pt", "stage2.pt", "MODEL_CARD.md"
@@ -108,12 +110,57 @@ def describe(stage1_path: str | os.PathLike | None = None, stage2: bool = True) 
     meta = load_checkpoint(path).get("meta", {})
     demo = meta.get("demo", {})
     spacing = meta.get("spacing")
-    spacing_text = "x".join(f"{float(v):g}" for v in spacing) + " mm" if spacing else "unknown"
+
+    def mm(values):
+        return "x".join(f"{float(v):.3g}" for v in values) + " mm" if values else "unknown"
+
+    run_at = ""
+    if spacing and meta.get("anatomical_scale") is not None:
+        real = anatomical_spacing(spacing, meta, str(path))
+        run_at = (
+            f" (anatomical scale {float(meta['anatomical_scale']):.3g}: a CT is resampled to "
+            f"{mm(real)})"
+        )
     return (
         f"no --checkpoint: using the demo weights in {path.parent} (stage 1 {meta.get('variant')}"
         f"{' + stage 2' if stage2 else ''}), trained on {demo.get('trained_on', 'phantoms')}, at voxel size "
-        f"{spacing_text}; see {path.parent / CARD_NAME}"
+        f"{mm(spacing)}{run_at}; see {path.parent / CARD_NAME}"
     )
+
+
+def record_anatomical_scale(
+    checkpoint: str | os.PathLike, scale: float, validation: dict
+) -> Path:
+    """Record in a shipped checkpoint the anatomical scale real CT is run at (in place, atomic).
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        A weights-only checkpoint of :func:`export_weights`.
+    scale : float
+        ``meta["anatomical_scale"]``: real CT is resampled to the training spacing divided by
+        it (:func:`deeptree.resample.real_ct_spacing`); chosen by :mod:`deeptree.real_scale`.
+    validation : dict
+        How it was chosen (JSON-able): stored as ``meta["demo"]["scale_validation"]``.
+
+    Returns
+    -------
+    Path
+    """
+    scale = float(scale)
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError(f"{checkpoint}: anatomical scale must be a positive number, got {scale}")
+    state = load_checkpoint(checkpoint)
+    meta = dict(state.get("meta", {}))
+    meta["anatomical_scale"] = scale
+    meta["demo"] = {**meta.get("demo", {}), "scale_validation": dict(validation)}
+    state = {**state, "meta": meta}
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    return atomic_write(checkpoint, write)
 
 
 def export_weights(

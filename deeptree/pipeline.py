@@ -60,6 +60,7 @@ from deeptree.io import (
 from deeptree.masks import as_binary_mask, label_components, largest_components
 from deeptree.networks import choose_device
 from deeptree.resample import (
+    anatomical_spacing,
     check_intensity,
     checkpoint_spacing,
     from_model_grid,
@@ -400,7 +401,11 @@ def segment(
 def model_spacing(
     stage1: torch.nn.Module | LoadedModel, stage2: Connector, name: str = "checkpoint"
 ) -> tuple[float, float, float] | None:
-    """The spacing (mm) the two-stage pipeline runs at: the stage-1 checkpoint's.
+    """The spacing (mm) the two-stage pipeline runs a CT file at: the stage-1 checkpoint's.
+
+    That is its training spacing divided by its recorded anatomical scale, if any
+    (:func:`deeptree.resample.real_ct_spacing`: the shipped demo weights see real CT at
+    coarser voxels than their half-size phantoms).
 
     Parameters
     ----------
@@ -421,6 +426,7 @@ def model_spacing(
     """
     meta1 = dict(stage1.meta) if isinstance(stage1, LoadedModel) else {}
     spacing = checkpoint_spacing(meta1, f"{name} (stage 1)")
+    run_at = anatomical_spacing(spacing, meta1, f"{name} (stage 1)")
     if isinstance(stage2, LoadedModel):
         meta2 = dict(stage2.meta)
         check_intensity(meta2, f"{name} (stage 2)")
@@ -430,7 +436,7 @@ def model_spacing(
                 f"{name}: stage 1 was trained at {list(spacing)} mm, stage 2 at {list(other)} mm; "
                 "use checkpoints trained on the same cohort"
             )
-    return spacing
+    return run_at
 
 
 def segment_file(

@@ -10,11 +10,17 @@ written by the stage-1 and stage-2 training tasks):
 ``intensity``
     How the CT was normalised: ``{"window_hu": [low, high], "normalisation": ...}`` (clip to
     the HU window, map linearly to [0, 1]: ``deeptree.stage1.data.normalize_ct``).
+``anatomical_scale`` (optional)
+    The size of the training anatomy relative to an adult's, as the model sees it: real CT is
+    run at ``spacing / anatomical_scale`` (:func:`real_ct_spacing`). The shipped demo weights
+    record it (phantom chests at about half an adult's size; the value is chosen on
+    validation CTs by :mod:`deeptree.real_scale`); a checkpoint without it is run at its
+    training spacing.
 
 ``deeptree predict`` (:func:`deeptree.stage1.predict.predict_file`) and the two-stage
 :func:`deeptree.pipeline.segment_file` then work on the model's grid (:class:`ModelGrid`):
 
-1. the CT (HU) is resampled to the checkpoint's spacing with ``monai.transforms.Spacing``
+1. the CT (HU) is resampled to the checkpoint's spacing (divided by its anatomical scale) with ``monai.transforms.Spacing``
    (trilinear; the orientation and the corner of the field of view are kept);
 2. the model runs there;
 3. the result is resampled back onto the input's exact grid (same shape, same affine) with
@@ -155,6 +161,66 @@ def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, flo
         stacklevel=2,
     )
     return None
+
+
+def real_ct_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, float, float] | None:
+    """The voxel size (mm) a real CT is resampled to for this checkpoint.
+
+    ``checkpoint_spacing(meta) / meta["anatomical_scale"]``: a model trained on chests of
+    half an adult's size at 0.8 mm sees a real chest as it saw its training anatomy when the
+    real CT is at 1.6 mm. Without ``anatomical_scale`` (every checkpoint trained by the
+    notebooks: their inputs are phantoms of the training cohort's size) the training spacing.
+
+    Parameters
+    ----------
+    meta : dict
+        A checkpoint's metadata (``LoadedModel.meta``).
+    name : str
+        What to call the checkpoint in warnings and errors.
+
+    Returns
+    -------
+    tuple of 3 float (mm), or None (no recorded spacing: :func:`checkpoint_spacing`)
+
+    Raises
+    ------
+    InputError
+        A recorded anatomical scale that is not a positive finite number.
+    """
+    return anatomical_spacing(checkpoint_spacing(meta, name), meta, name)
+
+
+def anatomical_spacing(
+    spacing: Sequence[float] | None, meta: dict, name: str = "checkpoint"
+) -> tuple[float, float, float] | None:
+    """A training spacing divided by the checkpoint's ``anatomical_scale`` (if recorded).
+
+    Parameters
+    ----------
+    spacing : 3 floats (mm) or None
+        :func:`checkpoint_spacing`'s result (None passes through).
+    meta : dict
+        The checkpoint's metadata.
+    name : str
+        What to call the checkpoint in errors.
+
+    Returns
+    -------
+    tuple of 3 float (mm), or None
+    """
+    scale = meta.get("anatomical_scale")
+    if spacing is None or scale is None:
+        return None if spacing is None else tuple(float(v) for v in spacing)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not np.isfinite(scale) or scale <= 0:
+        raise InputError(
+            f"{name}: recorded anatomical_scale {meta.get('anatomical_scale')!r} is not a "
+            "positive number"
+        )
+    return tuple(float(v) / scale for v in spacing)
 
 
 def check_intensity(meta: dict, name: str = "checkpoint") -> None:

@@ -165,6 +165,32 @@ def test_describe_tree_on_the_real_atm_tree_and_an_empty_mask():
     assert empty["generations_reached"] == -1 and empty["volume_ml"] == 0
 
 
+def _tube(shape, start, end, radius):
+    """Voxels (1 mm grid) within ``radius`` of the segment start-end."""
+    grid = np.stack(np.meshgrid(*map(np.arange, shape), indexing="ij"), axis=-1).astype(float)
+    a, b = np.asarray(start, float), np.asarray(end, float)
+    t = np.clip(((grid - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+    return np.linalg.norm(grid - (a + t[..., None] * (b - a)), axis=-1) <= radius
+
+
+def test_a_tilted_root_branch_is_not_called_a_trachea():
+    """The parse's root is the cranial-most branch, whatever it is: a mask holding a single
+    main bronchus (wide, long, but 60 degrees off the long axis) must not count as a trachea;
+    the same tube upright does; the real labelled trees' tracheas are upright."""
+    from deeptree.real_ct import TRACHEA_MAX_TILT_DEG, describe_tree
+
+    shape = (90, 40, 90)
+    upright = describe_tree(_tube(shape, (45, 20, 10), (45, 20, 80), 7), (1, 1, 1))
+    assert upright["trachea_found"] and upright["trachea_tilt_deg"] < 5
+    lying = describe_tree(_tube(shape, (10, 20, 30), (70, 20, 65), 7), (1, 1, 1))
+    assert not lying["trachea_found"] and 50 < lying["trachea_tilt_deg"] < 70
+    assert lying["trachea_length_mm"] > 30 and lying["trachea_diameter_mm"] > 8
+    for name in ("atm_001", "cip_ct64"):
+        label = read_nifti(samples_dir() / name / "airway.nii.gz")
+        found = describe_tree(label.array, label.spacing, label.affine)
+        assert found["trachea_found"] and found["trachea_tilt_deg"] < TRACHEA_MAX_TILT_DEG
+
+
 def test_score_against_label_is_perfect_on_the_label_itself():
     from deeptree.real_ct import score_against_label
 
@@ -196,7 +222,7 @@ def test_model_card_and_verdict_come_from_the_figures():
 
     card = demo.model_card()
     assert set(card["synthetic"]["mean"]) >= {"BD", "TLD", "precision", "DSC"}
-    lines = transfer_verdict(card["real"])
+    lines = transfer_verdict(card["real"], card.get("scale"))
     assert lines[0].startswith("totalseg_chest") and "cip_ct64" in lines[1]
     found = card["real"]["totalseg_chest"]["final"]["trachea_found"]
     assert ("trachea found" in lines[0]) == found

@@ -15,7 +15,8 @@ credit AMC with recall that comes from the output rule, not from training.
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
 files. :func:`predict_file` first resamples the CT to the spacing the checkpoint was trained
-at and its result back onto the CT's grid (``deeptree.resample``).
+at (divided by its anatomical scale, if it records one: ``deeptree.resample.real_ct_spacing``)
+and its result back onto the CT's grid (``deeptree.resample``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from deeptree.io import InputError, check_volume, read_nifti, write_nifti
 from deeptree.masks import largest_components
 from deeptree.networks import choose_device, stage1_network
 from deeptree.progress import enabled as progress_enabled
-from deeptree.resample import checkpoint_spacing, from_model_grid, to_model_grid
+from deeptree.resample import from_model_grid, real_ct_spacing, to_model_grid
 from deeptree.stage1.data import CT_WINDOW_HU, normalize_ct
 
 #: nnU-Net's Gaussian importance weighting: sigma = patch size / 8.
@@ -292,7 +293,7 @@ def predict_file(
     volume = read_nifti(ct_path)
     name = str(checkpoint) if checkpoint is not None else "stage-1 checkpoint"
     ct, grid = to_model_grid(
-        volume.array, volume.affine, checkpoint_spacing(meta, name), str(ct_path)
+        volume.array, volume.affine, real_ct_spacing(meta, name), str(ct_path)
     )
     pred = predict_stage1(
         model,
