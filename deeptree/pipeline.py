@@ -60,6 +60,7 @@ from deeptree.io import (
 from deeptree.masks import as_binary_mask, label_components, largest_components
 from deeptree.networks import choose_device
 from deeptree.resample import (
+    ModelGrid,
     anatomical_spacing,
     check_intensity,
     checkpoint_spacing,
@@ -471,16 +472,59 @@ def segment_file(
     """
 
     volume = read_nifti(ct_path)
-    ct, grid = to_model_grid(
-        volume.array, volume.affine, model_spacing(stage1, stage2), str(ct_path)
-    )
+    result, grid = segment_at_model_spacing(
+        volume.array, volume.affine, stage1, stage2, device=device, overlap=overlap,
+        name=str(ct_path),
+    )  # fmt: skip
+    return write_nifti(out_path, from_model_grid(result.mask, grid, "mask"), volume.affine)
+
+
+def segment_at_model_spacing(
+    ct: np.ndarray,
+    affine: np.ndarray,
+    stage1: torch.nn.Module | LoadedModel,
+    stage2: Connector,
+    *,
+    spacing: Sequence[float] | None = None,
+    device=None,
+    overlap: float | None = None,
+    name: str = "CT",
+) -> tuple[SegmentationResult, ModelGrid]:
+    """Resample a CT to the model's spacing and run :func:`segment` there.
+
+    The shared first half of :func:`segment_file` and ``deeptree.real_ct.segment_volume``;
+    bring any mask of the result back onto the CT's grid with
+    ``deeptree.resample.from_model_grid(mask, grid, "mask")``.
+
+    Parameters
+    ----------
+    ct : ndarray, shape (I, J, K)
+        CT in HU. Not modified.
+    affine : ndarray (4, 4)
+        Its voxel-to-world affine (mm).
+    stage1, stage2
+        As :func:`segment` takes them.
+    spacing : 3 floats (mm), optional
+        Run at this voxel size instead of :func:`model_spacing`'s.
+    device, overlap, name
+        As :func:`segment`.
+
+    Returns
+    -------
+    result : SegmentationResult
+        On the model's grid.
+    grid : deeptree.resample.ModelGrid
+        The two grids (``grid.model_spacing``: where the model ran).
+    """
+    run_at = model_spacing(stage1, stage2) if spacing is None else spacing
+    model_ct, grid = to_model_grid(ct, affine, run_at, name)
     result = segment(
-        ct,
+        model_ct,
         stage1,
         stage2,
         affine=grid.model_affine,
         device=device,
         overlap=overlap,
-        name=str(ct_path),
+        name=name,
     )
-    return write_nifti(out_path, from_model_grid(result.mask, grid, "mask"), volume.affine)
+    return result, grid

@@ -26,8 +26,8 @@ from deeptree.io import Volume, list_cases, read_nifti
 from deeptree.locations import samples_dir
 from deeptree.masks import label_components
 from deeptree.metrics import airway_metrics, generation_metrics
-from deeptree.pipeline import model_spacing, segment
-from deeptree.resample import checkpoint_spacing, from_model_grid, to_model_grid
+from deeptree.pipeline import segment_at_model_spacing
+from deeptree.resample import checkpoint_spacing, from_model_grid
 from deeptree.stage1.predict import load_stage1_model
 from deeptree.stage2.predict import load_stage2_model
 from deeptree.tree import parse_tree
@@ -112,8 +112,8 @@ def segment_volume(
 ):
     """Two-stage segmentation of a CT at the model's voxel size, back on the CT's grid.
 
-    The same steps as :func:`deeptree.pipeline.segment_file` (which ``deeptree segment``
-    runs), kept in memory and with the stage-1 mask too.
+    :func:`deeptree.pipeline.segment_at_model_spacing`, as :func:`deeptree.pipeline.segment_file`
+    (which ``deeptree segment`` runs) uses it, kept in memory and with the stage-1 mask too.
 
     Parameters
     ----------
@@ -136,19 +136,16 @@ def segment_volume(
     """
 
     start = time.perf_counter()
-    if spacing is None:
-        spacing = model_spacing(stage1, stage2)
-    ct, grid = to_model_grid(volume.array, volume.affine, spacing, name)
-    result = segment(ct, stage1, stage2, affine=grid.model_affine, device=device, name=name)
-    mask = from_model_grid(result.mask, grid, "mask")
-    first = from_model_grid(result.stage1_mask, grid, "mask")
+    result, grid = segment_at_model_spacing(
+        volume.array, volume.affine, stage1, stage2, spacing=spacing, device=device, name=name
+    )
     return RealSegmentation(
-        mask=mask,
-        stage1_mask=first,
+        mask=from_model_grid(result.mask, grid, "mask"),
+        stage1_mask=from_model_grid(result.stage1_mask, grid, "mask"),
         ct=volume.array,
         spacing=tuple(float(v) for v in volume.spacing),
         affine=volume.affine,
-        model_spacing=spacing,
+        model_spacing=grid.model_spacing,
         seconds=time.perf_counter() - start,
     )
 
