@@ -372,3 +372,46 @@ def write_json(path, data: dict) -> None:
             json.dump(data, f, indent=1)
 
     atomic_write(path, write)
+
+
+def mask_inputs(args, kinds: Sequence[str]) -> tuple[dict[str, Path], Path]:
+    """The input masks and the output folder of a per-mask subcommand (``--input``, ``--out``,
+    ``--dataset-layout``): refuses an output folder over the inputs or not writable, and warns
+    once about thick-slice inputs.
+
+    Returns
+    -------
+    files : dict of case id to Path
+        :func:`masks_by_id` of ``args.input``.
+    out_dir : Path
+    """
+    files = masks_by_id(args.input)
+    out_dir = Path(args.out)
+    for folder in output_folders(out_dir, kinds, args.dataset_layout):
+        refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
+    check_writable_folder(out_dir)
+    warn_thick_inputs(list(files.values()))
+    return files, out_dir
+
+
+def run_cases_locked(
+    command: str,
+    out_dir,
+    settings: Mapping,
+    cases: Mapping[str, Path],
+    work: Callable,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[str]:
+    """Run ``work`` on every case with the output folder locked (:func:`locked_output`) and
+    the cases its :class:`DoneRecord` holds as complete under the same ``settings`` kept.
+
+    Returns
+    -------
+    list of str
+        :func:`for_each_case`'s problems (one line per failed case).
+    """
+    with locked_output(out_dir, command):
+        done = DoneRecord(out_dir, command, settings, overwrite=overwrite)
+        return for_each_case(cases, work, desc=command, progress=progress, record=done)

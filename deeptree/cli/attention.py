@@ -27,16 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeptree.cli._cases import (
-    DoneRecord,
-    check_writable_folder,
-    for_each_case,
-    locked_output,
-    masks_by_id,
-    output_folders,
+    mask_inputs,
     output_path,
-    refuse_out_over_inputs,
     report_problems,
-    warn_thick_inputs,
+    run_cases_locked,
     write_json,
 )
 from deeptree.config import get_config
@@ -105,12 +99,7 @@ def run(args) -> int:
     config = get_config(args.profile).attention
     alpha = config.alpha if args.alpha is None else args.alpha
     threshold = config.centre_threshold if args.threshold is None else args.threshold
-    files = masks_by_id(args.input)
-    out_dir = Path(args.out)
-    for folder in output_folders(out_dir, KINDS, args.dataset_layout):
-        refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
-    check_writable_folder(out_dir)
-    warn_thick_inputs(list(files.values()))
+    files, out_dir = mask_inputs(args, KINDS)
 
     def work(case_id: str, path: Path):
         record = attention_case(path, out_dir, alpha, threshold, args.save_h, args.dataset_layout)
@@ -127,10 +116,9 @@ def run(args) -> int:
         "save_h": bool(args.save_h),
         "dataset_layout": bool(args.dataset_layout),
     }
-    with locked_output(out_dir, NAME):
-        done = DoneRecord(out_dir, NAME, settings, overwrite=args.overwrite)
-        problems = for_each_case(
-            files, work, desc="attention", progress=not args.no_progress, record=done
-        )
+    problems = run_cases_locked(
+        NAME, out_dir, settings, files, work, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
     print(f"{len(files) - len(problems)}/{len(files)} masks -> {out_dir}")
     return report_problems(NAME, problems, "mask(s) failed")

@@ -36,12 +36,11 @@ import warnings
 from pathlib import Path
 
 from deeptree.cli._cases import (
-    DoneRecord,
     check_writable_folder,
     for_each_case,
-    locked_output,
     refuse_out_over_inputs,
     report_problems,
+    run_cases_locked,
     warn_thick_inputs,
 )
 from deeptree.files import file_sha256
@@ -177,9 +176,9 @@ def run(args) -> int:
         "overlap": args.overlap,
         "classes": bool(args.classes),
     }
-    with locked_output(out, NAME):
-        record = DoneRecord(out, NAME, settings, overwrite=getattr(args, "overwrite", False))
-        problems = for_each_case(cases, work, desc="predict", progress=False, record=record)
+    problems = run_cases_locked(
+        NAME, out, settings, cases, work, overwrite=getattr(args, "overwrite", False)
+    )
     return report_problems(NAME, problems, "CT(s) failed")
 
 

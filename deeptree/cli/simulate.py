@@ -29,16 +29,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from deeptree.cli._cases import (
-    DoneRecord,
-    check_writable_folder,
-    for_each_case,
-    locked_output,
-    masks_by_id,
-    output_folders,
+    mask_inputs,
     output_path,
-    refuse_out_over_inputs,
     report_problems,
-    warn_thick_inputs,
+    run_cases_locked,
     write_json,
 )
 from deeptree.config import get_config
@@ -152,12 +146,7 @@ def run(args) -> int:
         config.branch_fraction if args.branch_fraction is None else args.branch_fraction
     )
     run_fraction = tuple(config.run_fraction if args.run_fraction is None else args.run_fraction)
-    files = masks_by_id(args.input)
-    out_dir = Path(args.out)
-    for folder in output_folders(out_dir, KINDS, args.dataset_layout):
-        refuse_out_over_inputs(folder, files.values(), from_folder=Path(args.input).is_dir())
-    check_writable_folder(out_dir)
-    warn_thick_inputs(list(files.values()))
+    files, out_dir = mask_inputs(args, KINDS)
 
     def work(case_id: str, path: Path):
         record = simulate_case(
@@ -180,10 +169,9 @@ def run(args) -> int:
         "attention": bool(args.attention),
         "dataset_layout": bool(args.dataset_layout),
     }
-    with locked_output(out_dir, NAME):
-        done = DoneRecord(out_dir, NAME, settings, overwrite=args.overwrite)
-        problems = for_each_case(
-            files, work, desc="simulate", progress=not args.no_progress, record=done
-        )
+    problems = run_cases_locked(
+        NAME, out_dir, settings, files, work, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
     print(f"{len(files) - len(problems)}/{len(files)} cases -> {out_dir}")
     return report_problems(NAME, problems, "case(s) failed")
