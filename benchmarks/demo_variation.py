@@ -61,6 +61,12 @@ def measure(checkpoint: Path, tests: dict[str, Path], real_spacing) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it is inside it (for the committed report)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _pct(v) -> str:
     return f"{100 * v:.1f}"
 
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({time.perf_counter() - start:.0f} s); "
         f"models `{args.varied}` and `{args.control}` (same settings, cohort seed and iterations; "
         "only `deeptree.phantom.varied` differs). Stage 1 alone, its largest component; the real "
-        f"samples at {real_spacing[0]:g} mm (from `{source}`), the phantoms at the training "
+        f"samples at {real_spacing[0]:g} mm (from `{_shown(source)}`), the phantoms at the training "
         "voxel size.",
         "",
         "| model | " + " | ".join(f"{t}: TLD / BD / precision" for t in tests)
