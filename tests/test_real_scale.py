@@ -162,3 +162,27 @@ def test_the_files_the_model_card_points_to_exist():
     named = set(re.findall(r"`(benchmarks/[\w./-]+\.(?:md|py))`", text))
     assert "benchmarks/demo_variation.md" in named
     assert all((root / name).is_file() for name in named), named
+
+
+def test_the_demo_weights_script_runs_every_step_in_quick_mode(tmp_path):
+    """`benchmarks/demo_weights.py --quick`: cohort, training, export, the scale choice and the
+    card, end to end (about 35 s), into a temporary folder (never over the shipped weights)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out, work = tmp_path / "weights", tmp_path / "work"
+    command = [sys.executable, str(root / "benchmarks" / "demo_weights.py"), "--quick",
+               "--out", str(out), "--work", str(work), "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = json.loads((out / demo.CARD_JSON).read_text())
+    scale = card["scale"]
+    assert scale["chosen_mm"] in card["settings"]["scale_candidates_mm"]
+    chosen = choose_spacing(rows_from_dicts(scale["rows"]))
+    assert chosen.spacing_mm == scale["chosen_mm"]
+    for name in (demo.STAGE1_NAME, demo.STAGE2_NAME):
+        meta = load_checkpoint(out / name)["meta"]
+        assert meta["anatomical_scale"] == pytest.approx(card["settings"]["spacing_mm"] / scale["chosen_mm"])
+    assert f"a real CT is resampled to {scale['chosen_mm']:g} mm" in (out / demo.CARD_NAME).read_text()
