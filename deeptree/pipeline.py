@@ -448,6 +448,7 @@ def segment_file(
     *,
     device=None,
     overlap: float | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Path:
     """Two-stage segmentation of one CT file, written as NIfTI on the input's grid.
 
@@ -465,6 +466,8 @@ def segment_file(
         ``.nii.gz`` of the final mask (uint8), written atomically.
     stage1, stage2
         Loaded models as :func:`segment` takes them.
+    spacing : 3 floats (mm), optional
+        Run at this voxel size instead of :func:`model_spacing`'s.
 
     Returns
     -------
@@ -473,8 +476,8 @@ def segment_file(
 
     volume = read_nifti(ct_path)
     result, grid = segment_at_model_spacing(
-        volume.array, volume.affine, stage1, stage2, device=device, overlap=overlap,
-        name=str(ct_path),
+        volume.array, volume.affine, stage1, stage2, spacing=spacing, device=device,
+        overlap=overlap, name=str(ct_path),
     )  # fmt: skip
     return write_nifti(out_path, from_model_grid(result.mask, grid, "mask"), volume.affine)
 

@@ -186,3 +186,40 @@ def test_the_demo_weights_script_runs_every_step_in_quick_mode(tmp_path):
         meta = load_checkpoint(out / name)["meta"]
         assert meta["anatomical_scale"] == pytest.approx(card["settings"]["spacing_mm"] / scale["chosen_mm"])
     assert f"a real CT is resampled to {scale['chosen_mm']:g} mm" in (out / demo.CARD_NAME).read_text()
+
+
+def test_model_spacing_option_overrides_the_checkpoint_voxel_size(tmp_path, capsys, monkeypatch):
+    """`--model-spacing MM` (predict and segment): the model runs at MM; the output is still on
+    the CT's grid; a bad value is refused naming the option."""
+    import deeptree.pipeline
+    import deeptree.stage1.predict
+    from deeptree.cli import main
+    from deeptree.io import read_nifti, write_nifti
+    from deeptree.resample import to_model_grid
+
+    used = []
+
+    def recording(array, affine, spacing, name):
+        used.append(tuple(spacing))
+        return to_model_grid(array, affine, spacing, name)
+
+    monkeypatch.setattr(deeptree.pipeline, "to_model_grid", recording)
+    monkeypatch.setattr(deeptree.stage1.predict, "to_model_grid", recording)
+
+    ii, jj, _ = np.meshgrid(np.arange(40), np.arange(40), np.arange(30), indexing="ij")
+    ct = np.full((40, 40, 30), -850, np.int16)
+    ct[(ii - 20) ** 2 + (jj - 20) ** 2 <= 36] = 40
+    ct[(ii - 20) ** 2 + (jj - 20) ** 2 <= 16] = -1000
+    affine = np.diag([0.7, 0.7, 1.0, 1.0])
+    path = write_nifti(tmp_path / "ct.nii.gz", ct, affine)
+    for command in ("segment", "predict"):
+        out = tmp_path / f"{command}.nii.gz"
+        argv = [command, str(path), str(out), "--device", "cpu", "--model-spacing", "1.4"]
+        assert main(argv) == 0
+        said = capsys.readouterr().out
+        assert "the model runs at 1.4 mm" in said and "model spacing 1.4x1.4x1.4 mm" in said
+        written = read_nifti(out)
+        assert written.array.shape == ct.shape and np.allclose(written.affine, affine)
+        assert used.pop() == pytest.approx((1.4, 1.4, 1.4))  # where the model really ran
+    assert main(["segment", str(path), str(tmp_path / "x.nii.gz"), "--model-spacing", "-1"]) == 2
+    assert "--model-spacing" in capsys.readouterr().err

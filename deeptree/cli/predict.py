@@ -49,6 +49,7 @@ from deeptree.io import (
     case_id_from_path,
     check_case_id_unique,
     check_ct_in_hu,
+    check_spacing,
     nifti_inputs,
     read_nifti,
 )
@@ -73,6 +74,7 @@ def add_arguments(parser) -> None:
         "--overlap", type=float, help="sliding-window overlap (default: the model's)"
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
+    add_model_spacing_argument(parser)
     # two stages (deeptree.pipeline.segment_file): stage 1, attention, stage 2, union, largest CC
     parser.add_argument(
         "--two-stage", action="store_true", help="full DeepTree: stage 1 + stage-2 connection"
@@ -91,6 +93,16 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="predict again the cases already complete in --out (and replace the outputs of other settings)",
     )
+
+
+def add_model_spacing_argument(parser) -> None:
+    """``--model-spacing MM``: the voxel size the model runs at (predict and segment)."""
+    parser.add_argument(
+        "--model-spacing", type=float, metavar="MM",
+        help="run the model at this isotropic voxel size (mm) instead of the checkpoint's "
+        "(the demo weights: the real-CT voxel size of their card; e.g. for a child's chest, "
+        "whose anatomy is smaller, a finer one)",
+    )  # fmt: skip
 
 
 def run(args) -> int:
@@ -135,7 +147,11 @@ def run(args) -> int:
     with warnings.catch_warnings():  # a missing record is said once per CT, by the work
         warnings.simplefilter("ignore")
         spacing = model_spacing(stage1, stage2, args.checkpoint)  # refuses a stage mismatch
-    if stage1.meta.get("spacing") is not None:
+    chosen = getattr(args, "model_spacing", None)
+    if chosen is not None:
+        spacing = check_spacing((chosen,) * 3, "--model-spacing")
+        print(f"--model-spacing: the model runs at {chosen:g} mm, not at the checkpoint's")
+    if stage1.meta.get("spacing") is not None or chosen is not None:
         print(
             f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is resampled to it "
             "and the mask back onto the CT's grid (not when its spacing is already that)"
@@ -147,7 +163,10 @@ def run(args) -> int:
         target = out if single_file else out / f"{case_id}.nii.gz"
         classes = None
         if two_stage:
-            segment_file(path, target, stage1, stage2, device=device, overlap=args.overlap)
+            segment_file(
+                path, target, stage1, stage2, device=device, overlap=args.overlap,
+                spacing=spacing if chosen is not None else None,
+            )  # fmt: skip
         else:
             classes = target.with_name(f"{case_id}_classes.nii.gz") if args.classes else None
             predict_file(
@@ -158,6 +177,7 @@ def run(args) -> int:
                 overlap=args.overlap,
                 classes_path=classes,
                 loaded=stage1,
+                spacing=spacing if chosen is not None else None,
             )
         return f"{path.name} -> {target}", [target] + ([classes] if classes else [])
 
@@ -173,6 +193,7 @@ def run(args) -> int:
             else None
         ),
         "gapfill": args.gapfill if two_stage else None,
+        "model_spacing": chosen,
         "overlap": args.overlap,
         "classes": bool(args.classes),
     }

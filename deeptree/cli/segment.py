@@ -44,6 +44,7 @@ def add_arguments(parser) -> None:
         "--overlap", type=float, help="sliding-window overlap (default: the model's)"
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
+    predict.add_model_spacing_argument(parser)
 
 
 def run(args) -> int:
@@ -69,6 +70,7 @@ def run(args) -> int:
         classes=False,
         overlap=args.overlap,
         device=args.device,
+        model_spacing=args.model_spacing,
         overwrite=False,
     )
     return predict.run(as_predict)

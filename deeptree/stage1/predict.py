@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,6 +256,7 @@ def predict_file(
     overlap: float | None = None,
     classes_path: str | os.PathLike | None = None,
     loaded: LoadedModel | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Path:
     """Predict one CT file and write the airway mask as NIfTI (atomically, input's grid).
 
@@ -282,6 +284,9 @@ def predict_file(
     loaded : LoadedModel, optional
         :func:`load_stage1_model` output, to reuse a loaded model over many files (then
         ``checkpoint`` is not read).
+    spacing : 3 floats (mm), optional
+        Run the model at this voxel size instead of the checkpoint's
+        (:func:`deeptree.resample.real_ct_spacing`).
 
     Returns
     -------
@@ -293,7 +298,10 @@ def predict_file(
     volume = read_nifti(ct_path)
     name = str(checkpoint) if checkpoint is not None else "stage-1 checkpoint"
     ct, grid = to_model_grid(
-        volume.array, volume.affine, real_ct_spacing(meta, name), str(ct_path)
+        volume.array,
+        volume.affine,
+        real_ct_spacing(meta, name) if spacing is None else spacing,
+        str(ct_path),
     )
     pred = predict_stage1(
         model,
