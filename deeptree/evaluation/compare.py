@@ -225,7 +225,9 @@ def heldout_comparison(
         ct = read_nifti(paths.image)
         prepared = load_stage1_case(paths, cache_dir)
         label = np.asarray(prepared.label)
-        reference = prepare_ground_truth(label > 0, ct.spacing, name=str(paths.label))
+        reference = prepare_ground_truth(
+            label > 0, ct.spacing, affine=ct.affine, name=str(paths.label)
+        )
         pred = predict_stage1(
             model, ct.array, patch_size, overlap=overlap, device=device, name=str(paths.image)
         )

@@ -645,7 +645,7 @@ def run_on_real_ct(
         label_path = folder / name / "airway.nii.gz"
         label = read_nifti(label_path).array > 0 if label_path.is_file() else None
         reference = (
-            prepare_ground_truth(label, ct.spacing, name=str(label_path))
+            prepare_ground_truth(label, ct.spacing, affine=ct.affine, name=str(label_path))
             if label is not None
             else None
         )
