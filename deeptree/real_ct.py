@@ -408,9 +408,9 @@ def transfer_verdict(real: dict, scale: dict | None = None) -> list[str]:
             f"image) at the same {scale['chosen_mm']:g} mm the trachea was found on "
             f"{row['trachea_found']} of {row['cases']}"
             + (
-                ": the size alone no longer explains a miss on real CT; what the phantoms "
-                "do not yet look like (the mediastinum around the trachea, real noise and "
-                "reconstruction) does."
+                ": the size alone no longer explains a miss on real CT; it points to what "
+                "the phantoms do not yet look like (the trachea's surroundings, real noise "
+                "and reconstruction)."
                 if row["trachea_found"] == row["cases"] and not chest["trachea_found"]
                 else "."
             )
