@@ -113,6 +113,10 @@ def main() -> None:
         )
     print(f"\ncrude trachea of totalseg_chest: {int(trachea.sum())} voxels in the top "
           f"{TOP_SLICES} slices; validation TLD means over {len(cts)} CTs, %")  # fmt: skip
+    near = ndimage.binary_dilation(trachea, iterations=10) & ~trachea
+    bright = chest.array[near] > 400
+    print(f"within 10 voxels of it: {int(bright.sum())} of {int(near.sum())} voxels above 400 HU "
+          f"(highest {int(chest.array[near].max())} HU)")  # fmt: skip
     if not args.edits:
         return
     from deeptree.io import Volume
