@@ -125,7 +125,6 @@ def validation_cts(
     tree : Volume
         The tree (uint8, 0/1) on the same grid.
     """
-
     if n < 1:
         raise InputError(f"validation_cts: n must be at least 1, got {n}")
     folder = Path(cache) if cache is not None else None
@@ -241,25 +240,6 @@ def rows_from_dicts(rows: Sequence[dict]) -> list[ScaleRow]:
     return [ScaleRow(**{**r, "TLD_cases": tuple(r.get("TLD_cases", ()))}) for r in rows]
 
 
-def with_scale(row: ScaleRow, training_spacing_mm: float) -> dict:
-    """The anatomical scale that makes real CT run at ``row``'s voxel size.
-
-    Parameters
-    ----------
-    row : ScaleRow
-        The chosen candidate.
-    training_spacing_mm : float
-        The checkpoint's recorded (isotropic) training voxel size.
-
-    Returns
-    -------
-    dict
-        ``anatomical_scale`` (= training spacing / chosen spacing) and ``spacing_mm``.
-    """
-    return {"anatomical_scale": float(training_spacing_mm) / row.spacing_mm,
-            "spacing_mm": row.spacing_mm}  # fmt: skip
-
-
 __all__ = [
     "CANDIDATE_SPACINGS_MM",
     "ScaleRow",
@@ -268,5 +248,4 @@ __all__ = [
     "rows_from_dicts",
     "sweep_spacings",
     "validation_cts",
-    "with_scale",
 ]
