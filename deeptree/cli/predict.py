@@ -148,8 +148,9 @@ def run(args) -> int:
         warnings.simplefilter("ignore")
         spacing = model_spacing(stage1, stage2, args.checkpoint)  # refuses a stage mismatch
     chosen = getattr(args, "model_spacing", None)
+    override = None  # the spacing given to the work below: None = the checkpoint's
     if chosen is not None:
-        spacing = check_spacing((chosen,) * 3, "--model-spacing")
+        spacing = override = check_spacing((chosen,) * 3, "--model-spacing")
         print(f"--model-spacing: the model runs at {chosen:g} mm, not at the checkpoint's")
     if stage1.meta.get("spacing") is not None or chosen is not None:
         print(
@@ -165,7 +166,7 @@ def run(args) -> int:
         if two_stage:
             segment_file(
                 path, target, stage1, stage2, device=device, overlap=args.overlap,
-                spacing=spacing if chosen is not None else None,
+                spacing=override,
             )  # fmt: skip
         else:
             classes = target.with_name(f"{case_id}_classes.nii.gz") if args.classes else None
@@ -177,7 +178,7 @@ def run(args) -> int:
                 overlap=args.overlap,
                 classes_path=classes,
                 loaded=stage1,
-                spacing=spacing if chosen is not None else None,
+                spacing=override,
             )
         return f"{path.name} -> {target}", [target] + ([classes] if classes else [])
 
