@@ -3,7 +3,9 @@
 Conventions (see the README's "Conventions"):
 
 * arrays are numpy in nibabel's (i, j, k) order, never transposed or resampled here;
-* ``spacing`` is a 3-tuple of floats in mm, taken from the header zooms;
+* ``spacing`` is a 3-tuple of floats in mm, taken from the affine (nibabel's ``img.affine``:
+  the sform when set, else the qform; the norms of its columns), the one voxel-size rule of
+  every reader;
 * the affine travels with a case and is written back unchanged;
 * masks are ``bool`` or ``uint8``; anatomy labels ``uint8`` in {0, 1, 2, 3};
 * outputs are written to a temporary name in the target folder and renamed, so an
@@ -143,6 +145,10 @@ THICK_SLICE_MM = 2.5
 
 class ThickSliceWarning(UserWarning):
     """An input's voxels are larger than :data:`THICK_SLICE_MM` along some axis."""
+
+
+class HeaderGeometryWarning(UserWarning):
+    """A NIfTI header whose qform and sform are both set and disagree."""
 
 
 def check_ct_in_hu(ct: np.ndarray, name: str = "CT") -> np.ndarray:
@@ -309,6 +315,92 @@ def _physical_memory() -> int | None:
 # --------------------------------------------------------------------------------------------
 # NIfTI
 # --------------------------------------------------------------------------------------------
+#: A 3x3 affine whose determinant is below this fraction of the product of its column norms
+#: is singular (its voxel axes do not span 3D space; 1e-6 is far beyond any real scanner skew).
+SINGULAR_AFFINE_RTOL = 1e-6
+
+
+def check_affine(affine, name: str = "affine") -> np.ndarray:
+    """Return ``affine`` as a float64 4x4 matrix if it is finite and invertible, else raise.
+
+    Parameters
+    ----------
+    affine : array-like, shape (4, 4)
+        Voxel-to-world transform (mm).
+    name : str
+        What to call it in the error (usually the file name).
+
+    Returns
+    -------
+    ndarray of float64, shape (4, 4)
+
+    Raises
+    ------
+    InputError
+        Not 4x4, NaN or infinite entries, or a singular (non-invertible) 3x3 part, whose
+        voxels have no position or size in the world.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(f"{name}: the affine must be 4x4, got shape {affine.shape}")
+    if not np.isfinite(affine).all():
+        raise InputError(f"{name}: the affine holds NaN or infinite values")
+    linear = affine[:3, :3]
+    scale = float(np.prod(np.linalg.norm(linear, axis=0)))
+    if scale == 0 or abs(float(np.linalg.det(linear))) <= SINGULAR_AFFINE_RTOL * scale:
+        shown = np.array2string(linear, precision=4, separator=", ").replace("\n", "")
+        raise InputError(
+            f"{name}: the affine is not invertible (singular voxel axes {shown}); the header's "
+            "sform/qform is damaged"
+        )
+    return affine
+
+
+#: Files already warned about by :func:`warn_qform_sform` (one warning per file and process).
+_WARNED_QFORM_SFORM: set[str] = set()
+
+
+def warn_qform_sform(image, path) -> bool:
+    """Warn (:class:`HeaderGeometryWarning`, once per file) when a NIfTI header's qform and
+    sform are both set and disagree.
+
+    nibabel's ``img.affine``, which every reader here uses, is the sform when set; another
+    program may read the qform (or the pixdim voxel sizes) and place or size the voxels
+    otherwise.
+
+    Parameters
+    ----------
+    image : nibabel Nifti1Image or Nifti2Image
+    path : path-like
+        The file, for the message and the once-per-file rule.
+
+    Returns
+    -------
+    bool
+        True if the two disagree (whether or not this call printed the warning).
+    """
+    header = image.header
+    (qform, qform_code), (sform, sform_code) = header.get_qform(True), header.get_sform(True)
+    if not qform_code or not sform_code or affines_match(qform, sform):
+        return False
+    key = str(Path(path).resolve())
+    if key not in _WARNED_QFORM_SFORM:
+        _WARNED_QFORM_SFORM.add(key)
+        import warnings
+
+        def sizes(a):
+            return " x ".join(f"{v:g}" for v in np.linalg.norm(np.asarray(a)[:3, :3], axis=0))
+
+        warnings.warn(
+            f"{path}: the header's qform and sform disagree (largest difference "
+            f"{np.abs(qform - sform).max():.4g} mm; voxels of {sizes(sform)} mm by the sform, "
+            f"{sizes(qform)} mm by the qform); using the sform, as nibabel does",
+            HeaderGeometryWarning,
+            stacklevel=3,
+        )
+    return True
+
+
 @dataclass
 class Volume:
     """One NIfTI volume.
@@ -320,7 +412,7 @@ class Volume:
     affine : ndarray, shape (4, 4), float64
         Voxel to world (RAS, mm) transform from the header.
     spacing : tuple of 3 float
-        Voxel size in mm (header zooms).
+        Voxel size in mm: the norms of the affine's columns.
     path : Path or None
         Where it was read from.
     """
@@ -345,12 +437,16 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     Returns
     -------
     Volume
+        ``spacing`` and ``affine`` from nibabel's ``img.affine`` (the sform when set, else the
+        qform); a header whose qform and sform are both set and disagree gets a
+        :class:`HeaderGeometryWarning` naming the file (:func:`warn_qform_sform`).
 
     Raises
     ------
     InputError
         Missing file, unreadable or not NIfTI, not 3D (a 4D file with one volume is
-        accepted and squeezed), NaN/inf voxels, zero or negative spacing, a header that
+        accepted and squeezed), NaN/inf voxels, zero or negative spacing, a non-finite or
+        singular affine (:func:`check_affine`), a header that
         declares more data than the file holds or than this machine's memory
         (:func:`check_header_size`).
     """
@@ -371,8 +467,10 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     # nibabel silently replaces zero voxel sizes by 1 when it loads a header: check the
     # sizes as stored on disk and the affine's column norms as well.
     check_spacing(_stored_zooms(path, type(image.header)), str(path))
-    check_spacing(np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0), str(path))
-    spacing = check_spacing(image.header.get_zooms()[:3], str(path))
+    # one voxel-size rule: the affine (sform when set, else qform), never pixdim on its own
+    affine = check_affine(image.affine, str(path))
+    spacing = check_spacing(np.linalg.norm(affine[:3, :3], axis=0), str(path))
+    warn_qform_sform(image, path)
     check_header_size(path, image)
     try:
         if image.dataobj.slope not in (None, 1.0) or image.dataobj.inter not in (None, 0.0):
@@ -385,9 +483,6 @@ def read_nifti(path: str | os.PathLike, *, dtype=None) -> Volume:
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     check_volume(array, str(path))
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.isfinite(affine).all():
-        raise InputError(f"{path}: the affine holds NaN or infinite values")
     return Volume(array=array, affine=affine, spacing=spacing, path=path)
 
 

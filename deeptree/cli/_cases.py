@@ -323,11 +323,14 @@ def warn_thick_inputs(paths: Sequence[Path]) -> None:
     import warnings
 
     import nibabel as nib
+    import numpy as np
 
     thick = []
     for path in paths:
         try:
-            zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])
+            # the voxel size of every reader: the affine's columns (deeptree.io.read_nifti)
+            affine = np.asarray(nib.load(str(path)).affine, float)
+            zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
         except Exception:  # unreadable: the case reports it when it is read
             continue
         if zooms and max(zooms) > THICK_SLICE_MM:
