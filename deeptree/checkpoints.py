@@ -18,6 +18,7 @@ import torch
 
 from deeptree.config import NetworkConfig, TrainConfig
 from deeptree.io import InputError, atomic_write
+from deeptree.orientation import check_orientation
 from deeptree.report import jsonable
 
 CHECKPOINT_FORMAT = "deeptree-checkpoint-1"
@@ -185,8 +186,9 @@ def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> Loade
     Raises
     ------
     InputError
-        Missing, unreadable or non-DeepTree checkpoint, one of another stage, or weights that
-        do not fit the network the metadata describes.
+        Missing, unreadable or non-DeepTree checkpoint, one of another stage, one trained in
+        another voxel orientation than RAS (``deeptree.orientation.check_orientation``; no
+        record: RAS), or weights that do not fit the network the metadata describes.
     """
 
     state = load_checkpoint(checkpoint, map_location=device)
@@ -195,6 +197,7 @@ def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> Loade
         raise InputError(
             f"{checkpoint}: not a stage-{stage} checkpoint (stage {meta.get('stage')!r})"
         )
+    check_orientation(meta, str(checkpoint))  # trained in a voxel order this code can run
     net = NetworkConfig(filters=tuple(meta["filters"]), patch_size=tuple(meta["patch_size"]))
     model = build(net, meta)
     try:

@@ -59,6 +59,7 @@ from deeptree.io import (
 )
 from deeptree.masks import as_binary_mask, label_components, largest_components
 from deeptree.networks import choose_device
+from deeptree.orientation import check_orientation
 from deeptree.resample import (
     ModelGrid,
     anatomical_spacing,
@@ -423,7 +424,8 @@ def model_spacing(
     Raises
     ------
     InputError
-        The two checkpoints record different spacings, or another intensity window.
+        The two checkpoints record different spacings, or another intensity window or voxel
+        orientation than this code runs (RAS).
     """
     meta1 = dict(stage1.meta) if isinstance(stage1, LoadedModel) else {}
     spacing = checkpoint_spacing(meta1, f"{name} (stage 1)")
@@ -431,6 +433,7 @@ def model_spacing(
     if isinstance(stage2, LoadedModel):
         meta2 = dict(stage2.meta)
         check_intensity(meta2, f"{name} (stage 2)")
+        check_orientation(meta2, f"{name} (stage 2)")
         other = meta2.get("spacing")
         if other is not None and spacing is not None and not same_spacing(spacing, other):
             raise InputError(
@@ -452,9 +455,10 @@ def segment_file(
 ) -> Path:
     """Two-stage segmentation of one CT file, written as NIfTI on the input's grid.
 
-    The CT is resampled to the spacing the stage-1 checkpoint was trained at
-    (:func:`model_spacing`), segmented there by :func:`segment`, and the final mask is
-    brought back onto the CT's exact grid (same shape and affine) by nearest neighbour
+    The CT is brought to RAS voxel order (``deeptree.orientation``) and resampled to the
+    spacing the stage-1 checkpoint was trained at (:func:`model_spacing`), segmented there by
+    :func:`segment`, and the final mask is brought back onto the CT's exact grid and voxel
+    order (same shape and affine) by nearest neighbour and the exact inverse flips
     (``deeptree.resample``: only a mask exists at that point, and nearest keeps the one
     component when upsampling). A CT at the model's spacing is not resampled.
 
@@ -493,7 +497,7 @@ def segment_at_model_spacing(
     overlap: float | None = None,
     name: str = "CT",
 ) -> tuple[SegmentationResult, ModelGrid]:
-    """Resample a CT to the model's spacing and run :func:`segment` there.
+    """Bring a CT to RAS voxel order at the model's spacing and run :func:`segment` there.
 
     The shared first half of :func:`segment_file` and ``deeptree.real_ct.segment_volume``;
     bring any mask of the result back onto the CT's grid with
@@ -515,7 +519,7 @@ def segment_at_model_spacing(
     Returns
     -------
     result : SegmentationResult
-        On the model's grid.
+        On the model's grid (RAS voxel order; ``result.affine`` is ``grid.model_affine``).
     grid : deeptree.resample.ModelGrid
         The two grids (``grid.model_spacing``: where the model ran).
     """

@@ -17,9 +17,15 @@ written by the stage-1 and stage-2 training tasks):
     validation CTs by :mod:`deeptree.real_scale`); a checkpoint without it is run at its
     training spacing.
 
+``orientation``
+    The voxel order it was trained in: always ``"RAS"`` (``deeptree.orientation``); a
+    checkpoint without the record was trained on RAS phantoms.
+
 ``deeptree predict`` (:func:`deeptree.stage1.predict.predict_file`) and the two-stage
 :func:`deeptree.pipeline.segment_file` then work on the model's grid (:class:`ModelGrid`):
 
+0. the CT is brought to RAS voxel order (``deeptree.orientation``: flips and axis
+   permutations, no interpolation), so that an LPS CT is not seen mirrored;
 1. the CT (HU) is resampled to the checkpoint's spacing (divided by its anatomical scale) with ``monai.transforms.Spacing``
    (trilinear; the orientation and the corner of the field of view are kept);
 2. the model runs there;
@@ -30,10 +36,12 @@ written by the stage-1 and stage-2 training tasks):
    result, the anatomy classes) by nearest neighbour, because only a label exists there
    and nearest keeps each output voxel a voxel the model decided (upsampled, a
    26-connected mask stays one component; interpolating 0/1 and thresholding could cut
-   the one-voxel bridges stage 2 just added).
+   the one-voxel bridges stage 2 just added);
+4. the result goes back to the input's own voxel order by the exact inverse of step 0.
 
 When the CT already has the checkpoint's spacing (every axis within :data:`SPACING_RTOL`)
-nothing is resampled: the arrays go through unchanged, bit for bit. A checkpoint written
+nothing is resampled: the arrays go through unchanged, bit for bit (flipped and permuted
+only, when the CT is not RAS). A checkpoint written
 before the record existed falls back, with a warning, to the isotropic spacing of the
 phantom profile it was trained on (``meta["profile"]``), and without a profile to the
 CT's own spacing (no resampling).
@@ -49,6 +57,7 @@ import numpy as np
 import torch
 
 from deeptree.io import InputError, check_spacing, check_volume
+from deeptree.orientation import Reorientation, check_orientation, orientation_record, reorientation
 from deeptree.stage1.data import CT_WINDOW_HU
 
 #: Spacings equal on every axis within this relative tolerance need no resampling (0.1 %:
@@ -97,18 +106,23 @@ def training_spacing(spacings: Sequence[Sequence[float]], name: str = "training 
 
 
 def training_record(spacings: Sequence[Sequence[float]], name: str = "training cases") -> dict:
-    """The ``spacing`` and ``intensity`` entries of a checkpoint's metadata.
+    """The ``spacing``, ``intensity`` and ``orientation`` entries of a checkpoint's metadata.
 
     Parameters
     ----------
     spacings : sequence of 3-float sequences (mm)
-        The training cases' spacings (:func:`training_spacing`).
+        The training cases' spacings in RAS voxel order (:func:`training_spacing`).
 
     Returns
     -------
-    dict with ``"spacing"`` (3 floats, mm) and ``"intensity"`` (:func:`intensity_record`).
+    dict with ``"spacing"`` (3 floats, mm), ``"intensity"`` (:func:`intensity_record`) and
+    ``"orientation"`` (``"RAS"``: the training cases are read in RAS voxel order).
     """
-    return {"spacing": training_spacing(spacings, name), "intensity": intensity_record()}
+    return {
+        "spacing": training_spacing(spacings, name),
+        "intensity": intensity_record(),
+        **orientation_record(),
+    }
 
 
 #: The phantom voxel size (mm) of each profile when checkpoints did not yet record their
@@ -140,9 +154,11 @@ def checkpoint_spacing(meta: dict, name: str = "checkpoint") -> tuple[float, flo
     ------
     InputError
         A recorded spacing that is not 3 positive numbers; a recorded intensity window
-        other than the one this code normalises with (``CT_WINDOW_HU``).
+        other than the one this code normalises with (``CT_WINDOW_HU``); a recorded
+        orientation other than RAS (``deeptree.orientation.check_orientation``).
     """
     check_intensity(meta, name)
+    check_orientation(meta, name)
     if meta.get("spacing") is not None:
         return check_spacing(meta["spacing"], f"{name}: recorded spacing")
     profile = meta.get("profile")
@@ -347,11 +363,15 @@ class ModelGrid:
     affine : ndarray (4, 4)
         The input's affine.
     model_affine : ndarray (4, 4)
-        The model grid's affine (``affine`` itself when nothing is resampled).
+        The model grid's affine (RAS voxel order; ``affine`` itself when the input is RAS
+        and nothing is resampled).
     model_spacing : 3 floats (mm) or None
         The checkpoint's spacing (None: no record, no resampling).
     resampled : bool
-        False on the identity path (spacings already match, or no record).
+        False when the voxel size is kept (spacings already match, or no record); the
+        voxel order may still have been changed (``orientation``).
+    orientation : deeptree.orientation.Reorientation or None
+        The input's voxel order to RAS and back (None: the input is RAS).
     """
 
     shape: tuple[int, int, int]
@@ -359,6 +379,12 @@ class ModelGrid:
     model_affine: np.ndarray
     model_spacing: tuple[float, float, float] | None
     resampled: bool
+    orientation: Reorientation | None = None
+
+    @property
+    def reoriented(self) -> bool:
+        """True when the input's voxel order is not RAS (flipped or permuted for the model)."""
+        return self.orientation is not None and not self.orientation.identity
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -372,7 +398,8 @@ def to_model_grid(
     model_spacing: Sequence[float] | None,
     name: str = "CT",
 ) -> tuple[np.ndarray, ModelGrid]:
-    """The CT on the model's grid (trilinear ``Spacing``), or unchanged if it is already there.
+    """The CT on the model's grid: in RAS voxel order (``deeptree.orientation``), then at the
+    model's spacing (trilinear ``Spacing``); unchanged if it is already there.
 
     Parameters
     ----------
@@ -388,21 +415,28 @@ def to_model_grid(
     Returns
     -------
     ct : ndarray
-        ``ct`` itself (identity path) or float32 HU of shape (I', J', K').
+        ``ct`` itself (identity path: RAS at the model's spacing), the same values flipped
+        and permuted to RAS (same spacing), or float32 HU of shape (I', J', K').
     grid : ModelGrid
         What :func:`from_model_grid` needs to come back.
+
+    Raises
+    ------
+    InputError
+        A bad CT, a non-finite or singular affine (``deeptree.io.check_affine``), a bad
+        model spacing.
     """
     ct = check_volume(ct, name)
-    affine = np.asarray(affine, float)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise InputError(f"{name} affine: expected a finite 4x4 matrix, got shape {affine.shape}")
     shape = tuple(int(n) for n in ct.shape)
-    if model_spacing is None or same_spacing(affine_spacing(affine), model_spacing):
+    orientation = reorientation(affine, shape, f"{name} affine")
+    affine = orientation.affine
+    ct, ras_affine = orientation.to_ras(ct), orientation.ras_affine
+    if model_spacing is None or same_spacing(affine_spacing(ras_affine), model_spacing):
         target = None if model_spacing is None else tuple(float(v) for v in model_spacing)
-        return ct, ModelGrid(shape, affine, affine, target, False)
+        return ct, ModelGrid(shape, affine, ras_affine, target, False, orientation)
     target = check_spacing(model_spacing, f"{name}: model spacing")
-    resampled, model_affine = resample_to_spacing(ct, affine, target, "bilinear")
-    return resampled, ModelGrid(shape, affine, model_affine, target, True)
+    resampled, model_affine = resample_to_spacing(ct, ras_affine, target, "bilinear")
+    return resampled, ModelGrid(shape, affine, model_affine, target, True, orientation)
 
 
 def from_model_grid(array: np.ndarray, grid: ModelGrid, kind: str) -> np.ndarray:
@@ -422,18 +456,27 @@ def from_model_grid(array: np.ndarray, grid: ModelGrid, kind: str) -> np.ndarray
     Returns
     -------
     ndarray of uint8, shape ``grid.shape``
-        ``array`` as uint8 unchanged on the identity path (for ``probability``: ``> 0.5``).
+        ``array`` as uint8 unchanged on the identity path (for ``probability``: ``> 0.5``),
+        flipped and permuted back to the input's voxel order when it was not RAS.
     """
     if kind not in ("mask", "labels", "probability"):
         raise ValueError(f"kind must be 'mask', 'labels' or 'probability', got {kind!r}")
+    orientation = grid.orientation
     if not grid.resampled:
         array = np.asarray(array)
-        return (array > 0.5).astype(np.uint8) if kind == "probability" else array.astype(np.uint8)
+        out = (array > 0.5).astype(np.uint8) if kind == "probability" else array.astype(np.uint8)
+        return orientation.from_ras(out) if orientation is not None else out
     mode = "bilinear" if kind == "probability" else "nearest"
-    back = resample_to_grid(array, grid.model_affine, grid.shape, grid.affine, mode)
-    if kind == "probability":
-        return (back > 0.5).astype(np.uint8)
-    return np.rint(back).astype(np.uint8)
+    # back onto the input's grid in RAS voxel order, then (exactly) to its own voxel order
+    shape, affine = (
+        (orientation.ras_shape, orientation.ras_affine)
+        if orientation is not None
+        else (grid.shape, grid.affine)
+    )
+    back = resample_to_grid(array, grid.model_affine, shape, affine, mode)
+    out = (back > 0.5) if kind == "probability" else np.rint(back)
+    out = out.astype(np.uint8)
+    return orientation.from_ras(out) if orientation is not None else out
 
 
 def describe(grid: ModelGrid) -> str:
@@ -443,7 +486,11 @@ def describe(grid: ModelGrid) -> str:
         return "x".join(f"{v:.2f}" for v in s) + " mm"
 
     if grid.model_spacing is None:
-        return f"at its own spacing {fmt(grid.spacing)} (no model spacing)"
-    if not grid.resampled:
-        return f"at the model's spacing {fmt(grid.spacing)} (not resampled)"
-    return f"resampled {fmt(grid.spacing)} -> {fmt(grid.model_spacing)} and back"
+        text = f"at its own spacing {fmt(grid.spacing)} (no model spacing)"
+    elif not grid.resampled:
+        text = f"at the model's spacing {fmt(grid.spacing)} (not resampled)"
+    else:
+        text = f"resampled {fmt(grid.spacing)} -> {fmt(grid.model_spacing)} and back"
+    if grid.reoriented:
+        text += f", voxel order {grid.orientation.codes} -> RAS and back"
+    return text

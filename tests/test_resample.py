@@ -93,12 +93,17 @@ def test_same_spacing_tolerance_and_identity_path_returns_the_input_itself():
     assert same_spacing((1.5, 1.5, 1.5), (1.5 * (1 + SPACING_RTOL / 2),) * 3)
     assert not same_spacing((1.5, 1.5, 1.5), (1.5, 1.5, 1.5 * (1 + 2 * SPACING_RTOL)))
     ct, _ = capsule_ct(ANISO, (30, 30, 20))
-    out, grid = to_model_grid(ct, affine_of(ANISO), ANISO, "ct")
-    assert out is ct and not grid.resampled and np.array_equal(grid.model_affine, affine_of(ANISO))
+    ras = np.abs(affine_of(ANISO))  # already RAS: nothing to flip either
+    out, grid = to_model_grid(ct, ras, ANISO, "ct")
+    assert out is ct and not grid.resampled and np.array_equal(grid.model_affine, ras)
     mask = (ct < -500).astype(np.uint8)
     assert np.array_equal(from_model_grid(mask, grid, "mask"), mask)
-    out, grid = to_model_grid(ct, affine_of(ANISO), None, "ct")  # no record: no resampling
+    out, grid = to_model_grid(ct, ras, None, "ct")  # no record: no resampling
     assert out is ct and not grid.resampled
+    # an LAS CT at the model's spacing: the same values, flipped to RAS and exactly back
+    out, grid = to_model_grid(ct, affine_of(ANISO), ANISO, "ct")
+    assert not grid.resampled and grid.reoriented and np.array_equal(out, ct[::-1])
+    assert np.array_equal(from_model_grid(out < -500, grid, "mask"), mask)
 
 
 def test_spacing_keeps_orientation_and_corner_and_the_way_back_hits_the_grid():

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from deeptree.evaluation.baselines import region_growing
-from deeptree.io import read_nifti
+from deeptree.io import Volume, read_nifti
 from deeptree.masks import label_components
 from deeptree.metrics import GroundTruth, airway_metrics, prepare_ground_truth
+from deeptree.orientation import to_ras
 from deeptree.pipeline import repair
 from deeptree.progress import progress_bar
 from deeptree.stage1.data import load_stage1_case
@@ -218,12 +219,15 @@ def heldout_comparison(
         stage 1, the :func:`class_scores`.
     masks : dict
         ``case id -> {"ct", "gt", "label", "stage 1", "region growing", "spacing"}`` arrays,
-        for figures.
+        for figures, in RAS voxel order (as the model saw them).
     """
     rows, masks = [], {}
     for paths in progress_bar(cases, progress=progress, desc="held-out", unit="case"):
-        ct = read_nifti(paths.image)
+        # the CT in the models' voxel order (RAS), on the grid of the prepared label
+        volume = read_nifti(paths.image)
         prepared = load_stage1_case(paths, cache_dir)
+        array, affine = to_ras(volume.array, volume.affine, str(paths.image))
+        ct = Volume(array, affine, tuple(prepared.spacing), volume.path)
         label = np.asarray(prepared.label)
         reference = prepare_ground_truth(
             label > 0, ct.spacing, affine=ct.affine, name=str(paths.label)

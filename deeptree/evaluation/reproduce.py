@@ -102,10 +102,12 @@ from deeptree.io import SAMPLES_DIR, InputError, list_cases, load_case, read_nif
 from deeptree.masks import label_components
 from deeptree.metrics import airway_metrics, prepare_ground_truth
 from deeptree.networks import choose_device
+from deeptree.orientation import case_to_ras, to_ras
 from deeptree.phantom import case_is_complete, generate_case, generate_cohort, write_case
 from deeptree.pipeline import segment
 from deeptree.progress import enabled as progress_enabled
 from deeptree.report import jsonable
+from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.data import load_cohort
 from deeptree.stage1.predict import load_stage1_model
 from deeptree.stage1.task import class1_dice_failure, cldice_task, stage1_task
@@ -195,6 +197,9 @@ def _stage2_sources(paths: Sequence) -> list:
         case = load_case(p.image, p.label, case_id=p.id)
         lung = Path(p.label).parent.parent / "lungsTr" / Path(p.label).name
         room = read_nifti(lung).array > 0 if lung.is_file() else None
+        # the models' voxel order, as deeptree.stage2.task.load_sources
+        room = to_ras(room, case.affine, str(lung))[0] if room is not None else None
+        case = case_to_ras(case)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out.append(prepare_stage2_source(case.ct, case.label, case.spacing, p.id, room))
@@ -560,7 +565,7 @@ def _evaluate_test_cases(
 
     rows, generation_rows, figure_case, gt_precision = [], [], {}, []
     for i, paths in enumerate(tqdm(split.test, desc="evaluate", disable=not progress)):
-        case = load_case(paths.image, paths.label, case_id=paths.id)
+        case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))  # models' order
         gt = np.asarray(case.label) > 0
         reference = prepare_ground_truth(gt, case.spacing, name=f"{case.id} label")
         gt_precision.append(
@@ -606,7 +611,9 @@ def run_on_real_ct(
     real CT samples, and score them where a label exists.
 
     Nothing is resampled: the models see the real CT at its own voxel size (1.5 mm for
-    ``totalseg_chest``, ~4 mm for ``cip_ct64``), whatever the phantoms' spacing was. The
+    ``totalseg_chest``, ~4 mm for ``cip_ct64``), whatever the phantoms' spacing was, in RAS
+    voxel order as they were trained (the samples are stored LPS: flipped for the models,
+    the masks flipped back; ``deeptree.orientation``). The
     ``cip_ct64`` label is coarse (a few generations at 4 mm): when its parse has no branch
     beyond the main bronchi, the paper protocol is undefined and the ``atm22`` protocol (no
     exclusion) is used; the row says which.
@@ -650,21 +657,23 @@ def run_on_real_ct(
             else None
         )
         masks[name] = {"ct": ct.array, "spacing": ct.spacing, "label": label}
+        # the models' voxel order (RAS), at the CT's own voxel size; masks come back exactly
+        model_ct, grid = to_model_grid(ct.array, ct.affine, None, str(folder / name / "ct.nii.gz"))
         runs = {
             "nnUNet*": (plain, None),
             "DeepTree" if stage2 is not None else "nnUNet* + AMC + GUL": (deeptree_s1, stage2),
         }
         for method, (model, connector) in runs.items():
             seg = segment(
-                ct.array,
+                model_ct,
                 model,
                 connector,
-                ct.spacing,
-                affine=ct.affine,
+                affine_spacing(grid.model_affine),
+                affine=grid.model_affine,
                 device=device,
                 name=str(folder / name / "ct.nii.gz"),
             )
-            mask = seg.mask if connector is not None else seg.stage1_mask
+            mask = from_model_grid(seg.mask if connector is not None else seg.stage1_mask, grid, "mask")
             masks[name][method] = mask
             row = {
                 "sample": name,

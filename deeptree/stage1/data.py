@@ -74,6 +74,7 @@ from deeptree.io import (
     list_cases,
     load_case,
 )
+from deeptree.orientation import CANONICAL, case_to_ras
 from deeptree.stage1.losses import gul_distance_weight
 from deeptree.stage1.sampling import (
     MAX_LOCATIONS_PER_CLASS,
@@ -88,7 +89,9 @@ from deeptree.tree import parse_tree
 CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
 
 #: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
-CACHE_VERSION = 3  # 3: anatomy labels with the anatomical root (issue 18)
+# 3: anatomy labels with the anatomical root (issue 18); 4: cases in RAS voxel order (issue 29:
+# an entry of an LPS case cached before holds the arrays in the file's own order)
+CACHE_VERSION = 4
 
 
 def normalize_ct(ct: np.ndarray, window: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
@@ -264,6 +267,10 @@ def _cache_key(paths: CasePaths) -> str:
 def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = None) -> Stage1Case:
     """Read and prepare one case of an ATM'22-layout dataset, through a disk cache.
 
+    The case is brought to RAS voxel order first (``deeptree.orientation.case_to_ras``), the
+    order every model is trained and run in: the prepared arrays, ``spacing`` and ``affine``
+    are those of the reoriented case.
+
     Parameters
     ----------
     paths : CasePaths
@@ -292,7 +299,8 @@ def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = Non
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("key") == key:
             return _read_cached(folder, meta)
-    case = load_case(paths.image, paths.label, case_id=paths.id)
+    # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
+    case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))
     prepared = prepare_stage1_case(case.ct, case.label, case.spacing, case.affine, case_id=paths.id)
     if folder is not None:
         _write_cached(folder, prepared, key)
@@ -313,6 +321,7 @@ def _write_cached(folder: Path, case: Stage1Case, key: str) -> None:
         "id": case.id,
         "spacing": list(case.spacing),
         "affine": np.asarray(case.affine).tolist(),
+        "orientation": CANONICAL,
     }
     # meta.json last: its presence marks a complete entry
     atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))

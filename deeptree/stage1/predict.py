@@ -14,7 +14,8 @@ credit AMC with recall that comes from the output rule, not from training.
 
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
-files. :func:`predict_file` first resamples the CT to the spacing the checkpoint was trained
+files. :func:`predict_file` first brings the CT to RAS voxel order (the one every model is
+trained in, ``deeptree.orientation``) and resamples it to the spacing the checkpoint was trained
 at (divided by its anatomical scale, if it records one: ``deeptree.resample.real_ct_spacing``)
 and its result back onto the CT's grid (``deeptree.resample``).
 """
@@ -260,13 +261,14 @@ def predict_file(
 ) -> Path:
     """Predict one CT file and write the airway mask as NIfTI (atomically, input's grid).
 
-    The CT is resampled to the spacing the checkpoint was trained at and the result back onto
-    the CT's exact grid (same shape and affine; ``deeptree.resample``): the output rule of
+    The CT is brought to RAS voxel order (the checkpoint's, ``deeptree.orientation``) and
+    resampled to the spacing the checkpoint was trained at, and the result back onto the CT's
+    exact grid and voxel order (same shape and affine; ``deeptree.resample``): the output rule of
     :func:`airway_from_probabilities` as the score ``0.5 + (max foreground probability -
     background probability) / 2`` trilinearly, then ``> 0.5`` inside :func:`body_mask` of the
     input CT; the classes by nearest
     neighbour. A CT at the checkpoint's spacing is not resampled (the output is what
-    :func:`predict_stage1` gives on it, bit for bit).
+    :func:`predict_stage1` gives on it in RAS voxel order, bit for bit, flipped back).
 
     Parameters
     ----------
@@ -321,6 +323,10 @@ def predict_file(
         score = 0.5 + 0.5 * (probabilities[1:].max(axis=0) - probabilities[0])
         mask = from_model_grid(score, grid, "probability")
         mask &= body_mask(volume.array).astype(np.uint8)
+        if classes is not None:
+            classes = from_model_grid(classes, grid, "labels")
+    else:  # same voxel size: only the voxel order comes back (flips, axis permutations)
+        mask = from_model_grid(mask, grid, "mask")
         if classes is not None:
             classes = from_model_grid(classes, grid, "labels")
     if classes is not None:

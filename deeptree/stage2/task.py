@@ -31,6 +31,7 @@ from deeptree.config import (
 from deeptree.io import InputError, list_cases, load_case, read_nifti
 from deeptree.masks import label_components
 from deeptree.networks import init_foreground_prior, stage2_network
+from deeptree.orientation import case_to_ras, to_ras
 from deeptree.phantom import generate_case
 from deeptree.resample import training_record
 from deeptree.stage1.data import AugmentConfig
@@ -346,7 +347,8 @@ def _stage2_validator(sources, data, breakage, attention, net, seed, n_sim, devi
 
 
 def load_sources(root, progress: bool = False) -> list[Stage2Source]:
-    """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2.
+    """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2, in RAS
+    voxel order (``deeptree.orientation``).
 
     A ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` (phantom cohorts have one) is used as the
     room of the simulated fragments.
@@ -371,5 +373,8 @@ def load_sources(root, progress: bool = False) -> list[Stage2Source]:
         case = load_case(paths.image, paths.label, case_id=paths.id)
         lung_path = Path(root) / "lungsTr" / f"{paths.id}.nii.gz"
         room = read_nifti(lung_path).array > 0 if lung_path.is_file() else None
+        # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
+        room = to_ras(room, case.affine, str(lung_path))[0] if room is not None else None
+        case = case_to_ras(case)
         out.append(prepare_stage2_source(case.ct, case.label, case.spacing, paths.id, room))
     return out
