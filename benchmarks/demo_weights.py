@@ -158,6 +158,7 @@ def _choose_scale(settings: DemoSettings, out: Path, cache: Path) -> dict:
         "rows": rows_as_dicts(rows),
         "chosen_mm": chosen.spacing_mm,
         "anatomical_scale": scale,
+        "orientation": "RAS",  # chosen on CTs the model read in RAS (issue 29)
     }
     for name in (STAGE1_NAME, STAGE2_NAME):
         record_anatomical_scale(out / name, scale, validation)

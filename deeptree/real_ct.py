@@ -441,6 +441,23 @@ def _stopped_early(training: dict, settings: dict) -> str:
     )
 
 
+def _scale_orientation_note(scale: dict) -> str:
+    """A sentence for a voxel-size choice made before the models read every CT in RAS.
+
+    The choice records ``"orientation": "RAS"`` once it is made on CTs brought to RAS
+    (``benchmarks/demo_weights.py``'s scale step); without it, its validation CTs, stored
+    LPS as the atm_001 tree they are simulated around, reached the model mirrored.
+    """
+    if scale.get("orientation") == "RAS":
+        return ""
+    return (
+        f" This voxel size ({scale['chosen_mm']:g} mm) was chosen before the orientation fix "
+        "(issue 29): its validation CTs, stored LPS like the atm_001 tree, reached the model "
+        "mirrored left-right and front-back, so the choice is to be made again (issue 33); the "
+        "real-sample figures above are measured with the fix."
+    )
+
+
 def write_card(card: dict, path: str | os.PathLike) -> Path:
     """Write the model card (Markdown) from the figures of ``benchmarks/demo_weights.py``.
 
@@ -552,7 +569,8 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
             f"(anatomical scale {scale['anatomical_scale']:.3f}, recorded in both checkpoints; "
             "`deeptree.real_scale`). Chosen by the rule: " + scale["rule"] + ", on "
             + scale["cases"] + " (a real tree at its real size; none of them is a sample "
-            "below). ATM'22 protocol, %, mean over the CTs:",
+            "below). ATM'22 protocol, %, mean over the CTs:"
+            + _scale_orientation_note(scale),
             "",
             "| voxel size (mm) | TLD | TLD per CT | BD | precision | DSC | trachea found | "
             "generations | volume (mL) |",

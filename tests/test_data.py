@@ -189,6 +189,7 @@ def test_missing_label_and_other_shape_are_clear_errors(tmp_path):
 
 
 def test_prepare_real_case_and_cache(tmp_path, cip_ct64_dir):
+    from deeptree.orientation import to_ras
     from deeptree.stage1.data import class_frequencies, load_cohort
 
     root = tmp_path / "ds"
@@ -197,7 +198,8 @@ def test_prepare_real_case_and_cache(tmp_path, cip_ct64_dir):
         (root / target).write_bytes((cip_ct64_dir / f"{name}.nii.gz").read_bytes())
     cases = load_cohort(root, tmp_path / "cache")
     case = cases[0]
-    airway = read_nifti(cip_ct64_dir / "airway.nii.gz").array > 0
+    label = read_nifti(cip_ct64_dir / "airway.nii.gz")  # stored LPS: prepared in RAS
+    airway = to_ras(label.array > 0, label.affine)[0]
     assert case.image.dtype == np.float32 and 0 <= case.image.min() and case.image.max() <= 1
     np.testing.assert_array_equal(case.label > 0, airway)  # the classes cover exactly the airway
     assert set(np.unique(case.label)) >= {0, 1}

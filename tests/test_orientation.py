@@ -225,10 +225,16 @@ def test_disagreeing_qform_and_sform_warn_once_naming_the_file(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", HeaderGeometryWarning)
         read_nifti(path)  # once per file
-    # a header with only one of them set, or both equal, does not warn
+    # a header with only one of them set, or both equal, does not warn; without an sform the
+    # qform gives the voxel size
+    qform_only = nib.Nifti1Image(mask, np.diag([1.5, 1.5, 3.0, 1.0]))
+    qform_only.set_sform(None, code=0)
+    qform_only.set_qform(np.diag([1.5, 1.5, 3.0, 1.0]), code=1)
+    nib.save(qform_only, str(tmp_path / "qform.nii.gz"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", HeaderGeometryWarning)
         read_nifti(write_nifti(tmp_path / "plain.nii.gz", mask, np.diag([2.6, 2.6, 2.6, 1.0])))
+        assert read_nifti(tmp_path / "qform.nii.gz").spacing == pytest.approx((1.5, 1.5, 3.0))
 
 
 def test_every_reader_takes_the_voxel_size_from_the_affine(tmp_path, capsys):
@@ -290,6 +296,13 @@ def test_a_singular_affine_is_refused_at_read_time_naming_the_file(tmp_path, cap
     path = _write_singular(data / "imagesTr" / "A_0000.nii.gz", _tiny_ct())
     with pytest.raises(InputError, match=r"A_0000\.nii\.gz: the affine is not invertible"):
         read_nifti(path)
+    header = nib.Nifti1Header()  # written as is: nibabel cannot make a qform of a NaN affine
+    header["sform_code"], header["qform_code"] = 2, 0
+    header["srow_x"], header["srow_y"], header["srow_z"] = [2, 0, 0, 0], [0, np.nan, 0, 0], [0, 0, 2, 0]
+    header["pixdim"][1:4] = 2.0
+    nib.save(nib.Nifti1Image(_tiny_ct(), None, header), str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(InputError, match=r"nan\.nii\.gz: the affine holds NaN or infinite values"):
+        read_nifti(tmp_path / "nan.nii.gz")
     mask = (_tiny_ct() < -500).astype(np.uint8)
     mask[:3], mask[-3:], mask[:, :3], mask[:, -3:] = 0, 0, 0, 0
     write_nifti(data / "labelsTr" / "A.nii.gz", mask, np.diag([2.0, 2.0, 2.0, 1.0]))
