@@ -569,8 +569,7 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
             f"(anatomical scale {scale['anatomical_scale']:.3f}, recorded in both checkpoints; "
             "`deeptree.real_scale`). Chosen by the rule: " + scale["rule"] + ", on "
             + scale["cases"] + " (a real tree at its real size; none of them is a sample "
-            "below). ATM'22 protocol, %, mean over the CTs:"
-            + _scale_orientation_note(scale),
+            "below)." + _scale_orientation_note(scale) + " ATM'22 protocol, %, mean over the CTs:",
             "",
             "| voxel size (mm) | TLD | TLD per CT | BD | precision | DSC | trachea found | "
             "generations | volume (mL) |",
