@@ -574,6 +574,9 @@ def load_case(
 ) -> Case:
     """Read a CT and/or its airway label and check that they share a grid.
 
+    The arrays are in the files' own voxel order; whatever feeds a model brings the case to
+    RAS first (``deeptree.orientation.case_to_ras``, as the training data do).
+
     Parameters
     ----------
     ct_path : path-like or None

@@ -154,8 +154,9 @@ def run(args) -> int:
         print(f"--model-spacing: the model runs at {chosen:g} mm, not at the checkpoint's")
     if stage1.meta.get("spacing") is not None or chosen is not None:
         print(
-            f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is resampled to it "
-            "and the mask back onto the CT's grid (not when its spacing is already that)"
+            f"model spacing {'x'.join(f'{v:g}' for v in spacing)} mm: each CT is brought to RAS "
+            "voxel order and resampled to it, and the mask back onto the CT's grid and voxel "
+            "order (not resampled when its spacing is already that)"
         )
     warn_thick_inputs(list(cases.values()))
 
