@@ -102,7 +102,9 @@ def test_cache_rebuilds_its_own_entries_and_only_its_own_files(tmp_path, cohort)
 
 
 # --- 2. no writing into a dataset, no replacing a file the command did not write ------------------
-@pytest.mark.parametrize("command", ["predict-folder", "predict-file", "labels", "phantom", "attention"])
+@pytest.mark.parametrize(
+    "command", ["predict-folder", "predict-file", "segment", "labels", "phantom", "attention", "simulate"]
+)
 def test_no_command_writes_into_a_datasets_case_folders(tmp_path, dataset, checkpoint, masks, capsys, command):  # noqa: F811
     labels = dataset / "labelsTr"
     argv = {
@@ -111,7 +113,12 @@ def test_no_command_writes_into_a_datasets_case_folders(tmp_path, dataset, check
             "predict", dataset / "imagesTr" / "C_001_0000.nii.gz", labels / "C_009.nii.gz",
             "--checkpoint", checkpoint, "--device", "cpu",
         ],
+        "segment": [
+            "segment", dataset / "imagesTr" / "C_001_0000.nii.gz", labels / "C_009.nii.gz",
+            "--checkpoint", checkpoint, "--gapfill", "straight", "--device", "cpu",
+        ],
         "labels": ["labels", "--in", masks, "--out", labels],
+        "simulate": ["simulate", masks, "--out", labels, "--no-progress"],
         "phantom": ["phantom", "--profile", "smoke", "--n", "1", "--out", labels, "--no-progress"],
         "attention": ["attention", masks, "--out", labels, "--no-progress"],
     }[command]  # fmt: skip
@@ -157,6 +164,39 @@ def test_predict_never_replaces_a_file_of_its_out_folder_it_did_not_write(tmp_pa
     # --overwrite replaces it
     assert main([str(a) for a in predict_args(checkpoint, cts, out, "--overwrite")]) == 0
     assert (out / "C_001.nii.gz").read_bytes() != before
+
+
+def test_predict_of_one_ct_refuses_an_existing_output_unless_overwrite(tmp_path, cts, checkpoint, capsys):  # noqa: F811
+    existing = tmp_path / "mask.nii.gz"
+    existing.write_bytes(b"not mine to replace")
+    argv = ["predict", cts / "C_001_0000.nii.gz", existing, "--checkpoint", checkpoint, "--device", "cpu"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(existing), "exists", "--overwrite")
+    assert existing.read_bytes() == b"not mine to replace"
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("command", ["labels", "attention", "simulate"])
+def test_batch_commands_never_replace_a_file_they_did_not_write(tmp_path, masks, capsys, command):  # noqa: F811
+    out = tmp_path / "out"
+    name = {"labels": "A_001.nii.gz", "attention": "A_001_attention.nii.gz", "simulate": "A_001_gaps.json"}
+    user_file = out / name[command]
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"the user's")
+    argv = {
+        "labels": ["labels", "--in", masks, "--out", out],
+        "attention": ["attention", masks, "--out", out, "--no-progress"],
+        "simulate": ["simulate", masks, "--out", out, "--no-progress"],
+    }[command]
+    status = main([str(a) for a in argv])
+    printed = capsys.readouterr()
+    lines = (printed.out + printed.err).splitlines()  # labels says it on stdout
+    assert status == 1 and "Traceback" not in printed.err  # that case fails, the other is done
+    assert any(str(user_file) in line and "not written by" in line and "--overwrite" in line for line in lines), lines
+    assert user_file.read_bytes() == b"the user's"
+    assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
+    assert user_file.read_bytes() != b"the user's"
 
 
 # --- 3. the clean-up removes only its own temporaries ---------------------------------------------
