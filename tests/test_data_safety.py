@@ -103,7 +103,8 @@ def test_cache_rebuilds_its_own_entries_and_only_its_own_files(tmp_path, cohort)
 
 # --- 2. no writing into a dataset, no replacing a file the command did not write ------------------
 @pytest.mark.parametrize(
-    "command", ["predict-folder", "predict-file", "segment", "labels", "phantom", "attention", "simulate"]
+    "command",
+    ["predict-folder", "predict-file", "segment", "labels", "phantom", "attention", "simulate", "evaluate"],
 )
 def test_no_command_writes_into_a_datasets_case_folders(tmp_path, dataset, checkpoint, masks, capsys, command):  # noqa: F811
     labels = dataset / "labelsTr"
@@ -119,6 +120,7 @@ def test_no_command_writes_into_a_datasets_case_folders(tmp_path, dataset, check
         ],
         "labels": ["labels", "--in", masks, "--out", labels],
         "simulate": ["simulate", masks, "--out", labels, "--no-progress"],
+        "evaluate": ["evaluate", "--pred", masks, "--gt", masks, "--out", labels / "m.csv", "--no-progress"],
         "phantom": ["phantom", "--profile", "smoke", "--n", "1", "--out", labels, "--no-progress"],
         "attention": ["attention", masks, "--out", labels, "--no-progress"],
     }[command]  # fmt: skip
