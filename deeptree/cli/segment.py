@@ -11,8 +11,8 @@ component (:func:`deeptree.pipeline.segment_file`), written to ``OUT`` (binary a
 the CT's affine) through a temporary name. The same as
 ``deeptree predict --two-stage --input CT --out OUT``, with the CT and the output as
 positional arguments. An existing ``OUT`` is refused unless ``--overwrite``, as is an ``OUT``
-in a dataset's ``imagesTr``/``labelsTr`` folder. Without ``--checkpoint``, the demo weights shipped in the package
-(both stages; ``deeptree.demo``) are used, and a line says so.
+in a dataset's ``imagesTr``/``labelsTr`` folder (always). Without ``--checkpoint``, the demo
+weights shipped in the package (both stages; ``deeptree.demo``) are used, and a line says so.
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case
     the voxel positions used to centre patches. The tree parse and the skeletons are the
     slow part (seconds per case); they run once and are stored as ``.npy`` files under a
     cache folder, re-read with memory mapping, so a training run's data side only crops
-    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine).
+    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine). Each
+    case folder of the cache carries :data:`CACHE_MARKER`; the cache never deletes a folder,
+    and refuses one of a case's name that it did not create (:func:`check_cache_folder`).
 
 Patch sampling (:mod:`deeptree.stage1.sampling`, :class:`Stage1PatchDataset`)
     Each patch is centred (up to a random shift of a quarter patch) on a voxel drawn as
