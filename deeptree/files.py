@@ -2,10 +2,11 @@
 lock of an output folder.
 
 * :func:`atomic_write` writes to a temporary name in the target folder and renames, so an
-  interrupted write never leaves a partial file. The temporary name carries the writer's
-  process id, ``.<name>.<pid>-<random>.tmp<suffix>``: hidden (never read as an input), and
-  :func:`clean_orphan_temporaries` tells the orphan of a killed process from the file of a
-  process still writing.
+  interrupted write never leaves a partial file. The temporary name is
+  ``.deeptree-<name>.<pid>-<random>.tmp<suffix>``: hidden (never read as an input), recognisable
+  as this package's own (so :func:`clean_orphan_temporaries` never touches another tool's
+  files), and carrying the writer's process id (so it tells the orphan of a killed process
+  from the file of a process still writing).
 * :class:`FolderLock`: one writer per output folder (``<folder>/.deeptree.lock``).
 * :data:`TEST_KILL_ENV`: a test hook that kills the process in the middle of a write, at a
   deterministic point (``tests/test_kills.py``).
@@ -21,6 +22,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -35,13 +37,14 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def _temporary_sibling(path: Path) -> Path:
     """A unique temporary file name in the folder of ``path`` with the same suffixes:
-    ``.<name>.<pid>-<random>.tmp<suffix>`` (the process id lets a later run tell an orphan,
-    left by a killed process, from the file of a process still writing; see
-    :func:`clean_orphan_temporaries`)."""
+    ``.deeptree-<name>.<pid>-<random>.tmp<suffix>`` (the prefix marks it as this package's own;
+    the process id lets a later run tell an orphan, left by a killed process, from the file of
+    a process still writing; see :func:`clean_orphan_temporaries`)."""
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}-", suffix=f".tmp{suffix}", dir=path.parent
-    )
+        prefix=f"{TEMPORARY_PREFIX}{path.name}.{os.getpid()}-", suffix=f".tmp{suffix}",
+        dir=path.parent,
+    )  # fmt: skip
     os.close(fd)
     # mkstemp creates the file with mode 0o600; the output gets the mode an ordinary
     # open(path, "w") would give it
@@ -127,12 +130,17 @@ def _test_kill_point(path: Path, tmp: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-#: A temporary file of :func:`atomic_write`: ``.<name>.<pid>-<random>.tmp<suffix>``; group 1 is
-#: the pid (absent in the names of earlier versions, ``.<name>.<random>.tmp<suffix>``).
-_TEMPORARY = re.compile(r"^\..+?\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9.]+)?$")
+#: The start of every temporary name of :func:`atomic_write`: hidden, and this package's own.
+TEMPORARY_PREFIX = ".deeptree-"
 
-#: A temporary file without a process id is an orphan once it is this old (seconds).
-ORPHAN_AGE_S = 3600.0
+#: A temporary file of :func:`atomic_write`: ``.deeptree-<name>.<pid>-<random>.tmp<suffix>``;
+#: group 1 is the pid. Only names of this form are ever removed: earlier versions named their
+#: temporaries ``.<name>[.<pid>]-<random>.tmp<suffix>``, which other tools' hidden files can
+#: match (``.report.md.tmp``, ``.cache.1234-abc.tmp``), so those are left alone (hidden, they
+#: are never read as inputs).
+_TEMPORARY = re.compile(
+    r"^" + re.escape(TEMPORARY_PREFIX) + r".+\.(\d+)-[A-Za-z0-9_]+\.tmp(?:\.[A-Za-z0-9.]+)?$"
+)
 
 
 def _process_alive(pid: int) -> bool:
@@ -148,53 +156,49 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def clean_orphan_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Remove the temporary files that a killed process left in ``folder``.
+def clean_orphan_temporaries(
+    folder: str | os.PathLike, subfolders: Sequence[str] = ()
+) -> list[Path]:
+    """Remove the temporary files that a killed process of this package left in ``folder``.
 
     A temporary file of :func:`atomic_write` is only ever renamed to its final name when
     whole, so one that is still there belongs either to a process that is writing it now or
-    to one that was killed. It is removed when the process id in its name no longer runs
-    (or, for a name without a process id, when it is older than :data:`ORPHAN_AGE_S`); a file
-    of a running process is left alone. Hidden files are never read as inputs either way.
+    to one that was killed. It is removed when the process id in its name no longer runs; a
+    file of a running process is left alone. Only names of :func:`atomic_write`'s own form
+    (``.deeptree-<name>.<pid>-<random>.tmp<suffix>``) are considered, and only in the folders
+    the caller writes (``folder`` and the named ``subfolders``, not below them): another
+    tool's hidden files, and anything deeper, are never touched.
 
     Parameters
     ----------
     folder : path-like
         A missing folder is fine (nothing to clean).
-    recursive : bool
-        Also clean the sub-folders.
+    subfolders : sequence of str
+        Sub-folders of ``folder`` (relative names) that the caller also writes files into,
+        e.g. ``("imagesTr", "labelsTr")``; each is cleaned at its own level only.
 
     Returns
     -------
     list of Path
         The files removed.
     """
-    import time
-
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
     removed = []
-    candidates = folder.rglob(".*") if recursive else folder.glob(".*")
-    for path in sorted(candidates):
-        match = _TEMPORARY.match(path.name)
-        if match is None or not path.is_file():
+    for level in (folder, *(folder / sub for sub in subfolders)):
+        if not level.is_dir():
             continue
-        pid = match.group(1)
-        if pid is not None:
-            if int(pid) == os.getpid() or _process_alive(int(pid)):
+        for path in sorted(level.glob(f"{TEMPORARY_PREFIX}*")):
+            match = _TEMPORARY.match(path.name)
+            if match is None or not path.is_file():
                 continue
-        else:
+            pid = int(match.group(1))
+            if pid == os.getpid() or _process_alive(pid):
+                continue
             try:
-                if time.time() - path.stat().st_mtime < ORPHAN_AGE_S:
-                    continue
+                path.unlink()
             except FileNotFoundError:
                 continue
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path)
+            removed.append(path)
     return removed
 
 

@@ -510,25 +510,24 @@ def test_orphan_temporary_files_of_dead_processes_are_removed(tmp_path):
     alive = os.getppid()  # pytest's parent: runs
     folder = tmp_path / "out"
     (folder / "sub").mkdir(parents=True)
-    orphan = folder / f".A.nii.gz.{dead}-k2j4x_9.tmp.nii.gz"
-    deeper = folder / "sub" / f".last.pt.{dead}-abc123.tmp.pt"
-    writing = folder / f".B.nii.gz.{alive}-zz9.tmp.nii.gz"
-    old_style = folder / ".C.nii.gz.k2j4.tmp.nii.gz"  # no pid: removed once an hour old
-    new_style = folder / ".D.nii.gz.k2j4.tmp.nii.gz"
+    orphan = folder / f".deeptree-A.nii.gz.{dead}-k2j4x_9.tmp.nii.gz"
+    deeper = folder / "sub" / f".deeptree-last.pt.{dead}-abc123.tmp.pt"
+    writing = folder / f".deeptree-B.nii.gz.{alive}-zz9.tmp.nii.gz"
+    old_style = folder / ".C.nii.gz.k2j4.tmp.nii.gz"  # an older version's, or another tool's
     keep = folder / ".hidden-but-mine.json"
-    for path in (orphan, deeper, writing, old_style, new_style, keep):
+    for path in (orphan, deeper, writing, old_style, keep):
         path.write_bytes(b"half")
     hour_ago = time.time() - 3700
     os.utime(old_style, (hour_ago, hour_ago))
-    removed = clean_orphan_temporaries(folder)
-    assert sorted(removed) == sorted([orphan, deeper, old_style])
-    assert writing.exists() and new_style.exists() and keep.exists()
+    assert clean_orphan_temporaries(folder) == [orphan]  # sub/ is not a level it writes
+    assert clean_orphan_temporaries(folder, ["sub"]) == [deeper]
+    assert writing.exists() and old_style.exists() and keep.exists()
 
 
 def test_atomic_write_puts_the_process_id_in_the_temporary_name(tmp_path):
     seen = []
     atomic_write(tmp_path / "x.json", lambda tmp: (seen.append(Path(tmp).name), Path(tmp).write_text("{}")))
-    assert seen[0].startswith(f".x.json.{os.getpid()}-") and ".tmp" in seen[0]
+    assert seen[0].startswith(f".deeptree-x.json.{os.getpid()}-") and ".tmp" in seen[0]
 
 
 # --- 7. batches skip what is complete -------------------------------------------------------------

@@ -106,9 +106,41 @@ def refuse_out_over_inputs(out, inputs, option: str = "--out", *, from_folder: b
             )
 
 
+#: The case folders of a dataset (ATM'22 / nnU-Net layout): no command writes into them.
+DATASET_FOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
+
+
+def refuse_dataset_folder(folder, option: str = "--out") -> None:
+    """Refuse to write into a dataset's ``imagesTr``/``labelsTr`` (or ``*Ts``) folder.
+
+    Outputs named by case id there (``<id>.nii.gz``) would replace the ground truth, and any
+    other file would be read as a case by the next command on the dataset.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder a command would write files into.
+    option : str
+        The option that named it, for the message.
+
+    Raises
+    ------
+    InputError
+        ``folder`` (after resolving ``..`` and links) is named as one of
+        :data:`DATASET_FOLDERS` (letter case ignored).
+    """
+    name = Path(folder).resolve().name
+    for kind in DATASET_FOLDERS:
+        if name.lower() == kind.lower():
+            raise InputError(
+                f"{folder}: {option} is the {kind} folder of a dataset; its files are the "
+                "dataset's cases and are never written: give another folder"
+            )
+
+
 def check_writable_folder(folder, option: str = "--out") -> Path:
     """Create ``folder`` if needed and check that a file can be written there, before any
-    long work.
+    long work; a dataset's case folder is refused (:func:`refuse_dataset_folder`).
 
     Parameters
     ----------
@@ -124,7 +156,7 @@ def check_writable_folder(folder, option: str = "--out") -> Path:
     Raises
     ------
     InputError
-        ``folder`` is a file.
+        ``folder`` is a file, or a dataset's ``imagesTr``/``labelsTr`` folder.
     OSError
         The folder cannot be created or written (permission, read-only file system, ...);
         the error names the folder.
@@ -132,6 +164,7 @@ def check_writable_folder(folder, option: str = "--out") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: {option} needs a folder here, but this is a file")
+    refuse_dataset_folder(folder, option)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryFile(dir=folder):
@@ -148,6 +181,7 @@ def for_each_case(
     desc: str,
     progress: bool,
     record: DoneRecord | None = None,
+    targets: Callable[[str, Path], Sequence[Path]] | None = None,
 ) -> list[str]:
     """The per-case loop of the commands: ``work(case_id, path)`` on every case, printing the
     line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`) or whose
@@ -167,6 +201,10 @@ def for_each_case(
         A case that ``record`` holds as complete (same input, same settings, its outputs
         unchanged) is skipped with the line ``<case id>: already complete, kept``; each case
         done is added to it.
+    targets : callable, optional
+        ``targets(case_id, path)``: the files ``work`` will write; with ``record``, a case
+        whose target exists and is not an output of ``record`` fails before any work
+        (:meth:`DoneRecord.check_replaceable`: never replaced without ``--overwrite``).
 
     Returns
     -------
@@ -179,6 +217,9 @@ def for_each_case(
             if record is not None and record.is_complete(case_id, [path]):
                 print(f"{case_id}: already complete, kept")
                 continue
+            if record is not None and targets is not None:
+                for target in targets(case_id, path):
+                    record.check_replaceable(target)
             done = work(case_id, path)
             line, outputs = done if isinstance(done, tuple) else (done, None)
             if record is not None and outputs is not None:
@@ -212,7 +253,9 @@ class DoneRecord:
     settings : dict
         JSON-able; everything that changes the outputs.
     overwrite : bool
-        Start a new record (every case is done again), whatever the folder holds.
+        Start a new record (every case is done again), whatever the folder holds, and
+        replace files of the folder that the record does not hold
+        (:meth:`check_replaceable`).
 
     Raises
     ------
@@ -226,6 +269,7 @@ class DoneRecord:
         self.path = self.folder / f".deeptree-{command}.json"
         self.settings = json.loads(json.dumps(settings))
         self.cases: dict[str, dict] = {}
+        self.overwrite = overwrite
         old = self._read()
         if old is None or overwrite:
             return
@@ -268,6 +312,31 @@ class DoneRecord:
                 return False
         return True
 
+    def check_replaceable(self, target) -> None:
+        """Refuse to replace a file this command did not write, unless ``overwrite``.
+
+        Parameters
+        ----------
+        target : path-like
+            A file in the folder that a case is about to write.
+
+        Raises
+        ------
+        InputError
+            ``target`` exists and is not an output of a case of the record (a file of the
+            user's, or of another program), and ``overwrite`` is not set.
+        """
+        target = Path(target)
+        if self.overwrite or not target.exists():
+            return
+        name = target.resolve().relative_to(self.folder.resolve()).as_posix()
+        if any(name in case.get("outputs", {}) for case in self.cases.values()):
+            return
+        raise InputError(
+            f"{target}: exists and was not written by an earlier run of this command (it is not "
+            f"in {self.path.name}); give --overwrite to replace it, or another --out"
+        )
+
     def add(self, case_id: str, inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
         """Record ``case_id`` as done (written at once, atomically)."""
         self.cases[case_id] = {
@@ -281,14 +350,15 @@ class DoneRecord:
 
 
 @contextlib.contextmanager
-def locked_output(folder, command: str) -> Iterator[Path]:
+def locked_output(folder, command: str, subfolders: Sequence[str] = ()) -> Iterator[Path]:
     """Hold the lock of an output folder for the whole command, and remove the temporary
     files a killed run left there.
 
     Another process writing to ``folder`` makes this refuse at once
     (:class:`~deeptree.io.FolderLocked`, exit 2); the lock of a process that died is taken
-    over with a notice on stderr. Temporary files of dead processes are removed
-    (:func:`~deeptree.io.clean_orphan_temporaries`), with a notice.
+    over with a notice on stderr. Temporary files of dead processes of this package are
+    removed from ``folder`` and ``subfolders`` (:func:`~deeptree.files.clean_orphan_temporaries`),
+    with a notice.
 
     Parameters
     ----------
@@ -296,6 +366,8 @@ def locked_output(folder, command: str) -> Iterator[Path]:
         Created if missing.
     command : str
         The subcommand, e.g. ``"predict"``.
+    subfolders : sequence of str
+        The sub-folders of ``folder`` the command writes into (cleaned too; nothing deeper).
     """
     folder = Path(folder)
     lock = FolderLock(folder, f"deeptree {command}")
@@ -306,7 +378,7 @@ def locked_output(folder, command: str) -> Iterator[Path]:
                 f"({folder / lock.path.name}: {lock.taken_over})",
                 file=sys.stderr,
             )
-        removed = clean_orphan_temporaries(folder)
+        removed = clean_orphan_temporaries(folder, subfolders)
         if removed:
             print(
                 f"deeptree {command}: removed {len(removed)} temporary file(s) left in {folder} "
@@ -406,15 +478,20 @@ def run_cases_locked(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    subfolders: Sequence[str] = (),
+    targets: Callable[[str, Path], Sequence[Path]] | None = None,
 ) -> list[str]:
-    """Run ``work`` on every case with the output folder locked (:func:`locked_output`) and
-    the cases its :class:`DoneRecord` holds as complete under the same ``settings`` kept.
+    """Run ``work`` on every case with the output folder locked (:func:`locked_output`, with
+    ``subfolders``) and the cases its :class:`DoneRecord` holds as complete under the same
+    ``settings`` kept; ``targets`` as in :func:`for_each_case`.
 
     Returns
     -------
     list of str
         :func:`for_each_case`'s problems (one line per failed case).
     """
-    with locked_output(out_dir, command):
+    with locked_output(out_dir, command, subfolders):
         done = DoneRecord(out_dir, command, settings, overwrite=overwrite)
-        return for_each_case(cases, work, desc=command, progress=progress, record=done)
+        return for_each_case(
+            cases, work, desc=command, progress=progress, record=done, targets=targets
+        )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from deeptree.cli._cases import (
     mask_inputs,
+    output_folders,
     output_path,
     report_problems,
     run_cases_locked,
@@ -101,12 +102,15 @@ def run(args) -> int:
     threshold = config.centre_threshold if args.threshold is None else args.threshold
     files, out_dir = mask_inputs(args, KINDS)
 
-    def work(case_id: str, path: Path):
-        record = attention_case(path, out_dir, alpha, threshold, args.save_h, args.dataset_layout)
+    def outputs_of(case_id: str, path: Path) -> list[Path]:
         where = {"out_dir": out_dir, "case_id": case_id, "dataset_layout": args.dataset_layout}
         kinds = [("attention", ".nii.gz"), ("centres", ".json")]
         kinds += [("h", ".nii.gz")] if args.save_h else []
-        outputs = [output_path(kind=k, suffix=x, **where) for k, x in kinds]
+        return [output_path(kind=k, suffix=x, **where) for k, x in kinds]
+
+    def work(case_id: str, path: Path):
+        record = attention_case(path, out_dir, alpha, threshold, args.save_h, args.dataset_layout)
+        outputs = outputs_of(case_id, path)
         line = f"{case_id}: {record['n_components']} components, {len(record['centres'])} centres"
         return line, outputs
 
@@ -118,7 +122,9 @@ def run(args) -> int:
     }
     problems = run_cases_locked(
         NAME, out_dir, settings, files, work, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress, targets=outputs_of,
+        subfolders=[f.name for f in output_folders(out_dir, KINDS, args.dataset_layout)
+                    if f != out_dir],
     )  # fmt: skip
     print(f"{len(files) - len(problems)}/{len(files)} masks -> {out_dir}")
     return report_problems(NAME, problems, "mask(s) failed")

@@ -6,7 +6,9 @@ Cases are matched by id (``ATM_001.nii.gz``, ``ATM_001_0000.nii.gz`` and
 summary row with ``mean ± std`` in percent over the evaluated cases. A case missing on
 either side, or one that fails (shape or spacing mismatch, non-binary mask, ...), gets a
 row with its status and is reported on stderr; the exit status is then 1. ``--out`` may
-not be one of the masks; it is checked for writing before any metric is computed.
+not be one of the masks; it is checked for writing before any metric is computed. The
+anatomy classes that ``predict --classes`` writes beside the masks (``<id>_classes.nii.gz``)
+are not cases: they are skipped.
 
 A GT with several 6-connected components is parsed on its largest one (holes filled, as
 the ATM'22 code): a warning names the file, and the column ``gt_components_dropped`` gives
@@ -63,6 +65,7 @@ def run(args) -> int:
 
     pred_files = masks_by_id(args.pred, "--pred", allow_file=False)
     gt_files = masks_by_id(args.gt, "--gt", allow_file=False)
+    pred_files = skip_classes_files(pred_files, gt_files)
     ids = sorted(set(pred_files) | set(gt_files))
     if not ids:
         raise InputError(f"{args.pred} and {args.gt}: no .nii/.nii.gz file in either folder")
@@ -99,6 +102,32 @@ def run(args) -> int:
     n_ok = sum(r["status"] == "ok" for r in rows)
     print(f"{n_ok}/{len(ids)} cases evaluated ({args.protocol} protocol) -> {args.out}")
     return report_problems(NAME, problems, "case(s) not evaluated")
+
+
+def skip_classes_files(pred_files: dict, gt_files: dict) -> dict:
+    """The predictions without the anatomy-class files ``predict --classes`` writes beside
+    the masks (``<id>_classes.nii.gz``): they are not cases.
+
+    Parameters
+    ----------
+    pred_files, gt_files : dict case id -> Path
+        As :func:`~deeptree.cli._cases.masks_by_id`.
+
+    Returns
+    -------
+    dict case id -> Path
+        ``pred_files`` less each ``<id>_classes`` whose ``<id>`` is a prediction or a ground
+        truth (and which is no ground-truth case of its own).
+    """
+    return {
+        case_id: path
+        for case_id, path in pred_files.items()
+        if not (
+            case_id.endswith("_classes")
+            and case_id not in gt_files
+            and (case_id[: -len("_classes")] in pred_files or case_id[: -len("_classes")] in gt_files)
+        )
+    }
 
 
 def evaluate_case(pred_path, gt_path, protocol: str, connectivity: int) -> dict:

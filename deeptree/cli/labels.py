@@ -117,6 +117,7 @@ def run(args) -> int:
                     skipped += 1
                     tqdm.write(f"{path.name}: already complete, kept")
                     continue
+                record.check_replaceable(target)  # a file of the user's: not without --overwrite
                 volume = read_nifti(path)
                 mask = check_binary_mask(volume.array, str(path))
                 check_mask_fraction(mask, str(path))

@@ -3,7 +3,9 @@
 ``--out/cohort.json`` records the profile, seed, generator version and the checksums of the
 cases written: running the same command again completes a partial cohort (a case killed
 half-way is generated again, the same bytes); a folder holding a cohort of another profile,
-seed or generator version is refused, as is a file changed since it was written. The folder is
+seed or generator version is refused, as is a file changed since it was written, and a folder
+whose ``imagesTr``/``labelsTr``/``lungsTr``/``treesTr`` hold files that are not phantom cases (a
+real dataset: phantoms are never mixed into it). The folder is
 locked while the command runs (a second ``deeptree phantom`` into it is refused), and the
 temporary files of a killed run are removed.
 """
@@ -29,9 +31,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
 
     from deeptree.phantom import generate_cohort
+    from deeptree.phantom.cases import COHORT_FOLDERS, refuse_foreign_cases
 
     check_writable_folder(args.out)
-    with locked_output(args.out, NAME):
+    refuse_foreign_cases(args.out)  # before the lock file is made in someone's dataset
+    with locked_output(args.out, NAME, COHORT_FOLDERS):
         ids = generate_cohort(
             args.out, args.profile, n=args.n, seed=args.seed, progress=not args.no_progress
         )

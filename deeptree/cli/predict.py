@@ -18,7 +18,9 @@ voxel size the checkpoint was trained at and the outputs back onto the CT's exac
 (``deeptree.resample``); a checkpoint without that record assumes its profile's phantom
 spacing and says so. Hidden files (names
 starting with ``.``) in the folder are ignored. ``--out`` may not be an input, nor the folder
-the inputs were listed from. A CT that cannot be used (unreadable, not in Hounsfield units,
+the inputs were listed from, nor a dataset's ``imagesTr``/``labelsTr`` folder. An existing
+file is not replaced unless ``--overwrite``: the output file of one CT, or in a folder a file
+that an earlier ``predict`` there did not write (not in its record, below). A CT that cannot be used (unreadable, not in Hounsfield units,
 ...) is reported and the others go on; the exit status is then 1 and the failed cases are
 listed at the end.
 
@@ -91,7 +93,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="predict again the cases already complete in --out (and replace the outputs of other settings)",
+        help="predict again the cases already complete in --out, and replace the outputs of "
+        "other settings and existing files this command did not write",
     )
 
 
@@ -132,6 +135,8 @@ def run(args) -> int:
     refuse_out_over_inputs(out, inputs, from_folder=Path(args.input).is_dir())
     if single_file:
         check_writable_folder(out.parent)
+        if out.exists() and not getattr(args, "overwrite", False):
+            raise InputError(f"{out}: exists; give --overwrite to replace it, or another output name")
     else:
         check_writable_folder(out)
     stage1 = load_stage1_model(args.checkpoint, device)
@@ -159,6 +164,12 @@ def run(args) -> int:
             "order (not resampled when its spacing is already that)"
         )
     warn_thick_inputs(list(cases.values()))
+
+    def targets(case_id: str, path: Path) -> list[Path]:
+        """The mask (and the classes beside it) that ``work`` writes for a case."""
+        target = out if single_file else out / f"{case_id}.nii.gz"
+        classes = [target.with_name(f"{case_id}_classes.nii.gz")] if args.classes else []
+        return [target, *classes]
 
     def work(case_id: str, path: Path):
         check_ct_in_hu(read_nifti(path).array, str(path))
@@ -200,8 +211,9 @@ def run(args) -> int:
         "classes": bool(args.classes),
     }
     problems = run_cases_locked(
-        NAME, out, settings, cases, work, overwrite=getattr(args, "overwrite", False)
-    )
+        NAME, out, settings, cases, work, overwrite=getattr(args, "overwrite", False),
+        targets=targets,
+    )  # fmt: skip
     return report_problems(NAME, problems, "CT(s) failed")
 
 

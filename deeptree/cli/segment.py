@@ -10,8 +10,9 @@ Stage 1, the breakage attention map, stage 2 at its centres, the union and the l
 component (:func:`deeptree.pipeline.segment_file`), written to ``OUT`` (binary airway, uint8,
 the CT's affine) through a temporary name. The same as
 ``deeptree predict --two-stage --input CT --out OUT``, with the CT and the output as
-positional arguments. Without ``--checkpoint``, the demo weights shipped in the package
-(both stages; ``deeptree.demo``) are used, and a line says so.
+positional arguments. An existing ``OUT`` is refused unless ``--overwrite``, as is an ``OUT``
+in a dataset's ``imagesTr``/``labelsTr`` folder (always). Without ``--checkpoint``, the demo
+weights shipped in the package (both stages; ``deeptree.demo``) are used, and a line says so.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda if available)")
     predict.add_model_spacing_argument(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def run(args) -> int:
@@ -71,6 +73,6 @@ def run(args) -> int:
         overlap=args.overlap,
         device=args.device,
         model_spacing=args.model_spacing,
-        overwrite=False,
+        overwrite=args.overwrite,
     )
     return predict.run(as_predict)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from deeptree.cli._cases import (
     mask_inputs,
+    output_folders,
     output_path,
     report_problems,
     run_cases_locked,
@@ -148,15 +149,18 @@ def run(args) -> int:
     run_fraction = tuple(config.run_fraction if args.run_fraction is None else args.run_fraction)
     files, out_dir = mask_inputs(args, KINDS)
 
+    def outputs_of(case_id: str, path: Path) -> list[Path]:
+        where = {"out_dir": out_dir, "case_id": case_id, "dataset_layout": args.dataset_layout}
+        kinds = [("broken", ".nii.gz"), ("breakage", ".nii.gz"), ("gaps", ".json")]
+        kinds += [("attention", ".nii.gz")] if args.attention else []
+        return [output_path(kind=k, suffix=x, **where) for k, x in kinds]
+
     def work(case_id: str, path: Path):
         record = simulate_case(
             path, out_dir, args.seed, branch_fraction, run_fraction, args.attention,
             args.dataset_layout,
         )  # fmt: skip
-        where = {"out_dir": out_dir, "case_id": case_id, "dataset_layout": args.dataset_layout}
-        kinds = [("broken", ".nii.gz"), ("breakage", ".nii.gz"), ("gaps", ".json")]
-        kinds += [("attention", ".nii.gz")] if args.attention else []
-        outputs = [output_path(kind=k, suffix=x, **where) for k, x in kinds]
+        outputs = outputs_of(case_id, path)
         return (
             f"{case_id}: {record['n_gaps']} gaps in {record['n_peripheral']} peripheral branches, "
             f"{record['n_components']} components"
@@ -171,7 +175,9 @@ def run(args) -> int:
     }
     problems = run_cases_locked(
         NAME, out_dir, settings, files, work, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress, targets=outputs_of,
+        subfolders=[f.name for f in output_folders(out_dir, KINDS, args.dataset_layout)
+                    if f != out_dir],
     )  # fmt: skip
     print(f"{len(files) - len(problems)}/{len(files)} cases -> {out_dir}")
     return report_problems(NAME, problems, "case(s) failed")

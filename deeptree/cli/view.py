@@ -6,7 +6,9 @@ breakage centres); missing files are skipped with a message. ``--add KIND=PATH``
 kept elsewhere, e.g. ``deeptree view data/cohort --case PHANTOM_003 --add
 stage1=runs/s1/pred --add final=runs/s2/pred``. With breakage centres, a navigator dock and the
 keys '.' / ',' step the camera through them. ``--screenshot PATH`` renders headless, writes
-a PNG (atomically) and exits instead of opening the window.
+a PNG (atomically) and exits instead of opening the window. Both need a display: without one
+(no ``DISPLAY`` or ``WAYLAND_DISPLAY``) the command says to run it on a desktop or under
+``xvfb-run``, exit status 2.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ def run(args) -> int:
 
     napari = require("napari", "napari", "deeptree view")  # before reading any file
     from deeptree.viz import napari_case, napari_layers, napari_navigator
+
+    try:  # without a display Qt aborts the process (exit 134): one line instead
+        napari_layers.require_display("deeptree view ...")
+    except RuntimeError as err:
+        raise InputError(str(err)) from None
     from deeptree.viz.case_folder import load_view_case
 
     extra = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,17 @@ from deeptree.progress import progress_bar
 
 #: Folders of a cohort beside the ATM'22 ``imagesTr`` / ``labelsTr``.
 LUNGS_DIR, TREES_DIR = "lungsTr", "treesTr"
+
+#: The folders a cohort's case files are written into (below its root).
+COHORT_FOLDERS = ("imagesTr", "labelsTr", LUNGS_DIR, TREES_DIR)
+
+#: The names of a phantom case's files in each of :data:`COHORT_FOLDERS`.
+_CASE_FILE = {
+    "imagesTr": re.compile(r"^PHANTOM_\d{3,}_0000\.nii\.gz$"),
+    "labelsTr": re.compile(r"^PHANTOM_\d{3,}\.nii\.gz$"),
+    LUNGS_DIR: re.compile(r"^PHANTOM_\d{3,}\.nii\.gz$"),
+    TREES_DIR: re.compile(r"^PHANTOM_\d{3,}\.json$"),
+}
 
 
 
@@ -237,6 +249,41 @@ def read_tree(path: str | os.PathLike) -> AirwayTreeSpec:
         raise InputError(f"{path}: not a phantom tree JSON ({type(err).__name__}: {err})") from err
 
 
+def refuse_foreign_cases(root: str | os.PathLike) -> None:
+    """Refuse a cohort folder whose case folders hold files that are not phantom cases.
+
+    A phantom cohort is only ever written into a new folder or one holding a cohort (this
+    one, partial, or one written before manifests existed): generating it into a real
+    dataset would mix PHANTOM cases into its ``imagesTr``/``labelsTr``.
+
+    Parameters
+    ----------
+    root : path-like
+        The cohort folder (missing is fine).
+
+    Raises
+    ------
+    InputError
+        A visible file in one of :data:`COHORT_FOLDERS` does not have the name of a phantom
+        case file (``PHANTOM_<i>_0000.nii.gz``, ``PHANTOM_<i>.nii.gz``, ``PHANTOM_<i>.json``);
+        the message names the first such file and how many there are.
+    """
+    root = Path(root)
+    foreign = [
+        path
+        for folder in COHORT_FOLDERS
+        if (root / folder).is_dir()
+        for path in sorted((root / folder).iterdir())
+        if not path.name.startswith(".") and not _CASE_FILE[folder].match(path.name)
+    ]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more file(s))" if len(foreign) > 1 else ""
+        raise InputError(
+            f"{foreign[0]}: not a phantom case{more}; {root} holds another dataset, and phantom "
+            "cases are never mixed into it: give a new folder as --out"
+        )
+
+
 def case_is_complete(root: str | os.PathLike, case_id: str) -> bool:
     """True when all four files of the case exist (they are only ever written whole)."""
     return all(p.is_file() and p.stat().st_size > 0 for p in case_paths(root, case_id).values())
@@ -278,15 +325,17 @@ def generate_cohort(
     Raises
     ------
     InputError
-        ``root`` holds a cohort of another profile, seed or generator version, or a file
-        changed since it was generated (see :class:`~deeptree.phantom.manifest.CohortManifest`).
+        ``root`` holds a cohort of another profile, seed or generator version, a file
+        changed since it was generated (see :class:`~deeptree.phantom.manifest.CohortManifest`),
+        or files that are not phantom cases (:func:`refuse_foreign_cases`).
     """
     prof = phantom_profile(profile)
     if int(n) < 1:
         raise InputError(f"cohort size: n must be at least 1, got {n}")
     root = Path(root)
+    refuse_foreign_cases(root)
     manifest = CohortManifest(root, prof, int(seed))
-    clean_orphan_temporaries(root)
+    clean_orphan_temporaries(root, COHORT_FOLDERS)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
     bar = progress_bar(ids, progress=progress, desc=f"phantoms ({prof.name})", unit="case")
     for i, case_id in enumerate(bar):

@@ -30,7 +30,13 @@ import numpy as np
 from deeptree.config import PhantomProfile, phantom_profile
 from deeptree.files import clean_orphan_temporaries
 from deeptree.io import InputError, atomic_write
-from deeptree.phantom.cases import case_is_complete, case_paths, generate_case, write_case
+from deeptree.phantom.cases import (
+    COHORT_FOLDERS,
+    case_is_complete,
+    case_paths,
+    generate_case,
+    write_case,
+)
 from deeptree.progress import progress_bar
 
 #: The record of a varied cohort (settings of every case) in its root.
@@ -175,7 +181,7 @@ def generate_varied_cohort(
                     "folder (or delete the cohort)"
                 )
         record["cases"] = old.get("cases", {})
-    clean_orphan_temporaries(root)
+    clean_orphan_temporaries(root, COHORT_FOLDERS)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
     bar = progress_bar(ids, progress=progress, desc="phantoms (varied)", unit="case")
     for i, case_id in enumerate(bar):

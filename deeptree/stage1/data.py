@@ -16,7 +16,9 @@ Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case
     the voxel positions used to centre patches. The tree parse and the skeletons are the
     slow part (seconds per case); they run once and are stored as ``.npy`` files under a
     cache folder, re-read with memory mapping, so a training run's data side only crops
-    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine).
+    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine). Each
+    case folder of the cache carries :data:`CACHE_MARKER`; the cache never deletes a folder,
+    and refuses one of a case's name that it did not create (:func:`check_cache_folder`).
 
 Patch sampling (:mod:`deeptree.stage1.sampling`, :class:`Stage1PatchDataset`)
     Each patch is centred (up to a random shift of a quarter patch) on a voxel drawn as
@@ -53,7 +55,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,6 +93,17 @@ CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
 # 3: anatomy labels with the anatomical root (issue 18); 4: cases in RAS voxel order (issue 29:
 # an entry of an LPS case cached before holds the arrays in the file's own order)
 CACHE_VERSION = 4
+
+#: The marker file of a cache entry, written first into each ``<cache>/<id>/`` it creates:
+#: only a folder with it (or one holding nothing but the files below, an entry of a version
+#: before the marker) is ever emptied and rewritten; a user's folder of that name is refused.
+CACHE_MARKER = ".deeptree-cache"
+
+#: The files of a cache entry (the only ones a rebuild removes).
+_CACHE_FILES = frozenset(
+    ["meta.json", "image.npy", "label.npy", "distance.npy"]
+    + [f"locations{c}.npy" for c in range(4)]
+)
 
 
 def normalize_ct(ct: np.ndarray, window: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
@@ -283,7 +295,8 @@ def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = Non
     ------
     InputError
         A missing CT or label file, a label of another shape or affine than the CT, a
-        non-binary or empty label, unreadable files.
+        non-binary or empty label, unreadable files; ``cache_dir/<id>`` exists and is not a
+        cache entry (:func:`check_cache_folder`).
     """
     if paths.image is None:
         raise InputError(
@@ -295,23 +308,73 @@ def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = Non
         )
     folder = Path(cache_dir) / paths.id if cache_dir is not None else None
     key = _cache_key(paths)
-    if folder is not None and (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("key") == key:
+    if folder is not None:
+        check_cache_folder(folder)
+        meta = _read_meta(folder)
+        if meta is not None and meta.get("key") == key:
             return _read_cached(folder, meta)
     # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
     case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))
     prepared = prepare_stage1_case(case.ct, case.label, case.spacing, case.affine, case_id=paths.id)
     if folder is not None:
         _write_cached(folder, prepared, key)
-        return _read_cached(folder, json.loads((folder / "meta.json").read_text()))
+        return _read_cached(folder, _read_meta(folder))
     return prepared
 
 
+def check_cache_folder(folder: str | os.PathLike) -> None:
+    """Refuse a case folder of the cache that the cache did not create.
+
+    Parameters
+    ----------
+    folder : path-like
+        ``<cache>/<case id>``; missing is fine (it will be created).
+
+    Raises
+    ------
+    InputError
+        ``folder`` is a file, or a folder without the :data:`CACHE_MARKER` that holds
+        anything besides the files of a cache entry (hidden files aside): it is the user's,
+        and is left as it is.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(
+            f"{folder}: a file where the stage-1 cache keeps a case folder; give another --cache"
+        )
+    if not folder.is_dir() or (folder / CACHE_MARKER).is_file():
+        return
+    others = sorted(
+        p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name not in _CACHE_FILES
+    )
+    if others:
+        raise InputError(
+            f"{folder}: not a folder of the stage-1 cache (no {CACHE_MARKER} marker; it holds "
+            f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); it is left as it "
+            "is: give another --cache"
+        )
+
+
+def _read_meta(folder: Path) -> dict | None:
+    """The ``meta.json`` of a cache entry; None when missing or unreadable (rebuilt)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def _write_cached(folder: Path, case: Stage1Case, key: str) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    # only an entry of the cache's own is rewritten, and only its own files are removed
+    # (never the folder: whatever else is in it stays)
+    check_cache_folder(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").unlink(missing_ok=True)  # first: incomplete until written again
+    marker = folder / CACHE_MARKER
+    if not marker.is_file():
+        marker.write_text("a case of the deeptree stage-1 cache: the folder can be deleted\n")
+    for name in sorted(_CACHE_FILES):
+        (folder / name).unlink(missing_ok=True)
     arrays = {"image": case.image, "label": case.label, "distance": case.distance}
     arrays.update({f"locations{c}": case.locations[c] for c in range(4)})
     for name, array in arrays.items():
@@ -361,6 +424,9 @@ def load_cohort(
     cases = list_cases(root, split)
     if not cases:
         raise InputError(f"{root}: no cases in images{split}/labels{split}")
+    if cache_dir is not None:  # every case folder, before the long preparation
+        for case in cases:
+            check_cache_folder(Path(cache_dir) / case.id)
     return [
         load_stage1_case(c, cache_dir) for c in tqdm(cases, desc="prepare", disable=not progress)
     ]

@@ -213,12 +213,17 @@ def screenshot(viewer, size: tuple[int, int] = (600, 800), *, fit: bool = False)
     return np.asarray(viewer.screenshot(canvas_only=True, flash=False))
 
 
-def require_display() -> None:
+def require_display(run_as: str = "python ...") -> None:
     """Raise a clear error when napari cannot open a window.
 
     Without an X or Wayland display Qt aborts the whole process (in a notebook: "kernel
-    died") instead of raising; check first. ``QT_QPA_PLATFORM`` set explicitly (e.g.
-    ``offscreen``, which has no 3D) is left to Qt.
+    died"; ``deeptree view``: exit 134) instead of raising; check first. ``QT_QPA_PLATFORM``
+    set explicitly (e.g. ``offscreen``, which has no 3D) is left to Qt.
+
+    Parameters
+    ----------
+    run_as : str
+        The command line the message suggests under ``xvfb-run``.
 
     Raises
     ------
@@ -229,8 +234,9 @@ def require_display() -> None:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
     ):
         raise RuntimeError(
-            "napari needs a display and none is set (no DISPLAY): run headless under a virtual "
-            "X server, e.g. `xvfb-run -a python ...` (make test and make reproduce do this)"
+            "napari needs a display and none is set (no DISPLAY): run it on a desktop, or "
+            f"headless under a virtual X server, e.g. `xvfb-run -a {run_as}` (make test and make "
+            "reproduce do this)"
         )
 
 
