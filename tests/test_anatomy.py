@@ -178,6 +178,31 @@ def test_a_broken_phantom_tree_fails_its_case_only(tmp_path, capsys):
     assert "PHANTOM_000.json: not a phantom tree JSON" in out.out + out.err
 
 
+def test_labels_of_the_former_diameter_are_refused(tmp_path, capsys):
+    """Labels written before issue 30 (2 x EDT diameters; their record has no "diameters"
+    setting) are other settings: refused unless --overwrite; a changed tree JSON redoes the
+    case."""
+    import json
+
+    from deeptree.cli import main
+
+    write_phantom_like_cohort(tmp_path)
+    args = ["labels", "--in", str(tmp_path / "labelsTr"), "--out", str(tmp_path / "a")]
+    assert main(args) == 0
+    record = tmp_path / "a" / ".deeptree-labels.json"
+    data = json.loads(record.read_text())
+    del data["settings"]["diameters"]
+    record.write_text(json.dumps(data))
+    assert main(args) == 2
+    assert "diameters" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    tree_json = tmp_path / "treesTr" / "PHANTOM_000.json"
+    tree_json.write_text(tree_json.read_text().replace('"side": "T"', '"side": "R"'))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already complete, kept" not in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def atm001_labels(atm001_path):
     volume = read_nifti(atm001_path)
