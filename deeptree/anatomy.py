@@ -13,20 +13,27 @@ diameter is <= 2 mm"); the generation rule for class 1 follows from its anatomy.
 are fields of :class:`deeptree.config.AnatomyConfig`. Branches, generations and
 diameters come from :func:`deeptree.tree.parse_tree`.
 
-Resolution matters: a branch's diameter is 2 x the mean distance from its skeleton voxels
-to the nearest background voxel, which is at least one voxel away, so no branch measures
-less than about 2 voxels. On grids coarser than 1 mm, class 3 is therefore empty with
-the paper's 2 mm (the 1.5 mm phantoms had none); the rule assumes CT of about 1 mm or finer
-(ATM'22: about 0.5-0.8 mm; the cpu phantoms: 1 mm).
+Which diameter: on a real mask, :attr:`deeptree.tree.Branch.diameter_mm`, measured from
+the lumen's cross-sectional area along the centreline (no half-voxel bias, see
+docs/design.md "Diameter"); on a phantom, whose generator knows every branch's lumen radius,
+:func:`generator_diameters` gives the true mean diameter of each parsed branch, and the
+functions below take it through their ``diameters`` argument. The rule still assumes CT of
+about 1 mm or finer (ATM'22: about 0.5-0.8 mm; the cpu phantoms: 1 mm): a branch under about
+two voxels across is barely drawn at all.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deeptree.config import AnatomyConfig
 from deeptree.io import InputError
 from deeptree.tree import AirwayTree
+
+if TYPE_CHECKING:
+    from deeptree.phantom.growth import AirwayTreeSpec
 
 #: Class values in the label volume.
 BACKGROUND, CENTRAL, MEDIUM, SMALL = 0, 1, 2, 3
@@ -37,7 +44,11 @@ CLASS_NAMES: dict[int, str] = {
 }
 
 
-def branch_classes(tree: AirwayTree, config: AnatomyConfig | None = None) -> dict[int, int]:
+def branch_classes(
+    tree: AirwayTree,
+    config: AnatomyConfig | None = None,
+    diameters: dict[int, float] | None = None,
+) -> dict[int, int]:
     """Anatomy class (1, 2 or 3) of every branch of a parsed tree.
 
     Parameters
@@ -48,25 +59,39 @@ def branch_classes(tree: AirwayTree, config: AnatomyConfig | None = None) -> dic
         ``central_max_generation`` (default 1: generations 0 and 1 are class 1) and
         ``small_diameter_mm`` (default 2.0 mm: a branch whose mean lumen diameter is at
         most this is class 3). Defaults to the paper's values.
+    diameters : dict of int to float, optional
+        Mean lumen diameter (mm) of every branch id, e.g. a phantom's true diameters
+        (:func:`generator_diameters`). None: each branch's measured
+        :attr:`~deeptree.tree.Branch.diameter_mm`.
 
     Returns
     -------
     dict of int to int
         Branch id -> class.
+
+    Raises
+    ------
+    InputError
+        ``diameters`` lacks a branch of the tree.
     """
     config = _check_config(config)
+    diameters = _check_diameters(tree, diameters)
     classes = {}
     for branch in tree.branches.values():
         if branch.generation <= config.central_max_generation:
             classes[branch.id] = CENTRAL
-        elif branch.diameter_mm <= config.small_diameter_mm:
+        elif diameters[branch.id] <= config.small_diameter_mm:
             classes[branch.id] = SMALL
         else:
             classes[branch.id] = MEDIUM
     return classes
 
 
-def anatomy_labels(tree: AirwayTree, config: AnatomyConfig | None = None) -> np.ndarray:
+def anatomy_labels(
+    tree: AirwayTree,
+    config: AnatomyConfig | None = None,
+    diameters: dict[int, float] | None = None,
+) -> np.ndarray:
     """Three-class anatomy label volume of a parsed airway tree.
 
     Parameters
@@ -75,6 +100,8 @@ def anatomy_labels(tree: AirwayTree, config: AnatomyConfig | None = None) -> np.
         From :func:`deeptree.tree.parse_tree`.
     config : AnatomyConfig, optional
         Thresholds, see :func:`branch_classes`; the paper's defaults if omitted.
+    diameters : dict of int to float, optional
+        Branch id -> mean lumen diameter (mm), see :func:`branch_classes`; None: measured.
 
     Returns
     -------
@@ -84,7 +111,7 @@ def anatomy_labels(tree: AirwayTree, config: AnatomyConfig | None = None) -> np.
         component of the input, holes filled) is 1, 2 or 3; voxels of components that
         the parse dropped are 0.
     """
-    classes = branch_classes(tree, config)
+    classes = branch_classes(tree, config, diameters)
     lut = np.zeros(len(tree.branches) + 1, dtype=np.uint8)
     for branch_id, value in classes.items():
         lut[branch_id] = value
@@ -95,7 +122,10 @@ def anatomy_labels(tree: AirwayTree, config: AnatomyConfig | None = None) -> np.
 
 
 def class_summary(
-    tree: AirwayTree, labels: np.ndarray, config: AnatomyConfig | None = None
+    tree: AirwayTree,
+    labels: np.ndarray,
+    config: AnatomyConfig | None = None,
+    diameters: dict[int, float] | None = None,
 ) -> dict:
     """Branch and voxel counts per class, for tables and plots.
 
@@ -105,6 +135,8 @@ def class_summary(
     labels : ndarray of uint8, shape (I, J, K)
         :func:`anatomy_labels` of ``tree``.
     config : AnatomyConfig, optional
+    diameters : dict of int to float, optional
+        The diameters ``labels`` were made with (:func:`branch_classes`); None: measured.
 
     Returns
     -------
@@ -115,11 +147,76 @@ def class_summary(
         raise InputError(
             f"labels: shape {labels.shape} does not match the tree's {tree.mask.shape}"
         )
-    classes = branch_classes(tree, config)
+    classes = branch_classes(tree, config, diameters)
     return {
         "branches": {c: sum(v == c for v in classes.values()) for c in (CENTRAL, MEDIUM, SMALL)},
         "voxels": {c: int(np.count_nonzero(labels == c)) for c in (CENTRAL, MEDIUM, SMALL)},
     }
+
+
+def generator_diameters(
+    tree: AirwayTree, spec: AirwayTreeSpec, affine: np.ndarray
+) -> dict[int, float]:
+    """True mean lumen diameter of every parsed branch of a phantom, from its generator.
+
+    Each labelled skeleton voxel of the parse takes the lumen diameter (2 x radius) of the
+    generator's branch whose centreline segment is nearest to the voxel centre (world mm);
+    a parsed branch's diameter is the mean over its skeleton voxels, the same "mean lumen
+    diameter along the branch" that :attr:`~deeptree.tree.Branch.diameter_mm` estimates
+    on a real mask. A parsed branch may span several generator branches (an only child
+    merged into its parent, a branch cut by a junction the grid merges): each counts along
+    its share of the skeleton.
+
+    Parameters
+    ----------
+    tree : AirwayTree
+        :func:`deeptree.tree.parse_tree` of the phantom's airway mask.
+    spec : AirwayTreeSpec
+        The phantom's tree (:func:`deeptree.phantom.read_tree` of ``treesTr/<id>.json``);
+        end points in world RAS mm, radii in mm.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world transform of the mask (the phantom's affine).
+
+    Returns
+    -------
+    dict of int to float
+        Branch id -> mean true lumen diameter (mm).
+
+    Raises
+    ------
+    InputError
+        ``spec`` has no branch, or the affine is not a finite 4x4 matrix.
+    """
+    from deeptree.phantom.growth import point_segment_distance
+
+    arrays = spec.arrays()
+    if len(arrays["radius"]) == 0:
+        raise InputError("phantom tree: no branch to read the lumen radii from")
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise InputError(f"affine: expected a finite 4x4 matrix, got shape {affine.shape}")
+    voxels = tree._skeleton_voxels
+    branch = tree.skeleton_labels[tuple(voxels.T)]
+    world = voxels @ affine[:3, :3].T + affine[:3, 3]
+    true = np.empty(len(voxels))
+    for rows in np.array_split(np.arange(len(voxels)), max(1, len(voxels) // 2000)):
+        nearest = np.argmin(point_segment_distance(world[rows], arrays["start"], arrays["end"]), 1)
+        true[rows] = 2.0 * arrays["radius"][nearest]
+    n = len(tree.branches)
+    total = np.bincount(branch, weights=true, minlength=n + 1)
+    count = np.bincount(branch, minlength=n + 1)
+    return {b: float(total[b] / count[b]) for b in tree.branches}
+
+
+def _check_diameters(tree: AirwayTree, diameters) -> dict[int, float]:
+    if diameters is None:
+        return {b.id: b.diameter_mm for b in tree.branches.values()}
+    missing = sorted(set(tree.branches) - set(diameters))
+    if missing:
+        raise InputError(
+            f"diameters: no value for branch(es) {missing[:5]} of the {len(tree.branches)}"
+        )
+    return diameters
 
 
 def _check_config(config: AnatomyConfig | None) -> AnatomyConfig:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tree_builders import binary_tree, rasterize, voxel_at
 
-from deeptree.anatomy import anatomy_labels, branch_classes, class_summary
+from deeptree.anatomy import anatomy_labels, branch_classes, class_summary, generator_diameters
 from deeptree.config import AnatomyConfig
 from deeptree.io import InputError, read_nifti
 from deeptree.tree import parse_tree
@@ -73,6 +73,136 @@ def test_bad_config_is_a_clear_error(drawn_tree):
         class_summary(tree, np.zeros((2, 2, 2), dtype=np.uint8))
 
 
+# --------------------------------------------------------------------------------------------
+# a phantom's classes from its generator's radii (issue 30)
+# --------------------------------------------------------------------------------------------
+def spec_of(drawn, radius=None):
+    """The drawn capsules as a phantom generator's tree (world mm = the volume's mm frame);
+    ``radius`` replaces every radius of generation 2 and deeper."""
+    from deeptree.phantom.growth import AirwayTreeSpec
+    from deeptree.phantom.growth import Branch as SpecBranch
+
+    branches = tuple(
+        SpecBranch(
+            id=d.index,
+            parent=d.parent,
+            generation=d.generation,
+            start_mm=tuple(d.start),
+            end_mm=tuple(d.end),
+            radius_mm=d.radius if radius is None or d.generation < 2 else radius,
+            wall_mm=0.5,
+            flow=1.0,
+            side="T",
+        )
+        for d in drawn
+    )
+    return AirwayTreeSpec(branches)
+
+
+def test_generator_diameters_are_the_drawn_ones(drawn_tree):
+    tree, drawn, spacing = drawn_tree
+    true = generator_diameters(tree, spec_of(drawn), np.diag([*spacing, 1.0]))
+    assert set(true) == set(tree.branches)
+    for d in drawn:
+        branch = int(tree.branch_labels[voxel_at(d.point(0.5), spacing)])
+        # a parsed branch's first skeleton voxels may lie nearer its parent's axis
+        assert true[branch] == pytest.approx(2 * d.radius, rel=0.05), d.index
+
+
+def test_given_diameters_split_classes_2_and_3(drawn_tree):
+    tree, _, _ = drawn_tree
+    measured = branch_classes(tree)
+    for value, expected in ((1.0, 3), (5.0, 2)):
+        classes = branch_classes(tree, diameters=dict.fromkeys(tree.branches, value))
+        for b, c in classes.items():
+            assert c == (1 if measured[b] == 1 else expected)
+    labels = anatomy_labels(tree, diameters=dict.fromkeys(tree.branches, 1.0))
+    assert set(np.unique(labels)) == {0, 1, 3}
+    with pytest.raises(InputError, match="diameters: no value for branch"):
+        branch_classes(tree, diameters={1: 10.0})
+
+
+def write_phantom_like_cohort(root, spacing=(0.5, 0.5, 0.5), spec_radius=None):
+    """A capsule tree in the phantom cohort layout (imagesTr, labelsTr, treesTr)."""
+    import json
+
+    from deeptree.io import write_nifti
+
+    mask, drawn = rasterize(
+        binary_tree(depth=2, trachea_length=20.0, trachea_radius=3.0, radius_ratio=0.72), spacing
+    )
+    affine = np.diag([*spacing, 1.0])
+    write_nifti(root / "labelsTr" / "PHANTOM_000.nii.gz", mask.astype(np.uint8), affine)
+    ct = np.where(mask, -1000, 0).astype(np.int16)
+    write_nifti(root / "imagesTr" / "PHANTOM_000_0000.nii.gz", ct, affine, dtype=np.int16)
+    (root / "treesTr").mkdir()
+    text = json.dumps(spec_of(drawn, spec_radius).to_dict())
+    (root / "treesTr" / "PHANTOM_000.json").write_text(text)
+    return mask, drawn
+
+
+def test_phantom_labels_use_the_generator_radii(tmp_path, capsys):
+    """Stage-1 preparation and ``deeptree labels`` read treesTr/<id>.json beside labelsTr:
+    a generation-2 branch drawn 3.0 mm wide is class 2 when measured, class 3 when its
+    generator says 1.6 mm."""
+    from deeptree.cli import main
+    from deeptree.io import list_cases
+    from deeptree.stage1.data import load_stage1_case
+
+    spacing = (0.5, 0.5, 0.5)
+    _, drawn = write_phantom_like_cohort(tmp_path, spacing, spec_radius=0.8)
+    lobar = [voxel_at(d.point(0.5), spacing) for d in drawn if d.generation == 2]
+    (case,) = list_cases(tmp_path)
+    label = load_stage1_case(case, tmp_path / "cache").label
+    assert all(label[v] == 3 for v in lobar)
+    assert main(["labels", "--in", str(tmp_path / "labelsTr"), "--out", str(tmp_path / "a")]) == 0
+    written = read_nifti(tmp_path / "a" / "PHANTOM_000.nii.gz").array
+    assert all(written[v] == 3 for v in lobar)
+    assert "phantom's radii (PHANTOM_000.json)" in capsys.readouterr().out
+    # without the generator's tree (a real dataset) the measured 3 mm decide: class 2
+    (tmp_path / "treesTr" / "PHANTOM_000.json").unlink()
+    label = load_stage1_case(case, tmp_path / "cache").label  # the cache key saw the change
+    assert all(label[v] == 2 for v in lobar)
+    assert main(["labels", "--in", str(tmp_path / "labelsTr"), "--out", str(tmp_path / "a")]) == 0
+    written = read_nifti(tmp_path / "a" / "PHANTOM_000.nii.gz").array
+    assert all(written[v] == 2 for v in lobar)
+
+
+def test_a_broken_phantom_tree_fails_its_case_only(tmp_path, capsys):
+    from deeptree.cli import main
+
+    write_phantom_like_cohort(tmp_path)
+    (tmp_path / "treesTr" / "PHANTOM_000.json").write_text("{not json")
+    assert main(["labels", "--in", str(tmp_path / "labelsTr"), "--out", str(tmp_path / "a")]) == 1
+    out = capsys.readouterr()
+    assert "PHANTOM_000.json: not a phantom tree JSON" in out.out + out.err
+
+
+def test_labels_of_the_former_diameter_are_refused(tmp_path, capsys):
+    """Labels written before issue 30 (2 x EDT diameters; their record has no "diameters"
+    setting) are other settings: refused unless --overwrite; a changed tree JSON redoes the
+    case."""
+    import json
+
+    from deeptree.cli import main
+
+    write_phantom_like_cohort(tmp_path)
+    args = ["labels", "--in", str(tmp_path / "labelsTr"), "--out", str(tmp_path / "a")]
+    assert main(args) == 0
+    record = tmp_path / "a" / ".deeptree-labels.json"
+    data = json.loads(record.read_text())
+    del data["settings"]["diameters"]
+    record.write_text(json.dumps(data))
+    assert main(args) == 2
+    assert "diameters" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    tree_json = tmp_path / "treesTr" / "PHANTOM_000.json"
+    tree_json.write_text(tree_json.read_text().replace('"side": "T"', '"side": "R"'))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already complete, kept" not in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def atm001_labels(atm001_path):
     volume = read_nifti(atm001_path)
@@ -99,9 +229,10 @@ def test_atm001_three_classes(atm001_labels):
     assert np.array_equal(in_central, labels[box] == 1)
     # class 1 holds the largest lumen volume: the trachea alone is a big share of the tree
     assert summary["voxels"][1] == max(summary["voxels"].values())
-    # the small branches are many: more than a third of all branches (measured: 88 of 182,
-    # against 91 in class 2: on this tree class 3 is NOT the most numerous, see RESULTS.md)
-    assert summary["branches"][3] > len(tree.branches) / 3
+    # the small branches are a real share: at least a tenth of all branches (measured from
+    # the cross-sections: 34 of 182, against 145 in class 2; the former 2 x EDT, biased
+    # narrow at 2-3 voxels across, counted 88: see RESULTS.md, "Anatomy classes")
+    assert summary["branches"][3] >= len(tree.branches) / 10
     # and they are thin: class 3 holds far fewer voxels than class 2
     assert summary["voxels"][3] < summary["voxels"][2]
 

@@ -7,8 +7,9 @@ Tolerances (stated once, used throughout):
   grid the skeleton of a blind end stops short of the cap by up to one radius counted in
   the thinnest voxels; the junction point moves within the parent's lumen; a
   26-connected digital path is a staircase (a few %).
-* diameter: |parsed - drawn| <= 15% of the drawn diameter. Skeleton voxels in the caps
-  and at junctions lie closer to the wall than the branch's centreline does.
+* diameter: |parsed - drawn| <= 15% of the drawn diameter on capsule trees, whose short
+  branches are cut across near junctions and caps; single straight tubes (issue 30):
+  within 10%.
 """
 
 from __future__ import annotations
@@ -144,6 +145,64 @@ def test_straight_tube_is_a_trachea_only_tree():
     # ordered: consecutive voxels are 26-neighbours along a straight tube
     assert np.abs(np.diff(path, axis=0)).max() <= 1
     assert abs(path[0, 2] - path[-1, 2]) + 1 >= 0.9 * trachea.n_skeleton
+
+
+# --------------------------------------------------------------------------------------------
+# lumen diameter without the half-voxel bias (issue 30): digitised tubes of known diameter
+# --------------------------------------------------------------------------------------------
+TUBE_DIAMETERS = (1.5, 2.0, 3.0)  # mm: the 2 mm class threshold and either side of it
+TUBE_SPACINGS = (
+    (0.5, 0.5, 0.5),
+    (0.7, 0.7, 0.7),
+    (1.0, 1.0, 1.0),
+    (0.7, 0.7, 1.0),
+    (0.5, 0.5, 1.0),
+)
+
+
+def tube_diameter(diameter, spacing, direction, offset, length=30.0) -> float:
+    """Parsed diameter (mm) of a straight capsule of lumen ``diameter`` mm (a voxel is lumen
+    when its centre is inside), ``length`` mm long along ``direction``, its centre ``offset``
+    voxels off a voxel centre."""
+    spacing = np.asarray(spacing, dtype=float)
+    direction = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+    shape = np.ceil((np.abs(direction) * length + diameter) / spacing).astype(int) + 10
+    centre = (shape // 2 + np.asarray(offset)) * spacing
+    mask = np.zeros(tuple(shape), dtype=bool)
+    half = 0.5 * length * direction
+    draw_capsule(mask, spacing, centre - half, centre + half, diameter / 2)
+    with warnings.catch_warnings():
+        # at 1 mm voxels a steep 1.5 mm tube falls apart in 6-connectivity: its longest piece
+        warnings.simplefilter("ignore", UserWarning)
+        tree = parse_tree(mask, tuple(spacing))
+    assert len(tree.branches) == 1
+    return tree.branches[1].diameter_mm
+
+
+@pytest.mark.parametrize("spacing", TUBE_SPACINGS)
+@pytest.mark.parametrize("diameter", TUBE_DIAMETERS)
+def test_oblique_tube_diameter_is_within_10_percent(diameter, spacing):
+    # 2 x the distance to the nearest background voxel centre read every 1.5 mm tube at
+    # 1 mm voxels as 2.00 mm (+33%) and thicker oblique tubes up to 17% narrow
+    for tilt, azimuth in ((30, 20), (55, 110), (70, 250)):
+        t, a = np.radians(tilt), np.radians(azimuth)
+        direction = (np.sin(t) * np.cos(a), np.sin(t) * np.sin(a), np.cos(t))
+        measured = tube_diameter(diameter, spacing, direction, (0.3, 0.6, 0.1))
+        assert abs(measured - diameter) <= 0.10 * diameter, (tilt, measured)
+
+
+@pytest.mark.parametrize("spacing", TUBE_SPACINGS)
+@pytest.mark.parametrize("diameter", TUBE_DIAMETERS)
+@pytest.mark.parametrize("axis", [0, 2])
+def test_tube_along_a_grid_axis_diameter_is_within_10_percent(diameter, spacing, axis):
+    # 3 degrees off the axis: along the axis itself every slice is the same digitised disc,
+    # right only on average over where its centre falls in the voxel (1.5 mm at 1 mm voxels:
+    # 1 to 4 voxels), and scikit-image's thinning deletes some such prisms whole
+    t, a = np.radians(3.0), np.radians(30.0)
+    direction = np.roll((np.sin(t) * np.cos(a), np.sin(t) * np.sin(a), np.cos(t)), axis - 2)
+    for offset in ((0.3, 0.6, 0.1), (0.8, 0.2, 0.5)):
+        measured = tube_diameter(diameter, spacing, direction, offset)
+        assert abs(measured - diameter) <= 0.10 * diameter, (offset, measured)
 
 
 def test_several_components_keep_the_largest_and_say_so():

@@ -7,7 +7,9 @@ Example::
 Each ``X.nii.gz`` in ``--in`` (a binary airway mask) is parsed into branches
 (:func:`deeptree.tree.parse_tree`) and written as ``--out/X.nii.gz`` (uint8: 0 background,
 1 trachea + main bronchi, 2 bronchi > 2 mm, 3 bronchi <= 2 mm), with the input's affine,
-through a temporary name. The cases already complete (recorded with the checksums of
+through a temporary name. A phantom cohort's mask (``treesTr/X.json`` beside ``--in``) is
+split into classes 2 and 3 by its generator's true lumen radii, any other by the diameters
+measured on the mask (:attr:`deeptree.tree.Branch.diameter_mm`). The cases already complete (recorded with the checksums of
 input and output in the hidden ``--out/.deeptree-labels.json``) are kept unless
 ``--overwrite``, so an interrupted run resumes where it stopped and gives the same files as
 an uninterrupted one; labels made with other options are refused unless ``--overwrite``. A bad
@@ -76,7 +78,8 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from deeptree.anatomy import anatomy_labels, class_summary
+    from deeptree.anatomy import anatomy_labels, class_summary, generator_diameters
+    from deeptree.phantom.cases import read_tree, tree_beside
     from deeptree.tree import parse_tree
 
     config = AnatomyConfig()
@@ -103,6 +106,7 @@ def run(args) -> int:
     settings = {
         "small_diameter_mm": config.small_diameter_mm,
         "central_max_generation": config.central_max_generation,
+        "diameters": "cross-section or phantom radii",  # issue 30: no 2 x EDT labels kept
     }
 
     failed, skipped = [], 0
@@ -113,7 +117,9 @@ def run(args) -> int:
             target = args.out / path.name
             progress.set_postfix_str(path.name)
             try:
-                if record.is_complete(path.name, [path]):
+                tree_json = tree_beside(path)
+                inputs = [path] if tree_json is None else [path, tree_json]
+                if record.is_complete(path.name, inputs):
                     skipped += 1
                     tqdm.write(f"{path.name}: already complete, kept")
                     continue
@@ -126,16 +132,21 @@ def run(args) -> int:
                     tree = parse_tree(
                         mask, volume.spacing, affine=volume.affine, name=str(path)
                     )
-                labels = anatomy_labels(tree, config)
+                diameters = None
+                if tree_json is not None:
+                    diameters = generator_diameters(tree, read_tree(tree_json), volume.affine)
+                labels = anatomy_labels(tree, config, diameters)
                 write_nifti(target, labels, volume.affine, dtype="uint8")
-                record.add(path.name, [path], [target])
+                record.add(path.name, inputs, [target])
             except (InputError, OSError) as err:
                 failed.append(path.name)
                 text = os_error_message(err) if isinstance(err, OSError) else str(err)
                 tqdm.write(f"{path.name}: skipped: {text}")
                 continue
-            counts = class_summary(tree, labels, config)["branches"]
+            counts = class_summary(tree, labels, config, diameters)["branches"]
             note = f"; {tree.n_components_dropped} stray component(s) dropped" if caught else ""
+            if tree_json is not None:
+                note += f"; classes 2/3 by the phantom's radii ({tree_json.name})"
             tqdm.write(
                 f"{path.name}: {len(tree.branches)} branches, per class {counts[1]}/{counts[2]}/{counts[3]}{note}"
             )

@@ -284,6 +284,26 @@ def refuse_foreign_cases(root: str | os.PathLike) -> None:
         )
 
 
+def tree_beside(label: str | os.PathLike) -> Path | None:
+    """The generator's tree of a phantom label, when the cohort has one.
+
+    Parameters
+    ----------
+    label : path-like
+        An airway mask ``root/labels*/ID.nii.gz`` (or ``.nii``).
+
+    Returns
+    -------
+    Path or None
+        ``root/treesTr/ID.json`` if that file exists (a phantom cohort written by
+        :func:`write_case`), else None (a real dataset).
+    """
+    label = Path(label)
+    case_id = label.name.removesuffix(".gz").removesuffix(".nii")
+    path = label.parent.parent / TREES_DIR / f"{case_id}.json"
+    return path if path.is_file() else None
+
+
 def case_is_complete(root: str | os.PathLike, case_id: str) -> bool:
     """True when all four files of the case exist (they are only ever written whole)."""
     return all(p.is_file() and p.stat().st_size > 0 for p in case_paths(root, case_id).values())

@@ -12,7 +12,7 @@ CT intensities (:func:`normalize_ct`)
 
 Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case`)
     From a CT and its binary airway mask: the normalised CT, the anatomy label (classes 1-3,
-    ``deeptree.anatomy``), the GUL distance weight ``d`` (``deeptree.stage1.losses``) and, per class,
+    ``deeptree.anatomy``; a phantom's from its generator's radii, ``treesTr/<id>.json``), the GUL distance weight ``d`` (``deeptree.stage1.losses``) and, per class,
     the voxel positions used to centre patches. The tree parse and the skeletons are the
     slow part (seconds per case); they run once and are stored as ``.npy`` files under a
     cache folder, re-read with memory mapping, so a training run's data side only crops
@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from deeptree.anatomy import anatomy_labels
+from deeptree.anatomy import anatomy_labels, generator_diameters
 from deeptree.io import (
     CasePaths,
     InputError,
@@ -76,6 +76,7 @@ from deeptree.io import (
     load_case,
 )
 from deeptree.orientation import CANONICAL, case_to_ras
+from deeptree.phantom.cases import read_tree, tree_beside
 from deeptree.stage1.losses import gul_distance_weight
 from deeptree.stage1.sampling import (
     MAX_LOCATIONS_PER_CLASS,
@@ -91,8 +92,9 @@ CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
 
 #: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
 # 3: anatomy labels with the anatomical root (issue 18); 4: cases in RAS voxel order (issue 29:
-# an entry of an LPS case cached before holds the arrays in the file's own order)
-CACHE_VERSION = 4
+# an entry of an LPS case cached before holds the arrays in the file's own order); 5: unbiased
+# branch diameters, the phantoms' classes from their generator's radii (issue 30)
+CACHE_VERSION = 5
 
 #: The marker file of a cache entry, written first into each ``<cache>/<id>/`` it creates:
 #: only a folder with it (or one holding nothing but the files below, an entry of a version
@@ -162,6 +164,7 @@ def anatomy_label_map(
     spacing: Sequence[float],
     name: str = "airway",
     affine: np.ndarray | None = None,
+    tree_spec=None,
 ) -> np.ndarray:
     """Anatomy classes of every airway voxel.
 
@@ -179,6 +182,10 @@ def anatomy_label_map(
     affine : ndarray (4, 4), optional
         Voxel-to-world transform: which end is cranial for the anatomical root of the
         parse (:func:`deeptree.tree.parse_tree`; None: +k).
+    tree_spec : deeptree.phantom.AirwayTreeSpec, optional
+        A phantom's own tree: the class-2/3 split then uses its true lumen radii
+        (:func:`deeptree.anatomy.generator_diameters`, world mm through ``affine``, which is
+        then required) instead of the diameters measured on the mask.
 
     Returns
     -------
@@ -187,7 +194,12 @@ def anatomy_label_map(
 
     mask = np.asarray(airway) > 0
     tree = parse_tree(mask, spacing, affine=affine, name=name)
-    classes = np.asarray(anatomy_labels(tree), dtype=np.uint8)
+    diameters = None
+    if tree_spec is not None:
+        if affine is None:
+            raise InputError(f"{name}: a phantom tree needs the mask's affine (world mm)")
+        diameters = generator_diameters(tree, tree_spec, affine)
+    classes = np.asarray(anatomy_labels(tree, diameters=diameters), dtype=np.uint8)
     classes = np.where(mask, classes, 0).astype(np.uint8)
     unlabelled = mask & (classes == 0)
     if unlabelled.any():
@@ -223,6 +235,7 @@ def prepare_stage1_case(
     affine: np.ndarray | None = None,
     case_id: str = "case",
     seed: int = 0,
+    tree_spec=None,
 ) -> Stage1Case:
     """Everything stage-1 training needs from one case (see the module docstring).
 
@@ -239,6 +252,8 @@ def prepare_stage1_case(
         Used in error messages and as the cache key.
     seed : int
         Seeds the subsampling of :func:`class_locations`.
+    tree_spec : deeptree.phantom.AirwayTreeSpec, optional
+        A phantom's own tree: anatomy classes from its true radii (:func:`anatomy_label_map`).
 
     Raises
     ------
@@ -255,7 +270,11 @@ def prepare_stage1_case(
         raise InputError(f"{case_id} label: expected a binary airway mask (0/1)")
     if not airway.any():
         raise InputError(f"{case_id} label: the airway mask is empty")
-    label = anatomy_label_map(airway, spacing, name=f"{case_id} label", affine=affine)
+    if tree_spec is not None and affine is None:
+        affine = np.diag([*spacing, 1.0])
+    label = anatomy_label_map(
+        airway, spacing, name=f"{case_id} label", affine=affine, tree_spec=tree_spec
+    )
     return Stage1Case(
         id=case_id,
         image=normalize_ct(ct),
@@ -270,7 +289,9 @@ def prepare_stage1_case(
 def _cache_key(paths: CasePaths) -> str:
     """Changes whenever an input file changes (size, mtime) or the cache version does."""
     parts = [str(CACHE_VERSION)]
-    for p in (paths.image, paths.label):
+    for p in (paths.image, paths.label, tree_beside(paths.label)):
+        if p is None:
+            continue
         stat = Path(p).stat()
         parts += [str(Path(p).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
@@ -282,6 +303,10 @@ def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = Non
     The case is brought to RAS voxel order first (``deeptree.orientation.case_to_ras``), the
     order every model is trained and run in: the prepared arrays, ``spacing`` and ``affine``
     are those of the reoriented case.
+
+    In a phantom cohort (``root/treesTr/<id>.json`` beside ``root/labelsTr``,
+    :func:`deeptree.phantom.cases.tree_beside`) the anatomy classes use the generator's
+    lumen radii; that file is then part of the cache key.
 
     Parameters
     ----------
@@ -315,7 +340,11 @@ def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = Non
             return _read_cached(folder, meta)
     # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
     case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))
-    prepared = prepare_stage1_case(case.ct, case.label, case.spacing, case.affine, case_id=paths.id)
+    tree_json = tree_beside(paths.label)  # a phantom: its generator's radii make the classes
+    spec = read_tree(tree_json) if tree_json is not None else None
+    prepared = prepare_stage1_case(
+        case.ct, case.label, case.spacing, case.affine, case_id=paths.id, tree_spec=spec
+    )
     if folder is not None:
         _write_cached(folder, prepared, key)
         return _read_cached(folder, _read_meta(folder))
