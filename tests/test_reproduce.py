@@ -416,6 +416,22 @@ def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
     assert estimate["total"] + (2 + 7) * 60 <= 75 * 60, estimate
 
 
+def test_estimate_counts_the_output_rule_choice_and_the_second_rule():
+    """Issue 30: the estimate includes predicting every stage-1 variant of every seed on the
+    validation phantoms for the rule's choice, and the second rule's masks of the two
+    four-class variants (repaired and scored) on the test cases."""
+    s = reproduce_settings("cpu")
+    zero = {k: 0.0 for k in ("phantom", "prepare", "stage1_it", "cldice_it", "stage2_it",
+                             "predict", "repair", "metrics", "baseline", "stage2_validation")}  # fmt: skip
+    n_seeds, n_val, n_test = len(s.seeds), s.n_val, s.n_test
+    e = estimate_seconds(s, {**zero, "predict": 1.0})
+    # training's end-of-run validation of each stage-1 model, then the rule's choice
+    assert e["validation"] == (n_seeds * 4 + s.extra_seeds) * n_val + n_seeds * 4 * n_val
+    e = estimate_seconds(s, {**zero, "repair": 1.0})
+    per_seed, per_extra = 4 + 2, 2 * len(s.stage2_options)
+    assert e["evaluate"] == n_test * (n_seeds * per_seed + s.extra_seeds * per_extra)
+
+
 # --------------------------------------------------------------------------------------------
 # a whole reproduction on a tiny ATM'22-layout dataset
 # --------------------------------------------------------------------------------------------
