@@ -680,14 +680,26 @@ def test_weak_model_flags_read_the_last_validation(tmp_path):
     assert len(flags) == 1 and flags[0].startswith("weak: ") and "class-1 Dice on validation 0.200" in flags[0]
     # issue 30: a model that predicted nothing "outputs nothing" (not "misses the trachea"),
     # with or without a validation log, and log paths are relative to the run folder
-    empty = {"weak": "an empty prediction on 2 of 2 test cases (argmax rule)", "other": "x"}
-    flags = weak_model_flags(logs, empty, root=tmp_path)
+    from deeptree.evaluation.reproduce import empty_models
+
+    rows = _rows("amc", [0.0, 0.0], [0.0, 0.0], precision=float("nan"), seed=1)
+    rows += _rows("gul", [0.0, 0.5], [0.0, 0.5], seed=1)
+    rows[-2]["precision"] = float("nan")  # gul predicted nothing on one case of two
+    rows += _rows("plain", [0.4, 0.5], [0.4, 0.5], seed=1)
+    empty = empty_models(rows, ["amc", "gul", "plain"], "argmax")
+    assert empty == {
+        "seed1/amc": "outputs nothing: an empty prediction on every one of the 2 test cases "
+        "(argmax rule)",
+        "seed1/gul": "an empty prediction on 1 of 2 test cases (argmax rule), counted as a "
+        "failed model",
+    }
+    flags = weak_model_flags(logs, {"weak": empty["seed1/amc"], "other": "x"}, root=tmp_path)
     assert flags[0] == (
-        "weak: outputs nothing: an empty prediction on 2 of 2 test cases (argmax rule); "
-        "weak/log.jsonl: class-1 Dice on validation 0.200 at iteration 2 is below 0.3 "
+        "weak: outputs nothing: an empty prediction on every one of the 2 test cases (argmax "
+        "rule); weak/log.jsonl: class-1 Dice on validation 0.200 at iteration 2 is below 0.3 "
         "(best 0.500 at iteration 2)"
     )
-    assert flags[1:] == ["other: outputs nothing: x"]
+    assert flags[1:] == ["other: x"]
     assert not any(str(tmp_path) in f or "misses the trachea" in f for f in flags)
 
 

@@ -386,10 +386,12 @@ class ReproduceResult:
             "output rule": self.rule.get("rule", OUTPUT_RULES[0]),
             "output rule validation": dict(self.rule.get("validation", {})),
         }
-        for row in (*self.table2, *self.option_table):
-            label = method_label(row["method"])
-            if row in self.option_table:
-                label += f" ({row['seeds'] + row['failed']} seed(s), options table)"
+        labelled = [(r, method_label(r["method"])) for r in self.table2]
+        labelled += [
+            (r, f"{method_label(r['method'])} ({r['seeds'] + r['failed']} seed(s), options table)")
+            for r in self.option_table
+        ]
+        for row, label in labelled:
             for key in TABLE_METRICS:
                 out[f"T2 {label} {key}"] = row[key]
             out[f"T2 {label} failed"] = row["failed"]

@@ -233,9 +233,9 @@ def weak_model_flags(
     logs : dict
         Model name -> its ``log.jsonl`` (``deeptree.train``).
     empty : dict, optional
-        Model name -> the sentence saying where it predicted nothing (e.g. "an empty
-        prediction on 10 of 10 test cases (argmax rule)"): such a model is flagged as
-        "outputs nothing", whatever its log says.
+        Model name -> the sentence saying where it predicted nothing (:func:`empty_models`,
+        e.g. "outputs nothing: an empty prediction on every one of the 10 test cases (argmax
+        rule)"): such a model is flagged so, whatever its log says.
     root : path-like, optional
         The run folder: log paths are printed relative to it (no path of the machine).
 
@@ -261,10 +261,10 @@ def weak_model_flags(
                 why += "; " + problem.removesuffix(
                     ": the model misses the trachea and main bronchi"
                 )
-            flags.append(f"{name}: outputs nothing: {why}")
+            flags.append(f"{name}: {why}")
         elif problem is not None:
             flags.append(f"{name}: {problem}: the trachea and main bronchi are not learned")
-    flags += [f"{name}: outputs nothing: {why}" for name, why in empty.items()]
+    flags += [f"{name}: {why}" for name, why in empty.items()]
     return flags
 
 
@@ -282,11 +282,17 @@ def empty_models(rows: Sequence[dict], methods: Sequence[str], rule: str) -> dic
         The output rule of ``rows`` (named in the sentence).
     """
     n_cases = len({r["case"] for r in rows})
-    return {
-        f"seed{seed}/{method}": f"an empty prediction on {n} of {n_cases} test cases ({rule} rule)"
-        for (method, seed), n in failed_models(rows).items()
-        if method in methods
-    }
+    out = {}
+    for (method, seed), n in failed_models(rows).items():
+        if method not in methods:
+            continue
+        out[f"seed{seed}/{method}"] = (
+            f"outputs nothing: an empty prediction on every one of the {n} test cases ({rule} rule)"
+            if n == n_cases
+            else f"an empty prediction on {n} of {n_cases} test cases ({rule} rule), counted "
+            "as a failed model"
+        )
+    return out
 
 
 def rule_tables(rows: Sequence[dict], options: Sequence[str] = ()) -> dict:
