@@ -352,8 +352,10 @@ def reproduce(
     same patch stream of nnU-Net's sampler for its own labels; the paper's stage 2 is
     trained once per seed and repairs every variant of that seed; the stage-2 options
     (``settings.stage2_options``) and clDice are trained for the first
-    ``settings.extra_seeds`` seeds. Every choice (inference overlap, output rule, the
-    option ``best``'s checkpoint) is made on the validation phantoms.
+    ``settings.extra_seeds`` seeds. The output rule of the tables
+    (:func:`~deeptree.evaluation.scoring.choose_output_rule`) and the option ``best``'s
+    checkpoint are chosen on the validation phantoms (the inference overlap is fixed in
+    advance); nothing on the test phantoms.
 
     Parameters
     ----------
