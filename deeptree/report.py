@@ -125,7 +125,7 @@ def write_summary(run_dir: str | os.PathLike, header: str | None = None) -> Path
     Returns
     -------
     Path
-        ``<run_dir>/summary.md``.
+        ``<run_dir>/summary.md``; paths inside ``run_dir`` are written relative to it.
     """
     run_dir = Path(run_dir)
     lines = [f"# DeepTree run summary: {run_dir.name}", ""]
@@ -144,6 +144,10 @@ def write_summary(run_dir: str | os.PathLike, header: str | None = None) -> Path
             lines.append("(no figures)")
         lines.append("")
     text = "\n".join(lines)
+    # relative paths only: a path inside the run folder is written relative to it (the
+    # summary is committed with the results; the machine's folders mean nothing elsewhere)
+    for prefix in sorted({str(run_dir.resolve()), str(run_dir.absolute())}, key=len, reverse=True):
+        text = text.replace(prefix + os.sep, "")
     return atomic_write(run_dir / "summary.md", lambda tmp: Path(tmp).write_text(text))
 
 

@@ -57,6 +57,16 @@ def test_save_results_and_summary(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_summary_carries_relative_paths_only(tmp_path):
+    """Issue 30: run_summary.md is committed with the results: a path inside the run folder
+    (notebook 06 names notebook 05's model) is written relative to it."""
+    model = tmp_path / "05_stage1" / "run" / "last.pt"
+    report.save_results("06_b", {"stage1_model": f"notebook 05: {model}"}, tmp_path)
+    summary = report.write_summary(tmp_path).read_text()
+    assert "| stage1_model | notebook 05: 05_stage1/run/last.pt |" in summary
+    assert str(tmp_path) not in summary
+
+
 def test_summary_of_an_empty_run(tmp_path):
     assert "No notebook wrote results." in report.write_summary(tmp_path).read_text()
 

@@ -136,6 +136,56 @@ def test_output_rule_is_the_same_for_every_variant(tasks):
         assert np.array_equal(pred.mask, ((pred.classes != 0) & body_mask(ct)).astype(np.uint8))
 
 
+def test_union_rule_for_hand_probabilities():
+    """Issue 30: the union rule calls a voxel airway where 1 - p(background) > 0.5, also where
+    background is the most probable class; an unknown rule is named."""
+    p = np.zeros((4, 1, 1, 3), np.float32)
+    p[:, 0, 0, 0] = (0.4, 0.3, 0.3, 0.0)  # union 0.6: airway; argmax: background
+    p[:, 0, 0, 1] = (0.6, 0.2, 0.1, 0.1)  # union 0.4: background
+    p[:, 0, 0, 2] = (0.3, 0.1, 0.1, 0.5)
+    assert airway_from_probabilities(p, "union").ravel().tolist() == [1, 0, 1]
+    assert airway_from_probabilities(p, "argmax").ravel().tolist() == [0, 0, 1]
+    tensor = airway_from_probabilities(torch.from_numpy(p), "union")
+    assert isinstance(tensor, torch.Tensor) and tensor.flatten().tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="output rule must be one of argmax, union, got 'max'"):
+        airway_from_probabilities(p, "max")
+
+
+def test_both_rules_are_the_same_with_two_channels():
+    """Two channels: argmax and union give the same mask voxel for voxel (ties included)."""
+    rng = np.random.default_rng(3)
+    logits = torch.from_numpy(rng.normal(size=(2, 6, 6, 6)).astype(np.float32))
+    logits[:, 0, 0, 0] = 0.0  # an exact tie: background under both rules
+    p = torch.softmax(logits, dim=0)
+    for probabilities in (p, p.numpy()):
+        argmax = airway_from_probabilities(probabilities, "argmax")
+        union = airway_from_probabilities(probabilities, "union")
+        assert (argmax == union).all() and int(argmax[0, 0, 0]) == 0
+
+
+def test_prediction_gives_either_rule_without_rerunning(tasks):
+    """`Stage1Prediction.mask_for` gives the other rule's mask from the stored probabilities,
+    with the same body mask, equal to a prediction made with that rule."""
+    ct = np.full((32, 32, 32), -850, np.int16)
+    ct[12:20, 12:20, :] = -1000
+    ct[:2] = -1000  # outside air, cut away by the body mask
+    model = tasks["amc"].model
+    with torch.no_grad():
+        for p in model.output_block.parameters():  # heads that share the airway out
+            p.add_(torch.randn_like(p))
+    pred = predict_stage1(model, ct, NET.patch_size, device="cpu")
+    union = predict_stage1(model, ct, NET.patch_size, device="cpu", rule="union")
+    assert pred.rule == "argmax" and union.rule == "union"
+    assert np.array_equal(pred.mask_for("union"), union.mask)
+    assert np.array_equal(union.mask_for("argmax"), pred.mask)
+    expected = airway_from_probabilities(pred.probabilities, "union") & body_mask(ct)
+    assert np.array_equal(union.mask, expected.astype(np.uint8))
+    assert np.array_equal(union.body, body_mask(ct)) and union.body is not None
+    assert (union.mask >= pred.mask).all()  # the union is never stricter than argmax
+    with pytest.raises(ValueError, match="output rule"):
+        predict_stage1(model, ct, NET.patch_size, device="cpu", rule="max")
+
+
 def test_stage2_defaults_are_the_papers():
     for profile in ("smoke", "cpu", "gpu"):
         run = get_config(profile)

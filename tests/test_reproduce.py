@@ -41,6 +41,7 @@ from deeptree.evaluation.reproduce import (
 )
 from deeptree.io import InputError, case_file_names, write_nifti
 from deeptree.stage1.losses import DiceCEClDiceLoss
+from deeptree.stage1.predict import OUTPUT_RULES
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +190,162 @@ def test_tables_and_effects_from_hand_rows():
     assert "the paper's stage 2 costs 0.0 to 0.4 points of precision" in text
 
 
+def test_empty_prediction_is_a_failed_model_not_a_zero():
+    """Issue 30: precision of an empty prediction is undefined (NaN); the model is counted as
+    failed in its cell and left out of the mean (not averaged in as 0), and the per-seed
+    values stand beside the mean."""
+    rows = _rows("plain", [0.5, 0.7], [0.4, 0.6], precision=0.8, seed=0)
+    rows += _rows("plain", [0.0, 0.0], [0.0, 0.0], precision=float("nan"), seed=1)
+    rows += _rows("plain", [0.3, 0.5], [0.4, 0.6], precision=0.6, seed=2)
+    s = summarize_methods(rows)["plain"]
+    assert s["precision"]["mean"] == pytest.approx(0.7)  # seeds 0 and 2, not (0.8+0+0.6)/3
+    assert (s["precision"]["n_seeds"], s["precision"]["n_failed"]) == (2, 1)
+    assert s["TLD"]["per_seed"] == [(0, pytest.approx(0.6)), (1, None), (2, pytest.approx(0.4))]
+    (row,) = table2_rows({"plain": s})
+    assert (row["seeds"], row["failed"], row["cases"]) == (2, 1, 2)
+    assert row["TLD"].startswith("50.0 [") and row["TLD per seed"] == "60.0, failed, 40.0"
+    assert row["precision per seed"] == "80.0, failed, 60.0"
+    # every model failed: no mean at all, said so
+    empty = _rows("amc", [0.0, 0.0], [0.0, 0.0], precision=float("nan"), seed=0)
+    (row,) = table2_rows(summarize_methods(empty))
+    assert (row["TLD"], row["seeds"], row["failed"], row["TLD per seed"]) == ("—", 0, 1, "failed")
+
+
+def test_evaluate_case_scores_an_empty_prediction_as_undefined_precision():
+    """Issue 30: a method that predicts nothing (here region growing on a CT without air: no
+    trachea to start from) has precision NaN, not 0, under each output rule."""
+    from types import SimpleNamespace
+
+    from deeptree.evaluation.scoring import evaluate_case
+    from deeptree.phantom import generate_case
+
+    phantom = generate_case("smoke", (7, 1), case_id="TEST_000")
+    case = SimpleNamespace(
+        id=phantom.id, ct=np.full(phantom.ct.shape, 40, np.int16), label=phantom.airway,
+        spacing=phantom.spacing,
+    )  # fmt: skip
+    rows, _, masks = evaluate_case(case, {}, None, rules=("argmax", "union"))
+    assert [(r["method"], r["rule"]) for r in rows] == [
+        (REGION_GROWING, "argmax"), (REGION_GROWING, "union")
+    ]
+    assert not masks[REGION_GROWING].any()
+    for r in rows:
+        assert np.isnan(r["precision"]) and r["TLD"] == 0.0
+
+
+def test_effects_leave_out_seeds_with_a_failed_model():
+    """A seed whose model of either side predicted nothing is left out of the paired effect
+    and counted; with no seed left the effect is not measured."""
+    from deeptree.evaluation.paper import NO_PAIRS
+
+    rows = []
+    for seed in (0, 1):
+        rows += _rows("plain", [0.5, 0.7], [0.4, 0.6], seed=seed)
+    rows += _rows("amc", [0.6, 0.8], [0.4, 0.6], seed=0)
+    rows += _rows("amc", [0.0, 0.0], [0.0, 0.0], precision=float("nan"), seed=1)
+    (effect,) = component_effects(rows)
+    assert (effect["seeds"], effect["failed"]) == (1, 1)
+    assert effect["dTLD"] == pytest.approx(10.0) and effect["TLD verdict"] == "improves"
+    assert "1 training seeds, 1 left out (a failed model)" in effect_statements([effect])[0]
+    rows = [r for r in rows if not (r["method"] == "amc" and r["seed"] == 0)]
+    (effect,) = component_effects(rows)
+    assert effect["seeds"] == 0 and effect["TLD verdict"] == NO_PAIRS
+    assert "TLD not measured" in effect_statements([effect])[0]
+
+
+@pytest.mark.parametrize(
+    ("second", "printed_high", "expected"),
+    [
+        (-0.0004, "+0.0", "not resolved at this scale"),  # -0.04 points prints as +0.0
+        (-0.0006, "-0.1", "hurts"),  # -0.06 points prints as -0.1
+    ],
+)
+def test_verdict_agrees_with_the_printed_interval(second, printed_high, expected):
+    """Issue 30: the verdict is decided on the interval as printed: no "hurts" beside an
+    upper bound printed as +0.0."""
+    base = [0.5, 0.6]
+    rows = _rows("plain", base, base) + _rows(
+        "amc", [base[0] - 0.002, base[1] + second], base
+    )
+    (effect,) = component_effects(rows)
+    assert effect["TLD verdict"] == expected
+    line = effect_statements([effect])[0]
+    assert f"TLD -0.1 points [95% CI -0.2, {printed_high}]: {expected}" in line
+
+
+def test_option_rows_stand_beside_their_seed_matched_baseline():
+    """Issue 30: a stage-2 option trained for one seed is set beside the paper's stage 2 of
+    that same seed, in a table of its own, never beside the three-seed means."""
+    from deeptree.evaluation.reproduce import rule_tables
+
+    rows = []
+    for seed, tld in ((0, 0.2), (1, 0.6), (2, 0.7)):
+        rows += _rows("amc+gul+stage2", [tld, tld], [tld, tld], seed=seed)
+    rows += _rows("amc+gul+stage2+prior", [0.25, 0.25], [0.2, 0.2], seed=0)
+    tables = rule_tables(rows, ["prior"])
+    assert [r["method"] for r in tables["table2"]] == ["amc+gul+stage2"]  # no option row
+    assert tables["table2"][0]["TLD"].startswith("50.0 [")  # the three-seed mean
+    base, prior = tables["options"]
+    assert (base["method"], base["seeds"], base["TLD"]) == ("amc+gul+stage2", 1, "20.0 [20.0, 20.0]")
+    assert (prior["stage-2 option"], prior["seeds"], prior["TLD"]) == ("prior", 1, "25.0 [25.0, 25.0]")
+    (effect,) = tables["effects"]
+    assert effect["seeds"] == 1 and effect["dTLD"] == pytest.approx(5.0)
+
+
+def test_output_rule_is_picked_by_the_validation_mean():
+    """The rule with the higher mean validation score wins; a tie and a run without
+    validation phantoms take argmax (fixed in advance, said so)."""
+    from deeptree.evaluation.scoring import choose_output_rule, pick_output_rule
+
+    assert pick_output_rule({"argmax": [0.5, 0.1], "union": [0.2, 0.5]}) == "union"
+    assert pick_output_rule({"argmax": [0.5, 0.1], "union": [0.2, 0.3]}) == "argmax"
+    assert pick_output_rule({"argmax": [0.3], "union": [0.3]}) == "argmax"
+    choice = choose_output_rule({"seed0/amc": None}, [])
+    assert choice["rule"] == "argmax" and "no validation phantoms" in choice["text"]
+
+
+class _ConstantLogits(torch.nn.Module):
+    """A stand-in stage-1 network whose softmax is the same everywhere."""
+
+    def __init__(self, probabilities):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.log(torch.tensor(probabilities) + 1e-6))
+
+    def forward(self, x):
+        shape = (x.shape[0], len(self.logits), *x.shape[2:])
+        return self.logits[None, :, None, None, None].expand(shape).clone()
+
+
+def test_output_rule_chosen_on_validation_cases():
+    """On a validation phantom, a four-class model whose classes share the airway out
+    (0.4 / 0.3 / 0.3 / 0) predicts nothing under argmax and everything under the union: the
+    union has the higher mean harmonic mean of TLD and precision and is chosen; the
+    figures are printed with the rule."""
+    from types import SimpleNamespace
+
+    from deeptree.evaluation.scoring import choose_output_rule
+    from deeptree.phantom import generate_case
+    from deeptree.stage1.data import normalize_ct
+
+    phantom = generate_case("smoke", (7, 0), case_id="VAL_000")
+    case = SimpleNamespace(
+        id=phantom.id, image=normalize_ct(phantom.ct), label=phantom.airway,
+        spacing=phantom.spacing, affine=phantom.affine,
+    )  # fmt: skip
+    meta = {"patch_size": [32, 32, 32], "overlap": 0.25}
+    models = {
+        "seed0/amc": (_ConstantLogits([0.4, 0.3, 0.3, 0.0]), meta),
+        "seed0/plain": (_ConstantLogits([0.45, 0.55]), meta),  # both rules: everything
+    }
+    choice = choose_output_rule(models, [case], device="cpu")
+    assert choice["rule"] == "union" and (choice["n_models"], choice["n_cases"]) == (2, 1)
+    assert choice["per_model"]["argmax"]["seed0/amc"] == 0.0
+    assert choice["per_model"]["union"]["seed0/amc"] > 0
+    assert choice["per_model"]["union"]["seed0/plain"] == choice["per_model"]["argmax"]["seed0/plain"]
+    assert choice["text"].startswith("union, chosen on validation (validation figures")
+    assert f"argmax {100 * choice['validation']['argmax']:.1f}" in choice["text"]
+
+
 def test_effects_pair_by_seed_and_case():
     """Two seeds: the effect is computed cell by cell, and a stage-2 option is compared
     with the paper's stage 2 after amc+gul."""
@@ -259,6 +416,22 @@ def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
     assert estimate["total"] + (2 + 7) * 60 <= 75 * 60, estimate
 
 
+def test_estimate_counts_the_output_rule_choice_and_the_second_rule():
+    """Issue 30: the estimate includes predicting every stage-1 variant of every seed on the
+    validation phantoms for the rule's choice, and the second rule's masks of the two
+    four-class variants (repaired and scored) on the test cases."""
+    s = reproduce_settings("cpu")
+    zero = {k: 0.0 for k in ("phantom", "prepare", "stage1_it", "cldice_it", "stage2_it",
+                             "predict", "repair", "metrics", "baseline", "stage2_validation")}  # fmt: skip
+    n_seeds, n_val, n_test = len(s.seeds), s.n_val, s.n_test
+    e = estimate_seconds(s, {**zero, "predict": 1.0})
+    # training's end-of-run validation of each stage-1 model, then the rule's choice
+    assert e["validation"] == (n_seeds * 4 + s.extra_seeds) * n_val + n_seeds * 4 * n_val
+    e = estimate_seconds(s, {**zero, "repair": 1.0})
+    per_seed, per_extra = 4 + 2, 2 * len(s.stage2_options)
+    assert e["evaluate"] == n_test * (n_seeds * per_seed + s.extra_seeds * per_extra)
+
+
 # --------------------------------------------------------------------------------------------
 # a whole reproduction on a tiny ATM'22-layout dataset
 # --------------------------------------------------------------------------------------------
@@ -312,13 +485,31 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     expected = [(m, 0) for m in method_ids(True, options) if m != REGION_GROWING]
     expected += [(m, 1) for m in method_ids(True) if m not in (REGION_GROWING, CLDICE)]
     expected += [(REGION_GROWING, None)]
-    assert sorted((r["method"], r["seed"]) for r in result.rows) == sorted(expected, key=str)
-    for r in result.rows:
-        assert all(0.0 <= r[k] <= 1.0 for k in ("BD", "TLD", "precision", "DSC")), r
-    assert len(result.table2) == 8 + len(options) and len(result.table1) == 5
+    # ... under each output rule (issue 30); smoke has no validation phantoms: argmax
+    for rule in OUTPUT_RULES:
+        mine = [(r["method"], r["seed"]) for r in result.rows if r["rule"] == rule]
+        assert sorted(mine, key=str) == sorted(expected, key=str), rule
+    assert len(result.rows) == len(OUTPUT_RULES) * len(expected)
+    assert result.rule["rule"] == "argmax" and "no validation phantoms" in result.rule["text"]
+    for r in result.rows:  # precision is NaN (undefined) for an empty prediction
+        assert all(0.0 <= r[k] <= 1.0 for k in ("BD", "TLD", "DSC")), r
+        assert np.isnan(r["precision"]) or 0.0 <= r["precision"] <= 1.0, r
+    assert len(result.table2) == 8 and len(result.table1) == 6
+    # clDice (seed 0 only) is followed by nnUNet* on seed 0 only, not just the two-seed mean
+    cldice = [r["method"] for r in result.table1].index(CLDICE)
+    matched = result.table1[cldice + 1]
+    assert matched["method"] == "plain" and "seed-matched" in matched["name"]
+    assert matched["seeds"] + matched["failed"] == 1
     assert [r["paper TLD"] for r in result.table2][7] == "88.9 ± 4.5"
-    assert result.table2[-1]["stage-2 option"] == options[-1]
-    assert result.table2[0]["seeds"] == 2 and result.table1[0]["seeds"] == 1  # the baseline
+    # the stage-2 options (seed 0 only) beside the paper's stage 2 of seed 0, not in Table 2
+    assert [r["method"] for r in result.option_table] == [
+        "amc+gul+stage2", *[f"amc+gul+stage2+{o}" for o in options]
+    ]
+    assert {r["seeds"] + r["failed"] for r in result.option_table} == {1}
+    assert result.table2[0]["seeds"] + result.table2[0]["failed"] == 2
+    assert result.table1[0]["seeds"] == 1  # the baseline
+    assert len(result.table2[0]["TLD per seed"].split(", ")) == 2
+    assert set(result.by_rule) == set(OUTPUT_RULES)
     assert {c["method"] for c in result.curves} == set(method_ids(True, options))
     assert [r["case"] for r in result.gt_precision] == ["ATM_002"]
     assert 0.0 < result.gt_precision[0]["precision"] < 1.0
@@ -327,11 +518,19 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     assert PAPER_SOURCE in text and "## Ablation (paper Table 2)" in text
     assert "Written by `deeptree.evaluation.outputs.write_outputs` on 20" in text
     assert "commit `" in text and "Honest precision" in text and "training seeds 0, 1" in text
+    assert "**Output rule: argmax, fixed in advance" in text and "`tables_union.md`" in text
+    union = result.paths["tables_union_md"].read_text()
+    assert "**Output rule: union, the rule NOT chosen**" in union
+    # relative paths only: nothing of the machine's folders (issue 30)
+    for written in (text, union, result.paths["results_json"].read_text()):
+        assert str(out) not in written and str(out.resolve()) not in written
+        assert str(atm_layout) not in written and "folder `atm22" in written
     for key in ("table1_csv", "table2_csv", "per_case_csv", "generations_csv", "curves_png",
                 "fig3_mip_png", "results_json", "gt_precision_csv"):  # fmt: skip
         assert result.paths[key].is_file() and result.paths[key].stat().st_size > 0, key
     with open(result.paths["per_case_csv"], newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(expected)
+        written = list(csv.DictReader(f))
+    assert len(written) == len(OUTPUT_RULES) * len(expected) and "rule" in written[0]
     figures = result.results()
     assert figures["split"] == "1/1/1" and figures["stage1_iterations"] == 1
     assert figures["T2 nnUNet* + AMC + GUL + stage 2 TLD"] == result.table2[7]["TLD"]
@@ -479,6 +678,29 @@ def test_weak_model_flags_read_the_last_validation(tmp_path):
         logs[name] = path
     flags = weak_model_flags(logs)
     assert len(flags) == 1 and flags[0].startswith("weak: ") and "class-1 Dice on validation 0.200" in flags[0]
+    # issue 30: a model that predicted nothing "outputs nothing" (not "misses the trachea"),
+    # with or without a validation log, and log paths are relative to the run folder
+    from deeptree.evaluation.reproduce import empty_models
+
+    rows = _rows("amc", [0.0, 0.0], [0.0, 0.0], precision=float("nan"), seed=1)
+    rows += _rows("gul", [0.0, 0.5], [0.0, 0.5], seed=1)
+    rows[-2]["precision"] = float("nan")  # gul predicted nothing on one case of two
+    rows += _rows("plain", [0.4, 0.5], [0.4, 0.5], seed=1)
+    empty = empty_models(rows, ["amc", "gul", "plain"], "argmax")
+    assert empty == {
+        "seed1/amc": "outputs nothing: an empty prediction on every one of the 2 test cases "
+        "(argmax rule)",
+        "seed1/gul": "an empty prediction on 1 of 2 test cases (argmax rule), counted as a "
+        "failed model",
+    }
+    flags = weak_model_flags(logs, {"weak": empty["seed1/amc"], "other": "x"}, root=tmp_path)
+    assert flags[0] == (
+        "weak: outputs nothing: an empty prediction on every one of the 2 test cases (argmax "
+        "rule); weak/log.jsonl: class-1 Dice on validation 0.200 at iteration 2 is below 0.3 "
+        "(best 0.500 at iteration 2)"
+    )
+    assert flags[1:] == ["other: x"]
+    assert not any(str(tmp_path) in f or "misses the trachea" in f for f in flags)
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,12 +57,17 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
         "validation": (
             (n_seeds * 4 + extra) * n_val * (r["predict"] + r["metrics"])
             + (n_seeds + extra * len(options)) * n_val_runs * n_val * r["stage2_validation"]
+            # the output rule's choice: every stage-1 variant of every seed, both rules
+            + n_seeds * 4 * n_val * (r["predict"] + 2 * r["metrics"])
             if settings.validate
             else 0.0
         ),
     }
+    # both output rules: the two four-class variants (amc, amc+gul) give a second mask to
+    # repair and score, stage 1 and stage 2 (two-class masks are the same, scored once)
     per_seed = 4 * (r["predict"] + r["repair"] + 2 * r["metrics"])
-    per_extra = r["predict"] + r["metrics"] + len(settings.stage2_options) * (
+    per_seed += 2 * (r["repair"] + 2 * r["metrics"])
+    per_extra = r["predict"] + r["metrics"] + 2 * len(settings.stage2_options) * (
         r["repair"] + r["metrics"]
     )
     out["evaluate"] = n_test * (

@@ -29,6 +29,7 @@ from deeptree.evaluation.paper import (
 )
 from deeptree.io import atomic_write
 from deeptree.report import jsonable
+from deeptree.stage1.predict import OUTPUT_RULES
 from deeptree.stage2.figures import repair_labels
 from deeptree.stage2.task import STAGE2_OPTIONS
 from deeptree.viz import napari_layers
@@ -149,9 +150,46 @@ def _seeds_text(result: ReproduceResult) -> str:
         f"Seeds: training seeds {seeds} (initial weights and patch stream; every stage-1 "
         f"variant and the paper's stage 2 are trained once per seed); clDice and the stage-2 "
         f"options with seed(s) {extra} only. Phantoms: training and validation from cohort "
-        f"seed {s.seed}, test from seed {s.test_seed}; every choice (inference overlap, output "
-        "rule, the option `best`'s checkpoint) is made on the validation phantoms, none on "
-        "the test phantoms.\n"
+        f"seed {s.seed}, test from seed {s.test_seed}; the output rule (below) is chosen "
+        "and the option `best`'s checkpoint selected on the validation phantoms, nothing on "
+        "the test phantoms (the inference overlap is nnU-Net's 0.5, fixed in advance).\n"
+    )
+
+
+def data_text(label: str) -> str:
+    """A run's data label as the tables print it: a data folder by its name only (no path of
+    the machine), a synthetic cohort's description as it is."""
+    if os.path.isabs(label):
+        return f"the ATM'22-layout folder `{Path(label).name}`"
+    return label
+
+
+def rule_text(result: ReproduceResult, rule: str) -> str:
+    """The sentence on the output rule of one set of tables: the rule chosen on validation
+    with the validation figures (or why none was chosen), and where the other rule's tables
+    are."""
+    choice = result.rule or {"rule": OUTPUT_RULES[0], "text": "argmax"}
+    others = [r for r in result.by_rule if r != rule] if result.by_rule else []
+    if rule == choice["rule"]:
+        text = f"**Output rule: {choice['text']}.** Every stage-1 model (and its stage 2) is "
+        text += "scored under both rules; "
+        text += (
+            "the other rule's tables: " + ", ".join(f"`tables_{r}.md`" for r in others) + ".\n"
+            if others
+            else "only this rule was scored.\n"
+        )
+        return text
+    return (
+        f"**Output rule: {rule}, the rule NOT chosen**: the main tables (`tables.md`) use "
+        f"{choice['text']}. These tables are printed beside them for comparison.\n"
+    )
+
+
+def _failed_text(result: ReproduceResult) -> str:
+    return (
+        "Columns `seeds`: models in the mean; `failed`: models left out of it, those with an "
+        "empty prediction on a test case (precision undefined, never averaged in as 0); "
+        "`... per seed`: each training seed's mean over the test cases, in seed order.\n"
     )
 
 
@@ -169,28 +207,48 @@ def gt_precision_text(gt_precision: Sequence[dict]) -> str:
     )
 
 
-def tables_markdown(result: ReproduceResult, provenance: dict | None = None) -> str:
-    """The report of a run: a header written by the generator (date, commit, machine), both
-    tables with intervals and the paper's numbers beside ours, the honest precision, the
-    component effects with their verdicts, the seeds, the split and the training lengths
-    (markdown)."""
+def tables_markdown(
+    result: ReproduceResult, provenance: dict | None = None, rule: str | None = None
+) -> str:
+    """The report of a run under one output rule (default: the one chosen on validation): a
+    header written by the generator (date, commit, machine), the output rule and how it was
+    chosen, both tables with intervals, per-seed values and failed models, the paper's
+    numbers beside ours, the stage-2 options beside their seed-matched baseline, the honest
+    precision, the component effects with their verdicts, the seeds, the split and the
+    training lengths (markdown). Paths are relative to the run folder."""
     s = result.settings
     p = provenance if provenance is not None else run_provenance()
+    chosen = (result.rule or {}).get("rule", OUTPUT_RULES[0])
+    rule = rule or chosen
+    tables = (
+        result.by_rule[rule]
+        if result.by_rule
+        else {"table1": result.table1, "table2": result.table2, "effects": result.effects,
+              "options": result.option_table}
+    )  # fmt: skip
     t2_cols = [
-        "method", "AMC", "GUL", "stage2", "stage-2 option", "seeds", "cases", "BD", "TLD",
-        "precision", "paper BD", "paper TLD", "paper precision",
+        "method", "AMC", "GUL", "stage2", "seeds", "failed", "cases", "BD", "TLD",
+        "TLD per seed", "precision", "precision per seed", "paper BD", "paper TLD",
+        "paper precision",
+    ]  # fmt: skip
+    opt_cols = [
+        "method", "stage-2 option", "seeds", "failed", "cases", "BD", "TLD", "TLD per seed",
+        "precision", "precision per seed",
     ]  # fmt: skip
     t1_cols = [
-        "name", "seeds", "cases", "BD", "TLD", "precision", "paper method", "paper BD",
-        "paper TLD", "paper precision",
+        "name", "seeds", "failed", "cases", "BD", "TLD", "TLD per seed", "precision",
+        "precision per seed", "paper method", "paper BD", "paper TLD", "paper precision",
     ]  # fmt: skip
     options = "; ".join(f"`{o}`: {STAGE2_OPTIONS[o]}" for o in s.stage2_options)
+    title = f"# DeepTree reproduction ({s.profile} profile)"
+    if rule != chosen:
+        title += f", output rule {rule} (not the chosen one)"
     parts = [
-        f"# DeepTree reproduction ({s.profile} profile)\n",
+        title + "\n",
         f"Written by `deeptree.evaluation.outputs.write_outputs` on {p['date']}, commit "
         f"`{p['commit']}`, machine: {p['machine']}. Every figure below comes from this run's "
         "results files.\n",
-        f"Data: {result.data_label}. Split: {len(result.split.train)} training, "
+        f"Data: {data_text(result.data_label)}. Split: {len(result.split.train)} training, "
         f"{len(result.split.val)} validation, {len(result.split.test)} test cases. Stage 1: "
         f"{s.stage1_train.iterations} iterations of batch {s.stage1_train.batch_size}, patch "
         f"{tuple(s.stage1_net.patch_size)}, filters {tuple(s.stage1_net.filters)}; stage 2: "
@@ -198,20 +256,38 @@ def tables_markdown(result: ReproduceResult, provenance: dict | None = None) -> 
         f"{tuple(s.stage2_net.patch_size)}. Metrics: paper protocol (trachea and main bronchi "
         "excluded), percent: the mean over training seeds of the case means, with its 95% "
         "confidence interval in brackets (two-level bootstrap over seeds and cases).\n",
+        rule_text(result, rule),
         _seeds_text(result),
-        f"Columns `paper ...`: **{PAPER_SOURCE}** as published (mean ± std), not ours.\n",
+        f"Columns `paper ...`: **{PAPER_SOURCE}** as published (mean ± std), not ours. "
+        + _failed_text(result),
         "## Ablation (paper Table 2)\n",
-        markdown_table(result.table2, t2_cols),
-        f"Stage-2 options (not in the paper; the paper's stage 2 is the default): {options}.\n",
+        markdown_table(tables["table2"], t2_cols),
+    ]
+    if tables.get("options"):
+        seeds = tables["options"][0]["seeds"] + tables["options"][0]["failed"]
+        parts += [
+            "## Stage-2 options (not in the paper), each beside the paper's stage 2 of the "
+            "same training seeds\n",
+            f"The options were trained for {seeds} training seed(s) only: the first row is the "
+            "paper's stage 2 after amc+gul on exactly those seeds (the same seed's paper "
+            "model), the only row they can be compared with; the ablation's means over more "
+            "seeds are not.\n",
+            markdown_table(tables["options"], opt_cols),
+            f"Stage-2 options (the paper's stage 2 is the default): {options}.\n",
+        ]
+    parts += [
         gt_precision_text(result.gt_precision),
         "## Comparison (paper Table 1, methods built here)\n",
-        markdown_table(result.table1, t1_cols),
+        markdown_table(tables["table1"], t1_cols),
         f"Our nnUNet* is set beside the paper's own nnUNet*, its adapted nnU-Net ({NNUNET_STAR} "
         "of the paper); Table 1's `nnUNet [3]` is the default nnU-Net, another network.\n",
         f"The paper's full Table 1 ({PAPER_SOURCE}):\n",
         markdown_table(paper_table1_rows()),
         "## Does each component help? (paired differences on the synthetic test cases)\n",
-        "\n".join(f"* {line}" for line in effect_statements(result.effects)) + "\n",
+        "Verdicts are decided on the interval as printed (0.1 point): \"improves\" when its "
+        "lower bound is above +0.0, \"hurts\" when its upper bound is below -0.0. The stage-2 "
+        "options are paired with the paper's stage 2 of the same seed.\n",
+        "\n".join(f"* {line}" for line in effect_statements(tables["effects"])) + "\n",
     ]
     if result.flags:
         parts += ["## Flagged models\n", "\n".join(f"* {f}" for f in result.flags) + "\n"]
@@ -255,11 +331,21 @@ class ReproduceResult:
     gt_precision : list of dict
         ``case``, ``precision`` of the ground truth dilated by one voxel.
     flags : list of str
-        Models flagged on validation (``reproduce.weak_model_flags``).
+        Models that output nothing on the test cases or are flagged on validation
+        (``reproduce.weak_model_flags``), paths relative to the run folder.
     estimate : dict
         ``reproduce.estimate_seconds`` of the settings (seconds per phase).
     paths : dict
         Written files (tables, figures).
+    rule : dict
+        The output rule of the tables (``deeptree.evaluation.scoring.choose_output_rule``).
+    by_rule : dict
+        Output rule -> its tables (``reproduce.rule_tables``: ``summary``, ``table1``,
+        ``table2``, ``options``, ``effects``); ``summary``, ``table1``, ``table2`` and
+        ``effects`` above are those of the chosen rule.
+    option_table : list of dict
+        The stage-2 options beside the paper's stage 2 of the same seeds (chosen rule,
+        ``deeptree.evaluation.paper.option_rows``).
     """
 
     settings: ReproduceSettings
@@ -281,23 +367,34 @@ class ReproduceResult:
     flags: list = field(default_factory=list)
     estimate: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+    rule: dict = field(default_factory=dict)
+    by_rule: dict = field(default_factory=dict)
+    option_table: list = field(default_factory=list)
 
     def results(self) -> dict:
         """Key figures for ``deeptree.report.save_results`` (flat, JSON-friendly)."""
         s = self.settings
         out = {
             "profile": s.profile,
-            "data": self.data_label,
+            "data": data_text(self.data_label),
             "split": f"{len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}",
             "training seeds": list(s.seeds),
             "test seed": s.test_seed,
             "stage1_iterations": s.stage1_train.iterations,
             "stage2_iterations": s.stage2_train.iterations,
             "models_reused": sorted(k for k, v in self.trained.items() if not v),
+            "output rule": self.rule.get("rule", OUTPUT_RULES[0]),
+            "output rule validation": dict(self.rule.get("validation", {})),
         }
-        for row in self.table2:
+        labelled = [(r, method_label(r["method"])) for r in self.table2]
+        labelled += [
+            (r, f"{method_label(r['method'])} ({r['seeds'] + r['failed']} seed(s), options table)")
+            for r in self.option_table
+        ]
+        for row, label in labelled:
             for key in TABLE_METRICS:
-                out[f"T2 {method_label(row['method'])} {key}"] = row[key]
+                out[f"T2 {label} {key}"] = row[key]
+            out[f"T2 {label} failed"] = row["failed"]
         for row in self.table1:
             if row["method"] in (CLDICE, REGION_GROWING):
                 for key in TABLE_METRICS:
@@ -315,7 +412,7 @@ class ReproduceResult:
         out["flags"] = list(self.flags)
         out["estimate_s"] = dict(self.estimate)
         out["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
-        out["tables"] = str(self.paths.get("tables_md", ""))
+        out["tables"] = "tables/tables.md"  # relative to the run folder
         return out
 
 
@@ -341,7 +438,28 @@ def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[s
         ),
         "generations_csv": write_csv(out / "tables" / "per_generation.csv", result.curves),
     }
-    paths["tables_md"] = _write_text(out / "tables" / "tables.md", tables_markdown(result))
+    if result.option_table:
+        paths["options_csv"] = write_csv(
+            out / "tables" / "stage2_options.csv", result.option_table
+        )
+    provenance = run_provenance()
+    chosen = result.rule.get("rule", OUTPUT_RULES[0])
+    paths["tables_md"] = _write_text(
+        out / "tables" / "tables.md", tables_markdown(result, provenance)
+    )
+    for rule, tables in result.by_rule.items():  # the other rule's tables, beside
+        if rule == chosen:
+            continue
+        paths[f"tables_{rule}_md"] = _write_text(
+            out / "tables" / f"tables_{rule}.md", tables_markdown(result, provenance, rule)
+        )
+        for name in ("table1", "table2", "effects", "options"):
+            stem = {"effects": "component_effects", "table1": "table1_comparison",
+                    "table2": "table2_ablation", "options": "stage2_options"}[name]  # fmt: skip
+            if tables[name]:
+                paths[f"{name}_{rule}_csv"] = write_csv(
+                    out / "tables" / f"{stem}_{rule}.csv", tables[name]
+                )
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     fig = plot_generation_curves(

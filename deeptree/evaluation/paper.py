@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeptree.config import CLDICE, LOSS_VARIANTS, VARIANTS
-from deeptree.evaluation.stats import paired_effect, seed_case_table
+from deeptree.evaluation.stats import failed_models, paired_effect, seed_case_table, verdict
 from deeptree.io import InputError, list_cases
 
 #: Label of every published figure: they come from real CT, not from this reproduction.
@@ -112,12 +112,15 @@ def paper_stage2_precision_cost() -> tuple[float, float]:
 
 def interval_text(stats: dict, scale: float = 100.0, signed: bool = False) -> str:
     """``"72.0 [68.1, 75.3]"`` (percent of a fraction) from a ``mean``/``low``/``high`` dict;
-    ``"72.0 [—]"`` when there is no interval."""
+    ``"72.0 [—]"`` when there is no interval, ``"—"`` when there is no mean (every model
+    failed)."""
     fmt = "{:+.1f}" if signed else "{:.1f}"
 
     def f(x: float) -> str:  # no "-0.0" for a value that rounds to zero
         return fmt.format(round(scale * x, 1) + 0.0)
 
+    if not np.isfinite(stats["mean"]):  # every model of the cell failed
+        return "—"
     if not (np.isfinite(stats["low"]) and np.isfinite(stats["high"])):
         return f"{f(stats['mean'])} [—]"
     return f"{f(stats['mean'])} [{f(stats['low'])}, {f(stats['high'])}]"
@@ -132,66 +135,127 @@ def _paper(values: dict | None, key: str) -> str:
 
 def _counts(s: dict) -> dict:
     first = s[TABLE_METRICS[0]]
-    return {"seeds": first["n_seeds"], "cases": first["n_cases"]}
+    return {
+        "seeds": first["n_seeds"], "failed": first.get("n_failed", 0), "cases": first["n_cases"]
+    }  # fmt: skip
 
 
-def table2_rows(summary: dict, options: Sequence[str] = ()) -> list[dict]:
-    """The ablation (paper Table 2): one row per (variant, stage 2) present in ``summary``,
-    then one row per stage-2 option (after amc+gul).
+def per_seed_text(stats: dict) -> str:
+    """The per-seed values of one cell, in seed order (percent): ``"36.1, failed, 40.2"``
+    (``failed``: the model of that seed is left out of the mean); ``"—"`` without them."""
+    if "per_seed" not in stats:
+        return "—"
+    return ", ".join(
+        "failed" if v is None else f"{round(100 * v, 1) + 0.0:.1f}" for _, v in stats["per_seed"]
+    )
+
+
+def _metric_cells(s: dict) -> dict:
+    """The metric cells of a row: interval, then the per-seed values of each metric."""
+    cells = {k: interval_text(s[k]) for k in TABLE_METRICS}
+    cells.update({f"{k} per seed": per_seed_text(s[k]) for k in TABLE_METRICS})
+    return cells
+
+
+def table2_rows(summary: dict) -> list[dict]:
+    """The ablation (paper Table 2): one row per (variant, stage 2) present in ``summary``.
+    The stage-2 options (one seed in the cpu design) have a table of their own,
+    :func:`option_rows`, beside their seed-matched baseline.
 
     Parameters
     ----------
     summary : dict
-        :func:`~deeptree.evaluation.reproduce.summarize_methods` output.
-    options : sequence of str
-        Stage-2 options with a row (``deeptree.stage2.task.STAGE2_OPTIONS``).
+        :func:`~deeptree.evaluation.scoring.summarize_methods` output (one output rule).
 
     Returns
     -------
     list of dict
-        ``method``, ``AMC``, ``GUL``, ``stage2`` (bools), ``stage-2 option``, ``seeds``,
-        ``cases``, ``BD``, ``TLD``, ``precision`` (ours: percent, mean over seeds of the case
-        means with its 95% interval) and ``paper BD``, ``paper TLD``, ``paper precision``
-        (:data:`PAPER_TABLE2`, percent, real data; "—" for the options, not in the paper).
+        ``method``, ``AMC``, ``GUL``, ``stage2`` (bools), ``seeds`` (models in the mean),
+        ``failed`` (models left out: an empty prediction), ``cases``, ``BD``, ``TLD``,
+        ``precision`` (ours: percent, mean over seeds of the case means with its 95%
+        interval), ``BD per seed``, ``TLD per seed``, ``precision per seed``
+        (:func:`per_seed_text`) and ``paper BD``, ``paper TLD``, ``paper precision``
+        (:data:`PAPER_TABLE2`, percent, real data).
     """
     rows = []
-    entries = [(v, s2, None) for s2 in (False, True) for v in LOSS_VARIANTS]
-    entries += [("amc+gul", True, o) for o in options]
-    for variant, with_stage2, option in entries:
-        method = (
-            option_method(option)
-            if option
-            else variant + (STAGE2_SUFFIX if with_stage2 else "")
-        )
-        if method not in summary:
-            continue
-        s = summary[method]
-        paper = None if option else PAPER_TABLE2[(variant, with_stage2)]
-        rows.append(
-            {
-                "method": method,
-                "AMC": VARIANTS[variant].amc,
-                "GUL": VARIANTS[variant].gul,
-                "stage2": with_stage2,
-                "stage-2 option": option or "—",
-                **_counts(s),
-                **{k: interval_text(s[k]) for k in TABLE_METRICS},
-                **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
-            }
-        )
+    for with_stage2 in (False, True):
+        for variant in LOSS_VARIANTS:
+            method = variant + (STAGE2_SUFFIX if with_stage2 else "")
+            if method not in summary:
+                continue
+            s = summary[method]
+            paper = PAPER_TABLE2[(variant, with_stage2)]
+            rows.append(
+                {
+                    "method": method,
+                    "AMC": VARIANTS[variant].amc,
+                    "GUL": VARIANTS[variant].gul,
+                    "stage2": with_stage2,
+                    **_counts(s),
+                    **_metric_cells(s),
+                    **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
+                }
+            )
     return rows
 
 
-def table1_rows(summary: dict) -> list[dict]:
-    """The comparison (paper Table 1) for the methods built here, beside the paper's row of
-    the same method (:data:`TABLE1_ROWS`; our nnUNet* beside the paper's nnUNet*, Table 2
-    row 1).
+def option_rows(matched: dict, options: Sequence[str]) -> list[dict]:
+    """The stage-2 options beside their seed-matched baseline: first the paper's stage 2 after
+    amc+gul on exactly the training seeds the options were trained with (the same seed's
+    paper model), then one row per option; never beside the means over more seeds.
+
+    Parameters
+    ----------
+    matched : dict
+        :func:`~deeptree.evaluation.scoring.summarize_methods` of the rows of the options'
+        seeds only (``amc+gul+stage2`` and the option methods).
+    options : sequence of str
+        ``deeptree.stage2.task.STAGE2_OPTIONS`` names.
 
     Returns
     -------
     list of dict
-        ``method`` (id), ``name``, ``seeds``, ``cases``, ``BD``, ``TLD``, ``precision`` (ours,
-        percent with 95% interval), ``paper method`` and ``paper BD``/``TLD``/``precision``
+        ``method``, ``stage-2 option`` ("— (the paper's stage 2, same seeds)" for the
+        baseline), ``seeds``, ``failed``, ``cases``, the metric cells of
+        :func:`table2_rows` (no paper columns: the options are not in the paper).
+    """
+    rows = []
+    baseline = "amc+gul" + STAGE2_SUFFIX
+    for option in (None, *options):
+        method = baseline if option is None else option_method(option)
+        if method not in matched or (option is not None and baseline not in matched):
+            continue
+        s = matched[method]
+        rows.append(
+            {
+                "method": method,
+                "stage-2 option": option or "— (the paper's stage 2, same seeds)",
+                **_counts(s),
+                **_metric_cells(s),
+            }
+        )
+    return rows if len(rows) > 1 else []
+
+
+def table1_rows(summary: dict, matched: dict | None = None) -> list[dict]:
+    """The comparison (paper Table 1) for the methods built here, beside the paper's row of
+    the same method (:data:`TABLE1_ROWS`; our nnUNet* beside the paper's nnUNet*, Table 2
+    row 1). clDice, trained for fewer seeds than the others, is followed by nnUNet* on
+    exactly clDice's seeds (from ``matched``), the row it can be compared with.
+
+    Parameters
+    ----------
+    summary : dict
+        :func:`~deeptree.evaluation.scoring.summarize_methods` output (one output rule).
+    matched : dict, optional
+        The same of the rows of clDice's seeds only (``plain`` and ``cldice``).
+
+    Returns
+    -------
+    list of dict
+        ``method`` (id), ``name``, ``seeds``, ``failed``, ``cases``, ``BD``, ``TLD``,
+        ``precision`` (ours, percent with 95% interval), the per-seed values
+        (:func:`table2_rows`), ``paper method`` and ``paper BD``/``TLD``/``precision``
         ("—" where the paper has no such row).
     """
     rows = []
@@ -205,11 +269,22 @@ def table1_rows(summary: dict) -> list[dict]:
                 "method": method,
                 "name": name,
                 **_counts(s),
-                **{k: interval_text(s[k]) for k in TABLE_METRICS},
+                **_metric_cells(s),
                 "paper method": paper_name or "—",
                 **{f"paper {k}": _paper(paper, k) for k in TABLE_METRICS},
             }
         )
+        if method == CLDICE and matched and "plain" in matched:
+            rows.append(
+                {
+                    "method": "plain",
+                    "name": "nnUNet* with DiceCE on clDice's seed(s) only (seed-matched)",
+                    **_counts(matched["plain"]),
+                    **_metric_cells(matched["plain"]),
+                    "paper method": "—",
+                    **{f"paper {k}": "—" for k in TABLE_METRICS},
+                }
+            )
     return rows
 
 
@@ -247,43 +322,65 @@ def _paper_mean(method: str, key: str) -> float | None:
     return PAPER_TABLE2[(variant, stage2)][key][0]
 
 
+#: Verdict of an effect whose every seed has a failed model (nothing left to pair).
+NO_PAIRS = "not measured (a failed model in every pair)"
+
+
+def printed(points: float) -> float:
+    """A value in points as the tables print it: rounded to 0.1 point, without a "-0.0"."""
+    return round(points, 1) + 0.0
+
+
 def component_effects(rows: Sequence[dict], options: Sequence[str] = (), **bootstrap) -> list[dict]:
     """Each component's effect as a paired difference (same training seed, same test case),
     with its 95% interval and verdict (``deeptree.evaluation.stats``), beside the paper's.
 
+    A seed where either model failed (an empty prediction on a test case,
+    ``deeptree.evaluation.stats.failed_models``) is left out of the pair and counted in
+    ``failed``. The verdict is decided on the interval as printed (:func:`printed`, 0.1
+    point), so that it always agrees with the numbers beside it.
+
     Parameters
     ----------
     rows : sequence of dict
-        Per-case rows with ``method``, ``seed``, ``case`` and the metrics (fractions).
+        Per-case rows of one output rule with ``method``, ``seed``, ``case`` and the metrics
+        (fractions; precision NaN for an empty prediction).
     options : sequence of str
-        Stage-2 options whose rows are compared with the paper's stage 2 (:func:`option_pairs`).
+        Stage-2 options whose rows are compared with the paper's stage 2 (:func:`option_pairs`)
+        on the option's own seeds.
     **bootstrap
         Passed to :func:`deeptree.evaluation.stats.paired_effect`.
 
     Returns
     -------
     list of dict, one per pair present in ``rows``: ``component``, ``without``, ``with``,
-    ``seeds``, ``cases``; per metric ``d<metric>``, ``d<metric> low``, ``d<metric> high``
-    (points), ``<metric> verdict``; ``paper d<metric>`` (points, None where the paper has no
-    such row).
+    ``seeds`` (paired), ``failed`` (seeds left out), ``cases``; per metric ``d<metric>``,
+    ``d<metric> low``, ``d<metric> high`` (points, 2 decimals; NaN when no seed is left),
+    ``<metric> verdict``; ``paper d<metric>`` (points, None where the paper has no such row).
     """
     present = {r["method"] for r in rows}
+    failed = failed_models(rows)
     out = []
     for component, without, with_ in (*EFFECT_PAIRS, *option_pairs(options)):
         if without not in present or with_ not in present:
             continue
-        seeds = sorted({r["seed"] for r in rows if r["method"] == with_})
+        every = sorted({r["seed"] for r in rows if r["method"] == with_})
+        seeds = [s for s in every if (with_, s) not in failed and (without, s) not in failed]
         cases = sorted({r["case"] for r in rows if r["method"] == with_})
         row = {"component": component, "without": without, "with": with_}
-        row.update(seeds=len(seeds), cases=len(cases))
+        row.update(seeds=len(seeds), failed=len(every) - len(seeds), cases=len(cases))
         for key in TABLE_METRICS:
-            a = seed_case_table(rows, with_, key, seeds, cases)
-            b = seed_case_table(rows, without, key, seeds, cases)
-            e = paired_effect(a, b, **bootstrap)
-            row[f"d{key}"] = round(100 * e["mean"], 2)
-            row[f"d{key} low"] = round(100 * e["low"], 2)
-            row[f"d{key} high"] = round(100 * e["high"], 2)
-            row[f"{key} verdict"] = e["verdict"]
+            if seeds:
+                a = seed_case_table(rows, with_, key, seeds, cases)
+                b = seed_case_table(rows, without, key, seeds, cases)
+                e = paired_effect(a, b, **bootstrap)
+                d, lo, hi = (round(100 * e[k], 2) for k in ("mean", "low", "high"))
+                word = verdict(printed(lo), printed(hi))
+            else:
+                d = lo = hi = float("nan")
+                word = NO_PAIRS
+            row[f"d{key}"], row[f"d{key} low"], row[f"d{key} high"] = d, lo, hi
+            row[f"{key} verdict"] = word
             pw, pwo = _paper_mean(with_, key), _paper_mean(without, key)
             row[f"paper d{key}"] = None if pw is None or pwo is None else round(pw - pwo, 2)
         out.append(row)
@@ -291,7 +388,9 @@ def component_effects(rows: Sequence[dict], options: Sequence[str] = (), **boots
 
 
 def _points(e: dict, key: str) -> str:
-    d, lo, hi = (round(e[f"d{key}{s}"], 1) + 0.0 for s in ("", " low", " high"))
+    d, lo, hi = (printed(e[f"d{key}{s}"]) for s in ("", " low", " high"))
+    if not np.isfinite(d):
+        return "not measured"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{d:+.1f} points [no interval]"
     return f"{d:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]"
@@ -310,9 +409,10 @@ def effect_statements(effects: Sequence[dict]) -> list[str]:
             for key in TABLE_METRICS
             if e[f"paper d{key}"] is not None
         ]
+        left_out = f", {e['failed']} left out (a failed model)" if e.get("failed") else ""
         line = (
-            f"{e['component']} ({e['without']} -> {e['with']}, {e['seeds']} training seeds x "
-            f"{e['cases']} synthetic test cases): " + "; ".join(parts)
+            f"{e['component']} ({e['without']} -> {e['with']}, {e['seeds']} training seeds"
+            f"{left_out} x {e['cases']} synthetic test cases): " + "; ".join(parts)
         )
         line += f". Paper: {', '.join(paper)} points" if paper else ". Not in the paper"
         if e["component"] == "stage 2" or e["component"].startswith("stage-2 option"):

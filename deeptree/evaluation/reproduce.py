@@ -19,17 +19,30 @@ A fair ablation
     The variants differ only in the component ablated: the same network body, iterations,
     training cases and training seeds; for one seed the same initial weights (all but the
     output heads, ``deeptree.networks.stage1_network``); each with nnU-Net's patch sampler
-    for its own labels (``deeptree.stage1.data``); one output rule for all, nnU-Net's argmax
+    for its own labels (``deeptree.stage1.data``); one output rule for all
     (``deeptree.stage1.predict.airway_from_probabilities``).
+
+Output rule
+    Every stage-1 model (and DeepTree: its stage 2 repairs that rule's stage-1 mask) is scored
+    under both output rules, argmax and union. The tables use the rule chosen by a rule fixed
+    in advance, on the validation phantoms only
+    (:func:`~deeptree.evaluation.scoring.choose_output_rule`): the rule with the higher mean,
+    over every stage-1 variant of every training seed, of the validation harmonic mean of TLD
+    and precision; without validation phantoms (smoke), argmax. The other rule's tables are
+    written beside (``tables_<rule>.md``).
 
 Statistics (``deeptree.evaluation.stats``)
     Each method is trained once per training seed and scored on every test case. A table
     cell is the mean over seeds of the case means with a 95% two-level bootstrap interval
     (seeds and cases resampled); a component's effect is the paired difference (same seed,
     same case) with its interval, and the verdict is "improves" only when the interval lies
-    above zero, "hurts" below, else "not resolved at this scale". Beside the tables: the
-    precision of each test case's ground truth dilated by one voxel
-    (:func:`dilated_gt_precision`), what one voxel of thickness costs.
+    above zero, "hurts" below, else "not resolved at this scale", decided on the interval
+    as printed. A model with an empty prediction (precision undefined) is counted as failed
+    in its cell and left out of the means; each cell also lists its per-seed values. The
+    stage-2 options (trained for fewer seeds) sit in a table of their own beside the paper's
+    stage 2 of the same seeds. Beside the tables: the precision of each test case's ground
+    truth dilated by one voxel (:func:`dilated_gt_precision`), what one voxel of thickness
+    costs.
 
 Metrics
     ``deeptree.metrics.airway_metrics`` with the paper's protocol (trachea and main bronchi
@@ -84,20 +97,25 @@ from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
+    STAGE2_SUFFIX,
     TABLE_METRICS,
     Split,
     component_effects,
     generation_curves,
+    option_method,
+    option_rows,
     split_dataset,
     table1_rows,
     table2_rows,
 )
 from deeptree.evaluation.scoring import (
     PAPER_STAGE2,
+    choose_output_rule,
     dilated_gt_precision,
     evaluate_case,
     summarize_methods,
 )
+from deeptree.evaluation.stats import failed_models
 from deeptree.io import SAMPLES_DIR, InputError, list_cases, load_case, read_nifti
 from deeptree.masks import label_components
 from deeptree.metrics import airway_metrics, prepare_ground_truth
@@ -109,7 +127,7 @@ from deeptree.progress import enabled as progress_enabled
 from deeptree.report import jsonable
 from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.data import load_cohort
-from deeptree.stage1.predict import load_stage1_model
+from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
 from deeptree.stage1.task import class1_dice_failure, cldice_task, stage1_task
 from deeptree.stage2.data import prepare_stage2_source
 from deeptree.stage2.predict import load_stage2_model
@@ -209,29 +227,109 @@ def _stage2_sources(paths: Sequence) -> list:
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-def weak_model_flags(logs: dict) -> list[str]:
-    """Stage-1 models whose last validation has a class-1 Dice below the floor (0.3).
+def weak_model_flags(
+    logs: dict, empty: dict | None = None, root: str | os.PathLike | None = None
+) -> list[str]:
+    """Stage-1 models that output nothing on the test cases, or whose last validation has a
+    class-1 Dice below the floor (0.3).
 
     Parameters
     ----------
     logs : dict
         Model name -> its ``log.jsonl`` (``deeptree.train``).
+    empty : dict, optional
+        Model name -> the sentence saying where it predicted nothing (:func:`empty_models`,
+        e.g. "outputs nothing: an empty prediction on every one of the 10 test cases (argmax
+        rule)"): such a model is flagged so, whatever its log says.
+    root : path-like, optional
+        The run folder: log paths are printed relative to it (no path of the machine).
 
     Returns
     -------
     list of str
         One line per flagged model (:func:`deeptree.stage1.task.class1_dice_failure`); a
-        model whose log holds no per-class validation Dice is not flagged.
+        model whose log holds no per-class validation Dice is flagged only if it is in
+        ``empty``.
     """
+    empty = dict(empty or {})
     flags = []
     for name, log in logs.items():
         try:
             problem = class1_dice_failure(log)
         except InputError:  # not validated (smoke), or a log from before per-class Dice
-            continue
-        if problem is not None:
+            problem = None
+        if problem is not None and root is not None:
+            problem = problem.replace(str(log), os.path.relpath(log, root))
+        if name in empty:
+            why = empty.pop(name)
+            if problem is not None:  # the log's figures, without the "misses the trachea" guess
+                why += "; " + problem.removesuffix(
+                    ": the model misses the trachea and main bronchi"
+                )
+            flags.append(f"{name}: {why}")
+        elif problem is not None:
             flags.append(f"{name}: {problem}: the trachea and main bronchi are not learned")
+    flags += [f"{name}: {why}" for name, why in empty.items()]
     return flags
+
+
+def empty_models(rows: Sequence[dict], methods: Sequence[str], rule: str) -> dict[str, str]:
+    """The models of ``methods`` with an empty prediction on a test case, by
+    ``seed<s>/<method>``, with the sentence :func:`weak_model_flags` prints.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Per-case rows of one output rule (``rule``), with ``seed``.
+    methods : sequence of str
+        Method ids to check (the stage-1 models).
+    rule : str
+        The output rule of ``rows`` (named in the sentence).
+    """
+    n_cases = len({r["case"] for r in rows})
+    out = {}
+    for (method, seed), n in failed_models(rows).items():
+        if method not in methods:
+            continue
+        out[f"seed{seed}/{method}"] = (
+            f"outputs nothing: an empty prediction on every one of the {n} test cases ({rule} rule)"
+            if n == n_cases
+            else f"an empty prediction on {n} of {n_cases} test cases ({rule} rule), counted "
+            "as a failed model"
+        )
+    return out
+
+
+def rule_tables(rows: Sequence[dict], options: Sequence[str] = ()) -> dict:
+    """Every table of one output rule from its per-case rows.
+
+    Returns
+    -------
+    dict
+        ``summary`` (:func:`summarize_methods`), ``table1`` (with nnUNet* on clDice's seeds
+        beside clDice), ``table2``, ``options`` (the stage-2 options beside the paper's
+        stage 2 of the same seeds, :func:`~deeptree.evaluation.paper.option_rows`),
+        ``effects``.
+    """
+    summary = summarize_methods(rows)
+    option_ids = {option_method(o) for o in options}
+    option_seeds = {r["seed"] for r in rows if r["method"] in option_ids}
+    baseline = "amc+gul" + STAGE2_SUFFIX
+    matched = summarize_methods(
+        [r for r in rows if r["method"] in option_ids
+         or (r["method"] == baseline and r["seed"] in option_seeds)]
+    ) if option_ids else {}  # fmt: skip
+    cldice_seeds = {r["seed"] for r in rows if r["method"] == CLDICE}
+    matched1 = summarize_methods(
+        [r for r in rows if r["method"] in ("plain", CLDICE) and r["seed"] in cldice_seeds]
+    ) if cldice_seeds else {}  # fmt: skip
+    return {
+        "summary": summary,
+        "table1": table1_rows(summary, matched1),
+        "table2": table2_rows(summary),
+        "options": option_rows(matched, options),
+        "effects": component_effects(rows, options),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,8 +357,10 @@ def reproduce(
     same patch stream of nnU-Net's sampler for its own labels; the paper's stage 2 is
     trained once per seed and repairs every variant of that seed; the stage-2 options
     (``settings.stage2_options``) and clDice are trained for the first
-    ``settings.extra_seeds`` seeds. Every choice (inference overlap, output rule, the
-    option ``best``'s checkpoint) is made on the validation phantoms.
+    ``settings.extra_seeds`` seeds. The output rule of the tables
+    (:func:`~deeptree.evaluation.scoring.choose_output_rule`) and the option ``best``'s
+    checkpoint are chosen on the validation phantoms (the inference overlap is fixed in
+    advance); nothing on the test phantoms.
 
     Parameters
     ----------
@@ -357,26 +457,40 @@ def reproduce(
     for did_train, secs in fanned.values():  # what the parallel trainings did
         trained.update(did_train)
         seconds.update(secs)
-    flags = weak_model_flags(logs)
-    # 4. evaluation of every method on the test cases, tables and figures
+    # 4. the output rule of the tables, chosen on the validation phantoms (every stage-1
+    # variant of every seed), then every method on the test cases under both rules
+    t_eval = time.perf_counter()
+    choice = choose_output_rule(
+        {f"seed{seed}/{k}": m for seed in settings.seeds for k, m in models[seed].items()
+         if k in LOSS_VARIANTS},
+        val_cases, device=device,
+    )  # fmt: skip
+    seconds["choose output rule"] = time.perf_counter() - t_eval
+    rule = choice["rule"]
+    rules = (rule, *[r for r in OUTPUT_RULES if r != rule])
     t_eval = time.perf_counter()
     rows, generation_rows, figure_case, gt_precision = _evaluate_test_cases(
-        split, settings.seeds, models, stage2_models, device, progress
+        split, settings.seeds, models, stage2_models, device, progress, rules
     )
     seconds["evaluate"] = time.perf_counter() - t_eval
-    summary = summarize_methods(rows)
+    by_rule = {r: rule_tables([x for x in rows if x["rule"] == r], options) for r in rules}
+    chosen_rows = [x for x in rows if x["rule"] == rule]
+    flags = weak_model_flags(
+        logs, empty_models(chosen_rows, (*LOSS_VARIANTS, CLDICE), rule), root=out
+    )
     first = settings.seeds[0]
+    tables = by_rule[rule]
     result = ReproduceResult(
         settings=settings,
         data_label=data_label,
         split=split,
         rows=rows,
         generation_rows=generation_rows,
-        summary=summary,
-        table1=table1_rows(summary),
-        table2=table2_rows(summary, options),
-        effects=component_effects(rows, options),
-        curves=generation_curves(generation_rows),
+        summary=tables["summary"],
+        table1=tables["table1"],
+        table2=tables["table2"],
+        effects=tables["effects"],
+        curves=generation_curves([g for g in generation_rows if g["rule"] == rule]),
         figure_case=figure_case,
         # the first seed's models by name (run_on_real_ct, notebooks); every model in
         # all_checkpoints
@@ -389,6 +503,9 @@ def reproduce(
         gt_precision=gt_precision,
         flags=flags,
         estimate=estimate_seconds(settings),
+        rule=choice,
+        by_rule=by_rule,
+        option_table=tables["options"],
     )
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
@@ -555,12 +672,13 @@ def _train_stage2_models(
 
 
 def _evaluate_test_cases(
-    split: Split, seeds: Sequence[int], models: dict, stage2_models: dict, device, progress: bool
-) -> tuple[list[dict], list[dict], dict, list[dict]]:
-    """Score every method of every training seed on the test cases: per-case rows (with
-    ``seed``; None for the seed-free baseline), per-generation rows, the first test case's
-    masks of the first seed for the figures, and the precision of each test case's dilated
-    ground truth."""
+    split: Split, seeds: Sequence[int], models: dict, stage2_models: dict, device, progress: bool,
+    rules: Sequence[str] = ("argmax",),
+) -> tuple[list[dict], list[dict], dict, list[dict]]:  # fmt: skip
+    """Score every method of every training seed on the test cases under each output rule:
+    per-case rows (with ``seed``; None for the seed-free baseline, and ``rule``),
+    per-generation rows, the first test case's masks of the first seed under the first rule
+    for the figures, and the precision of each test case's dilated ground truth."""
     from tqdm.auto import tqdm
 
     rows, generation_rows, figure_case, gt_precision = [], [], {}, []
@@ -574,7 +692,7 @@ def _evaluate_test_cases(
         for j, seed in enumerate(seeds):
             case_rows, case_generations, masks = evaluate_case(
                 case, models[seed], stage2_models.get(seed), device=device,
-                reference=reference, baseline=j == 0,
+                reference=reference, baseline=j == 0, rules=rules,
             )  # fmt: skip
             for r in (*case_rows, *case_generations):
                 r["seed"] = None if r["method"] == REGION_GROWING else seed

@@ -28,7 +28,14 @@ Paired effects (:func:`paired_effect`)
 
 Verdict (:func:`verdict`)
     ``"improves"`` when the whole interval lies above zero, ``"hurts"`` when below, and
-    ``"not resolved at this scale"`` otherwise (also when there is no interval).
+    ``"not resolved at this scale"`` otherwise (also when there is no interval). The tables
+    decide on the interval as printed (rounded to 0.1 point,
+    ``deeptree.evaluation.paper.component_effects``), so that no "hurts" stands beside an
+    upper bound printed as +0.0.
+
+Failed models (:func:`failed_models`)
+    A model with an empty prediction on a test case has no precision there (NaN, not 0); it
+    is counted as failed and left out of every mean and interval, never averaged in as 0.
 """
 
 from __future__ import annotations
@@ -193,6 +200,29 @@ def paired_effect(with_, without, **bootstrap) -> dict:
         )
     out = summarize_table(a - b, **bootstrap)
     out["verdict"] = verdict(out["low"], out["high"])
+    return out
+
+
+def failed_models(rows: Sequence[dict]) -> dict[tuple, int]:
+    """The failed models among per-case rows: those with an empty prediction on a test case.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Per-case rows of one output rule, with ``method``, ``seed`` and ``precision`` (NaN
+        where the prediction is empty, :func:`evaluate_case`).
+
+    Returns
+    -------
+    dict (method, seed) -> int
+        The number of test cases on which that model predicted nothing (only models with at
+        least one).
+    """
+    out: dict[tuple, int] = {}
+    for r in rows:
+        if not np.isfinite(float(r["precision"])):
+            key = (r["method"], r.get("seed", 0))
+            out[key] = out.get(key, 0) + 1
     return out
 
 

@@ -4,13 +4,16 @@ The CT is normalised as in training (``deeptree.stage1.data.normalize_ct``), cut
 patches of the training patch size (overlap 0.5 by default, as nnU-Net), each patch's logits
 are weighted by a Gaussian centred on the patch (sigma = 1/8 of the patch, nnU-Net's
 choice; ``monai.inferers.sliding_window_inference`` with ``mode="gaussian"``) and averaged,
-then turned into class probabilities by a softmax. The airway mask follows nnU-Net's output
-rule, the same for every variant (:func:`airway_from_probabilities`): the most probable class
-(argmax), and airway wherever that class is not background, restricted to the patient's body
-(:func:`body_mask`: air around the patient looks like lumen). With two classes this is
-``p(airway) > 0.5``; with the anatomy classes it is stricter than the union
-``1 - p(background) > 0.5`` (a voxel at p = 0.4 / 0.3 / 0.3 / 0 is background), which would
-credit AMC with recall that comes from the output rule, not from training.
+then turned into class probabilities by a softmax. The airway mask follows one of two output
+rules (:data:`OUTPUT_RULES`, :func:`airway_from_probabilities`), restricted to the patient's
+body (:func:`body_mask`: air around the patient looks like lumen): ``"argmax"``, nnU-Net's
+(the most probable class is not background; the default), or ``"union"``
+(``1 - p(background) > 0.5``, the union of the airway classes that GUL trains). With two
+classes both are ``p(airway) > 0.5``; with the anatomy classes argmax is the stricter (a voxel
+at p = 0.4 / 0.3 / 0.3 / 0 is background for argmax, airway for the union).
+:meth:`Stage1Prediction.mask_for` gives either rule's mask from the stored probabilities
+without rerunning the network; the reproduction picks the rule on validation
+(``deeptree.evaluation.scoring.choose_output_rule``).
 
 A CT smaller than the patch is padded (with air) by the inferer and cropped back, so the
 outputs always have the input's shape; the affine is carried unchanged to the written
@@ -86,22 +89,45 @@ def body_mask(ct: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU) -> np.nda
     return filled
 
 
-def airway_from_probabilities(probabilities):
-    """nnU-Net's output rule: airway where the most probable class is not background.
+#: The output rules of :func:`airway_from_probabilities`; the first is the default.
+OUTPUT_RULES: tuple[str, ...] = ("argmax", "union")
+
+
+def check_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`OUTPUT_RULES`, else ValueError naming the choices."""
+    if rule not in OUTPUT_RULES:
+        raise ValueError(f"output rule must be one of {', '.join(OUTPUT_RULES)}, got {rule!r}")
+    return rule
+
+
+def airway_from_probabilities(probabilities, rule: str = "argmax"):
+    """The airway mask of class probabilities under an output rule.
 
     Parameters
     ----------
     probabilities : ndarray or torch.Tensor, shape (C, I, J, K)
-        Class probabilities (or logits: the argmax is the same), channel 0 background.
+        Class probabilities (channel 0 background; with ``rule="argmax"`` logits give the
+        same mask).
+    rule : {"argmax", "union"}
+        ``"argmax"`` (nnU-Net's): the most probable class is not background; ties go to the
+        lower class index (background first), as ``argmax``. ``"union"``: the airway classes
+        together beat background, ``sum(p[1:]) > p[0]``, which for probabilities is
+        ``1 - p(background) > 0.5``. With C = 2 both are ``p(airway) > p(background)``,
+        voxel for voxel the same mask.
 
     Returns
     -------
-    uint8 (I, J, K) of the input's kind (ndarray or tensor): 1 = airway. Ties go to the
-    lower class index (background first), as ``argmax``.
+    uint8 (I, J, K) of the input's kind (ndarray or tensor): 1 = airway.
     """
+    check_rule(rule)
     if isinstance(probabilities, torch.Tensor):
+        if rule == "union":  # written as a comparison of sums so that C = 2 equals argmax
+            return (probabilities[1:].sum(dim=0) > probabilities[0]).to(torch.uint8)
         return (probabilities.argmax(dim=0) != 0).to(torch.uint8)
-    return (np.asarray(probabilities).argmax(axis=0) != 0).astype(np.uint8)
+    probabilities = np.asarray(probabilities)
+    if rule == "union":
+        return (probabilities[1:].sum(axis=0) > probabilities[0]).astype(np.uint8)
+    return (probabilities.argmax(axis=0) != 0).astype(np.uint8)
 
 
 @dataclass
@@ -113,15 +139,29 @@ class Stage1Prediction:
     probabilities : ndarray of float32, shape (C, I, J, K)
         Softmax class probabilities (C = 4 with AMC: background, classes 1-3; 2 without).
     mask : ndarray of uint8, shape (I, J, K)
-        Binary airway mask, :func:`airway_from_probabilities` inside :func:`body_mask` (when
-        ``restrict_to_body``).
+        Binary airway mask, :func:`airway_from_probabilities` of ``rule`` inside
+        :func:`body_mask` (when ``restrict_to_body``).
     seconds : float
         Wall time of the network part.
+    rule : str
+        The output rule of ``mask`` (:data:`OUTPUT_RULES`).
+    body : ndarray of bool, shape (I, J, K), or None
+        The body mask applied (None: not restricted).
     """
 
     probabilities: np.ndarray
     mask: np.ndarray
     seconds: float
+    rule: str = "argmax"
+    body: np.ndarray | None = None
+
+    def mask_for(self, rule: str) -> np.ndarray:
+        """uint8 (I, J, K): the airway mask of another output rule, from the stored
+        probabilities and with the same body mask (no network run)."""
+        if check_rule(rule) == self.rule:
+            return self.mask
+        mask = airway_from_probabilities(self.probabilities, rule)
+        return mask if self.body is None else (mask & self.body).astype(np.uint8)
 
     @property
     def classes(self) -> np.ndarray:
@@ -143,6 +183,7 @@ def predict_stage1(
     normalized: bool = False,
     restrict_to_body: bool = True,
     progress: bool | None = False,
+    rule: str = "argmax",
 ) -> Stage1Prediction:
     """Predict the airway of a whole CT.
 
@@ -175,6 +216,8 @@ def predict_stage1(
     progress : bool or None
         A progress bar over the windows (default: none, as in a loop over cases); None:
         unless under the notebook runner (:func:`deeptree.progress.enabled`).
+    rule : {"argmax", "union"}
+        The output rule of the mask (:func:`airway_from_probabilities`).
 
     Returns
     -------
@@ -183,6 +226,7 @@ def predict_stage1(
     from monai.inferers import sliding_window_inference
 
     ct = check_volume(ct, name)
+    check_rule(rule)
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
     device = choose_device(device)
@@ -211,17 +255,19 @@ def predict_stage1(
             progress=progress_enabled(progress),
         )
         probabilities = torch.softmax(logits.float(), dim=1)[0]
-        mask = airway_from_probabilities(probabilities)
+        mask = airway_from_probabilities(probabilities, rule)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     probs = probabilities.cpu().numpy()
     mask = mask.cpu().numpy()
+    body = None
     if restrict_to_body:
         low, high = CT_WINDOW_HU
         hu = image * (high - low) + low if normalized else ct
-        mask = (mask & body_mask(hu)).astype(np.uint8)
-    return Stage1Prediction(probabilities=probs, mask=mask, seconds=seconds)
+        body = body_mask(hu)
+        mask = (mask & body).astype(np.uint8)
+    return Stage1Prediction(probabilities=probs, mask=mask, seconds=seconds, rule=rule, body=body)
 
 
 def load_stage1_model(
