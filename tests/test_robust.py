@@ -1,0 +1,150 @@
+"""Robustness of the commands (issue 29, items 6, 8, 9, 12): ``train --resume`` refuses another
+run's options before any data work; running out of memory, a full disk and a damaged
+checkpoint are one line naming the file; SIGTERM during training writes a checkpoint like
+Ctrl-C; options that would fail every case (or take hours) are refused once, up front."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deeptree.cli import main
+from deeptree.phantom.cases import generate_cohort
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_cli(argv, capsys) -> tuple[int, list[str]]:
+    """``deeptree argv`` in this process: the exit status and the lines on stderr (warnings
+    left out)."""
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return status, [line for line in err.splitlines() if line.strip() and ": warning: " not in line]
+
+
+def assert_one_error_line(lines: list[str], *needles: str) -> None:
+    assert len(lines) == 1, lines
+    assert ": error: " in lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A smoke cohort of 3 phantoms and a finished 4-iteration run on it (1 validation case)."""
+    root = tmp_path_factory.mktemp("smoke")
+    data, out = root / "cohort", root / "s1"
+    generate_cohort(data, "smoke", 3, seed=0, progress=False)
+    status = main(["train", "--profile", "smoke", "--data", str(data), "--out", str(out),
+                   "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert status == 0
+    return data, out
+
+
+def train_argv(data, out, *extra) -> list:
+    return ["train", "--profile", "smoke", "--data", data, "--out", out, "--device", "cpu",
+            "--no-progress", *extra]  # fmt: skip
+
+
+# --- 6. --resume checks every option that defines the run, before any data work ------------------
+def test_resume_with_another_val_is_refused_before_the_data_are_prepared(smoke_run, tmp_path, capsys):
+    data, run = smoke_run
+    out = shutil.copytree(run, tmp_path / "run")
+    before = snapshot(out)
+    cache = tmp_path / "cache"
+    status, lines = run_cli(train_argv(data, out, "--resume", "--val", "2", "--cache", cache), capsys)
+    assert status == 2
+    # the case trained on (PHANTOM_001) would become a validation case: both splits named
+    assert_one_error_line(
+        lines, str(out / "last.pt"), "--val", "1 case(s) for validation (PHANTOM_002)",
+        "this command 2 (PHANTOM_001, PHANTOM_002)",
+    )  # fmt: skip
+    assert not cache.exists()  # refused before any data preparation
+    assert snapshot(out) == before
+
+
+def test_resume_with_another_data_folder_is_refused(smoke_run, tmp_path, capsys):
+    data, run = smoke_run
+    out = shutil.copytree(run, tmp_path / "run")
+    before = snapshot(out)
+    # the same case ids in another folder, then a folder with one case more
+    other = shutil.copytree(data, tmp_path / "other", ignore=shutil.ignore_patterns(".cache*"))
+    status, lines = run_cli(train_argv(other, out, "--resume"), capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--data", str(data.resolve()), str(other.resolve()))
+    assert not (other / ".cache_stage1").exists()
+    more = tmp_path / "more"
+    generate_cohort(more, "smoke", 4, seed=0, progress=False)
+    status, lines = run_cli(train_argv(more, out, "--resume"), capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--data")
+    assert not (more / ".cache_stage1").exists()
+    assert snapshot(out) == before
+
+
+def test_resume_record_names_the_new_case(smoke_run, tmp_path):
+    from deeptree.checkpoints import load_checkpoint
+    from deeptree.cli.train import check_resume
+    from deeptree.io import InputError
+
+    data, run = smoke_run
+    state = load_checkpoint(run / "last.pt")
+    record = dict(state["meta"]["run"])
+    assert record["cases"] == ["PHANTOM_000", "PHANTOM_001", "PHANTOM_002"]
+    assert record["val_cases"] == ["PHANTOM_002"] and record["data"] == str(data.resolve())
+    check_resume(state, record, run / "last.pt")  # the same run: accepted
+    record["cases"] = [*record["cases"], "PHANTOM_003"]
+    with pytest.raises(InputError, match=r"--data .*3 cases then, 4 now, new: PHANTOM_003"):
+        check_resume(state, record, run / "last.pt")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [("--seed", "7", "the run has 0, this command 7"), ("--iterations", "8", "the run has 4, this command 8"),
+     ("--variant", "plain", "the run has amc+gul, this command plain")],
+)  # fmt: skip
+def test_resume_with_other_options_is_refused_before_the_data_are_prepared(
+    smoke_run, tmp_path, capsys, option, value, needle
+):
+    data, run = smoke_run
+    out = shutil.copytree(run, tmp_path / "run")
+    cache = tmp_path / "cache"
+    argv = train_argv(data, out, "--resume", option, value, "--cache", cache)
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, str(out / "last.pt"), option, needle)
+    assert not cache.exists()
+
+
+def test_resume_with_the_same_options_goes_on(smoke_run, tmp_path, capsys):
+    data, run = smoke_run
+    out = shutil.copytree(run, tmp_path / "run")
+    status = main([str(a) for a in train_argv(data, out, "--resume")])
+    assert status == 0
+    assert "done: 4 iterations" in capsys.readouterr().out
+
+
+# --- 12. options checked once, up front --------------------------------------------------------
+def test_negative_val_is_refused_up_front(smoke_run, tmp_path, capsys):
+    data, _ = smoke_run
+    cache = tmp_path / "cache"
+    status, lines = run_cli(train_argv(data, tmp_path / "run", "--val", "-1", "--cache", cache), capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--val -1", "0 or more")
+    assert not cache.exists()
+    status, lines = run_cli(train_argv(data, tmp_path / "run", "--val", "3", "--cache", cache), capsys)
+    assert status == 2
+    assert_one_error_line(lines, "--val 3", "3 case(s)", "at most 2")
+    assert not cache.exists()
