@@ -263,8 +263,6 @@ def run_record(args, data, train_cfg) -> dict:
     InputError
         ``--val`` below 0, or as large as the number of cases (none left to train on).
     """
-    from deeptree.io import list_cases
-
     n_val = train_cfg.val_cases
     if n_val < 0:
         raise InputError(f"--val {n_val}: the number of cases held out for validation must be 0 or more")
