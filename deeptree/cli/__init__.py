@@ -26,12 +26,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 import warnings
 
 from deeptree import __version__
 from deeptree.extras import MissingExtraError
 from deeptree.io import InputError
+from deeptree.signals import sigterm_as_interrupt
 
 #: Order of the subcommands in the help (the order of the method); others follow by name.
 ORDER: tuple[str, ...] = (
@@ -139,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 on success, 1 when some cases of a batch failed (the command lists them), 2 on a
         bad input, option or operating-system error (one line on stderr; with ``--debug`` the
-        traceback instead), 130 when interrupted.
+        traceback instead), 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
     args = build_parser().parse_args(argv)
     formatwarning = warnings.formatwarning
     if not args.debug:  # a warning is one line too (pytest's recording is not affected)
         warnings.formatwarning = _warning_line(args.command)
     try:
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt():  # SIGTERM stops a command as Ctrl-C does
+            return int(args._run(args) or 0)
     except (InputError, ValueError, OSError, MissingExtraError) as err:
         if args.debug:
             raise
@@ -164,9 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         if args.debug:
             raise
-        detail = f": {err}" if str(err) else ""
-        print(f"deeptree {args.command}: interrupted{detail}", file=sys.stderr)
-        return 130
+        # Ctrl-C: 130; SIGTERM (deeptree.signals.Terminated): 143, as a shell reports them
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        if signum == signal.SIGINT:
+            line = "interrupted" + (f": {err}" if str(err) else "")
+        else:  # its text begins with "terminated (SIGTERM)"
+            line = str(err) or "terminated"
+        print(f"deeptree {args.command}: {line}", file=sys.stderr)
+        return 128 + signum
     finally:
         warnings.formatwarning = formatwarning
 
