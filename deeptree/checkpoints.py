@@ -9,6 +9,7 @@ must match (:func:`check_compatible`).
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,9 +134,37 @@ def _canonical(obj):
 def _save(state: dict, tmp) -> None:
     """``torch.save`` through a file object: the archive inside then has a fixed name, not
     one taken from the (random) temporary file name, so the same state gives the same bytes
-    (a resumed run's checkpoint equals an uninterrupted run's byte for byte)."""
+    (a resumed run's checkpoint equals an uninterrupted run's byte for byte).
+
+    A write that fails (a full disk) makes torch raise ``RuntimeError: [enforce fail at
+    inline_container.cc...]``; it is raised as the ``OSError`` the file gave (``ENOSPC``...),
+    which :func:`~deeptree.files.atomic_write` makes name the checkpoint."""
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(state, writer)
+        except RuntimeError as err:
+            if writer.error is not None:
+                raise writer.error from err
+            raise OSError(errno.EIO, f"torch.save failed ({str(err).splitlines()[0]})") from err
+
+
+class _RecordingWriter:
+    """A file object that keeps the ``OSError`` of a failed write (torch hides it behind a
+    ``RuntimeError``)."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -185,12 +214,16 @@ def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> Loade
     Raises
     ------
     InputError
-        Missing, unreadable or non-DeepTree checkpoint, one of another stage, or weights that
-        do not fit the network the metadata describes.
+        Missing, unreadable or non-DeepTree checkpoint, one of another stage, metadata
+        without ``filters``, ``patch_size`` (or, stage 1, ``variant``), or weights that do not
+        fit the network the metadata describes.
     """
 
     state = load_checkpoint(checkpoint, map_location=device)
     meta = state.get("meta", {})
+    for key in ("filters", "patch_size") + (("variant",) if stage == 1 else ()):
+        if key not in meta:  # a damaged or hand-made checkpoint: not a KeyError traceback
+            raise InputError(f"{checkpoint}: its metadata has no {key!r}, needed to rebuild the network")
     if meta.get("stage") != stage:
         raise InputError(
             f"{checkpoint}: not a stage-{stage} checkpoint (stage {meta.get('stage')!r})"

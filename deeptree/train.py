@@ -593,8 +593,11 @@ def _open_log(path: Path, main: bool):
 
 def _append(log, history: list, entry: dict) -> None:
     history.append(entry)
-    log.write(json.dumps(entry) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+    except OSError as err:  # a full disk: the message names the log
+        raise OSError(err.errno, err.strerror or str(err), log.name) from err
 
 
 def _save_plot(path: Path, history: list[dict], meta: dict) -> None:

@@ -5,6 +5,7 @@ Ctrl-C; options that would fail every case (or take hours) are refused once, up 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -213,3 +214,130 @@ def test_sigterm_outside_training_is_one_line_and_143(monkeypatch, capsys, tmp_p
         signal.signal(signal.SIGTERM, previous)
     assert status == 143
     assert capsys.readouterr().err.strip() == "deeptree phantom: terminated (SIGTERM)"
+
+
+# --- 8. out of memory, full disk, damaged checkpoint: one line naming the file -----------------
+def test_a_model_spacing_too_fine_is_refused_before_allocating(smoke_run, tmp_path, capsys, monkeypatch):
+    import deeptree.resample as resample
+
+    data, run = smoke_run
+    ct = data / "imagesTr" / "PHANTOM_000_0000.nii.gz"
+    monkeypatch.setattr(resample, "available_memory", lambda: 8 * 10**9)
+    out = tmp_path / "pred.nii.gz"
+    argv = ["predict", ct, out, "--checkpoint", run / "last.pt", "--model-spacing", "0.07", "--device", "cpu"]
+    status = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if "GB" in line]
+    assert len(lines) == 1, err
+    for needle in ("PHANTOM_000", "72x53x59 voxels of 2.6x2.6x2.6 mm", "to 0.07x0.07x0.07 mm",
+                   "2675x1969x2192 voxels", "230.9 GB", "8.0 GB are available", "--model-spacing"):  # fmt: skip
+        assert needle in lines[0], (needle, lines[0])
+    assert not out.exists()
+
+
+def test_check_resample_memory_passes_what_fits(monkeypatch):
+    import deeptree.resample as resample
+
+    monkeypatch.setattr(resample, "available_memory", lambda: 10**9)
+    assert resample.check_resample_memory((100, 100, 50), (1.0, 1.0, 2.0), (0.5,) * 3) == (200, 200, 200)
+    with pytest.raises(resample.InputError, match=r"resampling ct\.nii\.gz .* 2\.5 GB of memory"):
+        resample.check_resample_memory((100, 100, 50), (1.0, 1.0, 2.0), (0.2,) * 3, "ct.nii.gz")
+    assert resample.available_memory() > 0  # this machine: /proc/meminfo
+
+
+def torch_out_of_memory():
+    """What torch's CPU allocator raises when memory runs out (as under ``ulimit -v``)."""
+    import torch
+
+    return torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: RuntimeError, can't allocate memory
+
+
+def test_torch_out_of_memory_is_one_line(monkeypatch, capsys, tmp_path):
+    import deeptree.cli.phantom as phantom_cli
+
+    monkeypatch.setattr(phantom_cli, "run", lambda args: torch_out_of_memory())
+    status, lines = run_cli(["phantom", "--profile", "smoke", "--out", tmp_path / "c"], capsys)
+    assert status == 2
+    assert_one_error_line(lines, "out of memory on this machine", "can't allocate memory", "what helps")
+
+
+def test_a_batch_reports_a_case_out_of_memory_and_goes_on(capsys):
+    from deeptree.cli._cases import for_each_case
+
+    def work(case_id, path):
+        return torch_out_of_memory() if case_id == "A" else f"{case_id}: done"
+
+    problems = for_each_case({"A": Path("a"), "B": Path("b")}, work, desc="x", progress=False)
+    assert len(problems) == 1 and problems[0].startswith("A: out of memory on this machine")
+    assert capsys.readouterr().out.splitlines() == ["B: done"]
+
+
+def test_a_full_disk_during_a_checkpoint_names_the_file(smoke_run, tmp_path, capsys, monkeypatch):
+    import deeptree.checkpoints as checkpoints
+
+    data, _ = smoke_run
+    out = tmp_path / "run"
+    # the checkpoint's bytes go to /dev/full: every write fails with ENOSPC, as on a full disk
+    monkeypatch.setattr(checkpoints, "open", lambda path, mode: open("/dev/full", mode), raising=False)
+    status, lines = run_cli(train_argv(data, out, "--val", "0"), capsys)
+    assert status == 2
+    assert_one_error_line(lines, f"{out / 'last.pt'}: No space left on device")
+    assert not (out / "last.pt").exists()
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # no temporary file left
+
+
+def test_atomic_write_and_the_log_name_the_file_on_a_full_disk(tmp_path):
+    import errno
+
+    from deeptree.files import atomic_write
+    from deeptree.train import _append
+
+    def full(tmp):
+        with open("/dev/full", "w") as f:
+            f.write("x" * 100_000)
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "out.json", full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "out.json")
+    log = open("/dev/full", "a")  # noqa: SIM115 (closed below; closing fails too)
+    with pytest.raises(OSError) as caught:
+        _append(log, [], {"iteration": 1, "loss": 1.0})
+    with contextlib.suppress(OSError):
+        log.close()  # its buffer cannot be written either
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == "/dev/full"
+
+
+def test_the_lock_file_is_removed_when_writing_it_fails(tmp_path, monkeypatch):
+    import errno
+
+    from deeptree.files import LOCK_NAME, FolderLock
+
+    real_write = os.write
+
+    def write(fd, data):
+        if data.startswith(b'{"pid"'):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(OSError) as caught:
+        FolderLock(tmp_path / "out", "deeptree test").acquire()
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.filename == str(tmp_path / "out" / LOCK_NAME)
+    assert not (tmp_path / "out" / LOCK_NAME).exists()
+
+
+def test_a_checkpoint_without_filters_is_one_line(smoke_run, tmp_path, capsys):
+    import torch
+
+    data, run = smoke_run
+    state = torch.load(run / "last.pt", weights_only=True)
+    del state["meta"]["filters"]
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    ct = data / "imagesTr" / "PHANTOM_000_0000.nii.gz"
+    argv = ["predict", ct, tmp_path / "pred.nii.gz", "--checkpoint", bad, "--device", "cpu"]
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, f"{bad}: its metadata has no 'filters'")

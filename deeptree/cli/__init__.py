@@ -100,13 +100,14 @@ def memory_error_message(err: BaseException) -> str:
 
     Parameters
     ----------
-    err : MemoryError or torch.cuda.OutOfMemoryError
+    err : MemoryError, torch.cuda.OutOfMemoryError, or torch's CPU allocator ``RuntimeError``
+        (:func:`is_out_of_memory`).
 
     Returns
     -------
     str
     """
-    gpu = not isinstance(err, MemoryError)
+    gpu = "OutOfMemory" in type(err).__name__ or "CUDA" in str(err)
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     if len(first) > 160:
         first = first[:157] + "..."
@@ -117,6 +118,29 @@ def memory_error_message(err: BaseException) -> str:
         + ("the GPU" if gpu else "memory")
     )
     return f"out of memory on {where} ({first}); what helps: {todo}; --debug shows where it happened"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True if ``err`` says the host or a GPU ran out of memory.
+
+    ``MemoryError`` (numpy, python), ``torch.cuda.OutOfMemoryError``, and the
+    ``RuntimeError`` of torch's CPU allocator (``DefaultCPUAllocator: can't allocate
+    memory``), which is what a process under ``ulimit -v`` gets from a convolution.
+
+    Parameters
+    ----------
+    err : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(err, MemoryError) or "OutOfMemory" in type(err).__name__:
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 def _warning_line(command: str):
@@ -159,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (MemoryError, RuntimeError) as err:
         # a device out of memory (torch.cuda.OutOfMemoryError is a RuntimeError) or the host
-        # out of memory; any other RuntimeError is a bug and keeps its traceback
-        if args.debug or not isinstance(err, MemoryError) and "OutOfMemory" not in type(err).__name__:
+        # out of memory (torch's CPU allocator raises a RuntimeError); any other RuntimeError
+        # is a bug and keeps its traceback
+        if args.debug or not is_out_of_memory(err):
             raise
         print(f"deeptree {args.command}: error: {memory_error_message(err)}", file=sys.stderr)
         return 2
