@@ -341,3 +341,59 @@ def test_a_checkpoint_without_filters_is_one_line(smoke_run, tmp_path, capsys):
     status, lines = run_cli(argv, capsys)
     assert status == 2
     assert_one_error_line(lines, f"{bad}: its metadata has no 'filters'")
+
+
+# --- 12. options that would fail every case, or take hours: refused once, up front ------------
+@pytest.fixture
+def masks(tmp_path) -> Path:
+    """A folder with two airway masks (straight rods of one branch)."""
+    import numpy as np
+
+    from deeptree.io import write_nifti
+
+    folder = tmp_path / "masks"
+    for case in ("A_001", "A_002"):
+        mask = np.zeros((16, 16, 30), np.uint8)
+        mask[5:10, 5:10, 5:25] = 1
+        write_nifti(folder / f"{case}.nii.gz", mask, np.diag([2.0, 2.0, 2.0, 1.0]), dtype="uint8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "needle"),
+    [("attention", ["--alpha", "nan"], "--alpha must be finite (voxels), got nan"),
+     ("simulate", ["--run-fraction", "0.3", "0.1"], "--run-fraction must satisfy 0 < low <= high < 1, got (0.3, 0.1)"),
+     ("simulate", ["--branch-fraction", "2"], "--branch-fraction must be in [0, 1], got 2.0")],
+)  # fmt: skip
+def test_a_bad_option_of_a_batch_is_refused_once_up_front(masks, tmp_path, capsys, command, option, needle):
+    out = tmp_path / "out"
+    status, lines = run_cli([command, masks, "--out", out, "--profile", "smoke", "--no-progress", *option], capsys)
+    assert status == 2
+    assert_one_error_line(lines, needle)
+    assert not out.exists()  # nothing started
+
+
+@pytest.mark.parametrize("command", ["predict", "segment"])
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("0.97", "--overlap 0.97: must be between 0 and 0.9 (4,630 times the windows of 0.5)"),
+     ("-0.1", "--overlap -0.1: must be between 0 and 0.9;"), ("nan", "--overlap nan: must be")],
+)  # fmt: skip
+def test_an_overlap_that_explodes_the_window_count_is_refused_up_front(smoke_run, tmp_path, capsys, command, value, needle):
+    data, run = smoke_run
+    ct = data / "imagesTr" / "PHANTOM_000_0000.nii.gz"
+    out = tmp_path / "out" / "mask.nii.gz"
+    argv = [command, ct, out, "--checkpoint", run / "last.pt", "--overlap", value, "--device", "cpu"]
+    if command == "segment":
+        argv[argv.index("--checkpoint") : argv.index("--checkpoint") + 2] = []  # the demo weights
+    status, lines = run_cli(argv, capsys)
+    assert status == 2
+    assert_one_error_line(lines, needle)
+    assert not out.parent.exists()
+
+
+def test_overlap_up_to_the_bound_is_accepted():
+    from deeptree.cli.predict import MAX_OVERLAP, check_overlap
+
+    for value in (None, 0.0, 0.5, MAX_OVERLAP):
+        check_overlap(value)
