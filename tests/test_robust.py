@@ -122,7 +122,9 @@ def test_resume_record_names_the_new_case(smoke_run, tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "needle"),
     [("--seed", "7", "the run has 0, this command 7"), ("--iterations", "8", "the run has 4, this command 8"),
-     ("--variant", "plain", "the run has amc+gul, this command plain")],
+     ("--variant", "plain", "the run has amc+gul, this command plain"),
+     ("--batch-size", "2", "the run has 1, this command 2"),
+     ("--profile", "cpu", "the run has smoke, this command cpu")],
 )  # fmt: skip
 def test_resume_with_other_options_is_refused_before_the_data_are_prepared(
     smoke_run, tmp_path, capsys, option, value, needle
@@ -214,6 +216,13 @@ def test_sigterm_outside_training_is_one_line_and_143(monkeypatch, capsys, tmp_p
         signal.signal(signal.SIGTERM, previous)
     assert status == 143
     assert capsys.readouterr().err.strip() == "deeptree phantom: terminated (SIGTERM)"
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phantom_cli, "run", ctrl_c)
+    assert main(["phantom", "--profile", "smoke", "--n", "1", "--out", str(tmp_path / "c")]) == 130
+    assert capsys.readouterr().err.strip() == "deeptree phantom: interrupted"
 
 
 # --- 8. out of memory, full disk, damaged checkpoint: one line naming the file -----------------
@@ -328,19 +337,20 @@ def test_the_lock_file_is_removed_when_writing_it_fails(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / LOCK_NAME).exists()
 
 
-def test_a_checkpoint_without_filters_is_one_line(smoke_run, tmp_path, capsys):
+@pytest.mark.parametrize("key", ["filters", "patch_size", "variant"])
+def test_a_checkpoint_missing_a_network_key_is_one_line(smoke_run, tmp_path, capsys, key):
     import torch
 
     data, run = smoke_run
     state = torch.load(run / "last.pt", weights_only=True)
-    del state["meta"]["filters"]
+    del state["meta"][key]
     bad = tmp_path / "bad.pt"
     torch.save(state, bad)
     ct = data / "imagesTr" / "PHANTOM_000_0000.nii.gz"
     argv = ["predict", ct, tmp_path / "pred.nii.gz", "--checkpoint", bad, "--device", "cpu"]
     status, lines = run_cli(argv, capsys)
     assert status == 2
-    assert_one_error_line(lines, f"{bad}: its metadata has no 'filters'")
+    assert_one_error_line(lines, f"{bad}: its metadata has no '{key}'")
 
 
 # --- 12. options that would fail every case, or take hours: refused once, up front ------------

@@ -223,13 +223,14 @@ def _refuse_another_stage(checkpoint, stage: int) -> dict | None:
     return state
 
 
-#: The options that define a run, by the key of :func:`run_record` (in the order checked).
+#: The options that define a run, by the key of :func:`run_record`, in the order checked (the
+#: profile first: it sets the defaults of the others).
 RUN_OPTIONS = {
+    "profile": "--profile",
+    "variant": "--variant",
     "data": "--data",
     "cases": "--data",
     "val_cases": "--val",
-    "profile": "--profile",
-    "variant": "--variant",
     "iterations": "--iterations",
     "batch_size": "--batch-size",
     "seed": "--seed",
