@@ -119,6 +119,21 @@ def test_resume_record_names_the_new_case(smoke_run, tmp_path):
         check_resume(state, record, run / "last.pt")
 
 
+def test_a_checkpoint_without_the_run_record_is_checked_on_what_it_holds(smoke_run):
+    from deeptree.checkpoints import load_checkpoint
+    from deeptree.cli.train import check_resume
+    from deeptree.io import InputError
+
+    _, run = smoke_run
+    state = load_checkpoint(run / "last.pt")
+    record = dict(state["meta"].pop("run"))  # as written before the record existed
+    check_resume(state, {**record, "data": "/elsewhere"}, run / "last.pt")  # --data: not known
+    with pytest.raises(InputError, match=r"--val .*held out 1 case\(s\) for validation, this command 2"):
+        check_resume(state, {**record, "val_cases": ["PHANTOM_001", "PHANTOM_002"]}, run / "last.pt")
+    with pytest.raises(InputError, match="--seed differs"):
+        check_resume(state, {**record, "seed": 3}, run / "last.pt")
+
+
 @pytest.mark.parametrize(
     ("option", "value", "needle"),
     [("--seed", "7", "the run has 0, this command 7"), ("--iterations", "8", "the run has 4, this command 8"),
