@@ -222,7 +222,9 @@ def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> Loade
     state = load_checkpoint(checkpoint, map_location=device)
     meta = state.get("meta", {})
     for key in ("filters", "patch_size") + (("variant",) if stage == 1 else ()):
-        if key not in meta:  # a damaged or hand-made checkpoint: not a KeyError traceback
+        # a damaged or hand-made checkpoint of this stage: not a KeyError traceback (one of
+        # another stage is refused below as such)
+        if meta.get("stage") == stage and key not in meta:
             raise InputError(f"{checkpoint}: its metadata has no {key!r}, needed to rebuild the network")
     if meta.get("stage") != stage:
         raise InputError(

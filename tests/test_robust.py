@@ -422,3 +422,13 @@ def test_overlap_up_to_the_bound_is_accepted():
 
     for value in (None, 0.0, 0.5, MAX_OVERLAP):
         check_overlap(value)
+
+
+def test_a_checkpoint_of_the_other_stage_is_named_as_such():
+    from deeptree.demo import demo_checkpoints
+    from deeptree.io import InputError
+    from deeptree.stage1.predict import load_stage1_model
+
+    _, stage2 = demo_checkpoints()  # no 'variant': a stage-2 checkpoint, said as such
+    with pytest.raises(InputError, match=r"stage2\.pt: not a stage-1 checkpoint \(stage 2\)"):
+        load_stage1_model(stage2, "cpu")
