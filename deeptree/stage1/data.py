@@ -654,7 +654,8 @@ def split_cases(cases: list, n_val: int) -> tuple[list, list]:
     Raises
     ------
     InputError
-        If fewer than ``n_val + 1`` cases are given (at least one must be left to train on).
+        If ``n_val`` is negative, or fewer than ``n_val + 1`` cases are given (at least one
+        must be left to train on).
     """
     if n_val < 0:
         raise InputError(f"cases held out for validation: must be 0 or more, got {n_val}")
