@@ -50,13 +50,31 @@ def attention_cutoff(alpha: float = DEFAULT_ALPHA) -> float:
     return float(alpha) + TAIL
 
 
-def _check_alpha(alpha) -> float:
+def check_alpha(alpha, name: str = "alpha") -> float:
+    """``alpha`` as a finite float (voxels), or an error naming it.
+
+    Parameters
+    ----------
+    alpha : number
+        The attention map's alpha (voxels).
+    name : str
+        What to call it in the message (e.g. ``"--alpha"``).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Not a number, or NaN or infinite.
+    """
     try:
         alpha = float(alpha)
     except (TypeError, ValueError) as err:
-        raise InputError(f"alpha must be a number (voxels), got {alpha!r}") from err
+        raise InputError(f"{name} must be a number (voxels), got {alpha!r}") from err
     if not math.isfinite(alpha):
-        raise InputError(f"alpha must be finite (voxels), got {alpha}")
+        raise InputError(f"{name} must be finite (voxels), got {alpha}")
     return alpha
 
 
@@ -82,7 +100,7 @@ def breakage_attention_naive(
     :func:`breakage_attention`, except that ``H`` is exact everywhere. Time grows as
     (number of components) x (volume): use it on small volumes or to check the fast version.
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     labels, n = label_components(mask, name)
     smallest = np.full(labels.shape, np.inf)
     second = np.full(labels.shape, np.inf)
@@ -230,7 +248,7 @@ def breakage_attention(
     Distances come from the same transform as the naive version (square roots of integers),
     so ``H`` agrees bit for bit below the cutoff, and :math:`\\bar H` to float32 rounding.
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     cutoff = attention_cutoff(alpha) if cutoff is None else float(cutoff)
     if not cutoff > 0:
         raise InputError(f"cutoff must be a positive distance in voxels, got {cutoff}")

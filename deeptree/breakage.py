@@ -194,19 +194,42 @@ def _as_generator(rng) -> np.random.Generator:
     )
 
 
-def _check_fractions(branch_fraction, run_fraction) -> tuple[float, float, float]:
+def check_fractions(
+    branch_fraction, run_fraction, names: tuple[str, str] = ("branch_fraction", "run_fraction")
+) -> tuple[float, float, float]:
+    """The breakage fractions as floats, or an error naming the bad one.
+
+    Parameters
+    ----------
+    branch_fraction : number in [0, 1]
+        Share of the peripheral branches cut.
+    run_fraction : pair of numbers, 0 < low <= high < 1
+        Range of the removed share of a branch's skeleton.
+    names : (str, str)
+        What to call them in the message (e.g. ``("--branch-fraction", "--run-fraction")``).
+
+    Returns
+    -------
+    (branch_fraction, low, high) : floats
+
+    Raises
+    ------
+    InputError
+        Not numbers, out of range, or ``low > high``.
+    """
+    branch, run = names
     try:
         branch_fraction = float(branch_fraction)
         low, high = (float(f) for f in run_fraction)
     except (TypeError, ValueError) as err:
         raise InputError(
-            "branch_fraction must be a number and run_fraction a pair of numbers, got "
+            f"{branch} must be a number and {run} a pair of numbers, got "
             f"{branch_fraction!r} and {run_fraction!r}"
         ) from err
     if not 0.0 <= branch_fraction <= 1.0:
-        raise InputError(f"branch_fraction must be in [0, 1], got {branch_fraction}")
+        raise InputError(f"{branch} must be in [0, 1], got {branch_fraction}")
     if not 0.0 < low <= high < 1.0:
-        raise InputError(f"run_fraction must satisfy 0 < low <= high < 1, got ({low}, {high})")
+        raise InputError(f"{run} must satisfy 0 < low <= high < 1, got ({low}, {high})")
     return branch_fraction, low, high
 
 
@@ -312,7 +335,7 @@ def simulate_breakage(
     mask = as_binary_mask(mask, name)
     _check_tree(mask, tree)
     rng = _as_generator(rng)
-    branch_fraction, low, high = _check_fractions(branch_fraction, run_fraction)
+    branch_fraction, low, high = check_fractions(branch_fraction, run_fraction)
     shape = mask.shape
 
     peripheral = peripheral_branches(tree, min_generation)

@@ -9,6 +9,7 @@ must match (:func:`check_compatible`).
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -134,9 +135,37 @@ def _canonical(obj):
 def _save(state: dict, tmp) -> None:
     """``torch.save`` through a file object: the archive inside then has a fixed name, not
     one taken from the (random) temporary file name, so the same state gives the same bytes
-    (a resumed run's checkpoint equals an uninterrupted run's byte for byte)."""
+    (a resumed run's checkpoint equals an uninterrupted run's byte for byte).
+
+    A write that fails (a full disk) makes torch raise ``RuntimeError: [enforce fail at
+    inline_container.cc...]``; it is raised as the ``OSError`` the file gave (``ENOSPC``...),
+    which :func:`~deeptree.files.atomic_write` makes name the checkpoint."""
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(state, writer)
+        except RuntimeError as err:
+            if writer.error is not None:
+                raise writer.error from err
+            raise OSError(errno.EIO, f"torch.save failed ({str(err).splitlines()[0]})") from err
+
+
+class _RecordingWriter:
+    """A file object that keeps the ``OSError`` of a failed write (torch hides it behind a
+    ``RuntimeError``)."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -188,11 +217,17 @@ def load_model(checkpoint: str | Path, stage: int, build, device="cpu") -> Loade
     InputError
         Missing, unreadable or non-DeepTree checkpoint, one of another stage, one trained in
         another voxel orientation than RAS (``deeptree.orientation.check_orientation``; no
-        record: RAS), or weights that do not fit the network the metadata describes.
+        record: RAS), metadata without ``filters``, ``patch_size`` (or, stage 1, ``variant``),
+        or weights that do not fit the network the metadata describes.
     """
 
     state = load_checkpoint(checkpoint, map_location=device)
     meta = state.get("meta", {})
+    for key in ("filters", "patch_size") + (("variant",) if stage == 1 else ()):
+        # a damaged or hand-made checkpoint of this stage: not a KeyError traceback (one of
+        # another stage is refused below as such)
+        if meta.get("stage") == stage and key not in meta:
+            raise InputError(f"{checkpoint}: its metadata has no {key!r}, needed to rebuild the network")
     if meta.get("stage") != stage:
         raise InputError(
             f"{checkpoint}: not a stage-{stage} checkpoint (stage {meta.get('stage')!r})"

@@ -87,6 +87,12 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     Path
         ``path``. If ``write`` raises, the temporary file is removed and ``path`` is
         left as it was.
+
+    Raises
+    ------
+    OSError
+        Writing failed (a full disk, ...): the error names ``path`` (a writer's error names
+        no file, or the temporary one, which is gone).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +101,33 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         write(tmp)
         _test_kill_point(path, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None or str(err.filename) == str(tmp):
+            raise naming(err, path) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def naming(err: OSError, path: str | os.PathLike) -> OSError:
+    """The same operating-system error, naming ``path`` (for the one-line message).
+
+    Parameters
+    ----------
+    err : OSError
+        E.g. ``OSError(errno.ENOSPC, "No space left on device")`` from a ``write``.
+    path : path-like
+        The file being written.
+
+    Returns
+    -------
+    OSError
+        Of the same class (``errno`` picks the subclass), with ``filename`` = ``path``.
+    """
+    return OSError(err.errno, err.strerror or str(err), str(path))
 
 
 #: Test hook (for the kill tests, never for normal use): ``DEEPTREE_TEST_KILL_AT=<file name>``
@@ -276,9 +305,14 @@ class FolderLock:
                 "command": self.command,
                 "since": _now(),
             }
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(record).encode())
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(record).encode())
+            except OSError as err:  # a full disk: leave no empty lock file behind
+                self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise naming(err, self.path) from err
             self._fd = fd
             return self
         raise FolderLocked(self.folder, f"could not take the lock {self.path}")

@@ -274,6 +274,75 @@ def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0))
 
 
+#: Bytes per output voxel that resampling holds at once: the float32 result, MONAI's sampling
+#: grid (3 float32 coordinates per voxel) and the numpy copy returned.
+RESAMPLE_BYTES_PER_VOXEL = 4 * (1 + 3 + 1)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the system's ``MemAvailable`` and, under
+    ``ulimit -v``, what is left of the address-space limit; None when neither is known."""
+    import resource
+
+    limits = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/status", encoding="ascii") as f:
+                used = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
+            limits.append(max(0, soft - used))
+        except (OSError, ValueError, StopIteration):
+            pass
+    return min(limits) if limits else None
+
+
+def check_resample_memory(
+    shape: Sequence[int], spacing: Sequence[float], target: Sequence[float],
+    name: str = "the volume",
+) -> tuple[int, int, int]:  # fmt: skip
+    """Refuse a resampling whose result does not fit in memory, before allocating it.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        The input's shape.
+    spacing, target : 3 floats (mm)
+        Its voxel size and the one asked for.
+    name : str
+        The input, for the message.
+
+    Returns
+    -------
+    tuple of 3 ints
+        The output shape (about: MONAI's extent rule may add a voxel).
+
+    Raises
+    ------
+    InputError
+        The output needs more than :func:`available_memory` (``RESAMPLE_BYTES_PER_VOXEL``
+        bytes per voxel): one line with the sizes and what to do.
+    """
+    out = tuple(int(np.ceil(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+    need = int(np.prod(out, dtype=np.float64) * RESAMPLE_BYTES_PER_VOXEL)
+    free = available_memory()
+    if free is not None and need > free:
+        raise InputError(
+            f"resampling {name} ({'x'.join(map(str, shape))} voxels of "
+            f"{'x'.join(f'{v:g}' for v in spacing)} mm) to {'x'.join(f'{v:g}' for v in target)} mm "
+            f"gives {'x'.join(map(str, out))} voxels and needs about {need / 1e9:.1f} GB of memory, "
+            f"{free / 1e9:.1f} GB are available; use a coarser --model-spacing (the checkpoint's "
+            "by default), or crop the CT"
+        )
+    return out
+
+
 def _meta_tensor(array: np.ndarray, affine: np.ndarray):
     from monai.data import MetaTensor
 
@@ -282,8 +351,9 @@ def _meta_tensor(array: np.ndarray, affine: np.ndarray):
 
 
 def resample_to_spacing(
-    array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str = "bilinear"
-) -> tuple[np.ndarray, np.ndarray]:
+    array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str = "bilinear",
+    name: str = "the volume",
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Resample a volume to another voxel size with ``monai.transforms.Spacing``.
 
     Parameters
@@ -296,6 +366,8 @@ def resample_to_spacing(
         Target voxel size.
     mode : {"bilinear", "nearest"}
         Interpolation (``bilinear`` is trilinear in 3D). Outside the input: the border value.
+    name : str
+        The volume, for the message of :func:`check_resample_memory`.
 
     Returns
     -------
@@ -307,6 +379,7 @@ def resample_to_spacing(
     from monai.transforms import Spacing
 
     spacing = check_spacing(spacing, "target spacing")
+    check_resample_memory(np.shape(array), affine_spacing(affine), spacing, name)  # before allocating
     out = Spacing(pixdim=spacing, mode=mode, padding_mode="border", dtype=np.float32)(
         _meta_tensor(array, affine)
     )

@@ -40,8 +40,9 @@ Files in ``out_dir``:
   ``seconds`` since the start of the call) and one per validation (``"val": {...}``);
 * ``loss_curves.png``: :func:`plot_log` of the log, written at the end.
 
-Ctrl-C (SIGINT) is deferred to the end of the running iteration: the checkpoint is written and
-``KeyboardInterrupt`` is raised; a second Ctrl-C interrupts at once.
+Ctrl-C (SIGINT) and SIGTERM (``kill``, a batch scheduler) are deferred to the end of the
+running iteration: the checkpoint is written and ``KeyboardInterrupt`` is raised
+(:class:`deeptree.signals.Terminated` for SIGTERM); a second signal interrupts at once.
 
 Several processes (``torchrun``, :mod:`deeptree.distributed`): when a process group is
 initialised, the model is wrapped in ``DistributedDataParallel``, ``cfg.batch_size`` is the
@@ -83,6 +84,7 @@ from deeptree.io import InputError, atomic_write
 from deeptree.networks import choose_device
 from deeptree.progress import progress_bar
 from deeptree.report import jsonable
+from deeptree.signals import Terminated
 
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss_curves.png"
@@ -263,25 +265,35 @@ def plot_log(entries: list[dict], title: str | None = None, *, offscreen: bool =
 # the loop
 # --------------------------------------------------------------------------------------------
 class _StopFlag:
-    """Deferred SIGINT: the first Ctrl-C sets the flag, a second one interrupts at once."""
+    """Deferred SIGINT and SIGTERM: the first sets the flag, a second one interrupts at once
+    (:class:`~deeptree.signals.Terminated` for SIGTERM)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum = None
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def _handler(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise self.exception("interrupted again")
+        self.requested, self.signum = True, signum
+
+    def exception(self, text: str) -> KeyboardInterrupt:
+        """What to raise: ``KeyboardInterrupt`` after Ctrl-C, ``Terminated`` after SIGTERM."""
+        if self.signum == signal.SIGTERM:
+            return Terminated(f"terminated (SIGTERM): {text}")
+        return KeyboardInterrupt(text)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
 
 
@@ -343,7 +355,8 @@ def train(
     Raises
     ------
     KeyboardInterrupt
-        After Ctrl-C, once the checkpoint of the completed iterations is written.
+        After Ctrl-C or SIGTERM (then :class:`deeptree.signals.Terminated`), once the
+        checkpoint of the completed iterations is written.
     InputError
         Unreadable or incompatible checkpoint on resume; a batch size that the processes
         cannot share.
@@ -436,7 +449,7 @@ def train(
             if stop_now:
                 distributed.barrier()  # no rank exits before rank 0 has written the checkpoint
                 bar.close()
-                raise KeyboardInterrupt(
+                raise stop.exception(
                     f"training interrupted after iteration {iteration}; resume from {ckpt_path}"
                 )
     bar.close()
@@ -580,8 +593,11 @@ def _open_log(path: Path, main: bool):
 
 def _append(log, history: list, entry: dict) -> None:
     history.append(entry)
-    log.write(json.dumps(entry) + "\n")
-    log.flush()
+    try:
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+    except OSError as err:  # a full disk: the message names the log
+        raise OSError(err.errno, err.strerror or str(err), log.name) from err
 
 
 def _save_plot(path: Path, history: list[dict], meta: dict) -> None:

@@ -201,7 +201,9 @@ def test_cli_train_then_resume_and_predict(tmp_path, capsys):
     assert load_checkpoint(out / "last.pt")["iteration"] == 1
     assert any("val" in e for e in read_log(out / "log.jsonl"))
     assert main([*args, "--iterations", "2", "--resume"]) == 2
-    assert "resume needs the same schedule" in capsys.readouterr().err
+    assert "--iterations differs from the run being resumed: the run has 1, this command 2" in (
+        capsys.readouterr().err
+    )
     pred = tmp_path / "pred"
     args = ["predict", "--stage", "1", "--checkpoint", str(out / "last.pt"), "--input"]
     assert (

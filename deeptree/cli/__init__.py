@@ -26,12 +26,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 import warnings
 
 from deeptree import __version__
 from deeptree.extras import MissingExtraError
 from deeptree.io import InputError
+from deeptree.signals import sigterm_as_interrupt
 
 #: Order of the subcommands in the help (the order of the method); others follow by name.
 ORDER: tuple[str, ...] = (
@@ -98,13 +100,14 @@ def memory_error_message(err: BaseException) -> str:
 
     Parameters
     ----------
-    err : MemoryError or torch.cuda.OutOfMemoryError
+    err : MemoryError, torch.cuda.OutOfMemoryError, or torch's CPU allocator ``RuntimeError``
+        (:func:`is_out_of_memory`).
 
     Returns
     -------
     str
     """
-    gpu = not isinstance(err, MemoryError)
+    gpu = "OutOfMemory" in type(err).__name__ or "CUDA" in str(err)
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     if len(first) > 160:
         first = first[:157] + "..."
@@ -115,6 +118,29 @@ def memory_error_message(err: BaseException) -> str:
         + ("the GPU" if gpu else "memory")
     )
     return f"out of memory on {where} ({first}); what helps: {todo}; --debug shows where it happened"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True if ``err`` says the host or a GPU ran out of memory.
+
+    ``MemoryError`` (numpy, python), ``torch.cuda.OutOfMemoryError``, and the
+    ``RuntimeError`` of torch's CPU allocator (``DefaultCPUAllocator: can't allocate
+    memory``), which is what a process under ``ulimit -v`` gets from a convolution.
+
+    Parameters
+    ----------
+    err : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(err, MemoryError) or "OutOfMemory" in type(err).__name__:
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )
 
 
 def _warning_line(command: str):
@@ -139,14 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 on success, 1 when some cases of a batch failed (the command lists them), 2 on a
         bad input, option or operating-system error (one line on stderr; with ``--debug`` the
-        traceback instead), 130 when interrupted.
+        traceback instead), 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
     args = build_parser().parse_args(argv)
     formatwarning = warnings.formatwarning
     if not args.debug:  # a warning is one line too (pytest's recording is not affected)
         warnings.formatwarning = _warning_line(args.command)
     try:
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt():  # SIGTERM stops a command as Ctrl-C does
+            return int(args._run(args) or 0)
     except (InputError, ValueError, OSError, MissingExtraError) as err:
         if args.debug:
             raise
@@ -156,17 +183,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (MemoryError, RuntimeError) as err:
         # a device out of memory (torch.cuda.OutOfMemoryError is a RuntimeError) or the host
-        # out of memory; any other RuntimeError is a bug and keeps its traceback
-        if args.debug or not isinstance(err, MemoryError) and "OutOfMemory" not in type(err).__name__:
+        # out of memory (torch's CPU allocator raises a RuntimeError); any other RuntimeError
+        # is a bug and keeps its traceback
+        if args.debug or not is_out_of_memory(err):
             raise
         print(f"deeptree {args.command}: error: {memory_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         if args.debug:
             raise
-        detail = f": {err}" if str(err) else ""
-        print(f"deeptree {args.command}: interrupted{detail}", file=sys.stderr)
-        return 130
+        # Ctrl-C: 130; SIGTERM (deeptree.signals.Terminated): 143, as a shell reports them
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        if signum == signal.SIGINT:
+            line = "interrupted" + (f": {err}" if str(err) else "")
+        else:  # its text begins with "terminated (SIGTERM)"
+            line = str(err) or "terminated"
+        print(f"deeptree {args.command}: {line}", file=sys.stderr)
+        return 128 + signum
     finally:
         warnings.formatwarning = formatwarning
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deeptree.cli import os_error_message
+from deeptree.cli import is_out_of_memory, memory_error_message, os_error_message
 from deeptree.files import FolderLock, clean_orphan_temporaries, file_sha256
 from deeptree.io import (
     THICK_SLICE_MM,
@@ -184,8 +184,9 @@ def for_each_case(
     targets: Callable[[str, Path], Sequence[Path]] | None = None,
 ) -> list[str]:
     """The per-case loop of the commands: ``work(case_id, path)`` on every case, printing the
-    line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`) or whose
-    files fail (an ``OSError``: a full disk, a permission) is reported and the others go on.
+    line it returns; a case whose input is bad (:class:`~deeptree.io.InputError`), whose
+    files fail (an ``OSError``: a full disk, a permission) or that runs out of memory is
+    reported and the others go on.
 
     Parameters
     ----------
@@ -229,6 +230,11 @@ def for_each_case(
             continue
         except OSError as err:
             problems.append(f"{case_id}: {os_error_message(err)}")
+            continue
+        except (MemoryError, RuntimeError) as err:
+            if not is_out_of_memory(err):
+                raise  # a bug: its traceback
+            problems.append(f"{case_id}: {memory_error_message(err)}")  # a smaller one may fit
             continue
         print(line)
     return problems

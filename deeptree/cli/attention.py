@@ -97,8 +97,11 @@ def attention_case(
 
 
 def run(args) -> int:
+    from deeptree.attention import check_alpha
+
     config = get_config(args.profile).attention
     alpha = config.alpha if args.alpha is None else args.alpha
+    check_alpha(alpha, "--alpha")  # once, before the batch (not once per case)
     threshold = config.centre_threshold if args.threshold is None else args.threshold
     files, out_dir = mask_inputs(args, KINDS)
 

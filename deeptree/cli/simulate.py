@@ -142,11 +142,15 @@ def simulate_case(
 
 
 def run(args) -> int:
+    from deeptree.breakage import check_fractions
+
     config = get_config(args.profile).breakage
     branch_fraction = (
         config.branch_fraction if args.branch_fraction is None else args.branch_fraction
     )
     run_fraction = tuple(config.run_fraction if args.run_fraction is None else args.run_fraction)
+    # once, before the batch (not once per case)
+    check_fractions(branch_fraction, run_fraction, ("--branch-fraction", "--run-fraction"))
     files, out_dir = mask_inputs(args, KINDS)
 
     def outputs_of(case_id: str, path: Path) -> list[Path]:

@@ -16,7 +16,11 @@ holds the lock), and the temporary files of a killed run are removed. Ctrl-C wri
 checkpoint; ``--resume`` continues exactly where it stopped. A ``--out`` that already holds a run (``last.pt`` or ``log.jsonl``)
 is refused unless ``--resume`` (continue it) or ``--overwrite`` (start again: its checkpoint,
 log and ``best.pt`` are replaced) is given; one holding the other stage's checkpoint is
-always refused. The device and the options are checked before the data are prepared.
+always refused. The device and the options are checked before the data are prepared:
+``--resume`` compares the options that define the run (the dataset's resolved path and case
+ids, the validation cases, profile, variant, iterations, batch size, seed; recorded in every
+checkpoint as ``meta["run"]``, :func:`run_record`) with the checkpoint's and refuses another
+run's with one line naming the option and both values; ``--val`` must leave a case to train on.
 
 Several GPUs or nodes: the same command under ``torchrun`` (``deeptree.distributed``)::
 
@@ -108,7 +112,7 @@ def _run(args, env, device, held) -> int:
         raise InputError(f"{out}: --out is a file; the run needs a folder")
     if out.resolve() in (data.resolve(), (data / "imagesTr").resolve(), (data / "labelsTr").resolve()):
         raise InputError(f"{out}: --out is the dataset folder (--data); give the run its own folder")
-    _refuse_another_stage(out / "last.pt", args.stage)
+    saved = _refuse_another_stage(out / "last.pt", args.stage)
     _refuse_existing_run(out, args.resume, args.overwrite)
     if env.is_main:
         held.enter_context(locked_output(out, NAME))
@@ -134,6 +138,10 @@ def _run(args, env, device, held) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
+    # what defines the run, compared with the checkpoint's on --resume before any data work
+    record = run_record(args, data, train_cfg)
+    if args.resume and saved is not None:
+        check_resume(saved, record, out / "last.pt")
     distributed.local_batch_size(train_cfg.batch_size, env.world_size)  # before the data
     workers = (
         args.workers
@@ -179,6 +187,7 @@ def _run(args, env, device, held) -> int:
             train_cases, val_cases, args.variant, net, train_cfg, profile=args.profile,
             device=device,
         )  # fmt: skip
+    task.meta["run"] = record  # in every checkpoint: what a --resume must match
     result = train(
         task,
         train_cfg,
@@ -198,16 +207,149 @@ def _run(args, env, device, held) -> int:
     return 0
 
 
-def _refuse_another_stage(checkpoint, stage: int) -> None:
-    """Never overwrite (or resume from) a checkpoint of the other stage in ``--out``."""
+def _refuse_another_stage(checkpoint, stage: int) -> dict | None:
+    """Never overwrite (or resume from) a checkpoint of the other stage in ``--out``; returns
+    the checkpoint read (None when there is none)."""
     from deeptree.checkpoints import load_checkpoint
 
-    if checkpoint.is_file():
-        found = load_checkpoint(checkpoint).get("meta", {}).get("stage")
-        if found is not None and found != stage:
+    if not checkpoint.is_file():
+        return None
+    state = load_checkpoint(checkpoint)
+    found = state.get("meta", {}).get("stage")
+    if found is not None and found != stage:
+        raise InputError(
+            f"{checkpoint}: holds a stage-{found} checkpoint; give stage {stage} another --out"
+        )
+    return state
+
+
+#: The options that define a run, by the key of :func:`run_record`, in the order checked (the
+#: profile first: it sets the defaults of the others).
+RUN_OPTIONS = {
+    "profile": "--profile",
+    "variant": "--variant",
+    "data": "--data",
+    "cases": "--data",
+    "val_cases": "--val",
+    "iterations": "--iterations",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+}
+
+
+def run_record(args, data, train_cfg) -> dict:
+    """What defines a training run, from the options alone (no data are read).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``stage``, ``profile``, ``variant`` of ``deeptree train``.
+    data : Path
+        ``--data``.
+    train_cfg : TrainConfig
+        The profile's training settings with the overrides applied (``iterations``,
+        ``batch_size``, ``seed``, ``val_cases``).
+
+    Returns
+    -------
+    dict
+        ``stage``; ``data`` (the dataset's resolved path, str); ``cases`` (the case ids found
+        in it, sorted, list of str); ``val_cases`` (the ids held out for validation: the last
+        ``--val`` of ``cases``); ``profile``; ``variant`` (None for stage 2);
+        ``iterations``, ``batch_size``, ``seed`` (int). Stored in every checkpoint as
+        ``meta["run"]``; :func:`check_resume` compares it.
+
+    Raises
+    ------
+    InputError
+        ``--val`` below 0, or as large as the number of cases (none left to train on).
+    """
+    n_val = train_cfg.val_cases
+    if n_val < 0:
+        raise InputError(f"--val {n_val}: the number of cases held out for validation must be 0 or more")
+    cases = [c.id for c in list_cases(data)]
+    if cases and n_val >= len(cases):
+        raise InputError(
+            f"--val {n_val}: {data} has {len(cases)} case(s); holding out {n_val} for validation "
+            f"leaves none to train on (at most {len(cases) - 1})"
+        )
+    return {
+        "stage": int(args.stage),
+        "data": str(data.resolve()),
+        "cases": cases,
+        "val_cases": cases[len(cases) - n_val :] if n_val else [],
+        "profile": args.profile,
+        "variant": args.variant if args.stage == 1 else None,
+        "iterations": int(train_cfg.iterations),
+        "batch_size": int(train_cfg.batch_size),
+        "seed": int(train_cfg.seed),
+    }
+
+
+def check_resume(state: dict, record: dict, checkpoint) -> None:
+    """Refuse a ``--resume`` whose options define another run than the checkpoint's.
+
+    Parameters
+    ----------
+    state : dict
+        The checkpoint (:func:`deeptree.checkpoints.load_checkpoint`). Its ``meta["run"]``
+        (:func:`run_record`); a checkpoint written before that record existed is compared on
+        what it holds (profile, variant, iterations, batch size, seed, the number of
+        validation cases).
+    record : dict
+        :func:`run_record` of this command.
+    checkpoint : Path
+        Its file, for the message.
+
+    Raises
+    ------
+    InputError
+        One line naming the first option that differs and both values.
+    """
+    meta, cfg = state.get("meta", {}), state.get("train_config", {})
+    saved = meta.get("run")
+    if saved is None:  # an older checkpoint: what it recorded elsewhere
+        saved = {k: meta[k] for k in ("profile", "variant") if k in meta}
+        saved.update({k: cfg[k] for k in ("iterations", "batch_size", "seed") if k in cfg})
+        if "val_cases" in cfg:
+            saved["n_val"] = cfg["val_cases"]
+    for key, option in RUN_OPTIONS.items():
+        if key == "val_cases" and key not in saved and "n_val" in saved:
+            before, now = saved["n_val"], len(record["val_cases"])
+        elif key in saved:
+            before, now = saved[key], record[key]
+        else:
+            continue
+        if before != now:
             raise InputError(
-                f"{checkpoint}: holds a stage-{found} checkpoint; give stage {stage} another --out"
+                f"{checkpoint}: {option} differs from the run being resumed: "
+                f"{_describe(key, before, now)}; --resume continues the same run: give the "
+                "options it was started with, or another --out (or --overwrite) to start again"
             )
+
+
+def _describe(key: str, before, now) -> str:
+    """``the run had X, this command gives Y`` for :func:`check_resume` (lists summarised)."""
+    if key == "cases":
+        added = [c for c in now if c not in before]
+        missing = [c for c in before if c not in now]
+        parts = [f"{len(before)} cases then, {len(now)} now"]
+        parts += [f"new: {_ids(added)}"] if added else []
+        parts += [f"gone: {_ids(missing)}"] if missing else []
+        return ", ".join(parts)
+    if key == "val_cases" and isinstance(before, list):
+        return (
+            f"the run held out {len(before)} case(s) for validation ({_ids(before) or 'none'}), "
+            f"this command {len(now)} ({_ids(now) or 'none'})"
+        )
+    if key == "val_cases":
+        return f"the run held out {before} case(s) for validation, this command {now}"
+    return f"the run has {before}, this command {now}"
+
+
+def _ids(ids: list, most: int = 4) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def _refuse_existing_run(out, resume: bool, overwrite: bool) -> None:

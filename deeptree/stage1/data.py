@@ -758,9 +758,12 @@ def split_cases(cases: list, n_val: int) -> tuple[list, list]:
     Raises
     ------
     InputError
-        If fewer than ``n_val + 1`` cases are given (at least one must be left to train on).
+        If ``n_val`` is negative, or fewer than ``n_val + 1`` cases are given (at least one
+        must be left to train on).
     """
-    if n_val < 0 or len(cases) < n_val + 1:
+    if n_val < 0:
+        raise InputError(f"cases held out for validation: must be 0 or more, got {n_val}")
+    if len(cases) < n_val + 1:
         raise InputError(
             f"need at least {n_val + 1} cases to hold out {n_val} for validation, got {len(cases)}"
         )
