@@ -270,7 +270,7 @@ def check_compatible(state: dict, meta: dict, cfg: TrainConfig, path: Path) -> N
                 f"{path}: checkpoint has {key}={saved[key]!r}, this run {key}={value!r}; use another --out"
             )
     saved_cfg = state.get("train_config", {})
-    for key in ("iterations", "batch_size", "learning_rate", "seed"):
+    for key in ("iterations", "batch_size", "learning_rate", "seed", "warmup_iterations"):
         if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
             raise InputError(
                 f"{path}: checkpoint was trained with {key}={saved_cfg[key]!r}, this run has "

@@ -188,6 +188,9 @@ class TrainConfig:
     # heads start at foreground probability p (deeptree.networks.init_foreground_prior; stage
     # 2's option "prior", deeptree.stage2.task.STAGE2_OPTIONS)
     foreground_prior: float | None = None
+    # iterations of linear learning-rate warm-up before the poly decay (0: nnU-Net's start,
+    # deeptree.train.poly_lr)
+    warmup_iterations: int = 0
 
 
 #: Stage 2's starting foreground probability with the option "prior" (Lin et al., ICCV 2017:

@@ -135,11 +135,23 @@ class TrainResult:
 # schedule, optimiser, random state
 # --------------------------------------------------------------------------------------------
 def poly_lr(iteration: int, cfg: TrainConfig) -> float:
-    """nnU-Net's polynomial decay: ``lr0 (1 - iteration / iterations)^exponent``."""
-    return (
+    """The learning rate of ``iteration`` (0-based): nnU-Net's polynomial decay
+    ``lr0 (1 - iteration / iterations)^exponent``, after an optional linear warm-up.
+
+    With ``cfg.warmup_iterations = W > 0`` the first W iterations rise linearly,
+    ``lr0 (iteration + 1) / W``, towards the poly curve, and follow it from iteration W on (the
+    decay counts from iteration 0, so the warm-up does not lengthen the run). Why a warm-up:
+    a four-channel softmax starts with most of its probability on the airway classes, and
+    nnU-Net's full step with momentum 0.99 can push it to "no airway" within 50 iterations
+    (issue 30; ``benchmarks/stage1_startup.py``).
+    """
+    decay = (
         cfg.learning_rate
         * (1.0 - min(iteration, cfg.iterations) / cfg.iterations) ** cfg.poly_exponent
     )
+    if iteration < cfg.warmup_iterations:
+        return min(decay, cfg.learning_rate * (iteration + 1) / cfg.warmup_iterations)
+    return decay
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -149,6 +149,18 @@ def test_dice_ignores_classes_absent_from_the_target():
     assert float(dice) == 0.0 and float(ce) == pytest.approx(math.log(4), abs=1e-6)
 
 
+def test_dice_sums_the_class_losses_as_eq_1():
+    # Eq. 1: L_M = L_S(class 1) + L_S(class 2) + L_S(class 3), the class losses summed (not
+    # averaged); classes absent from the batch add nothing
+    label = torch.zeros(1, 1, 4, 1, 1, dtype=torch.long)
+    label[0, 0, :, 0, 0] = torch.tensor([1, 2, 0, 0])
+    logits = torch.zeros(1, 4, 4, 1, 1)  # softmax 0.25 everywhere
+    dice, _ = DiceCELoss()(logits, label)
+    s = 1e-5
+    one_class = 1 - (2 * 0.25 + s) / (4 * 0.25 + 1 + s)  # intersection 0.25, sum p 1, sum g 1
+    assert float(dice) == pytest.approx(2 * one_class, abs=1e-6)
+
+
 def test_deep_supervision_weights_follow_nnunet():
     assert deep_supervision_weights(1) == [1.0]
     assert deep_supervision_weights(3) == pytest.approx([2 / 3, 1 / 3, 0.0])
@@ -175,7 +187,9 @@ def test_stage1_loss_variants_perfect_and_gradients(variant):
     loss_fn = Stage1Loss(variant)
     loss, parts = loss_fn(perfect, label, d)
     assert float(loss) == pytest.approx(0.0, abs=1e-3)
-    assert set(parts) == ({"dice", "ce", "gul"} if "gul" in variant else {"dice", "ce"})
+    assert set(parts) == {"dice", "ce", "airway_p"} | ({"gul"} if "gul" in variant else set())
+    # the logged airway probability is the batch mean of 1 - p(background)
+    assert parts["airway_p"] == pytest.approx(float((label > 0).float().mean()), abs=1e-3)
     logits = torch.randn(1, n, 16, 16, 16, requires_grad=True)
     loss, _ = loss_fn(logits, label, d)
     loss.backward()

@@ -295,3 +295,69 @@ def test_select_warns_when_the_score_never_rises_above_zero(tmp_path):
     with pytest.warns(UserWarning, match="never rose above 0"):
         result = train(task, cfg, tmp_path, device="cpu", progress=False)
     assert load_checkpoint(result.best)["iteration"] == 2
+
+
+def test_warmup_rises_linearly_then_follows_the_poly_curve():
+    cfg = replace(CFG, iterations=100, warmup_iterations=10)
+    plain = replace(cfg, warmup_iterations=0)
+    assert poly_lr(0, cfg) == pytest.approx(0.001) and poly_lr(4, cfg) == pytest.approx(0.005)
+    rising = [poly_lr(i, cfg) for i in range(10)]
+    assert all(b > a for a, b in zip(rising, rising[1:], strict=False))
+    # from the end of the warm-up on, the same decay as without (the run is not lengthened)
+    for i in (10, 50, 99, 100):
+        assert poly_lr(i, cfg) == poly_lr(i, plain)
+
+
+def startup_batch(n=32):
+    """Two copies of one hand-built 32^3 patch: a thick (class 1), a medium (2) and a thin (3)
+    tube of air in lung-like tissue, 8.5% airway."""
+    i, j, k = np.mgrid[:n, :n, :n]
+    label = np.zeros((n, n, n), np.int64)
+    label[(i - 10) ** 2 + (j - 10) ** 2 <= 4.5**2] = 1
+    label[((i - 22) ** 2 + (k - 16) ** 2 <= 2.5**2) & (j > 8)] = 2
+    label[((j - 24) ** 2 + (k - 8) ** 2 <= 1.2**2) & (i > 12)] = 3
+    rng = np.random.default_rng(0)
+    image = np.where(label > 0, 0.0, 0.1) + rng.normal(0, 0.03, label.shape)
+    item = {
+        "image": torch.from_numpy(image.astype(np.float32))[None],
+        "label": torch.from_numpy(label)[None],
+        "distance": torch.from_numpy(gul_distance_weight(label))[None],
+    }
+    return torch.utils.data.default_collate([item, item])
+
+
+@pytest.mark.parametrize("variant", ["amc+gul", "plain"])
+def test_recipe_start_up_neither_collapses_nor_saturates_in_50_steps(variant):
+    # issue 30: with random heads a 4-channel model starts at airway probability 0.65-0.91
+    # everywhere and nnU-Net's first steps could drive it to "no airway"; the recipe's start
+    # (foreground prior of every head, learning-rate warm-up) is the same for every variant
+    from deeptree.stage1.task import apply_start_up
+
+    run = get_config("cpu")
+    cfg = replace(run.stage1_train, iterations=2000, seed=0)
+    assert cfg.foreground_prior is not None and cfg.warmup_iterations > 0
+    torch.manual_seed(cfg.seed)
+    model = apply_start_up(stage1_network(run.stage1_net, variant), cfg)
+    criterion = Stage1Loss(variant)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, nesterov=True)  # fmt: skip
+    batch = startup_batch()
+    airway = batch["label"][:1, 0] > 0
+    with torch.no_grad():
+        start = 1 - torch.softmax(model(batch["image"][:1]), 1)[:, 0]
+    assert float(start.mean()) == pytest.approx(cfg.foreground_prior, rel=0.5)
+    for it in range(50):
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(it, cfg)
+        optimizer.zero_grad()
+        loss, _ = criterion(model(batch["image"]), batch["label"], batch["distance"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        p = (1 - torch.softmax(model(batch["image"][:1]), 1)[:, 0])
+    # neither "no airway" nor "airway" everywhere: high in the tubes, low outside
+    assert float(p[airway].mean()) > 0.5, float(p[airway].mean())
+    assert float(p[~airway].mean()) < 0.2, float(p[~airway].mean())
+    assert 0.01 < float(p.mean()) < 0.5

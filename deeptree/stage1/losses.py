@@ -190,8 +190,9 @@ class DiceCELoss(torch.nn.Module):
     """Soft Dice + cross-entropy over a softmax, the nnU-Net default segmentation loss.
 
     Dice is the batch Dice of nnU-Net (sums over batch and voxels per class, background
-    excluded, smooth 1e-5), averaged over the classes *present in the target batch*: a class
-    absent from the patch (class 3 in a patch of the trachea, or in phantoms too coarse to
+    excluded, smooth 1e-5), one Dice loss per class, summed as in the paper's Eq. 1 (L_M =
+    L_S(class 1) + L_S(class 2) + L_S(class 3)) over the classes *present in the target
+    batch*: a class absent from the patch (class 3 in a patch of the trachea, or in phantoms too coarse to
     have bronchi <= 2 mm) would otherwise add a constant ~1 that no prediction can lower; its
     false positives are still penalised by CE. A patch with no foreground at all gets Dice
     loss 0 (CE only). CE is the mean voxel cross-entropy; the loss is their sum. Written out
@@ -230,7 +231,8 @@ class DiceCELoss(torch.nn.Module):
         present = target_sum > 0
         if not bool(present.any()):
             return torch.zeros((), device=logits.device), ce  # all background: CE only
-        return 1.0 - dice[present].mean(), ce
+        # Eq. 1: the class losses are summed (one class for the 2-channel variants)
+        return (1.0 - dice[present]).sum(), ce
 
 
 def deep_supervision_weights(n_outputs: int) -> list[float]:
@@ -307,6 +309,10 @@ class Stage1Loss(torch.nn.Module):
         dice, ce = self.dice_ce(logits, target)
         total = dice + ce
         parts = {"dice": dice.detach(), "ce": ce.detach()}
+        # the mean airway probability 1 - p(background) of the batch: near 0 everywhere is the
+        # collapsed "no airway" state where the Dice has no gradient left (issue 30)
+        with torch.no_grad():
+            parts["airway_p"] = 1.0 - torch.softmax(logits.float(), dim=1)[:, 0].mean()
         if self.use_gul:
             if distance is None:
                 raise InputError(

@@ -57,7 +57,8 @@ def stage1_task(
         Seeds the weights (``cfg.seed``: the same for every variant but the output heads,
         ``deeptree.networks.stage1_network``) and the patch stream (nnU-Net's sampler,
         ``cfg.oversample_foreground``, on the variant's own labels);
-        ``foreground_prior`` (None in every profile for stage 1) sets the starting output.
+        ``foreground_prior`` sets the starting airway probability 1 - p(background), split
+        equally over the airway classes; ``warmup_iterations`` the learning-rate warm-up.
     profile : str, optional
         Recorded in the checkpoint.
     device : optional
@@ -67,8 +68,7 @@ def stage1_task(
     check_variant(variant)
     torch.manual_seed(cfg.seed)
     model = stage1_network(net, variant)
-    if cfg.foreground_prior is not None:
-        init_foreground_prior(model, cfg.foreground_prior)
+    apply_start_up(model, cfg)
     criterion = Stage1Loss(variant)
     # nnU-Net's sampler for the network's own labels: anatomy classes with AMC, the binary
     # airway without (deeptree.stage1.data); the same seed gives the same patch stream
@@ -101,6 +101,29 @@ def stage1_task(
     }
     validate = _stage1_validator(val_cases, net, device) if val_cases else None
     return TrainingTask(model=model, loss_fn=loss_fn, dataset=dataset, validate=validate, meta=meta)
+
+
+def apply_start_up(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """The start of every stage-1 variant's training (in place): with
+    ``cfg.foreground_prior = p`` every output head starts at airway probability
+    ``1 - p(background) = p``, split equally over the airway classes (p / 3 each with AMC,
+    p with 2 channels), so that all variants start alike; None leaves nnU-Net's random heads.
+
+    Parameters
+    ----------
+    model : AirwayUNet
+        A stage-1 network (``deeptree.networks.stage1_network``).
+    cfg : TrainConfig
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself.
+    """
+    if cfg.foreground_prior is not None:
+        n_airway_classes = model.output_block.conv.conv.out_channels - 1
+        init_foreground_prior(model, cfg.foreground_prior / n_airway_classes)
+    return model
 
 
 def _stage1_validator(val_cases: list, net, device) -> Callable[[torch.nn.Module], dict]:
