@@ -97,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from deeptree.config import LOSS_VARIANTS, reproduce_settings
-    from deeptree.phantom import generate_cohort
     from deeptree.io import list_cases
+    from deeptree.phantom import generate_cohort
     from deeptree.stage1.data import load_cohort
 
     settings = reproduce_settings("cpu", stage1_iterations=args.schedule)
