@@ -138,11 +138,11 @@ def _run(args, env, device, held) -> int:
     train_cfg = replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     if train_cfg.iterations < 1 or train_cfg.batch_size < 1:
         raise InputError("--iterations and --batch-size must be at least 1")
+    distributed.local_batch_size(train_cfg.batch_size, env.world_size)  # options before the data
     # what defines the run, compared with the checkpoint's on --resume before any data work
     record = run_record(args, data, train_cfg)
     if args.resume and saved is not None:
         check_resume(saved, record, out / "last.pt")
-    distributed.local_batch_size(train_cfg.batch_size, env.world_size)  # before the data
     workers = (
         args.workers
         if args.workers is not None
