@@ -30,6 +30,7 @@ import numpy as np
 
 from deeptree.config import AnatomyConfig
 from deeptree.io import InputError
+from deeptree.phantom.growth import point_segment_distance
 from deeptree.tree import AirwayTree
 
 if TYPE_CHECKING:
@@ -187,8 +188,6 @@ def generator_diameters(
     InputError
         ``spec`` has no branch, or the affine is not a finite 4x4 matrix.
     """
-    from deeptree.phantom.growth import point_segment_distance
-
     arrays = spec.arrays()
     if len(arrays["radius"]) == 0:
         raise InputError("phantom tree: no branch to read the lumen radii from")

@@ -178,28 +178,20 @@ class TrainConfig:
     poly_exponent: float = 0.9  # nnU-Net: lr = lr0 (1 - it / iterations)^0.9
     grad_clip: float = 12.0  # nnU-Net clips the gradient norm at 12
     checkpoint_every: int = 250  # iterations between resume checkpoints (and at the end)
-    # stage 1 samples patches as nnU-Net: this share of each batch is forced foreground, of the
-    # network's own labels (deeptree.stage1.data.Stage1PatchDataset, oversample)
-    oversample_foreground: float = 0.33  # nnU-Net's oversample_foreground_percent
+    # nnU-Net's oversample_foreground_percent: this share of each stage-1 batch is forced
+    oversample_foreground: float = 0.33  # foreground (stage1.data.Stage1PatchDataset)
     # the older class-ratio sampler (anywhere, class 1, 2, 3), kept for the benchmarks only
     patch_class_ratios: tuple[float, float, float, float] = (0.33, 0.17, 0.2, 0.3)
     val_cases: int = 2  # cases of the cohort held out for validation during training
-    # None: nnU-Net's output initialisation (the paper's; stage 2 in every profile); a float p:
-    # the output heads start at foreground probability p (deeptree.networks.init_foreground_prior;
-    # stage 1: STAGE1_START, p split over the airway classes; stage 2's option "prior",
-    # deeptree.stage2.task.STAGE2_OPTIONS)
+    # None: nnU-Net's output initialisation (the paper's); p: the heads start at foreground
+    # probability p (networks.init_foreground_prior; stage 1: STAGE1_START; stage 2: option "prior")
     foreground_prior: float | None = None
-    # iterations of linear learning-rate warm-up before the poly decay (0: nnU-Net's start,
-    # deeptree.train.poly_lr)
-    warmup_iterations: int = 0
+    warmup_iterations: int = 0  # linear learning-rate warm-up before the poly decay (train.poly_lr)
 
 
-#: How every stage-1 variant starts (issue 30): the output heads at airway probability 0.01 in
-#: total (``deeptree.stage1.task.apply_start_up``) and the learning rate warmed up linearly over
-#: 50 iterations (``deeptree.train.poly_lr``). Measured on the cpu reproduction's training
-#: phantoms, 5 seeds x 4 variants, first 120 iterations (benchmarks/stage1_startup.py,
-#: benchmarks/RESULTS.md "Stage-1 start-up"): nnU-Net's start left 6 of 20 models predicting no
-#: airway anywhere (AMC 3 of 5), this start 0 of 20. Not the paper's (it starts as nnU-Net).
+#: How every stage-1 variant starts: heads at airway probability 0.01 (stage1.task.apply_start_up),
+#: a 50-iteration warm-up (train.poly_lr); nnU-Net's start collapsed 6 of 20 cpu models, this 0
+#: (benchmarks/RESULTS.md, "Stage-1 start-up"). Not the paper's (it starts as nnU-Net).
 STAGE1_START = {"foreground_prior": 0.01, "warmup_iterations": 50}
 
 #: Stage 2's starting foreground probability with the option "prior" (Lin et al., ICCV 2017:
@@ -249,8 +241,7 @@ def get_config(profile: str = "cpu") -> RunConfig:
     if profile == "cpu":
         return replace(
             base,
-            # a laptop CPU: narrow net, 32^3 patches, batch 2 (the 1 mm phantoms have all
-            # three classes).
+            # a laptop CPU: narrow net, 32^3 patches, batch 2 (1 mm phantoms: all three classes).
             # Inference keeps nnU-Net's overlap 0.5: with 32^3 patches, 0.25 left breaks at
             # the patch borders (TLD 3-9 points lower for every variant on the validation
             # phantoms, benchmarks/RESULTS.md) for half the inference time.
@@ -259,14 +250,9 @@ def get_config(profile: str = "cpu") -> RunConfig:
             # phantoms (TLD 27% vs 37%); 2000 (about 5-10 min on 2 cores) reach TLD 68%
             # (benchmarks/RESULTS.md, stage 1)
             stage1_train=TrainConfig(
-                iterations=2000,
-                validate_every=500,
-                checkpoint_every=500,
-                amp=False,
-                val_cases=1,
-                patch_class_ratios=(0.33, 0.2, 0.4, 0.4),
-                **STAGE1_START,
-            ),
+                iterations=2000, validate_every=500, checkpoint_every=500, amp=False, val_cases=1,
+                patch_class_ratios=(0.33, 0.2, 0.4, 0.4), **STAGE1_START,
+            ),  # fmt: skip
             # stage 2 on a laptop CPU: a 64^3 step of this network takes ~8x longer than a
             # 32^3 one (measured 11-12 s vs 1.4 s per batch of 2 on the shared 2-core box), and
             # the cpu phantoms' gaps (1 mm voxels, a few voxels long) fit a 32^3 box (32 mm)

@@ -121,14 +121,17 @@ def test_foreground_prior_on_a_real_ct(cip_ct64_dir):
         assert before > 0.2 and after < 0.05 and after < before / 5
 
 
-def test_profiles_start_both_stages_as_nnunet_and_the_prior_is_an_option():
-    from deeptree.config import STAGE2_FOREGROUND_PRIOR
+def test_profiles_start_stage_1_at_the_prior_and_stage_2_as_nnunet():
+    from deeptree.config import STAGE1_START, STAGE2_FOREGROUND_PRIOR
     from deeptree.stage2.task import stage2_options
 
     assert STAGE2_FOREGROUND_PRIOR == 0.01
     for profile in ("smoke", "cpu", "gpu"):
         run = get_config(profile)
         assert run.stage2_train.foreground_prior is None  # the paper's stage 2
-        assert run.stage1_train.foreground_prior is None
+        # every stage-1 variant starts alike, at the recipe's airway probability (issue 30)
+        assert run.stage1_train.foreground_prior == STAGE1_START["foreground_prior"]
+        warmup = 0 if profile == "smoke" else STAGE1_START["warmup_iterations"]
+        assert run.stage1_train.warmup_iterations == warmup
         _, cfg, _ = stage2_options(["prior"], Stage2DataConfig(), run.stage2_train)
         assert cfg.foreground_prior == STAGE2_FOREGROUND_PRIOR

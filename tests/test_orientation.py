@@ -306,6 +306,9 @@ def test_a_singular_affine_is_refused_at_read_time_naming_the_file(tmp_path, cap
     mask = (_tiny_ct() < -500).astype(np.uint8)
     mask[:3], mask[-3:], mask[:, :3], mask[:, -3:] = 0, 0, 0, 0
     write_nifti(data / "labelsTr" / "A.nii.gz", mask, np.diag([2.0, 2.0, 2.0, 1.0]))
+    # a second, sound case, so that the validation split leaves a training case
+    write_nifti(data / "imagesTr" / "B_0000.nii.gz", _tiny_ct(), np.diag([2.0, 2.0, 2.0, 1.0]))
+    write_nifti(data / "labelsTr" / "B.nii.gz", mask, np.diag([2.0, 2.0, 2.0, 1.0]))
     # not resampled (train reads it as it is): refused all the same, in one line, exit 2
     status = main(["train", "--profile", "smoke", "--data", str(data), "--out", str(tmp_path / "run"),
                    "--cache", str(tmp_path / "cache"), "--device", "cpu", "--no-progress"])  # fmt: skip

@@ -127,7 +127,7 @@ def test_cldice_loss_prefers_the_tube_and_reports_its_part():
     broken = torch.nn.functional.one_hot(broken_label[:, 0], 2).movedim(-1, 1).float() * 20 - 10
     loss_perfect, parts = criterion(perfect, label)
     loss_broken, parts_broken = criterion(broken, label)
-    assert set(parts) == {"dice", "ce", "cldice"}
+    assert set(parts) == {"dice", "ce", "cldice", "airway_p"}
     assert parts["cldice"] < 0.01
     assert parts_broken["cldice"] > parts["cldice"] + 0.05
     assert float(loss_broken) > float(loss_perfect)
