@@ -189,9 +189,8 @@ class TrainConfig:
     warmup_iterations: int = 0  # linear learning-rate warm-up before the poly decay (train.poly_lr)
 
 
-#: How every stage-1 variant starts: heads at airway probability 0.01 (stage1.task.apply_start_up),
-#: a 50-iteration warm-up (train.poly_lr); nnU-Net's start collapsed 6 of 20 cpu models, this 0
-#: (benchmarks/RESULTS.md, "Stage-1 start-up"). Not the paper's (it starts as nnU-Net).
+#: Every stage-1 variant's start (stage1.task.apply_start_up, train.poly_lr; not the paper's):
+#: nnU-Net's collapsed 6 of 20 cpu models, this 0 (benchmarks/RESULTS.md, "Stage-1 start-up").
 STAGE1_START = {"foreground_prior": 0.01, "warmup_iterations": 50}
 
 #: Stage 2's starting foreground probability with the option "prior" (Lin et al., ICCV 2017:
