@@ -38,7 +38,8 @@ from _common import cpu_model, finish_report, standard_phantom  # noqa: E402
 from deeptree.config import get_config  # noqa: E402
 from deeptree.io import list_cases  # noqa: E402
 from deeptree.stage1 import data as old  # noqa: E402
-from deeptree.stage1.data import AugmentConfig, load_stage1_case  # noqa: E402
+from deeptree.stage1.cache import load_stage1_case  # noqa: E402
+from deeptree.stage1.data import AugmentConfig  # noqa: E402
 
 SPATIAL = replace(
     AugmentConfig(), p_rotate=1.0, p_scale=1.0, p_brightness=0, p_contrast=0, p_noise=0

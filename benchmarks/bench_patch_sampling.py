@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import standard_phantom  # noqa: E402
 
 from deeptree.config import get_config  # noqa: E402
+from deeptree.stage1.cache import load_stage1_case  # noqa: E402
 from deeptree.stage1.data import (
     Stage1PatchDataset,
     _rotation,
     crop_patch,
-    load_stage1_case,
     resample_patches,
 )
 

@@ -72,7 +72,8 @@ def main() -> None:
     from deeptree.networks import stage1_network
     from deeptree.phantom import generate_cohort
     from deeptree.pipeline import repair
-    from deeptree.stage1.data import Stage1PatchDataset, load_cohort
+    from deeptree.stage1.cache import load_cohort
+    from deeptree.stage1.data import Stage1PatchDataset
     from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss
     from deeptree.stage1.predict import predict_stage1
     from deeptree.stage2.predict import load_stage2_model

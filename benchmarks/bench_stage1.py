@@ -38,7 +38,8 @@ def main() -> int:
     from deeptree.config import get_config
     from deeptree.networks import stage1_network
     from deeptree.phantom import generate_cohort
-    from deeptree.stage1.data import Stage1PatchDataset, load_cohort
+    from deeptree.stage1.cache import load_cohort
+    from deeptree.stage1.data import Stage1PatchDataset
     from deeptree.stage1.losses import Stage1Loss
     from deeptree.stage1.task import stage1_task
     from deeptree.train import make_optimizer, read_log, train

@@ -86,7 +86,8 @@ QUICK = DemoSettings(
 
 
 def _stage1(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
-    from deeptree.stage1.data import load_cohort, split_cases
+    from deeptree.stage1.cache import load_cohort
+    from deeptree.stage1.data import split_cases
     from deeptree.stage1.task import stage1_task
     from deeptree.train import train
 

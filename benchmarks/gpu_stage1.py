@@ -60,7 +60,7 @@ def _generate(args):
 
 
 def _prepare(args):
-    from deeptree.stage1.data import load_stage1_case
+    from deeptree.stage1.cache import load_stage1_case
 
     paths, cache = args
     load_stage1_case(paths, cache)
@@ -130,7 +130,8 @@ def main() -> int:
         return 1
     from deeptree.io import list_cases
     from deeptree.networks import stage1_network
-    from deeptree.stage1.data import load_cohort, split_cases
+    from deeptree.stage1.cache import load_cohort
+    from deeptree.stage1.data import split_cases
     from deeptree.stage1.losses import Stage1Loss
     from deeptree.stage1.predict import predict_stage1
     from deeptree.stage1.task import stage1_task

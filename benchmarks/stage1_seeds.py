@@ -38,7 +38,8 @@ from deeptree.config import (
 )
 from deeptree.evaluation.compare import class_scores, heldout_comparison
 from deeptree.phantom import generate_cohort  # noqa: E402
-from deeptree.stage1.data import load_cohort, split_cases
+from deeptree.stage1.cache import load_cohort
+from deeptree.stage1.data import split_cases
 from deeptree.stage1.predict import predict_stage1
 from deeptree.stage1.task import stage1_task
 from deeptree.train import train

@@ -99,7 +99,7 @@ def main() -> None:
     from deeptree.config import LOSS_VARIANTS, reproduce_settings
     from deeptree.io import list_cases
     from deeptree.phantom import generate_cohort
-    from deeptree.stage1.data import load_cohort
+    from deeptree.stage1.cache import load_cohort
 
     settings = reproduce_settings("cpu", stage1_iterations=args.schedule)
     work = Path(args.work)

@@ -147,7 +147,7 @@ def test_phantom_labels_use_the_generator_radii(tmp_path, capsys):
     generator says 1.6 mm."""
     from deeptree.cli import main
     from deeptree.io import list_cases
-    from deeptree.stage1.data import load_stage1_case
+    from deeptree.stage1.cache import load_stage1_case
 
     spacing = (0.5, 0.5, 0.5)
     _, drawn = write_phantom_like_cohort(tmp_path, spacing, spec_radius=0.8)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deeptree.io import CasePaths, InputError, read_nifti, write_nifti
+from deeptree.stage1.cache import load_stage1_case
 from deeptree.stage1.data import (
     AugmentConfig,
     Stage1Case,
@@ -16,7 +17,6 @@ from deeptree.stage1.data import (
     choose_centre,
     class_locations,
     crop_patch,
-    load_stage1_case,
     normalize_ct,
     resample_patch,
     resample_patches,
@@ -190,7 +190,8 @@ def test_missing_label_and_other_shape_are_clear_errors(tmp_path):
 
 def test_prepare_real_case_and_cache(tmp_path, cip_ct64_dir):
     from deeptree.orientation import to_ras
-    from deeptree.stage1.data import class_frequencies, load_cohort
+    from deeptree.stage1.cache import load_cohort
+    from deeptree.stage1.data import class_frequencies
 
     root = tmp_path / "ds"
     for name, target in (("ct", "imagesTr/CIP_0000.nii.gz"), ("airway", "labelsTr/CIP.nii.gz")):

@@ -80,7 +80,7 @@ def test_train_cache_never_deletes_a_case_folder_it_did_not_create(tmp_path, coh
 
 def test_cache_rebuilds_its_own_entries_and_only_its_own_files(tmp_path, cohort):
     from deeptree.io import list_cases
-    from deeptree.stage1.data import CACHE_MARKER, load_stage1_case
+    from deeptree.stage1.cache import CACHE_MARKER, load_stage1_case
 
     case = list_cases(cohort)[0]
     cache = tmp_path / "cache"

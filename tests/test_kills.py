@@ -121,7 +121,7 @@ def log_without_times(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_train_killed_during_the_first_and_a_later_checkpoint_write_then_resumed(tmp_path):
     from deeptree.phantom import generate_cohort
-    from deeptree.stage1.data import load_cohort
+    from deeptree.stage1.cache import load_cohort
 
     data = tmp_path / "cohort"
     generate_cohort(data, "smoke", 1, seed=0, progress=False)

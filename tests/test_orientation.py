@@ -157,7 +157,7 @@ def _dataset(root, case, flips):
 
 def test_training_reads_an_lps_case_in_ras(tmp_path):
     from deeptree.io import list_cases
-    from deeptree.stage1.data import load_stage1_case
+    from deeptree.stage1.cache import load_stage1_case
     from deeptree.stage2.task import load_sources
 
     case = generate_case("smoke", 1)
@@ -242,7 +242,7 @@ def test_every_reader_takes_the_voxel_size_from_the_affine(tmp_path, capsys):
     check see the sform's 2.6 mm, as ``predict`` does, not the qform/pixdim 1 mm."""
     from deeptree.cli._cases import warn_thick_inputs
     from deeptree.io import ThickSliceWarning, list_cases
-    from deeptree.stage1.data import load_stage1_case
+    from deeptree.stage1.cache import load_stage1_case
 
     case = generate_case("smoke", 2)
     both, clean = tmp_path / "both", tmp_path / "clean"

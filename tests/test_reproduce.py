@@ -622,7 +622,7 @@ def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
     """``workers`` (DataLoader processes, for a GPU) changes where patches are made, not
     which: every item is a pure function of (seed, index)."""
     from deeptree.checkpoints import load_checkpoint
-    from deeptree.stage1.data import load_cohort
+    from deeptree.stage1.cache import load_cohort
     from deeptree.stage1.task import stage1_task
 
     torch.set_num_threads(1)

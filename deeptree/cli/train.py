@@ -156,7 +156,7 @@ def _run(args, env, device, held) -> int:
 
         cases = load_sources(data, progress=progress)
     else:
-        from deeptree.stage1.data import load_cohort, load_stage1_case
+        from deeptree.stage1.cache import load_cohort, load_stage1_case
 
         cache = Path(args.cache) if args.cache else stage1_cache_dir(data, out)
         if env.world_size > 1:

@@ -16,7 +16,7 @@ from deeptree.metrics import GroundTruth, airway_metrics, prepare_ground_truth
 from deeptree.orientation import to_ras
 from deeptree.pipeline import repair
 from deeptree.progress import progress_bar
-from deeptree.stage1.data import load_stage1_case
+from deeptree.stage1.cache import load_stage1_case
 from deeptree.stage1.predict import predict_stage1
 from deeptree.stage2.predict import Connector
 
@@ -206,7 +206,7 @@ def heldout_comparison(
     patch_size, overlap, device
         As :func:`predict_stage1`.
     cache_dir : optional
-        Cache of ``deeptree.stage1.data.load_stage1_case`` (anatomy labels of the GT).
+        Cache of ``deeptree.stage1.cache.load_stage1_case`` (anatomy labels of the GT).
     progress : bool or None
         A progress bar over the cases; None: unless under the notebook runner
         (:func:`deeptree.progress.enabled`).

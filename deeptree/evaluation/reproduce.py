@@ -126,7 +126,7 @@ from deeptree.pipeline import segment
 from deeptree.progress import enabled as progress_enabled
 from deeptree.report import jsonable
 from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
-from deeptree.stage1.data import load_cohort
+from deeptree.stage1.cache import load_cohort
 from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
 from deeptree.stage1.task import class1_dice_failure, cldice_task, stage1_task
 from deeptree.stage2.data import prepare_stage2_source

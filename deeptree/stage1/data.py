@@ -1,5 +1,6 @@
-"""Stage-1 data: CT normalisation, case preparation and caching, class-balanced patch sampling
-and augmentation, as a map-style torch dataset for :func:`deeptree.train.train`.
+"""Stage-1 data: CT normalisation, case preparation, class-balanced patch sampling and
+augmentation, as a map-style torch dataset for :func:`deeptree.train.train`. Cases are read
+from a dataset and cached on disk by :mod:`deeptree.stage1.cache`.
 
 CT intensities (:func:`normalize_ct`)
     Airway lumen is air (about -1000 HU), the airway wall and vessels are soft tissue (about
@@ -10,15 +11,12 @@ CT intensities (:func:`normalize_ct`)
     the air of the lumen, a fixed window keeps lumen, wall and parenchyma apart and is the
     same for every scanner. Padding (volumes smaller than a patch) uses 0 = air.
 
-Case preparation (:func:`prepare_stage1_case`, cached by :func:`load_stage1_case`)
+Case preparation (:func:`prepare_stage1_case`, cached by :mod:`deeptree.stage1.cache`)
     From a CT and its binary airway mask: the normalised CT, the anatomy label (classes 1-3,
     ``deeptree.anatomy``; a phantom's from its generator's radii, ``treesTr/<id>.json``), the GUL distance weight ``d`` (``deeptree.stage1.losses``) and, per class,
     the voxel positions used to centre patches. The tree parse and the skeletons are the
-    slow part (seconds per case); they run once and are stored as ``.npy`` files under a
-    cache folder, re-read with memory mapping, so a training run's data side only crops
-    and augments (what keeps up with a GPU; use DataLoader workers on a GPU machine). Each
-    case folder of the cache carries :data:`CACHE_MARKER`; the cache never deletes a folder,
-    and refuses one of a case's name that it did not create (:func:`check_cache_folder`).
+    slow part (seconds per case); :mod:`deeptree.stage1.cache` runs them once per case and
+    keeps the arrays on disk, so a training run's data side only crops and augments.
 
 Patch sampling (:mod:`deeptree.stage1.sampling`, :class:`Stage1PatchDataset`)
     Each patch is centred (up to a random shift of a quarter patch) on a voxel drawn as
@@ -52,12 +50,8 @@ seed and the iteration, identical with any number of workers and after a resume.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,18 +59,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from deeptree.anatomy import anatomy_labels, generator_diameters
-from deeptree.io import (
-    CasePaths,
-    InputError,
-    atomic_write,
-    check_same_grid,
-    check_spacing,
-    check_volume,
-    list_cases,
-    load_case,
-)
-from deeptree.orientation import CANONICAL, case_to_ras
-from deeptree.phantom.cases import read_tree, tree_beside
+from deeptree.io import InputError, check_same_grid, check_spacing, check_volume
 from deeptree.stage1.losses import gul_distance_weight
 from deeptree.stage1.sampling import (
     MAX_LOCATIONS_PER_CLASS,
@@ -89,23 +72,6 @@ from deeptree.tree import parse_tree
 
 #: CT window (HU) mapped to [0, 1]; see the module docstring.
 CT_WINDOW_HU: tuple[float, float] = (-1000.0, 600.0)
-
-#: Bumped when the cached arrays change meaning (old cache entries are then rebuilt).
-# 3: anatomy labels with the anatomical root (issue 18); 4: cases in RAS voxel order (issue 29:
-# an entry of an LPS case cached before holds the arrays in the file's own order); 5: unbiased
-# branch diameters, the phantoms' classes from their generator's radii (issue 30)
-CACHE_VERSION = 5
-
-#: The marker file of a cache entry, written first into each ``<cache>/<id>/`` it creates:
-#: only a folder with it (or one holding nothing but the files below, an entry of a version
-#: before the marker) is ever emptied and rewritten; a user's folder of that name is refused.
-CACHE_MARKER = ".deeptree-cache"
-
-#: The files of a cache entry (the only ones a rebuild removes).
-_CACHE_FILES = frozenset(
-    ["meta.json", "image.npy", "label.npy", "distance.npy"]
-    + [f"locations{c}.npy" for c in range(4)]
-)
 
 
 def normalize_ct(ct: np.ndarray, window: tuple[float, float] = CT_WINDOW_HU) -> np.ndarray:
@@ -284,181 +250,6 @@ def prepare_stage1_case(
         spacing=spacing,
         affine=np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, float),
     )
-
-
-def _cache_key(paths: CasePaths) -> str:
-    """Changes whenever an input file changes (size, mtime) or the cache version does."""
-    parts = [str(CACHE_VERSION)]
-    for p in (paths.image, paths.label, tree_beside(paths.label)):
-        if p is None:
-            continue
-        stat = Path(p).stat()
-        parts += [str(Path(p).resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
-
-
-def load_stage1_case(paths: CasePaths, cache_dir: str | os.PathLike | None = None) -> Stage1Case:
-    """Read and prepare one case of an ATM'22-layout dataset, through a disk cache.
-
-    The case is brought to RAS voxel order first (``deeptree.orientation.case_to_ras``), the
-    order every model is trained and run in: the prepared arrays, ``spacing`` and ``affine``
-    are those of the reoriented case.
-
-    In a phantom cohort (``root/treesTr/<id>.json`` beside ``root/labelsTr``,
-    :func:`deeptree.phantom.cases.tree_beside`) the anatomy classes use the generator's
-    lumen radii; that file is then part of the cache key.
-
-    Parameters
-    ----------
-    paths : CasePaths
-        From :func:`deeptree.io.list_cases`.
-    cache_dir : path-like, optional
-        Prepared arrays are stored in ``cache_dir/<id>/`` (``.npy``, re-read memory-mapped)
-        and reused while the input files are unchanged. None: no cache.
-
-    Raises
-    ------
-    InputError
-        A missing CT or label file, a label of another shape or affine than the CT, a
-        non-binary or empty label, unreadable files; ``cache_dir/<id>`` exists and is not a
-        cache entry (:func:`check_cache_folder`).
-    """
-    if paths.image is None:
-        raise InputError(
-            f"case {paths.id}: no CT image (images*/{paths.id}_0000.nii.gz) for the label {paths.label}"
-        )
-    if paths.label is None:
-        raise InputError(
-            f"case {paths.id}: no label (labels*/{paths.id}.nii.gz) for the CT {paths.image}"
-        )
-    folder = Path(cache_dir) / paths.id if cache_dir is not None else None
-    key = _cache_key(paths)
-    if folder is not None:
-        check_cache_folder(folder)
-        meta = _read_meta(folder)
-        if meta is not None and meta.get("key") == key:
-            return _read_cached(folder, meta)
-    # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
-    case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))
-    tree_json = tree_beside(paths.label)  # a phantom: its generator's radii make the classes
-    spec = read_tree(tree_json) if tree_json is not None else None
-    prepared = prepare_stage1_case(
-        case.ct, case.label, case.spacing, case.affine, case_id=paths.id, tree_spec=spec
-    )
-    if folder is not None:
-        _write_cached(folder, prepared, key)
-        return _read_cached(folder, _read_meta(folder))
-    return prepared
-
-
-def check_cache_folder(folder: str | os.PathLike) -> None:
-    """Refuse a case folder of the cache that the cache did not create.
-
-    Parameters
-    ----------
-    folder : path-like
-        ``<cache>/<case id>``; missing is fine (it will be created).
-
-    Raises
-    ------
-    InputError
-        ``folder`` is a file, or a folder without the :data:`CACHE_MARKER` that holds
-        anything besides the files of a cache entry (hidden files aside): it is the user's,
-        and is left as it is.
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(
-            f"{folder}: a file where the stage-1 cache keeps a case folder; give another --cache"
-        )
-    if not folder.is_dir() or (folder / CACHE_MARKER).is_file():
-        return
-    others = sorted(
-        p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name not in _CACHE_FILES
-    )
-    if others:
-        raise InputError(
-            f"{folder}: not a folder of the stage-1 cache (no {CACHE_MARKER} marker; it holds "
-            f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); it is left as it "
-            "is: give another --cache"
-        )
-
-
-def _read_meta(folder: Path) -> dict | None:
-    """The ``meta.json`` of a cache entry; None when missing or unreadable (rebuilt)."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _write_cached(folder: Path, case: Stage1Case, key: str) -> None:
-    # only an entry of the cache's own is rewritten, and only its own files are removed
-    # (never the folder: whatever else is in it stays)
-    check_cache_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").unlink(missing_ok=True)  # first: incomplete until written again
-    marker = folder / CACHE_MARKER
-    if not marker.is_file():
-        marker.write_text("a case of the deeptree stage-1 cache: the folder can be deleted\n")
-    for name in sorted(_CACHE_FILES):
-        (folder / name).unlink(missing_ok=True)
-    arrays = {"image": case.image, "label": case.label, "distance": case.distance}
-    arrays.update({f"locations{c}": case.locations[c] for c in range(4)})
-    for name, array in arrays.items():
-        atomic_write(folder / f"{name}.npy", lambda tmp, a=array: np.save(tmp, np.asarray(a)))
-    meta = {
-        "key": key,
-        "id": case.id,
-        "spacing": list(case.spacing),
-        "affine": np.asarray(case.affine).tolist(),
-        "orientation": CANONICAL,
-    }
-    # meta.json last: its presence marks a complete entry
-    atomic_write(folder / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-
-
-def _read_cached(folder: Path, meta: dict) -> Stage1Case:
-    def load(name, mmap=True):
-        return np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
-
-    return Stage1Case(
-        id=meta["id"],
-        image=load("image"),
-        label=load("label"),
-        distance=load("distance"),
-        locations=[load(f"locations{c}", mmap=False) for c in range(4)],
-        spacing=tuple(meta["spacing"]),
-        affine=np.asarray(meta["affine"]),
-    )
-
-
-def load_cohort(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    split: str = "Tr",
-    progress: bool = False,
-) -> list[Stage1Case]:
-    """Prepare every case of an ATM'22-layout dataset (sorted by id), through the cache.
-
-    Raises
-    ------
-    InputError
-        An empty dataset, or any problem of :func:`load_stage1_case` (e.g. a CT without
-        its label), naming the case.
-    """
-    from tqdm.auto import tqdm
-
-    cases = list_cases(root, split)
-    if not cases:
-        raise InputError(f"{root}: no cases in images{split}/labels{split}")
-    if cache_dir is not None:  # every case folder, before the long preparation
-        for case in cases:
-            check_cache_folder(Path(cache_dir) / case.id)
-    return [
-        load_stage1_case(c, cache_dir) for c in tqdm(cases, desc="prepare", disable=not progress)
-    ]
 
 
 # --------------------------------------------------------------------------------------------

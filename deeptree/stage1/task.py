@@ -19,7 +19,8 @@ from deeptree.networks import init_foreground_prior, stage1_network
 from deeptree.phantom import generate_cohort
 from deeptree.report import results_dir
 from deeptree.resample import training_record
-from deeptree.stage1.data import Stage1PatchDataset, load_cohort, split_cases
+from deeptree.stage1.cache import load_cohort
+from deeptree.stage1.data import Stage1PatchDataset, split_cases
 from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss, check_variant
 from deeptree.stage1.predict import load_stage1_model, predict_stage1
 from deeptree.train import LOG_NAME, TrainingTask, read_log, train
@@ -44,7 +45,7 @@ def stage1_task(
     Parameters
     ----------
     train_cases, val_cases : list of deeptree.stage1.data.Stage1Case
-        Prepared cases (``deeptree.stage1.data.load_cohort`` + ``split_cases``); validation cases
+        Prepared cases (``deeptree.stage1.cache.load_cohort`` + ``split_cases``); validation cases
         are predicted whole by sliding-window inference and scored with
         ``deeptree.metrics.airway_metrics`` (paper protocol: BD, TLD, precision, DSC) and
         ``deeptree.metrics.class_dice`` (``dice_1``, ``dice_2``, ``dice_3``: Dice per anatomy
