@@ -29,7 +29,8 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from deeptree.io import Case, InputError, check_affine
+from deeptree.io import Case, InputError
+from deeptree.io_checks import check_affine
 
 #: The voxel order every model is trained and run in.
 CANONICAL = "RAS"
@@ -130,7 +131,7 @@ def reorientation(affine: np.ndarray, shape, name: str = "volume") -> Reorientat
     Raises
     ------
     InputError
-        A non-finite or singular affine (:func:`deeptree.io.check_affine`).
+        A non-finite or singular affine (:func:`deeptree.io_checks.check_affine`).
     """
     affine = check_affine(affine, name)
     shape = tuple(int(n) for n in shape)

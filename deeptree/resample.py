@@ -496,7 +496,7 @@ def to_model_grid(
     Raises
     ------
     InputError
-        A bad CT, a non-finite or singular affine (``deeptree.io.check_affine``), a bad
+        A bad CT, a non-finite or singular affine (``deeptree.io_checks.check_affine``), a bad
         model spacing.
     """
     ct = check_volume(ct, name)

@@ -214,7 +214,7 @@ def _write_disagreeing(path, array, sform_mm=2.6, qform_mm=1.0):
 
 
 def test_disagreeing_qform_and_sform_warn_once_naming_the_file(tmp_path):
-    from deeptree.io import HeaderGeometryWarning
+    from deeptree.io_checks import HeaderGeometryWarning
 
     mask = np.zeros((16, 16, 30), np.uint8)
     mask[5:10, 5:10, 5:25] = 1
@@ -241,7 +241,8 @@ def test_every_reader_takes_the_voxel_size_from_the_affine(tmp_path, capsys):
     """``labels`` (anatomy classes by diameter in mm), training preparation and the thick-slice
     check see the sform's 2.6 mm, as ``predict`` does, not the qform/pixdim 1 mm."""
     from deeptree.cli._cases import warn_thick_inputs
-    from deeptree.io import ThickSliceWarning, list_cases
+    from deeptree.io import list_cases
+    from deeptree.io_checks import ThickSliceWarning
     from deeptree.stage1.cache import load_stage1_case
 
     case = generate_case("smoke", 2)

@@ -18,14 +18,12 @@ from tqdm import tqdm
 from deeptree.cli import is_out_of_memory, memory_error_message, os_error_message
 from deeptree.files import FolderLock, clean_orphan_temporaries, file_sha256
 from deeptree.io import (
-    THICK_SLICE_MM,
     InputError,
-    ThickSliceWarning,
     atomic_write,
     case_id_from_path,
     check_case_id_unique,
-    thick_slice_message,
 )
+from deeptree.io_checks import THICK_SLICE_MM, ThickSliceWarning, thick_slice_message
 
 
 def masks_by_id(path, option: str = "input", *, allow_file: bool = True) -> dict[str, Path]:
@@ -395,8 +393,8 @@ def locked_output(folder, command: str, subfolders: Sequence[str] = ()) -> Itera
 
 
 def warn_thick_inputs(paths: Sequence[Path]) -> None:
-    """One :class:`~deeptree.io.ThickSliceWarning` for the inputs (headers only are read)
-    whose voxels are thicker than :data:`~deeptree.io.THICK_SLICE_MM`: how many, and the
+    """One :class:`~deeptree.io_checks.ThickSliceWarning` for the inputs (headers only are read)
+    whose voxels are thicker than :data:`~deeptree.io_checks.THICK_SLICE_MM`: how many, and the
     first of them."""
     import warnings
 

@@ -27,7 +27,8 @@ from deeptree.cli._cases import (
     report_problems,
     warn_thick_inputs,
 )
-from deeptree.io import InputError, affines_match, atomic_write, check_mask_fraction, read_nifti
+from deeptree.io import InputError, atomic_write, read_nifti
+from deeptree.io_checks import affines_match, check_mask_fraction
 
 NAME = "evaluate"
 HELP = "airway metrics (BD, TLD, precision, DSC, ...) of predictions against ground truths"

@@ -34,10 +34,10 @@ from deeptree.config import AnatomyConfig
 from deeptree.io import (
     InputError,
     check_binary_mask,
-    check_mask_fraction,
     read_nifti,
     write_nifti,
 )
+from deeptree.io_checks import check_mask_fraction
 
 NAME = "labels"
 HELP = "write the three-class anatomy labels (AMC) of every airway mask in a folder"

@@ -50,11 +50,11 @@ from deeptree.io import (
     InputError,
     case_id_from_path,
     check_case_id_unique,
-    check_ct_in_hu,
     check_spacing,
     nifti_inputs,
     read_nifti,
 )
+from deeptree.io_checks import check_ct_in_hu
 
 NAME = "predict"
 HELP = "predict stage-1 airway masks with a trained checkpoint"

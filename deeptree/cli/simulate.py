@@ -37,7 +37,8 @@ from deeptree.cli._cases import (
     write_json,
 )
 from deeptree.config import get_config
-from deeptree.io import case_id_from_path, check_mask_fraction, read_nifti, write_nifti
+from deeptree.io import case_id_from_path, read_nifti, write_nifti
+from deeptree.io_checks import check_mask_fraction
 
 NAME = "simulate"
 #: The kinds of output file (``<id>_<kind>`` or ``<kind>Tr/<id>``).

@@ -63,7 +63,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from deeptree.attention import breakage_centres
-from deeptree.io import InputError, affines_match, case_id_from_path, read_nifti
+from deeptree.io import InputError, case_id_from_path, read_nifti
+from deeptree.io_checks import affines_match
 
 #: Kinds of file in a case, with the accepted file names in a case folder (first found wins).
 CASE_FILES: dict[str, tuple[str, ...]] = {
