@@ -66,7 +66,7 @@ def main() -> None:
     from deeptree.config import get_config, reproduce_settings
     from deeptree.evaluation.baselines import region_growing
     from deeptree.evaluation.budget import estimate_seconds
-    from deeptree.evaluation.reproduce import _stage2_sources
+    from deeptree.evaluation.training import _stage2_sources
     from deeptree.io import list_cases, load_case
     from deeptree.metrics import airway_metrics, generation_metrics, prepare_ground_truth
     from deeptree.networks import stage1_network

@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--loader", type=int, default=0, help="batches to time (0: skip)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    from deeptree.evaluation.reproduce import _stage2_sources
+    from deeptree.evaluation.training import _stage2_sources
 
     source = _stage2_sources([standard_phantom(args.data)])[0]
     _, _, data = stage2_settings("gpu")

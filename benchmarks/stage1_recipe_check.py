@@ -49,14 +49,14 @@ def settings_for(iterations: int | None):
 def train_seeds(seeds, iterations: int | None, work: Path) -> None:
     """Train the four variants of each seed (resumable)."""
     from deeptree.config import LOSS_VARIANTS
-    from deeptree.evaluation import reproduce as rep
+    from deeptree.evaluation import training
     from deeptree.networks import choose_device
 
     s = settings_for(iterations)
-    _, split, train, val = rep._prepare_data(s, work, None, False)
+    _, split, train, val = training._prepare_data(s, work, None, False)
     for seed in seeds:
         seconds: dict = {}
-        rep._train_stage1_models(
+        training._train_stage1_models(
             s, seed, False, split, train, val, work / "models" / f"seed{seed}", seconds,
             {"device": choose_device("cpu"), "progress": False, "workers": 0},
             keys=list(LOSS_VARIANTS),
@@ -67,7 +67,7 @@ def train_seeds(seeds, iterations: int | None, work: Path) -> None:
 def table(seeds, work: Path) -> str:
     """The Markdown table of the logs under ``work/models``."""
     from deeptree.config import LOSS_VARIANTS
-    from deeptree.evaluation.reproduce import model_dir
+    from deeptree.evaluation.training import model_dir
 
     lines = [
         "| variant | seed | TLD % at each quarter | class-1 Dice at the end | learned | rises |",

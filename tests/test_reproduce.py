@@ -37,8 +37,8 @@ from deeptree.evaluation.reproduce import (
     reproduce,
     run_on_real_ct,
     summarize_methods,
-    train_or_load,
 )
+from deeptree.evaluation.training import train_or_load
 from deeptree.io import InputError, case_file_names, write_nifti
 from deeptree.stage1.losses import DiceCEClDiceLoss
 from deeptree.stage1.predict import OUTPUT_RULES

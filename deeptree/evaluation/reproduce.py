@@ -63,7 +63,7 @@ Data and seeds
     90 cases 50/20/20; for ``n`` cases ``n_test = n_val = floor(2 n / 9 + 1/2)``, at least 1
     test case, at least 1 validation case when ``n >= 3``, the rest trains, in id order.
 
-Models
+Models (``deeptree.evaluation.training``)
     Saved under ``<out>/models/seed<s>/<name>/last.pt`` (``deeptree.train`` checkpoints, loadable by
     ``deeptree.stage1.predict.load_stage1_model`` / ``deeptree.stage2.predict.load_stage2_model`` and
     ``deeptree predict``). A finished checkpoint whose metadata (variant, loss, network,
@@ -73,27 +73,15 @@ Models
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from deeptree.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from deeptree.config import (
-    CLDICE,
-    LOSS_VARIANTS,
-    ReproduceSettings,
-    TrainConfig,
-    get_config,
-    reproduce_settings,
-)
-from deeptree.distributed import default_workers
+from deeptree.config import CLDICE, LOSS_VARIANTS, ReproduceSettings, reproduce_settings
 from deeptree.evaluation.budget import estimate_seconds
-from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
@@ -104,35 +92,34 @@ from deeptree.evaluation.paper import (
     generation_curves,
     option_method,
     option_rows,
-    split_dataset,
     table1_rows,
     table2_rows,
 )
 from deeptree.evaluation.scoring import (
-    PAPER_STAGE2,
     choose_output_rule,
     dilated_gt_precision,
     evaluate_case,
     summarize_methods,
 )
 from deeptree.evaluation.stats import failed_models
-from deeptree.io import SAMPLES_DIR, InputError, list_cases, load_case, read_nifti
+from deeptree.evaluation.training import (
+    _fan_out_training,
+    _prepare_data,
+    _stage2_sources,
+    _train_stage1_models,
+    _train_stage2_models,
+)
+from deeptree.io import SAMPLES_DIR, InputError, load_case, read_nifti
 from deeptree.masks import label_components
 from deeptree.metrics import airway_metrics, prepare_ground_truth
 from deeptree.networks import choose_device
-from deeptree.orientation import case_to_ras, to_ras
-from deeptree.phantom import case_is_complete, generate_case, generate_cohort, write_case
+from deeptree.orientation import case_to_ras
 from deeptree.pipeline import segment
 from deeptree.progress import enabled as progress_enabled
-from deeptree.report import jsonable
 from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
-from deeptree.stage1.cache import load_cohort
 from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
-from deeptree.stage1.task import class1_dice_failure, cldice_task, stage1_task
-from deeptree.stage2.data import prepare_stage2_source
+from deeptree.stage1.task import class1_dice_failure
 from deeptree.stage2.predict import load_stage2_model
-from deeptree.stage2.task import stage2_checkpoint, stage2_options, stage2_task
-from deeptree.train import train
 
 __all__ = [
     "estimate_seconds",
@@ -141,87 +128,8 @@ __all__ = [
     "reproduce",
     "run_on_real_ct",
     "summarize_methods",
-    "train_or_load",
     "weak_model_flags",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# train or load
-# --------------------------------------------------------------------------------------------
-def model_dir(models_root: str | os.PathLike, key: str) -> Path:
-    """``<models_root>/stage1_<key>`` (``+`` written ``_``) or ``<models_root>/stage2``."""
-    name = "stage2" if key == "stage2" else "stage1_" + key.replace("+", "_")
-    return Path(models_root) / name
-
-
-def _finished(path: Path, meta: dict, cfg: TrainConfig) -> bool:
-    """True when ``path`` holds a finished run of exactly this model and schedule; False when
-    there is none or it is unfinished (resume it); InputError when it is another model."""
-
-    if not path.is_file():
-        return False
-    state = load_checkpoint(path)
-    saved = state.get("meta", {})
-    for key, value in jsonable(meta).items():
-        if saved.get(key) != value:
-            raise InputError(
-                f"{path}: holds a model with {key}={saved.get(key)!r}, this run needs "
-                f"{value!r}; give another --out (or delete that folder)"
-            )
-    saved_cfg = state.get("train_config", {})
-    for key in ("iterations", "batch_size", "learning_rate", "seed"):
-        if saved_cfg.get(key) != getattr(cfg, key):
-            raise InputError(
-                f"{path}: was trained with {key}={saved_cfg.get(key)!r}, this run has "
-                f"{getattr(cfg, key)!r}; give another --out (or delete that folder)"
-            )
-    return int(state.get("iteration", 0)) >= cfg.iterations
-
-
-def train_or_load(
-    task, cfg: TrainConfig, out_dir, *, device=None, progress=True, workers: int = 0
-) -> tuple[Path, bool, float]:
-    """Train ``task`` into ``out_dir`` unless a finished compatible checkpoint is there.
-
-    ``workers`` DataLoader processes prepare the batches (0: in the training process).
-
-    Returns
-    -------
-    checkpoint : Path
-        ``out_dir/last.pt``.
-    trained : bool
-        False when an existing checkpoint was reused.
-    seconds : float
-        Training wall time of this call (0 when reused).
-    """
-
-    path = Path(out_dir) / CHECKPOINT_NAME
-    if _finished(path, task.meta, cfg):
-        return path, False, 0.0
-    result = train(
-        task, cfg, out_dir, resume=True, device=device, progress=progress, num_workers=workers
-    )
-    return result.checkpoint, True, float(result.seconds)
-
-
-def _stage2_sources(paths: Sequence) -> list:
-    """``deeptree.stage2.data.Stage2Source`` of cases (a ``lungsTr/<id>.nii.gz`` beside
-    ``labelsTr`` is the fragments' room, as ``deeptree.stage2.task.load_sources``)."""
-    import warnings
-
-    out = []
-    for p in paths:
-        case = load_case(p.image, p.label, case_id=p.id)
-        lung = Path(p.label).parent.parent / "lungsTr" / Path(p.label).name
-        room = read_nifti(lung).array > 0 if lung.is_file() else None
-        # the models' voxel order, as deeptree.stage2.task.load_sources
-        room = to_ras(room, case.affine, str(lung))[0] if room is not None else None
-        case = case_to_ras(case)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            out.append(prepare_stage2_source(case.ct, case.label, case.spacing, p.id, room))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,165 +418,6 @@ def reproduce(
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
     return result
-
-
-def _generate_test_cohort(root: Path, settings: ReproduceSettings, progress: bool) -> None:
-    """The test phantoms ``TEST_000 ...`` from ``settings.test_seed`` (case ``i``: seed
-    ``(test_seed, i)``), resumably, in the ATM'22 layout under ``root``."""
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(settings.n_test), desc="test phantoms", disable=not progress):
-        case_id = f"TEST_{i:03d}"
-        if not case_is_complete(root, case_id):
-            write_case(generate_case(settings.phantom, (settings.test_seed, i), case_id=case_id), root)
-
-
-def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
-    """(data label, split, prepared training cases, prepared validation cases) of a run; with
-    ``data`` None, the training + validation phantoms (``settings.seed``) are generated into
-    ``out/cohort`` and the test phantoms (``settings.test_seed``) into ``out/test_cohort``
-    (resumably)."""
-    if data is None:
-        generate_cohort(
-            out / "cohort", settings.phantom, settings.n_cases, seed=settings.seed, progress=progress
-        )
-        _generate_test_cohort(out / "test_cohort", settings, progress)
-        data_label = (
-            f"synthetic cohort ({settings.phantom} phantoms): {settings.n_cases} training + "
-            f"validation phantoms from seed {settings.seed}, {settings.n_test} test phantoms "
-            f"from seed {settings.test_seed}"
-        )
-        cases = list_cases(out / "cohort")
-        n_train = len(cases) - settings.n_val
-        split = Split(cases[:n_train], cases[n_train:], list_cases(out / "test_cohort"))
-        prepared_root = out / "cohort"
-    else:
-        data_label = str(data)
-        split = split_dataset(data)
-        prepared_root = data
-    prepared = {c.id: c for c in load_cohort(prepared_root, out / "cache", progress=progress)}
-    train_cases = [prepared[c.id] for c in split.train]
-    val_cases = [prepared[c.id] for c in split.val] if settings.validate else []
-    return data_label, split, train_cases, val_cases
-
-
-def _fan_out_training(
-    settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool,
-    workers: int | None = None,
-) -> dict[str, tuple[dict, dict]]:  # fmt: skip
-    """Train every model of the run in parallel, one training per device: one job per seed
-    and stage-1 model, one per seed for its stage-2 models. Returns, by job, whether each
-    model was trained (by ``seed<s>/<key>``) and the training seconds (as in ``seconds``).
-    ``workers`` DataLoader processes per training (default: the device's share of the CPUs,
-    ``deeptree.distributed.default_workers``)."""
-    jobs: dict[str, functools.partial] = {}
-    if workers is None:
-        workers = default_workers(devices[0], len(devices))
-    for i, seed in enumerate(settings.seeds):
-        extra = i < settings.extra_seeds
-        for key in (*LOSS_VARIANTS, CLDICE) if extra else LOSS_VARIANTS:
-            jobs[f"seed{seed}/{key}"] = functools.partial(
-                _train_one, settings, out, data, seed, extra, key, workers
-            )
-        if stage2:
-            jobs[f"seed{seed}/stage2"] = functools.partial(
-                _train_one, settings, out, data, seed, extra, "stage2", workers
-            )
-    return dict(zip(jobs, fan_out(list(jobs.values()), list(devices)), strict=True))
-
-
-def _train_one(
-    settings: ReproduceSettings, out: Path, data, seed: int, extra: bool, key: str,
-    workers: int, device: str,
-) -> tuple[dict, dict]:  # fmt: skip
-    """One job of :func:`_fan_out_training` on ``device``: the stage-1 model ``key`` of
-    ``seed``, or (``key="stage2"``) that seed's stage-2 models; returns (trained by
-    ``seed<s>/<model>``, training seconds)."""
-    _, split, train_cases, val_cases = _prepare_data(settings, out, data, progress=False)
-    options = {"device": device, "progress": False, "workers": workers}
-    root = out / "models" / f"seed{seed}"
-    seconds: dict[str, float] = {}
-    if key == "stage2":
-        sources = _stage2_sources(split.train)
-        val_sources = _stage2_sources(split.val) if settings.validate else []
-        stage2_opts = settings.stage2_options if extra else ()
-        _, did = _train_stage2_models(
-            settings, seed, stage2_opts, (sources, val_sources), split, root, seconds, options
-        )
-    else:
-        _, did = _train_stage1_models(
-            settings, seed, extra, split, train_cases, val_cases, root, seconds, options,
-            keys=(key,),
-        )  # fmt: skip
-    return {f"seed{seed}/{k}": v for k, v in did.items()}, seconds
-
-
-def _train_stage1_models(
-    settings: ReproduceSettings, seed: int, extra: bool, split: Split, train_cases: list,
-    val_cases: list, models_root: Path, seconds: dict, run_options: dict,
-    keys: Sequence[str] | None = None,
-) -> tuple[dict, dict]:  # fmt: skip
-    """Train (or load) the stage-1 models of one training seed (or those of ``keys``);
-    returns their checkpoints and whether each was trained in this call, by method id, and
-    adds the training times to ``seconds``."""
-    train_ids = [c.id for c in split.train]
-    cfg = replace(settings.stage1_train, seed=seed)
-    checkpoints, trained = {}, {}
-    if keys is None:
-        keys = (*LOSS_VARIANTS, CLDICE) if extra else LOSS_VARIANTS
-    for key in keys:
-        if key == CLDICE:
-            task = cldice_task(
-                train_cases, val_cases, settings.stage1_net, cfg,
-                weight=settings.cldice_weight, iterations=settings.cldice_iterations, profile=settings.profile,
-            )  # fmt: skip
-        else:
-            task = stage1_task(
-                train_cases, val_cases, key, settings.stage1_net, cfg, profile=settings.profile
-            )
-            task.meta["loss"] = key
-        task.meta["train_cases"] = train_ids
-        path, did_train, secs = train_or_load(task, cfg, model_dir(models_root, key), **run_options)
-        checkpoints[key], trained[key] = path, did_train
-        seconds[f"train seed{seed} {key}"] = secs
-    return checkpoints, trained
-
-
-def _train_stage2_models(
-    settings: ReproduceSettings, seed: int, options: Sequence[str], prepared: tuple,
-    split: Split, models_root: Path, seconds: dict, run_options: dict,
-) -> tuple[dict, dict]:  # fmt: skip
-    """Train (or load) the paper's stage-2 model of one training seed and one model per
-    option that changes the training (``best`` reuses the paper's run: its ``best.pt``).
-
-    Returns
-    -------
-    checkpoints : dict
-        ``"stage2"`` (the paper's ``last.pt``) and each option -> the checkpoint to use.
-    trained : dict
-        Whether each was trained in this call.
-    """
-    sources, val_sources = prepared  # stage-2 sources of the training / validation cases
-    run = get_config(settings.profile)
-    checkpoints, trained = {}, {}
-    for name in (PAPER_STAGE2, *[o for o in options if o != "best"]):
-        chosen = () if name == PAPER_STAGE2 else (name,)
-        data, cfg, _ = stage2_options(
-            chosen, settings.stage2_data, replace(settings.stage2_train, seed=seed)
-        )
-        task = stage2_task(
-            sources, val_sources, settings.stage2_net, cfg, data=data,
-            breakage=run.breakage, attention=run.attention, profile=settings.profile,
-        )  # fmt: skip
-        task.meta["train_cases"] = [c.id for c in split.train]
-        task.meta["stage2_options"] = list(chosen)
-        folder = models_root / ("stage2" if name == PAPER_STAGE2 else f"stage2_{name}")
-        path, did_train, secs = train_or_load(task, cfg, folder, **run_options)
-        checkpoints[name], trained[name] = stage2_checkpoint(path.parent), did_train
-        seconds[f"train seed{seed} {folder.name}"] = secs
-    if "best" in options:
-        checkpoints["best"] = stage2_checkpoint(checkpoints[PAPER_STAGE2].parent, best=True)
-    return checkpoints, trained
 
 
 def _evaluate_test_cases(
