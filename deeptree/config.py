@@ -652,7 +652,7 @@ _PROFILES = {
     ),  # fmt: skip
     # a laptop: 152 x 111 x 125 voxels at 1 mm (fewer than the 157 x 115 x 130 at 1.5 mm it
     # replaces), lumen down to 1.2 mm, a small chest (scale 0.45): the paper's class 3 (lumen
-    # <= 2 mm) is real, ~45% of the branches, as in atm_001 (88 of 182); none at 1.5 mm
+    # <= 2 mm) is real, ~45% of the branches (atm_001: 34 of 182, unbiased measure); none at 1.5 mm
     "cpu": PhantomProfile(
         name="cpu",
         spacing_mm=1.0,
