@@ -101,6 +101,8 @@ def save_checkpoint(
         Saved as a dict (the schedule depends on it).
     meta : dict
         Stage, variant, network config, ...: what rebuilds the model.
+
+    The checkpoint also records the process's torch CPU threads (``"torch_threads"``).
     """
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -110,6 +112,8 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "train_config": jsonable(asdict(cfg)),
         "meta": jsonable(meta),
+        # the CPU threads change the order of floating-point sums: part of how it was trained
+        "torch_threads": torch.get_num_threads(),
     }
     return atomic_write(path, lambda tmp: _save(_canonical(state), tmp))
 

@@ -16,7 +16,7 @@ section they need (``get_config("cpu").attention.alpha``). Values that come from
 the paper say so in a comment. Every other table that changes with the profile is here too:
 the stage-1 variants (:data:`VARIANTS`), stage-2 training data (:func:`stage2_settings`), the
 notebooks' cohort sizes (:data:`NOTEBOOK_COHORT`), the reproduction
-(:func:`reproduce_settings`) and the phantoms (:func:`phantom_profile`).
+(:func:`reproduce_settings`); the phantoms' own table is ``deeptree.phantom_config``.
 """
 
 from __future__ import annotations
@@ -409,6 +409,11 @@ class ReproduceSettings:
     extra_seeds : int
         How many of the training seeds (the first ones) also train clDice and the stage-2
         option models (the cpu budget: 1; their intervals are then over cases alone).
+    cpu_trainings : int
+        On a CPU, how many trainings run side by side (``deeptree.evaluation.fanout``), each
+        with its share of the cores as torch threads; 1: one after the other, each with
+        torch's default threads. The cpu profile: 2 (two one-thread trainings on the 2-core
+        machine do more work per minute than one two-thread training).
     """
 
     profile: str
@@ -429,6 +434,7 @@ class ReproduceSettings:
     n_test: int = 1
     stage2_options: tuple[str, ...] = ("negatives", "fragments", "prior", "best")
     extra_seeds: int = 1
+    cpu_trainings: int = 1
 
 
 #: The reproduction per profile (see ReproduceSettings; smoke skips validation). The cpu design
@@ -437,13 +443,13 @@ class ReproduceSettings:
 _PROFILE_SIZES: dict[str, dict] = {
     "smoke": {"n_cases": 2, "n_val": 1, "n_test": 2, "seeds": (0, 1), "extra_seeds": 1,
               "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 3,
-              "validate": False},
+              "validate": False, "cpu_trainings": 2},
     "cpu": {"n_cases": 7, "n_val": 2, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 1,
             "stage1_iterations": 1200, "stage2_iterations": 500, "cldice_iterations": 5,
-            "validate": True},
+            "validate": True, "cpu_trainings": 2},
     "gpu": {"n_cases": 14, "n_val": 4, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 3,
             "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 10,
-            "validate": True},
+            "validate": True, "cpu_trainings": 1},
 }  # fmt: skip
 
 
@@ -459,11 +465,12 @@ def reproduce_settings(
     n_test: int | None = None,
     test_seed: int = 1000,
     extra_seeds: int | None = None,
+    cpu_trainings: int | None = None,
 ) -> ReproduceSettings:
     """The :class:`ReproduceSettings` of a run profile, with optional overrides.
 
     Stage 1: ``get_config(profile)`` (the cpu reproduction has its own length), validated at
-    the end of each run only; stage 2: ``deeptree.config.stage2_settings(profile)``.
+    each quarter of the run (the training curves); stage 2: ``deeptree.config.stage2_settings(profile)``.
 
     Parameters
     ----------
@@ -483,6 +490,8 @@ def reproduce_settings(
         Test phantoms.
     extra_seeds : int, optional
         Seeds (the first ones) that also train clDice and the stage-2 options.
+    cpu_trainings : int, optional
+        Trainings side by side on a CPU (default: the profile's).
 
     Raises
     ------
@@ -509,7 +518,8 @@ def reproduce_settings(
             )
     s1 = replace(
         s1,
-        validate_every=s1.iterations,
+        # four validations per run: the training curves of the results (issue 30)
+        validate_every=max(1, s1.iterations // 4),
         checkpoint_every=min(s1.checkpoint_every, s1.iterations),
         seed=seed,
     )
@@ -559,142 +569,13 @@ def reproduce_settings(
         extra_seeds=min(
             sizes["extra_seeds"] if extra_seeds is None else max(1, int(extra_seeds)), len(seeds)
         ),
+        cpu_trainings=_at_least_one(
+            "cpu trainings", sizes["cpu_trainings"] if cpu_trainings is None else cpu_trainings
+        ),
     )
 
 
-# --------------------------------------------------------------------------------------------
-# phantoms (notebook 01): image quality and size per profile
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CTParams:
-    """Hounsfield units and image-quality settings of the simulated CT.
-
-    Attributes
-    ----------
-    lumen_hu, wall_hu, vessel_hu : float
-        Air in the airway lumen, airway wall (soft tissue), blood in vessels.
-    parenchyma_hu : float
-        Lung parenchyma at mid-depth.
-    gravity_hu : float
-        Posterior (dependent) lung is denser by up to this much, anterior lighter.
-    texture_hu, texture_mm : float
-        Standard deviation (HU) and correlation length (mm, Gaussian sigma) of the
-        parenchyma texture.
-    psf_fwhm_mm : float
-        Full width at half maximum (mm) of the Gaussian point spread function.
-    noise_hu : float
-        Standard deviation of the image noise (HU).
-    noise_corr_mm : float
-        Gaussian sigma (mm) that correlates the noise (0 = white).
-    """
-
-    lumen_hu: float = -1000.0
-    wall_hu: float = 40.0
-    vessel_hu: float = 40.0
-    parenchyma_hu: float = -890.0
-    gravity_hu: float = 25.0
-    texture_hu: float = 30.0
-    texture_mm: float = 1.2
-    psf_fwhm_mm: float = 1.0
-    noise_hu: float = 25.0
-    noise_corr_mm: float = 0.4
-
-
-@dataclass(frozen=True)
-class PhantomProfile:
-    """Size and image quality of the phantoms of one run profile.
-
-    Attributes
-    ----------
-    name : str
-        "smoke", "cpu" or "standard" (the ``gpu`` run profile).
-    spacing_mm : float
-        Isotropic voxel size (mm).
-    scale : float
-        Size of the chest relative to an adult (the small profiles use a small chest so
-        that it fits a small grid; anatomy tests use ``scale = 1``).
-    min_lumen_mm : float
-        Growth stops before lumen diameters below this (about what the spacing resolves).
-    n_points, min_points : int
-        Lung volume sampling of the tree growth (see :func:`grow_airway_tree`).
-    n_plugs : int
-        Mucus plugs per case.
-    plug_min_generation : int
-        Plugs go in branches of at least this generation.
-    ct : CTParams
-        HU and image-quality settings (PSF, noise).
-    """
-
-    name: str
-    spacing_mm: float
-    scale: float
-    min_lumen_mm: float
-    n_points: int
-    min_points: int
-    n_plugs: int
-    plug_min_generation: int
-    ct: CTParams = field(default_factory=CTParams)
-
-
-_PROFILES = {
-    # CI: ~60 x 45 x 55 voxels, trachea, main bronchi and a few generations
-    "smoke": PhantomProfile(
-        name="smoke",
-        spacing_mm=2.6,
-        scale=0.55,
-        min_lumen_mm=3.0,
-        n_points=3000,
-        min_points=5,
-        n_plugs=1,
-        plug_min_generation=3,
-        ct=CTParams(psf_fwhm_mm=2.6, noise_hu=12.0, noise_corr_mm=0.0, texture_mm=2.0,
-                    texture_hu=20.0),
-    ),  # fmt: skip
-    # a laptop: 152 x 111 x 125 voxels at 1 mm (fewer than the 157 x 115 x 130 at 1.5 mm it
-    # replaces), lumen down to 1.2 mm, a small chest (scale 0.45): the paper's class 3 (lumen
-    # <= 2 mm) is real, ~45% of the branches (atm_001: 34 of 182, unbiased measure); none at 1.5 mm
-    "cpu": PhantomProfile(
-        name="cpu",
-        spacing_mm=1.0,
-        scale=0.45,
-        min_lumen_mm=1.2,
-        n_points=15000,
-        min_points=5,
-        n_plugs=3,
-        plug_min_generation=4,
-        ct=CTParams(psf_fwhm_mm=1.1, noise_hu=18.0, noise_corr_mm=0.0, texture_mm=1.5),
-    ),
-    # realistic resolution: 0.7 mm, lumen down to 1 mm
-    "standard": PhantomProfile(
-        name="standard",
-        spacing_mm=0.7,
-        scale=1.0,
-        min_lumen_mm=1.0,
-        n_points=40000,
-        min_points=5,
-        n_plugs=6,
-        plug_min_generation=4,
-        ct=CTParams(psf_fwhm_mm=1.0, noise_hu=28.0, noise_corr_mm=0.4, texture_mm=1.2),
-    ),
-}
-
-
-def phantom_profile(name: str | PhantomProfile) -> PhantomProfile:
-    """The :class:`PhantomProfile` of a run profile.
-
-    Parameters
-    ----------
-    name : str or PhantomProfile
-        "smoke", "cpu", "gpu" (same as "standard"), or a profile (returned unchanged).
-
-    Raises
-    ------
-    deeptree.config.UnknownProfileError
-        For any other name (a ValueError listing the valid names).
-    """
-    if isinstance(name, PhantomProfile):
-        return name
-    if name == "standard":
-        return _PROFILES["standard"]
-    check_profile(name)
-    return _PROFILES["standard" if name == "gpu" else name]
+def _at_least_one(name: str, value) -> int:
+    if int(value) < 1:
+        raise InputError(f"reproduce: {name} must be at least 1, got {value}")
+    return int(value)

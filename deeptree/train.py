@@ -394,12 +394,11 @@ def train(
     # the wrapped model trains; the bare one is validated (on rank 0 alone) and saved
     trained = model
     if distributed.active():
-        # the lowest deep-supervision head (weight 0, as in nnU-Net) is never used by the loss:
-        # DDP must look for unused parameters (they keep no gradient, as in one process)
+        # every parameter gets a gradient each step (the lowest deep-supervision head, weight
+        # 0 as in nnU-Net, a gradient of zeros: deeptree.stage1.losses.Stage1Loss), so DDP
+        # skips the extra graph traversal that looks for unused parameters
         trained = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
     loader = _loader(task.dataset, cfg, iteration, num_workers, device, rank, world)

@@ -107,8 +107,8 @@ def test_predict_takes_ct_out_or_input_out_not_both(tmp_path, capsys):
 
 
 def test_varied_profile_draws_within_the_ranges_and_keeps_the_rest():
-    from deeptree.config import phantom_profile
     from deeptree.phantom.varied import Variation, varied_profile
+    from deeptree.phantom_config import phantom_profile
 
     base = phantom_profile("cpu")
     var = Variation()

@@ -126,7 +126,7 @@ def test_two_ranks_train_the_model_of_one_process(runs):
     assert one["model"].keys() == two["model"].keys()
     worst = max((one["model"][k] - two["model"][k]).abs().max().item() for k in one["model"])
     assert worst < WEIGHT_ATOL, f"weights differ by up to {worst}"
-    # the same parameters were updated (the unused deep-supervision head in neither run)
+    # the same parameters were updated (the lowest deep-supervision head too, with zeros)
     assert one["optimizer"]["state"].keys() == two["optimizer"]["state"].keys()
 
 
@@ -298,6 +298,21 @@ def test_fan_out_runs_one_job_at_a_time_per_device():
     for spans in by_process.values():  # a process (a device) never runs two jobs at once
         spans.sort()
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def _threads(device: str) -> int:
+    return torch.get_num_threads()
+
+
+def test_cpu_processes_of_a_fan_out_share_the_cores():
+    """Two CPU 'devices': each training process takes its share of the cores as torch
+    threads (one each on 2 cores), so that the two never wait for each other's core."""
+    from deeptree.evaluation.fanout import cpu_threads, fan_out
+
+    assert (cpu_threads(2, cpus=2), cpu_threads(2, cpus=16), cpu_threads(3, cpus=2)) == (1, 8, 1)
+    assert cpu_threads(1, cpus=4) == 4
+    assert fan_out([_threads, _threads], ["cpu", "cpu"]) == [cpu_threads(2)] * 2
+    assert fan_out([_threads], ["cpu"]) == [cpu_threads(1)]
 
 
 def test_fan_out_raises_the_failing_job_error():

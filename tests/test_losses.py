@@ -216,6 +216,44 @@ def test_stage1_loss_deep_supervision_and_errors():
         Stage1Loss("dice")
 
 
+def test_every_parameter_gets_a_gradient_and_the_lowest_head_only_zeros():
+    """The lowest deep-supervision head (weight 0) takes part in the step with a gradient of
+    zeros, so DistributedDataParallel needs no search for unused parameters; the loss value
+    and every other gradient are those of the two weighted outputs alone."""
+    from deeptree.config import get_config
+    from deeptree.networks import stage1_network
+
+    torch.manual_seed(0)
+    model = stage1_network(get_config("smoke").stage1_net, "amc+gul")
+    model.train()
+    label, d = anatomy_batch()
+    x = torch.randn(1, 1, 16, 16, 16)
+    loss_fn = Stage1Loss("amc+gul")
+    outputs = model(x)
+    assert len(outputs) == 3
+    total, _ = loss_fn(outputs, label, d)
+    total.backward()
+    unused = [p for p in model.parameters() if p.grad is None]
+    assert not unused, f"{len(unused)} parameters got no gradient"
+    # the head of the quarter-resolution output: its output channels feed outputs[2] alone
+    silent = [h for h in model.deep_supervision_heads if not any(p.grad.any() for p in h.parameters())]
+    assert len(silent) == 1, "exactly one head (the weight-0 one) has a gradient of zeros"
+    lowest = {id(p) for p in silent[0].parameters()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    # the same loss written without the weight-0 output: the same value and gradients, bit for bit
+    model.zero_grad(set_to_none=True)
+    outputs = model(x)
+    full, _ = loss_fn.single(outputs[0], label, d)
+    half, _ = loss_fn.single(outputs[1], label[..., ::2, ::2, ::2], d[..., ::2, ::2, ::2])
+    weights = deep_supervision_weights(3)
+    reference = weights[0] * full + weights[1] * half
+    assert reference.item() == total.item()
+    reference.backward()
+    for name, param in model.named_parameters():
+        if id(param) not in lowest:
+            assert torch.equal(param.grad, grads[name]), name
+
+
 # --------------------------------------------------------------------------------------------
 # soft clDice on one channel (the clDice baseline): MONAI >= 1.6
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from deeptree.config import CLDICE, reproduce_settings
+from deeptree.evaluation.budget import CPU_SIDE_BY_SIDE_SPEEDUP
 from deeptree.evaluation.outputs import markdown_table, percent_rows, write_csv
 from deeptree.evaluation.paper import (
     NNUNET_STAR,
@@ -389,9 +391,14 @@ def test_csv_and_markdown_writers(tmp_path):
 
 
 def test_settings_overrides_and_bad_values():
-    s = reproduce_settings("smoke", stage1_iterations=2, stage2_iterations=3, n_cases=4)
-    assert (s.stage1_train.iterations, s.stage2_train.iterations, s.n_cases) == (2, 3, 4)
-    assert s.stage1_train.validate_every == 2  # validation once, at the end
+    s = reproduce_settings("smoke", stage1_iterations=8, stage2_iterations=3, n_cases=4)
+    assert (s.stage1_train.iterations, s.stage2_train.iterations, s.n_cases) == (8, 3, 4)
+    assert s.stage1_train.validate_every == 2  # four validations: the training curves
+    assert reproduce_settings("smoke", stage1_iterations=2).stage1_train.validate_every == 1
+    assert reproduce_settings("cpu").cpu_trainings == 2  # two trainings side by side
+    assert reproduce_settings("cpu", cpu_trainings=1).cpu_trainings == 1
+    with pytest.raises(InputError, match="cpu trainings"):
+        reproduce_settings("smoke", cpu_trainings=0)
     assert not s.validate and reproduce_settings("cpu").validate  # smoke skips it
     assert reproduce_settings("smoke", seeds=3).seeds == (0, 1, 2)
     with pytest.raises(InputError, match="iterations"):
@@ -425,8 +432,14 @@ def test_estimate_counts_the_output_rule_choice_and_the_second_rule():
                              "predict", "repair", "metrics", "baseline", "stage2_validation")}  # fmt: skip
     n_seeds, n_val, n_test = len(s.seeds), s.n_val, s.n_test
     e = estimate_seconds(s, {**zero, "predict": 1.0})
-    # training's end-of-run validation of each stage-1 model, then the rule's choice
-    assert e["validation"] == (n_seeds * 4 + s.extra_seeds) * n_val + n_seeds * 4 * n_val
+    # training's four validations of each stage-1 model (side by side), then the rule's choice
+    in_training = (n_seeds * 4 + s.extra_seeds) * 4 * n_val / CPU_SIDE_BY_SIDE_SPEEDUP
+    assert e["validation"] == pytest.approx(in_training + n_seeds * 4 * n_val, abs=0.1)
+    one_by_one = estimate_seconds(replace(s, cpu_trainings=1), {**zero, "stage1_it": 1.0})
+    side_by_side = estimate_seconds(s, {**zero, "stage1_it": 1.0})
+    assert side_by_side["train stage 1"] == pytest.approx(
+        one_by_one["train stage 1"] / CPU_SIDE_BY_SIDE_SPEEDUP, abs=0.1
+    )
     e = estimate_seconds(s, {**zero, "repair": 1.0})
     per_seed, per_extra = 4 + 2, 2 * len(s.stage2_options)
     assert e["evaluate"] == n_test * (n_seeds * per_seed + s.extra_seeds * per_extra)
@@ -449,11 +462,13 @@ def atm_layout(tmp_path_factory):
     return root
 
 
-#: One training iteration per model, no validation: the code path, not the numbers.
-def _tiny_settings(stage1_iterations=1):
+#: One training iteration per model, no validation: the code path, not the numbers; the
+#: trainings one after the other in this process (the fan-out has its own test).
+def _tiny_settings(stage1_iterations=1, cpu_trainings=1):
     return reproduce_settings(
-        "smoke", stage1_iterations=stage1_iterations, stage2_iterations=1, validate=False
-    )
+        "smoke", stage1_iterations=stage1_iterations, stage2_iterations=1, validate=False,
+        cpu_trainings=cpu_trainings,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -641,22 +656,38 @@ def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
         assert torch.equal(value, weights[1][name]), name
 
 
-def test_fanned_out_training_gives_the_models_of_a_sequential_run(reproduced, atm_layout, tmp_path):
-    """``devices``: the models are trained in parallel processes, one per device (here two
-    CPU 'devices'), then evaluated as usual: the same models as the sequential run."""
+def test_fanned_out_training_gives_the_models_of_a_sequential_run(
+    reproduced, atm_layout, tmp_path, monkeypatch
+):
+    """On a CPU the profile's trainings run side by side by default (smoke and cpu: two
+    processes, each its share of the cores as torch threads), then are evaluated as usual:
+    the models of the sequential run (given one thread each, as the sequential run has, so
+    that the sums are in one order)."""
     from deeptree.checkpoints import load_checkpoint
+    from deeptree.evaluation import fanout, training
 
+    calls = []
+
+    def recording_fan_out(jobs, devices):
+        calls.append(list(devices))
+        return fanout.fan_out(jobs, devices)
+
+    monkeypatch.setattr(training, "fan_out", recording_fan_out)
+    # two cores' worth: one thread per training process, as the fixture's sequential run
+    monkeypatch.setattr(fanout, "available_cpus", lambda: 2)
     result, _ = reproduced
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fanned = reproduce(
-            "smoke", tmp_path / "run", atm_layout, settings=_tiny_settings(), device="cpu",
-            progress=False, devices=["cpu", "cpu"],
+            "smoke", tmp_path / "run", atm_layout, settings=_tiny_settings(cpu_trainings=2),
+            device="cpu", progress=False,
         )  # fmt: skip
+    assert calls == [["cpu", "cpu"]]
     assert fanned.all_checkpoints.keys() == result.all_checkpoints.keys()
     assert all(fanned.trained.values())
     for key, path in result.all_checkpoints.items():  # every seed's models
         ours, theirs = load_checkpoint(fanned.all_checkpoints[key]), load_checkpoint(path)
+        assert ours["torch_threads"] == 1, key
         for name, value in theirs["model"].items():
             assert torch.equal(ours["model"][name], value), (key, name)
 

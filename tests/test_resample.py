@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from deeptree.checkpoints import LoadedModel
-from deeptree.config import NetworkConfig, TrainConfig, phantom_profile
+from deeptree.config import NetworkConfig, TrainConfig
 from deeptree.io import InputError, read_nifti, write_nifti
+from deeptree.phantom_config import phantom_profile
 from deeptree.pipeline import model_spacing, segment, segment_file
 from deeptree.resample import (
     SPACING_RTOL,

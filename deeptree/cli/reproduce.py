@@ -15,8 +15,9 @@ into ``<out>/test_cohort`` (``--test-seed``, ``--test-cases``); with ``--data`` 
 ``labelsTr/ID.nii.gz``) is split 50/20/20 (``deeptree.evaluation.paper.split_sizes``). Models go to
 ``<out>/models`` and are reused by a second run; tables (CSV + markdown) to ``<out>/tables``,
 figures to ``<out>/figures``. ``--devices cuda:0,cuda:1,...`` (or ``all``) trains the models in
-parallel, one per GPU (``deeptree.evaluation.fanout``), then evaluates as usual. See
-``deeptree.evaluation.reproduce``.
+parallel, one per GPU (``deeptree.evaluation.fanout``), then evaluates as usual. On a CPU the
+profile's trainings run side by side by default (cpu: two one-thread trainings on 2 cores);
+``--devices cpu`` trains them one after the other. See ``deeptree.evaluation.reproduce``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--devices",
         help="train the models in parallel, one per device: 'all' (every GPU) or a list such "
-        "as cuda:0,cuda:1 (evaluation then runs on --device)",
+        "as cuda:0,cuda:1 (evaluation then runs on --device); on a CPU the default is the "
+        "profile's trainings side by side (cpu: cpu,cpu), and 'cpu' trains one after the other",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -50,13 +50,20 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
     it1, it2 = settings.stage1_train.iterations, settings.stage2_train.iterations
     n_val, n_test = settings.n_val, settings.n_test
     n_val_runs = it2 // max(1, settings.stage2_train.validate_every) if settings.validate else 0
+    n_val_runs1 = it1 // max(1, settings.stage1_train.validate_every) if settings.validate else 0
+    # trainings side by side on the CPU do more work per minute (their validations with them)
+    side_by_side = CPU_SIDE_BY_SIDE_SPEEDUP if settings.cpu_trainings > 1 else 1.0
     out = {
         "data": (settings.n_cases + n_test) * r["phantom"] + settings.n_cases * r["prepare"],
-        "train stage 1": n_seeds * 4 * it1 * r["stage1_it"] + extra * it1 * r["cldice_it"],
-        "train stage 2": (n_seeds + extra * len(options)) * it2 * r["stage2_it"],
+        "train stage 1": (n_seeds * 4 * it1 * r["stage1_it"] + extra * it1 * r["cldice_it"])
+        / side_by_side,
+        "train stage 2": (n_seeds + extra * len(options)) * it2 * r["stage2_it"] / side_by_side,
         "validation": (
-            (n_seeds * 4 + extra) * n_val * (r["predict"] + r["metrics"])
-            + (n_seeds + extra * len(options)) * n_val_runs * n_val * r["stage2_validation"]
+            (
+                (n_seeds * 4 + extra) * n_val_runs1 * n_val * (r["predict"] + r["metrics"])
+                + (n_seeds + extra * len(options)) * n_val_runs * n_val * r["stage2_validation"]
+            )
+            / side_by_side
             # the output rule's choice: every stage-1 variant of every seed, both rules
             + n_seeds * 4 * n_val * (r["predict"] + 2 * r["metrics"])
             if settings.validate
@@ -78,6 +85,11 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
     out["total"] = sum(out.values())
     return {k: round(v, 1) for k, v in out.items()}
 
+
+#: How many times more training work two one-thread trainings side by side do per minute than
+#: one two-thread training on the 2-core machine (``ReproduceSettings.cpu_trainings``):
+#: ``benchmarks/bench_parallel_cpu.py`` (benchmarks/RESULTS.md, "Parallel trainings on the CPU").
+CPU_SIDE_BY_SIDE_SPEEDUP: float = 1.0
 
 #: Rough seconds per step of the gpu profile on one NVIDIA H200 with 16 cores, for sizing
 #: ``benchmarks/gpu_session.sh``. Measured in the 2026-11-26 session (benchmarks/RESULTS.md):

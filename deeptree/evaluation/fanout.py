@@ -14,6 +14,14 @@ its whole life, so that a device never runs two jobs at once. ``deeptree.evaluat
 uses it (``reproduce(..., devices=[...])``, ``deeptree reproduce --devices``) to train its
 models before evaluating them one by one; a statistical design with seeds adds its jobs the
 same way: one picklable callable per (variant, seed).
+
+On a CPU the "devices" are processes sharing the cores: ``["cpu", "cpu"]`` runs two trainings
+side by side, each with its share of the cores as torch threads (:func:`cpu_threads`; one each
+on a 2-core machine). Two one-thread trainings do more work per minute than one two-thread
+training: a small 3D network's step does not split well over threads (thousands of barriers
+per step), while two processes never wait for each other (``benchmarks/RESULTS.md``, "Parallel
+trainings on the CPU"). The cpu reproduction trains that way by default
+(``ReproduceSettings.cpu_trainings``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import TypeVar
 
 import torch
 
+from deeptree.distributed import available_cpus
 from deeptree.io import InputError
 from deeptree.networks import choose_device
 
@@ -103,9 +112,11 @@ def fan_out(jobs: Sequence[Callable[[str], T]], devices: Sequence[str]) -> list[
     queue = context.Queue()
     for device in devices:
         queue.put(str(device))
+    threads = cpu_threads(sum(1 for d in devices if not str(d).startswith("cuda")))
     with ProcessPoolExecutor(
-        max_workers=len(devices), mp_context=context, initializer=_bind, initargs=(queue,)
-    ) as pool:
+        max_workers=len(devices), mp_context=context, initializer=_bind,
+        initargs=(queue, threads),
+    ) as pool:  # fmt: skip
         futures = [pool.submit(_run_job, job) for job in jobs]
         try:
             return [f.result() for f in futures]
@@ -115,12 +126,36 @@ def fan_out(jobs: Sequence[Callable[[str], T]], devices: Sequence[str]) -> list[
             raise
 
 
-def _bind(queue) -> None:
-    """Pool initializer: take one device for the life of this process."""
+def cpu_threads(processes: int, cpus: int | None = None) -> int:
+    """Torch threads of each of ``processes`` CPU trainings run side by side.
+
+    Parameters
+    ----------
+    processes : int
+        CPU "devices" of the fan-out (at least 1).
+    cpus : int, optional
+        Default :func:`deeptree.distributed.available_cpus`.
+
+    Returns
+    -------
+    int
+        ``max(1, cpus // processes)``: each process its share of the cores, so that the
+        processes do not compete for a core (a waiting OpenMP thread whose core is taken
+        slows every step many times, ``deeptree.threads``).
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    return max(1, cpus // max(1, processes))
+
+
+def _bind(queue, threads: int = 1) -> None:
+    """Pool initializer: take one device for the life of this process (a CPU process: its
+    share of the cores as torch threads)."""
     global _DEVICE
     _DEVICE = queue.get()
     if _DEVICE.startswith("cuda"):
         torch.cuda.set_device(torch.device(_DEVICE))
+    else:
+        torch.set_num_threads(threads)
 
 
 def _run_job(job: Callable[[str], T]) -> T:

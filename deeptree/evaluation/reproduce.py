@@ -299,8 +299,11 @@ def reproduce(
         parallel, one training per device (:func:`deeptree.evaluation.fanout.fan_out`; one
         job per seed and stage-1 model, one per seed for its stage-2 models), then loaded;
         the default ``workers`` of those trainings is each device's share of the CPUs
-        (:func:`deeptree.distributed.default_workers`). The models are those of a sequential
-        run.
+        (:func:`deeptree.distributed.default_workers`). On GPUs the models are those of a
+        sequential run. Default on a CPU: ``settings.cpu_trainings`` times ``"cpu"`` (the
+        cpu profile: two trainings side by side, each with its share of the cores as torch
+        threads, :func:`deeptree.evaluation.fanout.cpu_threads`); give ``["cpu"]`` to train
+        one after the other with torch's default threads.
 
     Returns
     -------
@@ -326,8 +329,12 @@ def reproduce(
     data_label, split, train_cases, val_cases = _prepare_data(settings, out, data, progress)
     seconds["data"] = time.perf_counter() - t_start
     # (several devices: every model trained in parallel first; the loop below then loads them)
+    if devices is None and device.type == "cpu" and settings.cpu_trainings > 1:
+        devices = ["cpu"] * settings.cpu_trainings
     fanned = (
-        _fan_out_training(settings, out, data, devices, stage2, fan_workers) if devices else {}
+        _fan_out_training(settings, out, data, devices, stage2, fan_workers)
+        if devices and list(devices) != ["cpu"]  # ["cpu"]: one after the other, here
+        else {}
     )
     run_options = {"device": device, "progress": progress, "workers": workers}
     checkpoints: dict[str, Path] = {}

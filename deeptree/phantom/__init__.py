@@ -20,7 +20,6 @@ Parts
   figures of notebook 01.
 """
 
-from deeptree.config import CTParams, PhantomProfile, phantom_profile
 from deeptree.phantom.around import simulate_ct
 from deeptree.phantom.cases import (
     PhantomCase,
@@ -40,6 +39,7 @@ from deeptree.phantom.growth import (
     wall_thickness_mm,
 )
 from deeptree.phantom.thorax import ThoraxGeometry
+from deeptree.phantom_config import CTParams, PhantomProfile, phantom_profile
 
 __all__ = [
     "DIAMETER_EXPONENT",

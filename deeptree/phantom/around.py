@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from deeptree.config import CTParams
 from deeptree.io import InputError, check_binary_mask, check_spacing
 from deeptree.phantom.ct import Layers, compose_ct, thorax_background
 from deeptree.phantom.growth import grow_vessel_tree, wall_thickness_mm
 from deeptree.phantom.raster import Grid, capsule_box, coverage_u8, paint_max
 from deeptree.phantom.thorax import ThoraxGeometry
+from deeptree.phantom_config import CTParams
 
 
 def find_carina(mask: np.ndarray, spacing) -> tuple[np.ndarray, float]:

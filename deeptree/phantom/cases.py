@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deeptree.config import PhantomProfile, phantom_profile
 from deeptree.files import clean_orphan_temporaries
 from deeptree.io import InputError, atomic_write, case_file_names, check_spacing, write_nifti
 from deeptree.phantom.ct import (
@@ -25,6 +24,7 @@ from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vesse
 from deeptree.phantom.manifest import CohortManifest
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.thorax import ThoraxGeometry
+from deeptree.phantom_config import PhantomProfile, phantom_profile
 from deeptree.progress import progress_bar
 
 #: Folders of a cohort beside the ATM'22 ``imagesTr`` / ``labelsTr``.

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from deeptree.config import CTParams
 from deeptree.phantom.growth import AirwayTreeSpec
 from deeptree.phantom.raster import Grid, capsule_box, centreline_voxels, coverage_u8, paint_max
 from deeptree.phantom.thorax import ThoraxGeometry, hilum_vessels
+from deeptree.phantom_config import CTParams
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 

@@ -26,9 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from deeptree import __version__
-from deeptree.config import PhantomProfile
 from deeptree.files import file_sha256
 from deeptree.io import InputError, atomic_write
+from deeptree.phantom_config import PhantomProfile
 
 #: The manifest's file name in the cohort root.
 MANIFEST_NAME = "cohort.json"

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deeptree.config import PhantomProfile, phantom_profile
 from deeptree.files import clean_orphan_temporaries
 from deeptree.io import InputError, atomic_write
 from deeptree.phantom.cases import (
@@ -37,6 +36,7 @@ from deeptree.phantom.cases import (
     generate_case,
     write_case,
 )
+from deeptree.phantom_config import PhantomProfile, phantom_profile
 from deeptree.progress import progress_bar
 
 #: The record of a varied cohort (settings of every case) in its root.

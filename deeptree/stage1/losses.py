@@ -332,7 +332,12 @@ class Stage1Loss(torch.nn.Module):
         parts: dict[str, torch.Tensor] = {}
         for i, (logits, weight) in enumerate(zip(outputs, weights, strict=True)):
             if weight == 0.0:
-                continue  # nnU-Net drops the lowest resolution
+                # nnU-Net drops the lowest resolution. Its head still gets a gradient, of
+                # zeros (adding 0.0 changes no other gradient): under DistributedDataParallel
+                # every parameter then takes part in each step, so DDP needs no search for
+                # unused parameters (nnU-Net v2 gives that head a weight of 1e-6 instead)
+                total = total + 0.0 * logits.sum()  # the first output always has a weight
+                continue
             size = logits.shape[2:]
             d = downsample_target(distance, size) if distance is not None else None
             loss, p = self.single(logits, downsample_target(label, size), d)
