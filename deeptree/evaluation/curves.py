@@ -234,7 +234,8 @@ def plot_training_curves(
         elif key != "loss":
             ax.set_ylim(-0.02, 1.02)
         if not ax.lines:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no value logged (not validated, or class absent)",
+                    ha="center", va="center", transform=ax.transAxes)  # fmt: skip
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, label=VARIANTS[m].label if m in VARIANTS else m)
                for m, c in colors.items()]  # fmt: skip
