@@ -230,7 +230,8 @@ def plot_training_curves(
                     marker="o" if kind == "val" else None, ms=3, lw=1.2)  # fmt: skip
         ax.set(title=panel_title, xlabel="iteration", xlim=(0, 1.02 * last))
         if key == "airway_p":
-            ax.set_yscale("log")  # a collapse: towards 0, decades below the start of 0.01
+            # a collapse: towards 0, decades below the start of 0.01 (an exact 0 drawn at the floor)
+            ax.set_yscale("log", nonpositive="clip")
         elif key != "loss":
             ax.set_ylim(-0.02, 1.02)
         if not ax.lines:
