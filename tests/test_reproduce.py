@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeptree.config import CLDICE, reproduce_settings
+from deeptree.config import CLDICE, LOSS_VARIANTS, reproduce_settings
 from deeptree.evaluation.budget import CPU_SIDE_BY_SIDE_SPEEDUP
 from deeptree.evaluation.outputs import markdown_table, percent_rows, write_csv
 from deeptree.evaluation.paper import (
@@ -546,6 +546,13 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     with open(result.paths["per_case_csv"], newline="") as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(OUTPUT_RULES) * len(expected) and "rule" in written[0]
+    # the training curve of every stage-1 model (issue 30): 1 iteration each, no validation
+    assert result.paths["training_curves_png"].stat().st_size > 0
+    with open(result.paths["training_curves_csv"], newline="") as f:
+        curves = list(csv.DictReader(f))
+    stage1 = [(m, s) for m, s in expected if m in (*LOSS_VARIANTS, CLDICE)]
+    assert sorted((r["method"], int(r["seed"])) for r in curves) == sorted(stage1)
+    assert all(r["kind"] == "train" and r["iteration"] == "1" and r["loss"] for r in curves)
     figures = result.results()
     assert figures["split"] == "1/1/1" and figures["stage1_iterations"] == 1
     assert figures["T2 nnUNet* + AMC + GUL + stage 2 TLD"] == result.table2[7]["TLD"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.config import CLDICE, ReproduceSettings
+from deeptree.evaluation.curves import curve_rows, plot_training_curves
 from deeptree.evaluation.paper import (
     NNUNET_STAR,
     PAPER_SOURCE,
@@ -346,6 +347,9 @@ class ReproduceResult:
     option_table : list of dict
         The stage-2 options beside the paper's stage 2 of the same seeds (chosen rule,
         ``deeptree.evaluation.paper.option_rows``).
+    logs : dict
+        ``seed<s>/<name>`` -> the ``log.jsonl`` of every stage-1 model (its training curves:
+        ``deeptree.evaluation.curves``).
     """
 
     settings: ReproduceSettings
@@ -370,6 +374,7 @@ class ReproduceResult:
     rule: dict = field(default_factory=dict)
     by_rule: dict = field(default_factory=dict)
     option_table: list = field(default_factory=list)
+    logs: dict = field(default_factory=dict)
 
     def results(self) -> dict:
         """Key figures for ``deeptree.report.save_results`` (flat, JSON-friendly)."""
@@ -417,8 +422,11 @@ class ReproduceResult:
 
 
 def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write the tables (CSV + markdown), per-case and per-generation CSVs, the curve and MIP
-    figures and ``results.json`` under ``out_dir`` (every file atomically).
+    """Write the tables (CSV + markdown), per-case and per-generation CSVs, the training
+    curves of every stage-1 model (``tables/training_curves.csv`` and
+    ``figures/training_curves.png``, :mod:`deeptree.evaluation.curves`; a damaged log is
+    left out with a warning), the curve and MIP figures and ``results.json`` under
+    ``out_dir`` (every file atomically).
 
     Returns
     -------
@@ -469,6 +477,13 @@ def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[s
         figures / "generation_curves.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
     )
     plt.close(fig)
+    # every stage-1 model's loss, airway probability and validation figures (issue 30)
+    training = curve_rows(result.logs, skip_damaged=True)
+    paths["training_curves_csv"] = write_csv(out / "tables" / "training_curves.csv", training)
+    fig = plot_training_curves(training, title="training curves", offscreen=True)
+    paths["training_curves_png"] = atomic_write(
+        figures / "training_curves.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
+    )
     fc = result.figure_case
     shown = [m for m, _, _ in TABLE1_ROWS if m in fc["masks"]]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.6), squeeze=False)

@@ -421,6 +421,7 @@ def reproduce(
         rule=choice,
         by_rule=by_rule,
         option_table=tables["options"],
+        logs=logs,  # write_outputs draws every stage-1 model's training curves
     )
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
