@@ -46,8 +46,8 @@ def settings_for(iterations: int | None):
     )
 
 
-def train_seeds(seeds, iterations: int | None, work: Path) -> None:
-    """Train the four variants of each seed (resumable)."""
+def train_seeds(seeds, iterations: int | None, work: Path, variants=None) -> None:
+    """Train the four variants (or ``variants``) of each seed (resumable)."""
     from deeptree.config import LOSS_VARIANTS
     from deeptree.evaluation import training
     from deeptree.networks import choose_device
@@ -59,7 +59,7 @@ def train_seeds(seeds, iterations: int | None, work: Path) -> None:
         training._train_stage1_models(
             s, seed, False, split, train, val, work / "models" / f"seed{seed}", seconds,
             {"device": choose_device("cpu"), "progress": False, "workers": 0},
-            keys=list(LOSS_VARIANTS),
+            keys=list(variants or LOSS_VARIANTS),
         )  # fmt: skip
         print(f"seed {seed}: {({k: round(v) for k, v in seconds.items()})}", flush=True)
 
@@ -110,11 +110,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, help="stage-1 iterations (default: the cpu run's)")
     parser.add_argument("--work", default="/tmp/recipe_check")
     parser.add_argument("--table", action="store_true", help="only write the table of the logs")
+    parser.add_argument(
+        "--variant", action="append", help="train only these variants (two processes can share a seed)"
+    )
     args = parser.parse_args()
     work = Path(args.work)
     if not args.table:
         start = time.perf_counter()
-        train_seeds(args.seed, args.iterations, work)
+        train_seeds(args.seed, args.iterations, work, args.variant)
         print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     print(table(args.seed, work))
 

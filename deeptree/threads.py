@@ -40,8 +40,10 @@ torch loads it:
   (one thread never waits for another).
 
 An explicit user setting always wins: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already in the
-environment is left as it is; the package never calls ``torch.set_num_threads``, so neither
-``OMP_NUM_THREADS`` nor a user's ``torch.set_num_threads`` is ever changed. The variable
+environment is left as it is; the package never calls ``torch.set_num_threads`` in a user's
+process, so neither ``OMP_NUM_THREADS`` nor a user's ``torch.set_num_threads`` is ever changed
+there (the training processes that ``deeptree.evaluation.fanout`` starts on a CPU set their
+own share of the cores, and their checkpoints record it). The variable
 ``DEEPTREE_THREAD_POLICY`` chooses: unset or ``auto`` (by the load, as above), ``passive`` or
 ``spin`` (always that one), ``off`` (the runtime's defaults).
 

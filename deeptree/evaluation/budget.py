@@ -89,7 +89,7 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
 #: How many times more training work two one-thread trainings side by side do per minute than
 #: one two-thread training on the 2-core machine (``ReproduceSettings.cpu_trainings``):
 #: ``benchmarks/bench_parallel_cpu.py`` (benchmarks/RESULTS.md, "Parallel trainings on the CPU").
-CPU_SIDE_BY_SIDE_SPEEDUP: float = 1.0
+CPU_SIDE_BY_SIDE_SPEEDUP: float = 1.48
 
 #: Rough seconds per step of the gpu profile on one NVIDIA H200 with 16 cores, for sizing
 #: ``benchmarks/gpu_session.sh``. Measured in the 2026-11-26 session (benchmarks/RESULTS.md):
