@@ -24,6 +24,7 @@ from deeptree.evaluation.paper import (
     PAPER_TABLE2,
     REGION_GROWING,
     TABLE1_ROWS,
+    bottom_line,
     component_effects,
     effect_statements,
     generation_curves,
@@ -190,6 +191,30 @@ def test_tables_and_effects_from_hand_rows():
     assert "TLD -10.0 points [95% CI -10.0, -10.0]: hurts" in text
     assert "Paper: BD +0.9, TLD +1.5, precision -0.1 points" in text
     assert "the paper's stage 2 costs 0.0 to 0.4 points of precision" in text
+
+
+def test_bottom_line_sorts_the_papers_gains_by_their_verdict_here():
+    """Notebook 07's takeaways: each of the paper's TLD gains (AMC and stage 2 on plain both
+    gain in the paper's Table 2) under the verdict of its own interval here, and the count of
+    failed models."""
+    rows = (
+        _rows("plain", [0.5, 0.7], [0.4, 0.6])
+        + _rows("amc", [0.6, 0.8], [0.4, 0.6])
+        + _rows("plain+stage2", [0.4, 0.6], [0.5, 0.7])
+    )
+    effects = component_effects(rows)
+    t2 = table2_rows(summarize_methods(rows))
+    lines = bottom_line(effects, t2)
+    assert lines[0].startswith("No failed model: each of the ablation's 3 (method, training seed)")
+    assert lines[1] == (
+        "1 of the paper's 2 TLD gains hold here: AMC (plain -> amc) +10.0 points "
+        "[95% CI +10.0, +10.0], paper +2.9."
+    )
+    assert lines[2].startswith("1 of the paper's 2 TLD gains point the other way here: stage 2")
+    assert len(lines) == 3  # nothing unresolved
+    failed = rows + _rows("gul", [0.0, 0.0], [0.0, 0.0], precision=float("nan"))
+    t2 = table2_rows(summarize_methods(failed))
+    assert bottom_line([], t2)[0].startswith("1 of the ablation's 4 (method, training seed) results")
 
 
 def test_empty_prediction_is_a_failed_model_not_a_zero():

@@ -87,7 +87,8 @@ def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> 
 
 
 #: How many times more training work two one-thread trainings side by side do per minute than
-#: one two-thread training on the 2-core machine (``ReproduceSettings.cpu_trainings``):
+#: one two-thread training on a 2-core machine (``ReproduceSettings.cpu_trainings``; measured
+#: on the AVX2 machine of 2026-12-06, the step costs above on the AVX-512 one):
 #: ``benchmarks/bench_parallel_cpu.py`` (benchmarks/RESULTS.md, "Parallel trainings on the CPU").
 CPU_SIDE_BY_SIDE_SPEEDUP: float = 1.48
 

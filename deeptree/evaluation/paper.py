@@ -15,7 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from deeptree.config import CLDICE, LOSS_VARIANTS, VARIANTS
-from deeptree.evaluation.stats import failed_models, paired_effect, seed_case_table, verdict
+from deeptree.evaluation.stats import (
+    HURTS,
+    IMPROVES,
+    NOT_RESOLVED,
+    failed_models,
+    paired_effect,
+    seed_case_table,
+    verdict,
+)
 from deeptree.io import InputError, list_cases
 
 #: Label of every published figure: they come from real CT, not from this reproduction.
@@ -418,6 +426,49 @@ def effect_statements(effects: Sequence[dict]) -> list[str]:
         if e["component"] == "stage 2" or e["component"].startswith("stage-2 option"):
             line += f" (the paper's stage 2 costs {lo_cost:.1f} to {hi_cost:.1f} points of precision)"
         lines.append(line + ".")
+    return lines
+
+
+def bottom_line(effects: Sequence[dict], table2: Sequence[dict] = ()) -> list[str]:
+    """The bottom line of a run in a few sentences, written from its effects (the takeaways
+    of notebook 07): how many models failed, and which of the paper's TLD gains hold here with
+    an interval above zero, which point the other way (an interval below zero), and which are
+    not resolved.
+
+    Parameters
+    ----------
+    effects : sequence of dict
+        :func:`component_effects` rows.
+    table2 : sequence of dict, optional
+        :func:`table2_rows` (their ``failed`` counts).
+
+    Returns
+    -------
+    list of str
+    """
+    failed = sum(int(r.get("failed") or 0) for r in table2)
+    models = sum(int(r.get("seeds") or 0) + int(r.get("failed") or 0) for r in table2)
+    lines = []
+    if table2:
+        lines.append(
+            f"{failed} of the ablation's {models} (method, training seed) results come from a "
+            "failed model (an empty prediction), left out of the means."
+            if failed
+            else f"No failed model: each of the ablation's {models} (method, training seed) "
+            "results has an airway on every test case."
+        )
+    gains = [e for e in effects if e.get("paper dTLD") is not None and e["paper dTLD"] > 0]
+    for word, label in ((IMPROVES, "hold here"), (HURTS, "point the other way here"),
+                        (NOT_RESOLVED, "are not resolved at this scale"),
+                        (NO_PAIRS, "are not measured (a failed model in every pair)")):  # fmt: skip
+        mine = [e for e in gains if e["TLD verdict"] == word]
+        if mine:
+            named = "; ".join(
+                f"{e['component']} ({e['without']} -> {e['with']}) {_points(e, 'TLD')}, "
+                f"paper {e['paper dTLD']:+.1f}"
+                for e in mine
+            )
+            lines.append(f"{len(mine)} of the paper's {len(gains)} TLD gains {label}: {named}.")
     return lines
 
 
