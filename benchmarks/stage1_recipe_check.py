@@ -104,12 +104,33 @@ def table(seeds, work: Path) -> str:
     return "\n".join(lines)
 
 
+def write_curves(seeds, work: Path, out: Path) -> None:
+    """Every model's training curve (``deeptree.evaluation.curves``: loss and airway_p per
+    twentieth of the run, every validation) as ``out/curves.csv`` and ``out/curves.png``."""
+    from deeptree.config import LOSS_VARIANTS
+    from deeptree.evaluation.curves import curve_rows, plot_training_curves
+    from deeptree.evaluation.outputs import write_csv
+    from deeptree.evaluation.training import model_dir
+    from deeptree.files import atomic_write
+
+    logs = {
+        f"seed{seed}/{variant}": model_dir(work / "models" / f"seed{seed}", variant) / "log.jsonl"
+        for seed in seeds
+        for variant in LOSS_VARIANTS
+    }
+    rows = curve_rows({k: v for k, v in logs.items() if v.is_file()})
+    write_csv(out / "curves.csv", rows)
+    fig = plot_training_curves(rows, title="stage-1 recipe over seeds", offscreen=True)
+    atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, action="append", required=True)
     parser.add_argument("--iterations", type=int, help="stage-1 iterations (default: the cpu run's)")
     parser.add_argument("--work", default="/tmp/recipe_check")
     parser.add_argument("--table", action="store_true", help="only write the table of the logs")
+    parser.add_argument("--curves", help="also write curves.csv and curves.png of the logs here")
     parser.add_argument(
         "--variant", action="append", help="train only these variants (two processes can share a seed)"
     )
@@ -120,6 +141,8 @@ def main() -> None:
         train_seeds(args.seed, args.iterations, work, args.variant)
         print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
     print(table(args.seed, work))
+    if args.curves:
+        write_curves(args.seed, work, Path(args.curves))
 
 
 if __name__ == "__main__":

@@ -196,3 +196,13 @@ def test_read_curves_csv_names_a_file_of_another_table(tmp_path):
     other.write_text("case,method\nA,plain\n")
     with pytest.raises(InputError, match="per_case.csv: not a training-curves table"):
         read_curves_csv(other)
+
+
+def test_five_seeds_get_five_line_styles():
+    """The recipe check draws five training seeds: each its own dash pattern (four styles
+    made seed 4 look like seed 0)."""
+    from deeptree.evaluation.curves import _style
+
+    rows = [{"method": "plain", "seed": s} for s in range(5)]
+    _, styles = _style(rows)
+    assert len({repr(v) for v in styles.values()}) == 5

@@ -178,7 +178,8 @@ def _style(rows: Sequence[dict]) -> tuple[dict, dict]:
     slot = {m: known.index(m) if m in VARIANTS else len(known) + extra.index(m) for m in methods}
     colors = {m: f"C{slot[m] % 10}" for m in sorted(methods, key=slot.get)}
     seeds = sorted({r["seed"] for r in rows}, key=lambda s: (s is not None, s))
-    styles = ["-", "--", ":", "-."]
+    # eight distinct dash patterns before one repeats (the recipe check draws five seeds)
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3)), (0, (3, 1, 1, 3))]
     return colors, {s: styles[i % len(styles)] for i, s in enumerate(seeds)}
 
 
