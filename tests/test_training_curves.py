@@ -198,11 +198,11 @@ def test_read_curves_csv_names_a_file_of_another_table(tmp_path):
         read_curves_csv(other)
 
 
-def test_five_seeds_get_five_line_styles():
+def test_five_seeds_are_drawn_with_five_dash_patterns():
     """The recipe check draws five training seeds: each its own dash pattern (four styles
-    made seed 4 look like seed 0)."""
-    from deeptree.evaluation.curves import _style
-
-    rows = [{"method": "plain", "seed": s} for s in range(5)]
-    _, styles = _style(rows)
-    assert len({repr(v) for v in styles.values()}) == 5
+    made seed 4 look like seed 0; custom dash patterns must reach matplotlib as a linestyle)."""
+    logs = {f"seed{s}/plain": _log(30, val_every=10) for s in range(5)}
+    fig = plot_training_curves(curve_rows(logs, windows=6), title="t", offscreen=True)
+    panel = [ax for ax in fig.axes if ax.get_title()][0]
+    patterns = {repr(line._dash_pattern) for line in panel.get_lines()}
+    assert len(panel.get_lines()) == 5 and len(patterns) == 5

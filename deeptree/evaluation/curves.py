@@ -227,7 +227,7 @@ def plot_training_curves(
                 continue
             x = [(r["first_iteration"] + r["iteration"]) / 2 if kind == "train" else r["iteration"]
                  for r in mine]  # fmt: skip
-            ax.plot(x, [_number(r[key]) for r in mine], styles[seed], color=colors[method],
+            ax.plot(x, [_number(r[key]) for r in mine], linestyle=styles[seed], color=colors[method],
                     marker="o" if kind == "val" else None, ms=3, lw=1.2)  # fmt: skip
         ax.set(title=panel_title, xlabel="iteration", xlim=(0, 1.02 * last))
         if key == "airway_p":
