@@ -20,7 +20,7 @@ from deeptree.extras import require
 from deeptree.io import atomic_write
 from deeptree.progress import ENV as PROGRESS_ENV
 from deeptree.report import write_summary
-from deeptree.threads import apply_to_child_processes
+from deeptree.threads import apply_to_child_processes, cpu_description
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -142,7 +142,7 @@ def run_notebooks(
         rows = "\n".join(f"| {r.name} | {r.seconds:.1f} | {'ok' if r.ok else 'FAILED'} |" for r in runs)
         header = (
             f"Profile `{profile}`, commit `{_git_commit()}`, Python {sys.version.split()[0]}, "
-            f"{os.cpu_count()} cores.\n\n| notebook | seconds | status |\n|---|---|---|\n{rows}\n\n"
+            f"{os.cpu_count()} cores ({cpu_description()}).\n\n| notebook | seconds | status |\n|---|---|---|\n{rows}\n\n"
             f"Total: {total / 60:.1f} min."
         )
         path = write_summary(out_dir, header)

@@ -300,3 +300,41 @@ def _with_record(policy: ThreadPolicy) -> dict[str, str]:
 def current_policy() -> ThreadPolicy:
     """The policy that ``import deeptree`` applied in this process."""
     return apply_policy()
+
+
+def cpu_description(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name and widest x86 vector extension, for run summaries.
+
+    Why: the same cpu-profile step takes 2-3x longer on an AVX2 core than on an AVX-512 core
+    of the same family (benchmarks/RESULTS.md, "Parallel trainings on the CPU"), and torch's
+    kernels sum in another order, so a run's time and figures are only comparable on the same
+    class of CPU.
+
+    Parameters
+    ----------
+    cpuinfo : path-like
+        A Linux ``/proc/cpuinfo`` (its first processor's ``model name`` and ``flags``).
+
+    Returns
+    -------
+    str
+        For example ``"AMD EPYC, AVX-512"`` or ``"AMD EPYC, AVX2 (no AVX-512)"``; ``"unknown
+        CPU"`` where the file cannot be read (other systems).
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return "unknown CPU"
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    name = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
+    if "avx512f" in flags:
+        return f"{name}, AVX-512"
+    if "avx2" in flags:
+        return f"{name}, AVX2 (no AVX-512)"
+    return name

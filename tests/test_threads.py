@@ -237,3 +237,23 @@ def test_runner_kernel_has_the_policy_and_keeps_the_users_setting(tmp_path, monk
     assert runs[0].ok, runs[0].error
     report = json.loads((tmp_path / "user" / "threads.json").read_text())
     assert report == {"start": "ACTIVE", "spin": None, "threads": 1, "warnings": []}
+
+
+def test_cpu_description_names_the_vector_extension(tmp_path):
+    """Run summaries say which CPU class ran them (AVX-512 and AVX2 runs differ in time and
+    in their figures)."""
+    from deeptree.threads import cpu_description
+
+    def info(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo-{len(flags)}"
+        path.write_text(
+            f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\n"
+            "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+        )
+        return path
+
+    assert cpu_description(info("fpu sse2 avx avx2 avx512f avx512bw")) == "AMD EPYC, AVX-512"
+    assert cpu_description(info("fpu sse2 avx avx2")) == "AMD EPYC, AVX2 (no AVX-512)"
+    assert cpu_description(info("fpu sse2")) == "AMD EPYC"
+    assert cpu_description(tmp_path / "missing") == "unknown CPU"
+    assert cpu_description()  # this machine: a non-empty description
