@@ -448,6 +448,24 @@ def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
     assert estimate["total"] + (2 + 7) * 60 <= 75 * 60, estimate
 
 
+def test_estimate_uses_the_step_costs_of_the_cpu_class():
+    """The estimate printed before a run uses the rates measured on this CPU class: an AVX2
+    machine without AVX-512 runs every step 1.7-2.3x slower than the design's machine."""
+    from deeptree.evaluation.budget import (
+        CPU_STEP_SECONDS,
+        CPU_STEP_SECONDS_AVX2,
+        machine_step_seconds,
+    )
+
+    assert set(CPU_STEP_SECONDS_AVX2) == set(CPU_STEP_SECONDS)
+    assert machine_step_seconds("AMD EPYC, AVX2 (no AVX-512)") == CPU_STEP_SECONDS_AVX2
+    assert machine_step_seconds("AMD EPYC, AVX-512") == CPU_STEP_SECONDS
+    assert machine_step_seconds("unknown CPU") == CPU_STEP_SECONDS
+    s = reproduce_settings("cpu")
+    avx2 = estimate_seconds(s, machine_step_seconds("AMD EPYC, AVX2 (no AVX-512)"))
+    assert avx2["total"] > estimate_seconds(s)["total"]
+
+
 def test_estimate_counts_the_output_rule_choice_and_the_second_rule():
     """Issue 30: the estimate includes predicting every stage-1 variant of every seed on the
     validation phantoms for the rule's choice, and the second rule's masks of the two

@@ -92,7 +92,9 @@ def run(args) -> int:
 
     from deeptree.evaluation.fanout import parse_devices
     from deeptree.evaluation.outputs import render_figures
+    from deeptree.evaluation.budget import machine_step_seconds
     from deeptree.evaluation.reproduce import estimate_seconds, reproduce
+    from deeptree.threads import cpu_description
     from deeptree.networks import choose_device
 
     choose_device(args.device)  # refuse an unusable device before any training
@@ -112,9 +114,10 @@ def run(args) -> int:
         test_seed=args.test_seed,
         extra_seeds=args.extra_seeds,
     )
-    estimate = estimate_seconds(settings)
+    estimate = estimate_seconds(settings, machine_step_seconds())
     print(
-        f"estimated time at the measured cpu-profile step rates: {estimate['total'] / 60:.0f} min",
+        f"estimated time at the cpu-profile step rates measured on this CPU class "
+        f"({cpu_description()}): {estimate['total'] / 60:.0f} min",
         {k: round(v) for k, v in estimate.items()},
     )
     result = reproduce(

@@ -29,6 +29,45 @@ CPU_STEP_SECONDS: dict[str, float] = {
 }
 
 
+#: The same steps on a 2-core AMD EPYC with AVX2 and no AVX-512 (the machine of the sessions of
+#: 2026-12-06/07, where CI also ran), torch's two threads, quiet machine:
+#: ``benchmarks/bench_reproduce.py --threads 2`` on 2026-12-07 (raw JSON
+#: ``benchmarks/records/cpu_threads/20261207-bench-reproduce-avx2-2threads.json``). Every step
+#: costs 1.7-2.3x its AVX-512 figure, the sliding window 1.9x.
+CPU_STEP_SECONDS_AVX2: dict[str, float] = {
+    "phantom": 2.64,
+    "prepare": 0.88,
+    "stage1_it": 0.226,
+    "cldice_it": 0.344,
+    "stage2_it": 0.341,
+    "predict": 9.632,
+    "repair": 1.115,
+    "metrics": 0.1,  # measured 0.045; rounded up as above
+    "baseline": 0.714,
+    "stage2_validation": 0.418,
+}
+
+
+def machine_step_seconds(cpu: str | None = None) -> dict[str, float]:
+    """The step costs of this machine's CPU class: :data:`CPU_STEP_SECONDS_AVX2` on a CPU
+    without AVX-512, else :data:`CPU_STEP_SECONDS` (the design's reference machine).
+
+    Parameters
+    ----------
+    cpu : str, optional
+        A :func:`deeptree.threads.cpu_description` (default: this machine's).
+
+    Returns
+    -------
+    dict
+        Seconds per step, the keys of :data:`CPU_STEP_SECONDS`.
+    """
+    from deeptree.threads import cpu_description
+
+    cpu = cpu_description() if cpu is None else cpu
+    return dict(CPU_STEP_SECONDS_AVX2 if "no AVX-512" in cpu else CPU_STEP_SECONDS)
+
+
 def estimate_seconds(settings: ReproduceSettings, rates: dict | None = None) -> dict[str, float]:
     """Estimated wall time of :func:`reproduce` (synthetic cohort, nothing reused), by phase.
 
