@@ -90,12 +90,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from deeptree.evaluation.budget import machine_step_seconds
     from deeptree.evaluation.fanout import parse_devices
     from deeptree.evaluation.outputs import render_figures
-    from deeptree.evaluation.budget import machine_step_seconds
     from deeptree.evaluation.reproduce import estimate_seconds, reproduce
-    from deeptree.threads import cpu_description
     from deeptree.networks import choose_device
+    from deeptree.threads import cpu_description
 
     choose_device(args.device)  # refuse an unusable device before any training
     devices = parse_devices(args.devices)
