@@ -466,6 +466,18 @@ def test_estimate_uses_the_step_costs_of_the_cpu_class():
     assert avx2["total"] > estimate_seconds(s)["total"]
 
 
+def test_notebook_cell_limit_outlasts_the_cpu_reproduction_on_a_slower_cpu():
+    """Notebook 07 runs the reproduction in one cell: the runner's cell time limit of the cpu
+    profile must not kill it on the slowest CPU class measured (an AVX2 machine, where the
+    3600 s limit of issue 18 cut a 2000-iteration run off)."""
+    from deeptree.evaluation.budget import CPU_STEP_SECONDS_AVX2
+    from deeptree.notebooks import CELL_TIMEOUT_S
+
+    slow = estimate_seconds(reproduce_settings("cpu"), CPU_STEP_SECONDS_AVX2)["total"]
+    assert CELL_TIMEOUT_S["cpu"] >= 1.5 * slow
+    assert CELL_TIMEOUT_S["smoke"] is not None  # a hung cell still fails CI
+
+
 def test_estimate_counts_the_output_rule_choice_and_the_second_rule():
     """Issue 30: the estimate includes predicting every stage-1 variant of every seed on the
     validation phantoms for the rule's choice, and the second rule's masks of the two
