@@ -29,8 +29,9 @@ training a small 3D CNN with torch's defaults, as a second notebook or a test su
 policies are interleaved round by round so that a drift of the machine's own load hits them all;
 the figure of a policy is the median over its rounds of the per-process median step time.
 
-``--record`` appends a section with the figures, the CPU model and the command to
-``benchmarks/RESULTS.md``.
+``--record`` adds a section with the figures, the CPU model and the command to
+``benchmarks/RESULTS.md``, at the end of its thread-policy sections (above the line
+:data:`RECORD_MARKER`; the raw logs of earlier runs are in ``benchmarks/records/cpu_threads/``).
 
 ``--command "CMD"`` instead runs one shell command under the same background load (``--load``
 busy processes) and prints its wall time and the load averages, e.g. the whole reproduction:
@@ -56,6 +57,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _common import cpu_model  # noqa: E402
+
+#: The results record, and the line of it above which ``--record`` puts a new section.
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+RECORD_MARKER = "<!-- bench_cpu_threads.py --record inserts its sections above this line -->"
 
 #: Environment changes of each policy (None = remove the variable).
 POLICIES: dict[str, dict[str, str]] = {
@@ -188,7 +193,7 @@ def stop_load(busy: list) -> None:
 def run_command_under_load(command: str, load: int, record: bool = False,
                            kind: str = "spin") -> int:
     """Run ``command`` in a shell beside ``load`` busy processes; print time and load
-    (and with ``record`` append them to ``benchmarks/RESULTS.md``)."""
+    (and with ``record`` add them to ``benchmarks/RESULTS.md``)."""
     before = os.getloadavg()
     busy = start_load(load, kind)
     start = time.perf_counter()
@@ -207,7 +212,7 @@ def run_command_under_load(command: str, load: int, record: bool = False,
     print(json.dumps(figures, indent=2))
     if record:
         append_results(
-            f"### `{command}` beside {load} busy processes ({figures['date']})\n\n"
+            f"#### `{command}` beside {load} busy processes ({figures['date']})\n\n"
             f"`python benchmarks/bench_cpu_threads.py --load {load} --command \"{command}\" "
             f"--record`, in a fresh clone, on {figures['cpu_model']} ({figures['cores']} cores): "
             f"**{figures['minutes']} min** wall time, exit status {status}; load average "
@@ -217,10 +222,22 @@ def run_command_under_load(command: str, load: int, record: bool = False,
     return status
 
 
-def append_results(text: str) -> None:
-    """Append ``text`` (a Markdown section) to ``benchmarks/RESULTS.md``."""
-    with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
-        f.write("\n" + text)
+def append_results(text: str, path: Path = RESULTS) -> None:
+    """Insert ``text`` (a Markdown section) into ``path`` just above :data:`RECORD_MARKER`.
+
+    RESULTS.md is grouped by topic, so a new run goes to the end of the thread-policy sections,
+    not to the end of the file. Written to a temporary name and renamed (a benchmark script
+    must not import ``deeptree``: its thread policy would change the environment of the
+    processes measured after it).
+    """
+    old = path.read_text(encoding="utf-8")
+    if old.count(RECORD_MARKER) != 1:
+        raise SystemExit(f"{path}: expected the line {RECORD_MARKER!r} once, where --record "
+                         f"puts its section; found it {old.count(RECORD_MARKER)} times")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(old.replace(RECORD_MARKER, text.rstrip("\n") + "\n\n" + RECORD_MARKER),
+                   encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def measure(condition: str, rounds: int, steps: int, load: int, kind: str = "spin") -> dict:
@@ -310,7 +327,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
                 f"{old['predict_s'] / r['predict_s']:.2f}x | {r['same_weights_as_old']} |"
             )
     return "\n".join([
-        f"### CPU thread policy ({time.strftime('%Y-%m-%d')}, `bench_cpu_threads.py`)",
+        f"#### CPU thread policy ({time.strftime('%Y-%m-%d')}, `bench_cpu_threads.py`)",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average before the run {results['load_before']}. Command: "
@@ -343,7 +360,7 @@ def main() -> int:
     parser.add_argument("--conditions", default="idle,loaded",
                         help="comma-separated subset of idle,loaded")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument("--record", action="store_true", help="add to benchmarks/RESULTS.md")
     parser.add_argument("--command", help="run this shell command under --load busy processes")
     parser.add_argument("--summarize", metavar="LOG",
                         help="print (with --record: append) the figures of a saved run log")

@@ -5,7 +5,7 @@ after the other in this process with torch's default threads (the order before i
 prints the seconds of each phase (``ReproduceResult.seconds``) and the ratio of the totals.
 
     .venv/bin/python benchmarks/bench_reproduce_order.py --work /tmp/order \\
-        --json benchmarks/parallel_cpu/<date>-reproduce-order.json                # the cpu design
+        --json benchmarks/records/parallel_cpu/<date>-reproduce-order.json                # the cpu design
     .venv/bin/python benchmarks/bench_reproduce_order.py --work /tmp/order \\
         --stage1-iterations 400 --stage2-iterations 100                          # a shorter run
 

@@ -4,7 +4,7 @@ Two stage-1 models with the same settings (``benchmarks/demo_weights.py``): one 
 varied phantoms (the shipped model), one on the same phantoms without the randomisation
 (``--no-variation``). Both run alone (stage 1, its largest component; no stage 2) on the real
 samples and on the two synthetic test sets (varied and plain). Writes
-``benchmarks/demo_variation.md`` (every figure from this run) and prints it::
+``benchmarks/records/demo_variation.md`` (every figure from this run) and prints it::
 
     python benchmarks/demo_variation.py \\
         --varied runs/demo-weights/stage1/last.pt \\
@@ -77,7 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--control", required=True, type=Path)
     parser.add_argument("--test", required=True, type=Path, help="the varied test cohort")
     parser.add_argument("--test-plain", type=Path, help="a test cohort without randomisation")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "demo_variation.md")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "records" / "demo_variation.md"
+    )
     parser.add_argument(
         "--real-spacing-from", type=Path, default=None,
         help="checkpoint whose real-CT voxel size (training spacing / anatomical scale) both "

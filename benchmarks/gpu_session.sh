@@ -23,7 +23,7 @@
 # OUT_DIR receives: session.log, gpu_stage1.json, two_stage.json, nvidia-smi.txt and
 # reproduce.tar.gz (tables, figures, results.json, training logs; no checkpoints).
 # Wheels of packages missing on the machine (monai, nibabel) are installed from .whl/ if
-# present (see benchmarks/RESULTS.md, "GPU session").
+# present (see benchmarks/HISTORY.md, "GPU session").
 set -u
 OUT_DIR=${1:-${OUT:-runs/gpu_session}}
 BUDGET=${2:-540}  # 9 minutes of H200 time

@@ -21,7 +21,7 @@ goes on from ``last.pt``). On the 2-core machine run two one-thread processes si
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/stage1_recipe_check.py \\
         --seed 1 --seed 3 --work /tmp/recipe_check &
     wait; .venv/bin/python benchmarks/stage1_recipe_check.py --table --work /tmp/recipe_check \\
-        --seed 0 --seed 1 --seed 2 --seed 3 --seed 4 > benchmarks/stage1_recipe_check.md
+        --seed 0 --seed 1 --seed 2 --seed 3 --seed 4 > benchmarks/records/stage1_recipe_check.md
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Candidates (``--candidate NAME``, repeatable; default all):
 * ``prior+warmup``: both.
 
     .venv/bin/python benchmarks/stage1_startup.py --steps 120 --seed 0 --seed 1 --seed 2 \\
-        --seed 3 --seed 4 --out benchmarks/stage1_startup.json --work /tmp/stage1_startup
+        --seed 3 --seed 4 --out benchmarks/records/stage1_startup.json --work /tmp/stage1_startup
 
 Writes every run's curves to ``--out`` (JSON) and prints one table row per candidate and
 variant: collapsed runs of the seeds, the median final airway probability and Dice part.
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", help="stage-1 variant (repeatable)")
     parser.add_argument("--candidate", action="append", choices=sorted(CANDIDATES))
     parser.add_argument("--work", default="/tmp/stage1_startup", help="cohort and cache")
-    parser.add_argument("--out", default="benchmarks/stage1_startup.json")
+    parser.add_argument("--out", default="benchmarks/records/stage1_startup.json")
     args = parser.parse_args()
 
     from deeptree.config import LOSS_VARIANTS, reproduce_settings

@@ -153,7 +153,7 @@ def init_foreground_prior(model: AirwayUNet, prior: float) -> AirwayUNet:
     (the removed gap voxels, ~0.2% of a crop) is so rare that, started at 50/50, the first
     iterations' push towards background, amplified by nnU-Net's momentum of 0.99, drove one
     training seed in three to a network that never predicts a breakage voxel
-    (``benchmarks/RESULTS.md``, stage 2).
+    (``benchmarks/HISTORY.md``, stage 2).
 
     Parameters
     ----------

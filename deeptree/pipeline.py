@@ -20,7 +20,7 @@ all breaking locations "are combined with the initial segmentation"): centres li
 voxels apart, so most voxels near a gap are seen by several boxes, and OR-ing the boxes'
 masks let every box add its own false positives. Averaging is how nnU-Net combines
 overlapping sliding-window predictions (there with Gaussian weights, which kept more of the
-false positives here: ``benchmarks/RESULTS.md``, stage 2).
+false positives here: ``benchmarks/HISTORY.md``, stage 2).
 
 Step 4 keeps the component of the union that holds the stage-1 main tree (its largest
 component). That is the union's largest component in practice; the rule guarantees that

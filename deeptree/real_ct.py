@@ -591,7 +591,7 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
         "## Not measured by this card",
         "",
         "* Whether the per-case randomisation of the phantoms helps on real CT: compared once, "
-        "one training seed per arm, in `benchmarks/demo_variation.md` (stage 1 against a "
+        "one training seed per arm, in `benchmarks/records/demo_variation.md` (stage 1 against a "
         "control trained without it: `python benchmarks/demo_weights.py --no-variation --steps "
         "cohort train --only-stage 1`, then `benchmarks/demo_variation.py`); one seed and two "
         "real CTs resolve no difference.",

@@ -10,6 +10,7 @@ the ``deeptree`` modules that need torch, scipy, scikit-image, matplotlib or nap
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,152 @@ def test_finds_a_cycle():
     # the checker itself: a -> b -> a is found, a tree is not
     assert _find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# --- benchmarks/: scripts at the top, raw outputs under records/, a results record a reader can use
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+#: What may sit at the top of benchmarks/ besides *.py and *.sh scripts.
+BENCHMARK_DOCS = {"RESULTS.md", "HISTORY.md", "README.md"}
+RECORDS = "records"
+
+
+def _strays(folder: Path) -> list[str]:
+    """Entries of ``folder`` that are neither a script, the two records nor ``records/``."""
+    strays = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name == "__pycache__":
+            continue  # tool caches (an imported benchmark leaves __pycache__), never committed
+        if entry.is_dir():
+            if entry.name != RECORDS:
+                strays.append(entry.name + "/")
+        elif entry.suffix not in (".py", ".sh") and entry.name not in BENCHMARK_DOCS:
+            strays.append(entry.name)
+    return strays
+
+
+def test_benchmarks_holds_only_scripts_and_records():
+    """A raw output (json, log, csv, png, a table) belongs under benchmarks/records/."""
+    assert _strays(BENCHMARKS) == []
+    assert (BENCHMARKS / RECORDS).is_dir()
+
+
+def test_a_stray_output_or_data_folder_is_found(tmp_path):
+    (tmp_path / "bench_x.py").write_text("")
+    (tmp_path / "gpu_session.sh").write_text("")
+    (tmp_path / "RESULTS.md").write_text("")
+    (tmp_path / RECORDS).mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    assert _strays(tmp_path) == []
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "curves.png").write_bytes(b"")
+    (tmp_path / "notes.md").write_text("")
+    (tmp_path / "cpu_threads").mkdir()
+    assert _strays(tmp_path) == ["cpu_threads/", "curves.png", "notes.md", "run.json"]
+
+
+def _named_paths(text: str) -> set[str]:
+    """Repository paths that ``text`` names: ``benchmarks/...`` and links to ``records/...``."""
+    named = set(re.findall(r"benchmarks/[\w./<>*-]*[\w/]", text))
+    named |= {"benchmarks/" + p for p in re.findall(r"\]\((records/[\w./-]*)\)", text)}
+    return named
+
+
+@pytest.mark.parametrize("name", ["RESULTS.md", "HISTORY.md"])
+def test_every_benchmarks_path_in_the_records_exists(name):
+    text = (BENCHMARKS / name).read_text(encoding="utf-8")
+    named = _named_paths(text)
+    assert any(p.startswith("benchmarks/records/") for p in named)
+    missing = sorted(p for p in named if not (PACKAGE.parent / p).exists())
+    assert missing == []
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Anchor -> the text of the heading's section (up to the next heading of its level or
+    above), for every heading outside code blocks."""
+    lines, heads, fence = text.split("\n"), [], False
+    for i, line in enumerate(lines):
+        fence ^= line.startswith("```")
+        match = re.match(r"^(#+) (.*)", line)
+        if match and not fence:
+            heads.append((i, len(match.group(1)), match.group(2)))
+    sections = {}
+    for n, (i, level, heading) in enumerate(heads):
+        end = next((j for j, lv, _ in heads[n + 1 :] if lv <= level), len(lines))
+        sections[_slug(heading)] = "\n".join(lines[i:end])
+    return sections
+
+
+def _index_rows(text: str) -> list[list[str]]:
+    """The table rows of RESULTS.md's "Current figures" (cells stripped), header rows left out."""
+    index = _sections(text)["current-figures"]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in index.split("\n")
+        if line.startswith("| ")
+    ]
+    return [r for r in rows if r[0] != "benchmark"]
+
+
+def _unmatched_figures(row: list[str], sections: dict[str, str]) -> list[str]:
+    """Numbers of an index row's figure cell that its linked section does not hold, and the
+    scripts of its command cell that the section does not name."""
+    anchor = re.search(r"\]\(#([^)]+)\)", row[5])
+    if anchor is None or anchor.group(1) not in sections:
+        return [f"no section {row[5]}"]
+    section = sections[anchor.group(1)]
+    numbers = re.findall(r"\d+(?:[.,]\d+)*", row[2])
+    scripts = re.findall(r"benchmarks/[\w.]+\.(?:py|sh)", row[3])
+    return [x for x in numbers + scripts if x not in section]
+
+
+def test_the_current_figures_are_copied_from_their_sections():
+    """Every number of the index appears in the section it links to (no typed figure), and
+    every script of its command is named there."""
+    text = (BENCHMARKS / "RESULTS.md").read_text(encoding="utf-8")
+    sections, rows = _sections(text), _index_rows(text)
+    assert len(rows) >= 10 and all(len(r) == 6 for r in rows)
+    assert {
+        r[0]: _unmatched_figures(r, sections) for r in rows if _unmatched_figures(r, sections)
+    } == {}
+
+
+def test_a_typed_index_figure_is_found():
+    sections = {"speed": "### Speed\n\nThe step took **2.29 s** with `benchmarks/bench_x.py`."}
+    row = ["Speed", "a step", "2.29 s", "`benchmarks/bench_x.py`", "box", "[Speed](#speed)"]
+    assert _unmatched_figures(row, sections) == []
+    assert _unmatched_figures([*row[:2], "2.3 s", *row[3:]], sections) == ["2.3"]
+    assert _unmatched_figures([*row[:3], "`benchmarks/bench_y.py`", *row[4:]], sections) == [
+        "benchmarks/bench_y.py"
+    ]
+    assert _unmatched_figures([*row[:5], "[Speed](#sped)"], sections) == [
+        "no section [Speed](#sped)"
+    ]
+
+
+def test_bench_cpu_threads_records_its_section_under_the_thread_policy(tmp_path):
+    """``bench_cpu_threads.py --record`` puts a new run above its marker, not at the file's end."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_cpu_threads", BENCHMARKS / "bench_cpu_threads.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (BENCHMARKS / "RESULTS.md").read_text(encoding="utf-8").count(module.RECORD_MARKER) == 1
+    record = tmp_path / "RESULTS.md"
+    record.write_text(f"## Threads\n\nold run\n\n{module.RECORD_MARKER}\n\n## GPU\n\nh200\n")
+    module.append_results("#### CPU thread policy (new)\n\nnew run\n", record)
+    text = record.read_text()
+    assert text.index("old run") < text.index("new run") < text.index(module.RECORD_MARKER)
+    assert text.index(module.RECORD_MARKER) < text.index("## GPU")
+    assert list(tmp_path.iterdir()) == [record]
+    record.write_text("## GPU\n")
+    with pytest.raises(SystemExit, match="RESULTS.md"):
+        module.append_results("new\n", record)
+    assert record.read_text() == "## GPU\n"

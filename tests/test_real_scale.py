@@ -160,7 +160,7 @@ def test_the_files_the_model_card_points_to_exist():
     root = Path(__file__).resolve().parents[1]
     text = (demo.weights_dir() / demo.CARD_NAME).read_text(encoding="utf-8")
     named = set(re.findall(r"`(benchmarks/[\w./-]+\.(?:md|py))`", text))
-    assert "benchmarks/demo_variation.md" in named
+    assert "benchmarks/records/demo_variation.md" in named
     assert all((root / name).is_file() for name in named), named
 
 

@@ -12,7 +12,7 @@ from deeptree.config import ReproduceSettings
 #: Seconds per step of the cpu profile on the 2-core dev machine (AMD EPYC), torch's default
 #: two threads, as ``make reproduce`` runs: ``benchmarks/bench_reproduce.py --threads 2``
 #: measured every step on 2026-12-02 on a quiet machine (load average 0.9; raw JSON
-#: ``benchmarks/cpu_threads/20261202-bench-reproduce-idle-2threads.json``, benchmarks/RESULTS.md
+#: ``benchmarks/records/cpu_threads/20261202-bench-reproduce-idle-2threads.json``, benchmarks/RESULTS.md
 #: "Reproduction design"). The figures of 2026-12-01, measured under a load average of 12-15
 #: and scaled down, were 1.4-2.2x these. Another machine scales them all alike.
 CPU_STEP_SECONDS: dict[str, float] = {

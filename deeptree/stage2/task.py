@@ -317,7 +317,7 @@ def stage2_task(
         )
     # the network with the best validation gap Dice is also saved as best.pt (option "best"):
     # at the cpu budget one training seed in five repaired 11 of 12 validation gaps at
-    # iteration 300 and then fell silent for good (benchmarks/RESULTS.md, stage 2)
+    # iteration 300 and then fell silent for good (benchmarks/HISTORY.md, stage 2)
     return TrainingTask(
         model=model,
         loss_fn=loss_fn,
