@@ -110,6 +110,13 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     return "\n".join(lines) + "\n"
 
 
+def folded(summary: str, markdown: str) -> str:
+    """``markdown`` folded away under a one-line ``summary`` (an HTML ``<details>`` block).
+    ``markdown="1"`` lets the book's MkDocs (``md_in_html``) render the Markdown inside, and
+    the blank lines let Jupyter's renderer do the same."""
+    return f'<details markdown="1">\n<summary>{summary}</summary>\n\n{markdown.strip()}\n\n</details>\n'
+
+
 def run_provenance() -> dict[str, str]:
     """Where and when a run's tables were made: ``date`` (UTC), ``commit`` (``git describe``
     of the checkout the package runs from, ``+dirty`` with uncommitted changes; "unknown"
