@@ -1,5 +1,5 @@
 """Chapter 07's figures (issue 31): the forest plot of the component effects, the effects table
-read back from a run's CSV, and the folded tables."""
+read back from a run's CSV, the folded tables, and the per-generation curves' legibility."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 
 from deeptree.book import pages
 from deeptree.evaluation.forest import (
@@ -19,7 +20,7 @@ from deeptree.evaluation.forest import (
     plot_component_effects,
     read_effects_csv,
 )
-from deeptree.evaluation.outputs import folded, markdown_table, write_csv
+from deeptree.evaluation.outputs import folded, markdown_table, plot_generation_curves, write_csv
 from deeptree.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,3 +174,22 @@ def test_folded_tables_survive_the_book_page(tmp_path):
     details = html[html.index("<details>") : html.index("</details>")]
     assert "<summary>The full ablation table</summary>" in details
     assert "<table>" in details and "<td>plain</td>" in details, "the table rendered inside"
+
+
+def test_generation_curves_have_distinct_colours_and_a_legend_outside():
+    methods = ["region-growing", "plain", "cldice", "gul", "amc", "amc+gul", "amc+gul+stage2"]
+    curves = [{"method": m, "generation": g, "TLD": 0.0, "BD": 0.0} for m in methods
+              for g in range(4)]  # fmt: skip
+    fig = plot_generation_curves(curves, methods)
+    for ax in fig.axes:
+        colours = [to_hex(line.get_color()) for line in ax.lines]
+        assert len(colours) == 7 and len(set(colours)) == 7
+        markers = [line.get_marker() for line in ax.lines]
+        assert len(set(markers)) == 7, "lines on top of each other stay told apart"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.axes[1].get_legend()
+    assert legend is not None and len(legend.texts) == 7
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    assert box.x1 <= fig.bbox.x1 + 1, "inside the figure"
