@@ -60,7 +60,7 @@ def plot_generation_curves(
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for i, method in enumerate(methods):
         mine = [c for c in curves if c["method"] == method]
-        dodge = 0.04 * (i - (len(methods) - 1) / 2)
+        dodge = 0.06 * (i - (len(methods) - 1) / 2)
         gens = [c["generation"] + dodge for c in mine]
         style = "--" if method.endswith(STAGE2_SUFFIX) else "-"
         for ax, key in zip(axes, ("TLD", "BD"), strict=True):
