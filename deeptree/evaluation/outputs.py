@@ -41,27 +41,36 @@ from deeptree.viz.planes import comparison_labels, comparison_mip
 def plot_generation_curves(
     curves: Sequence[dict], methods: Sequence[str] | None = None, title: str | None = None
 ):
-    """TLD and BD per GT generation, one line per method (matplotlib Figure, two panels)."""
+    """TLD and BD per GT generation, one line per method (matplotlib Figure, two panels).
+
+    Each method has a colour and a marker of its own (a qualitative palette, no two alike up to
+    20 methods); lines with stage 2 are dashed. The methods are dodged sideways by a few
+    hundredths of a generation so that methods with equal values (all at 0, say) stay
+    visible; the legend stands to the right of the panels, never over a curve.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     methods = (
         list(methods) if methods is not None else list(dict.fromkeys(c["method"] for c in curves))
     )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method in methods:
+    methods = [m for m in methods if any(c["method"] == m for c in curves)]
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    markers = "osD^vP<X>hp*"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for i, method in enumerate(methods):
         mine = [c for c in curves if c["method"] == method]
-        if not mine:
-            continue
-        gens = [c["generation"] for c in mine]
+        dodge = 0.06 * (i - (len(methods) - 1) / 2)
+        gens = [c["generation"] + dodge for c in mine]
         style = "--" if method.endswith(STAGE2_SUFFIX) else "-"
         for ax, key in zip(axes, ("TLD", "BD"), strict=True):
             ax.plot(
                 gens,
                 [100 * c[key] for c in mine],
                 style,
-                marker="o",
-                ms=3,
+                color=palette(i % palette.N),
+                marker=markers[i % len(markers)],
+                ms=5,
                 label=method_label(method),
             )
     for ax, key in zip(
@@ -72,7 +81,8 @@ def plot_generation_curves(
         ax.set(xlabel="generation (0 = trachea)", ylabel="%", title=key, ylim=(-2, 102))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower left")
+    if methods:
+        axes[1].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -108,6 +118,13 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def folded(summary: str, markdown: str) -> str:
+    """``markdown`` folded away under a one-line ``summary`` (an HTML ``<details>`` block).
+    ``markdown="1"`` lets the book's MkDocs (``md_in_html``) render the Markdown inside, and
+    the blank lines let Jupyter's renderer do the same."""
+    return f'<details markdown="1">\n<summary>{summary}</summary>\n\n{markdown.strip()}\n\n</details>\n'
 
 
 def run_provenance() -> dict[str, str]:
