@@ -141,6 +141,7 @@ def test_bottom_line_of_a_run_with_failed_models_and_missing_paper_values(tmp_pa
         _effect("GUL", "plain", "gul", "nan", "nan", "nan",
                 "not measured (a failed model in every pair)", failed=3),
         _effect("stage 2", "plain", "plain+stage2", -0.5, -0.9, -0.1, "hurts"),
+        _effect("stage 2", "amc", "amc+stage2", 0.2, 0.0, 0.5, "not resolved at this scale", 1.3),
         _effect("stage-2 option prior", "amc+gul+stage2", "amc+gul+stage2+prior", 2.0, 1.0, 3.0,
                 "improves"),
     ]  # fmt: skip
@@ -161,10 +162,11 @@ def test_bottom_line_of_a_run_with_failed_models_and_missing_paper_values(tmp_pa
         and "(paper" not in box.split("GUL,")[1].split("\n")[0]
     )
     assert "plain -> plain+stage2 -0.5 [-0.9, -0.1] hurts" in box
+    assert "amc -> amc+stage2 +0.2 [+0.0, +0.5] not resolved at this scale (paper —, +1.3)" in box
     assert "option" not in box, "the stage-2 options are not the paper's components"
     # one paper component improves: the box must not say that none reproduces
     assert readme_box.NONE_REPRODUCE not in box
-    assert "1 of the 3 comparisons of the paper's components raise TLD" in box
+    assert "1 of the 4 comparisons of the paper's components raise TLD" in box
     assert "3 of the ablation's 6 models failed" in box
     assert "51.0 min for the 2 notebooks of this run on Test CPU, 4 cores" in box
     assert "[`results/20990101-cpu-synthetic/run_summary.md`]" in box

@@ -117,9 +117,12 @@ def _effect_text(row: dict, with_verdict: bool = True) -> str:
 
 
 def _paper_effects(rows: list[dict]) -> str:
+    """`` (paper +2.9, +5.1)``: the paper's TLD change of each comparison, in order ("—"
+    where the paper has none); '' when it has none at all."""
     values = [_number(r.get("paper dTLD")) for r in rows]
-    shown = [_points(v) for v in values if not math.isnan(v)]
-    return f" (paper {', '.join(shown)})" if shown else ""
+    if all(math.isnan(v) for v in values):
+        return ""
+    return " (paper " + ", ".join("—" if math.isnan(v) else _points(v) for v in values) + ")"
 
 
 def _method_text(row: dict | None, name: str) -> str:
