@@ -1,6 +1,7 @@
 # DeepTree: two commands for a new user.
 #   make reproduce   run every notebook on the synthetic cohort (PROFILE=cpu by default)
 #   make test        ruff + pytest + every notebook with the smoke profile (what CI runs)
+# and where the book lands:
 #   make book        the tutorial as a static site (from the last cpu run, else a smoke run)
 # All set themselves up first: a .venv with the locked packages, and the Debian packages
 # that napari needs to render headless under Xvfb. A second run skips what is installed.
@@ -17,7 +18,7 @@ XVFB := xvfb-run -a -s "-screen 0 1280x1024x24"
 # Where `make book` writes the site (open site/index.html from the folder).
 BOOK_OUT ?= site
 
-.PHONY: setup system-deps system-deps-book test lint pytest notebooks book book-test reproduce demo-weights clean
+.PHONY: setup system-deps system-deps-book test lint pytest notebooks book book-test reproduce readme demo-weights clean
 
 setup: $(STAMP) system-deps
 
@@ -57,6 +58,12 @@ book: setup
 
 reproduce: setup
 	$(XVFB) $(PY) -m deeptree notebooks --profile $(PROFILE) --html --summary $(NOTEBOOKS)
+
+# The README's generated parts: the pipeline figure and the bottom-line box of the newest
+# committed results/*-cpu-synthetic run (tests/test_readme.py checks both are current).
+readme: setup
+	$(PY) -m deeptree.viz.pipeline_figure docs/figures/pipeline.png
+	$(PY) -m deeptree.evaluation.readme_box
 
 # The demo weights shipped in deeptree/weights and their model card: train on varied phantoms,
 # evaluate on a synthetic test set and the real samples (hours on 2 CPU cores; a rerun resumes).

@@ -1,7 +1,7 @@
 """Wall time of the full ATM'22 reproduction on 1, 8 and 32 GPUs, on paper, from the measured
-H200 rate (README "Training at scale"; issue 21).
+H200 rate (docs/training-at-scale.md; issue 21).
 
-    python benchmarks/scale_estimate.py                 # the table of the README
+    python benchmarks/scale_estimate.py                 # the table of docs/training-at-scale.md
     python benchmarks/scale_estimate.py --gpus 1 2 4 8 16 32 --json scale.json
 
 Assumptions (each one a parameter; printed with the table):

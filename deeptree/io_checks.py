@@ -1,7 +1,7 @@
 """Plausibility and header-geometry checks of inputs, beyond shape and dtype.
 
 What :func:`deeptree.io.read_nifti` and :func:`deeptree.io.load_case` check besides a finite
-3D volume (README: "When something goes wrong"):
+3D volume (docs/troubleshooting.md: "When something goes wrong"):
 
 * values: a CT in Hounsfield units (:func:`check_ct_in_hu`), an airway mask that does not
   fill most of its volume (:func:`check_mask_fraction`), voxels thin enough for the 2 mm
@@ -26,7 +26,7 @@ import numpy as np
 from deeptree.errors import InputError
 
 # --------------------------------------------------------------------------------------------
-# plausibility of inputs (README: "When something goes wrong")
+# plausibility of inputs (docs/troubleshooting.md: "When something goes wrong")
 # --------------------------------------------------------------------------------------------
 #: A chest CT in Hounsfield units has air and lung below this (HU); one without is not in HU.
 HU_AIR_BELOW = -500.0

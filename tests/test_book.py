@@ -59,10 +59,19 @@ def _executed(path: Path, title: str, profile: str = "smoke", seconds: float = 1
 
 def _tiny_repo(root: Path) -> Path:
     """README, two notebooks, a smoke run in runs/ci with a cohort mask, a results table, a
-    documented package."""
+    documented package, a guide in docs/ (and the design notes, not published) and a figure."""
     (root / "README.md").write_text(
         "# Tiny\n\nThe story. See [notebook a](notebooks/00_a.ipynb) and "
-        "[data](data/README.md).\n\n## Commands\n\n`make test`\n")
+        "[data](data/README.md).\n\n![the pipeline](docs/figures/pipeline.png)\n\n"
+        "## Commands\n\n`make test`\n\n## More\n\n- [A guide](docs/guide.md#a-section)\n"
+        "- [design](docs/design.md)\n")
+    (root / "docs" / "figures").mkdir(parents=True)
+    (root / "docs" / "figures" / "pipeline.png").write_bytes(base64.b64decode(PNG_1x1))
+    (root / "docs" / "guide.md").write_text(
+        "# A guide\n\nRead [notebook a](../notebooks/00_a.ipynb), [the tables]"
+        "(../results/20260101-cpu/tables.md) and [the design](design.md).\n\n## A section\n\n"
+        "Text.\n")
+    (root / "docs" / "design.md").write_text("# Design\n\nFor developers.\n")
     for name in ("00_a", "01_b"):
         _executed(root / "notebooks" / f"{name}.ipynb", name)
         _executed(root / "runs" / "ci" / f"{name}.ipynb", f"{name.upper()} title")
@@ -219,6 +228,29 @@ def test_rewrite_links_points_at_pages_or_the_repository():
     assert pages.rewrite_links(badge, page_of, "", None) == "[Binder](https://mybinder.org) x"
 
 
+def test_stage_pages_publishes_the_guides_the_readme_links(tmp_path):
+    """Issue 31: the README's sections moved to docs/; the book publishes the pages the README
+    links (a "Guides" section; the design notes stay in the repository), with the README's
+    links and the guides' own links pointing at book pages, and the README's figure."""
+    from deeptree.book.build import stage_pages
+
+    (tmp_path / "repo").mkdir()
+    repo = _tiny_repo(tmp_path / "repo")
+    docs = tmp_path / "docs"
+    nav = stage_pages(repo / "runs" / "ci", docs, repo, mesh_views={})
+    assert [list(entry) for entry in nav][:4] == [["Home"], ["Chapters"], ["Guides"], ["Results"]]
+    assert nav[2] == {"Guides": [{"A guide": "guides/guide.md"}]}
+    index = (docs / "index.md").read_text()
+    assert "[A guide](guides/guide.md#a-section)" in index
+    assert "![the pipeline](figures/pipeline.png)" in index
+    assert (docs / "figures" / "pipeline.png").read_bytes().startswith(b"\x89PNG")
+    assert "design (`docs/design.md`)" in index and not (docs / "guides" / "design.md").exists()
+    guide = (docs / "guides" / "guide.md").read_text()
+    assert "[notebook a](../chapters/00_a.md)" in guide
+    assert "[the tables](../results.md)" in guide
+    assert "the design (`docs/design.md`)" in guide
+
+
 def test_long_summary_rows_are_shortened():
     text = "| notebook | seconds |\n| 00_a | 3.0 |\n| mask | [" + "0, " * 500 + "0] |"
     short = pages.shorten_table_rows(text, "summary.md", limit=100)
@@ -251,10 +283,13 @@ def tiny_site(tmp_path_factory):
 def test_build_writes_every_page(tiny_site):
     repo, site = tiny_site
     for page in ("index.html", "chapters/00_a.html", "chapters/01_b.html", "results.html",
-                 "model-card.html", "api/deeptree.tool.html", "chapters/01_b/mesh.js"):
+                 "model-card.html", "api/deeptree.tool.html", "chapters/01_b/mesh.js",
+                 "guides/guide.html", "figures/pipeline.png"):
         assert (site / page).is_file(), page
     index = (site / "index.html").read_text()
     assert "The story" in index and "abc1234" in index and "runs/ci" in index
+    assert 'href="guides/guide.html#a-section"' in index and 'src="figures/pipeline.png"' in index
+    assert 'href="../chapters/00_a.html"' in (site / "guides" / "guide.html").read_text()
     chapter = (site / "chapters" / "00_a.html").read_text()
     assert "Run this chapter" in chapter and "not measured yet" in chapter
     assert 'href="01_b.html"' in chapter and "00_a/output_01.png" in chapter

@@ -13,6 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from deeptree.book.pages import repository_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -223,5 +225,17 @@ def test_licence_citation_and_binder_badge():
     assert "DeepTree: Accurate Airway Tree Segmentation in CT Scans via Anatomy-aware" in cff
     assert "preferred-citation:" in cff
     assert f'version: "{project["version"]}"' in cff
+    # Binder (issue 31): a badge opens this repository on mybinder.org (never the home page),
+    # which needs the repository's URL; without a remote the README says in one line how to
+    # open it there, and binder/ configures the environment
     readme = (ROOT / "README.md").read_text()
-    assert "https://mybinder.org/badge_logo.svg" in readme
+    links = re.findall(r"\]\((https://mybinder\.org[^)\s]*)\)", readme)
+    url = repository_url(ROOT)
+    for link in links:
+        assert re.fullmatch(r"https://mybinder\.org/v2/gh/[\w.-]+/[\w.-]+/HEAD(\?\S*)?", link), link
+        if url:
+            assert link.startswith(url.replace("https://github.com/", "https://mybinder.org/v2/gh/"))
+    if not links:
+        line = next(x for x in readme.splitlines() if "**Binder:**" in x)
+        assert "mybinder.org" in line and "URL" in line
+        assert "`binder/`" in readme and (ROOT / "binder").is_dir()

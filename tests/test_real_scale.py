@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from docs_text import doc_page
 
 from deeptree import demo
 from deeptree.checkpoints import LoadedModel, load_checkpoint
@@ -140,9 +141,8 @@ def test_the_shipped_weights_run_real_ct_at_the_voxel_size_chosen_on_validation(
 
 
 def test_the_readme_says_what_the_card_measured():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    """The page the README's "Segment your own CT" moved to (docs/segment-your-ct.md)."""
+    readme = doc_page("segment-your-ct.md")
     card = demo.model_card()
     assert f"{card['scale']['chosen_mm']:g} mm for the demo weights" in readme
     chest = card["real"]["totalseg_chest"]["final"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from deeptree.io import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: Pages of ``docs/`` that stay in the repository only (the design notes for developers).
+UNPUBLISHED_DOCS = ("docs/design.md",)
 
 #: Chapters that get an interactive 3D view: notebook -> (mask files in the run folder, caption).
 MESH_VIEWS = {
@@ -80,6 +84,26 @@ def _mesh_block(run_dir: Path, name: str, chapter_dir: Path, mesh_views: dict) -
     )
 
 
+def guide_pages(readme: str, repo_root: Path) -> list[str]:
+    """The pages of ``docs/`` that the book publishes as guides: those the README links
+    (``docs/NAME.md``), in the order it links them, less :data:`UNPUBLISHED_DOCS`.
+
+    Parameters
+    ----------
+    readme : str
+        The README's Markdown.
+    repo_root : Path
+
+    Returns
+    -------
+    list of str
+        Repository paths, e.g. ``["docs/install.md", ...]``.
+    """
+    linked = re.findall(r"\]\((docs/[\w.-]+\.md)(?:#[^)]*)?\)", readme)
+    return [p for p in dict.fromkeys(linked)
+            if p not in UNPUBLISHED_DOCS and (repo_root / p).is_file()]
+
+
 def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
                 mesh_views: dict | None = None) -> list:
     """Write the Markdown pages and their files under ``docs`` and return the MkDocs ``nav``.
@@ -123,6 +147,14 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     card = pages.find_model_card(repo_root)
     if card is not None:
         page_of[card.relative_to(repo_root).as_posix()] = "model-card.md"
+    # the pages of docs/ the README links (guides/) and the figures they show (figures/)
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    guides = guide_pages(readme, repo_root)
+    page_of.update({g: "guides/" + Path(g).name for g in guides})
+    for figure in sorted((repo_root / "docs" / "figures").glob("*.png")):
+        (docs / "figures").mkdir(exist_ok=True)
+        shutil.copy(figure, docs / "figures" / figure.name)
+        page_of[f"docs/figures/{figure.name}"] = f"figures/{figure.name}"
     # links between chapters (notebooks/NN.ipynb from notebooks/MM.ipynb) and to the pages
     chapter_links = {k: ("../" + v if not v.startswith("chapters/") else v.split("/", 1)[1])
                      for k, v in page_of.items()}
@@ -148,12 +180,24 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         "Launch links at the top of each chapter open it on Binder or locally.",
         "",
     ])
-    readme = (repo_root / "README.md").read_text(encoding="utf-8")
     (docs / "index.md").write_text(pages.landing_markdown(readme, page_of, repo_url, about),
                                    encoding="utf-8")
     (docs / "results.md").write_text(
         pages.results_markdown(repo_root, run_dir, page_of, repo_url), encoding="utf-8")
-    nav = [{"Home": "index.md"}, {"Chapters": nav_chapters}, {"Results": "results.md"}]
+    nav = [{"Home": "index.md"}, {"Chapters": nav_chapters}]
+    if guides:
+        (docs / "guides").mkdir()
+        guide_links = {k: (v.split("/", 1)[1] if v.startswith("guides/") else "../" + v)
+                       for k, v in page_of.items()}
+        nav_guides = []
+        for guide in guides:
+            text = (repo_root / guide).read_text(encoding="utf-8")
+            (docs / page_of[guide]).write_text(
+                pages.rewrite_links(text, guide_links, "docs", repo_url), encoding="utf-8")
+            title = re.search(r"^#\s+(.+)$", text, re.M)
+            nav_guides.append({title.group(1).strip() if title else Path(guide).stem: page_of[guide]})
+        nav.append({"Guides": nav_guides})
+    nav.append({"Results": "results.md"})
     if card is not None:
         text = pages.rewrite_links(card.read_text(encoding="utf-8"), page_of,
                                    card.parent.relative_to(repo_root).as_posix(), repo_url)

@@ -1,0 +1,316 @@
+"""The README's bottom line: a short box written from a committed cpu run's results files.
+
+A committed run is a folder ``results/<date>-cpu-synthetic/`` holding the run's
+``component_effects.csv``, ``table2_ablation.csv``, ``tables.md`` (copied from the run's
+``tables/``) and ``run_summary.md`` (the runner's ``summary.md``). The box says what run it
+is, the key numbers (plain nnUNet* and DeepTree, TLD and precision with their intervals as
+the tables print them, beside the paper's), each of the paper's components' TLD effect with
+its interval and verdict, one sentence of what they mean, and the run's time. It lives in the
+README between :data:`START` and :data:`END`, and is rewritten from the newest run by::
+
+    python -m deeptree.evaluation.readme_box            # (make readme) rewrite README.md
+    python -m deeptree.evaluation.readme_box --check    # exit 1 if the box is stale
+
+The sentence "the paper's components do not reproduce" is written exactly when no component
+of the paper (AMC, GUL, stage 2) has a TLD verdict "improves".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from deeptree.evaluation.stats import HURTS, IMPROVES
+from deeptree.files import atomic_write
+from deeptree.io import InputError
+
+#: Markers of the box in the README (the lines themselves stay).
+START = "<!-- bottom-line:start -->"
+END = "<!-- bottom-line:end -->"
+#: Components of the paper, in the order the box names them.
+PAPER_COMPONENTS = ("AMC", "GUL", "stage 2")
+#: The rows of ``table2_ablation.csv`` the box quotes: method id -> name in the box.
+KEY_METHODS = {"plain": "plain nnUNet*", "amc+gul+stage2": "DeepTree (amc+gul+stage2)"}
+#: Files a committed run folder must hold.
+REQUIRED = ("component_effects.csv", "table2_ablation.csv", "tables.md", "run_summary.md")
+#: The sentence the box writes when no paper component improves TLD (tests look for it).
+NONE_REPRODUCE = "the paper's components do not reproduce"
+
+
+def newest_results(root: str | os.PathLike = ".") -> Path:
+    """The newest committed cpu run: the last ``results/*-cpu-synthetic`` folder (by name,
+    which starts with the date) that holds a ``run_summary.md``.
+
+    Parameters
+    ----------
+    root : path-like
+        The repository root.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        When no such folder exists.
+    """
+    folders = sorted(p.parent for p in Path(root).glob("results/*-cpu-synthetic/run_summary.md"))
+    if not folders:
+        raise InputError(
+            f"{Path(root) / 'results'}: no committed cpu run (*-cpu-synthetic/run_summary.md)"
+        )
+    return folders[-1]
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from err
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if not rows or missing:
+        raise InputError(
+            f"{path}: " + (f"missing columns {', '.join(missing)}" if rows else "no rows")
+        )
+    return rows
+
+
+def _number(value: str | None) -> float:
+    """A CSV cell as a float: NaN for an empty cell or "nan" (a comparison with no pair)."""
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _count(row: dict, key: str) -> int:
+    """An integer cell (``seeds``, ``failed``); 0 where the column is absent or empty (a run
+    written before the ``failed`` column existed)."""
+    value = _number(row.get(key))
+    return 0 if math.isnan(value) else int(value)
+
+
+def _points(value: float) -> str:
+    return f"{round(value, 1) + 0.0:+.1f}"  # as the tables print it, no "-0.0"
+
+
+def _effect_text(row: dict, with_verdict: bool = True) -> str:
+    """``plain -> amc -25.7 [-35.4, -12.7] hurts`` (the TLD effect of one comparison)."""
+    d, lo, hi = (_number(row[k]) for k in ("dTLD", "dTLD low", "dTLD high"))
+    if math.isnan(d):
+        numbers = "not measured"
+    elif math.isnan(lo) or math.isnan(hi):
+        numbers = f"{_points(d)} [no interval]"
+    else:
+        numbers = f"{_points(d)} [{_points(lo)}, {_points(hi)}]"
+    failed = _count(row, "failed")
+    left_out = f", {failed} seed(s) left out (a failed model)" if failed else ""
+    verdict = f" {row['TLD verdict']}" if with_verdict and numbers != "not measured" else ""
+    return f"{row['without']} -> {row['with']} {numbers}{verdict}{left_out}"
+
+
+def _paper_effects(rows: list[dict]) -> str:
+    """`` (paper +2.9, +5.1)``: the paper's TLD change of each comparison, in order ("—"
+    where the paper has none); '' when it has none at all."""
+    values = [_number(r.get("paper dTLD")) for r in rows]
+    if all(math.isnan(v) for v in values):
+        return ""
+    return " (paper " + ", ".join("—" if math.isnan(v) else _points(v) for v in values) + ")"
+
+
+def _method_text(row: dict | None, name: str) -> str:
+    if row is None:
+        return f"{name}: not in this run"
+    failed = _count(row, "failed")
+    text = f"{name} {row['TLD']} and {row['precision']}"
+    if failed:
+        text += f" ({failed} failed model(s) left out)"
+    paper = [row.get(f"paper {k}", "") for k in ("TLD", "precision")]
+    if all(p and p != "—" for p in paper):
+        text += f" (paper, real CT: {paper[0]} and {paper[1]})"
+    return text
+
+
+def _search(pattern: str, text: str, path: Path, what: str) -> re.Match:
+    match = re.search(pattern, text)
+    if not match:
+        raise InputError(f"{path}: no {what} found (pattern {pattern!r})")
+    return match
+
+
+def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """The README's bottom-line box (Markdown, at most 8 lines) of one committed run.
+
+    Parameters
+    ----------
+    folder : path-like
+        ``results/<date>-cpu-synthetic`` with the files of :data:`REQUIRED`.
+    root : path-like, optional
+        The repository root the box's links are relative to (default: two folders up).
+
+    Returns
+    -------
+    str
+        A Markdown block quote without the markers, ending with a newline. Numbers are the
+        tables' strings (percent with 95% intervals) and the effects' points.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, a missing column, no stage-1 length in ``tables.md``
+        or no ``Total: X min.`` in ``run_summary.md``, each naming the file.
+    """
+    folder = Path(folder)
+    root = Path(root) if root is not None else folder.parent.parent
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise InputError(
+                f"{folder / name}: missing (a committed run holds {', '.join(REQUIRED)})"
+            )
+    try:
+        link = folder.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError as err:
+        raise InputError(f"{folder}: not inside the repository {root}") from err
+    effects = _read_csv(
+        folder / "component_effects.csv",
+        ("component", "without", "with", "dTLD", "dTLD low", "dTLD high", "TLD verdict"),
+    )
+    table2 = _read_csv(
+        folder / "table2_ablation.csv", ("method", "seeds", "cases", "TLD", "precision")
+    )
+    tables = (folder / "tables.md").read_text(encoding="utf-8")
+    summary = (folder / "run_summary.md").read_text(encoding="utf-8")
+    iterations = _search(
+        r"Stage 1: (\d+) iterations", tables, folder / "tables.md", "stage-1 length"
+    )[1]
+    total = _search(r"Total: ([0-9.]+) min\.", summary, folder / "run_summary.md", "total time")[1]
+    date = re.search(r"(\d{4}-\d{2}-\d{2})", tables)
+    profile = re.search(r"Profile `([^`]+)`", summary)
+    machine = re.search(r"machine: (.+?)\. ", tables)
+    notebooks = len(re.findall(r"^\|\s*\d\d_\w+\s*\|", summary, re.M))
+
+    by_method = {r["method"]: r for r in table2}
+    first = by_method.get("plain", table2[0])
+    seeds = _count(first, "seeds") + _count(first, "failed")
+    failed = sum(_count(r, "failed") for r in table2)
+    models = sum(_count(r, "seeds") for r in table2) + failed
+
+    paper = [r for r in effects if r["component"] in PAPER_COMPONENTS]
+    held = [r for r in paper if r["TLD verdict"] == IMPROVES]
+    lowered = [r for r in paper if r["TLD verdict"] == HURTS]
+
+    lines = [
+        f"> **The bottom line** of the newest committed run, [`{link}`]({link}/tables.md) "
+        f"({date[1] if date else folder.name[:8]}, profile `{profile[1] if profile else '?'}`, "
+        f"synthetic phantoms: {seeds} training seeds x {first['cases']} test phantoms, "
+        f"{iterations} stage-1 iterations):",
+        ">",
+        "> - TLD and precision, % [95% CI]: "
+        + "; ".join(_method_text(by_method.get(m), name) for m, name in KEY_METHODS.items())
+        + ".",
+    ]
+    for component in PAPER_COMPONENTS:
+        mine = [r for r in effects if r["component"] == component]
+        if not mine:
+            continue
+        words = {r["TLD verdict"] for r in mine}
+        same = len(mine) > 1 and len(words) == 1  # one verdict for all: said once
+        text = "; ".join(_effect_text(r, with_verdict=not same) for r in mine)
+        if same:
+            text += f": all {words.pop()}"
+        lines.append(
+            f"> - {component}, TLD effect in points [95% CI]: {text}{_paper_effects(mine)}."
+        )
+    failed_text = (
+        f" {failed} of the ablation's {models} models failed (an empty prediction) and are left "
+        "out of the means."
+        if failed
+        else ""
+    )
+    if not paper:
+        meaning = "this run compared none of the paper's components."
+    elif not held:
+        meaning = (
+            f"at this training length on the synthetic cohort {NONE_REPRODUCE}: no TLD effect "
+            f"of AMC, GUL or stage 2 has an interval above zero, and {len(lowered)} of "
+            f"the {len(paper)} lie below it; models of {iterations} iterations on "
+            "phantoms are not the paper's setting (real CT, full-length training)."
+        )
+    else:
+        named = ", ".join(f"{r['component']} ({r['without']} -> {r['with']})" for r in held)
+        meaning = (
+            f"{len(held)} of the {len(paper)} comparisons of the paper's components raise TLD "
+            f"with an interval above zero here ({named}); the others do not, at this training "
+            "length on the synthetic cohort."
+        )
+    lines += [
+        f"> - **What it means:** {meaning}{failed_text}",
+        f"> - `time make reproduce PROFILE=cpu`: {total} min for the {notebooks} notebooks of this "
+        f"run{' on ' + machine[1] if machine else ''} ([`{link}/run_summary.md`]"
+        f"({link}/run_summary.md); the tables: [`{link}/tables.md`]({link}/tables.md)).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_box(readme: str, box: str, source: str = "README.md") -> str:
+    """``readme`` with the text between :data:`START` and :data:`END` replaced by ``box``.
+
+    Raises
+    ------
+    InputError
+        When the markers are missing, repeated or out of order (naming ``source``).
+    """
+    if (
+        readme.count(START) != 1
+        or readme.count(END) != 1
+        or readme.index(START) > readme.index(END)
+    ):
+        raise InputError(f"{source}: needs one '{START}' line followed by one '{END}' line")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{box}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deeptree.evaluation.readme_box [--root .] [--results DIR] [--check]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m deeptree.evaluation.readme_box",
+        description="Rewrite the bottom-line box of README.md from the newest committed run.",
+    )
+    parser.add_argument("--root", default=".", help="the repository root (default: .)")
+    parser.add_argument("--results", help="the results folder (default: the newest cpu run)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the box is stale")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    readme_path = root / "README.md"
+    try:
+        folder = Path(args.results) if args.results else newest_results(root)
+        readme = readme_path.read_text(encoding="utf-8")
+        new = replace_box(readme, readme_bottom_line(folder, root), str(readme_path))
+    except (InputError, OSError) as err:
+        print(f"readme_box: error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != readme:
+            print(
+                f"{readme_path}: the bottom-line box is not the one of {folder}; run "
+                "`python -m deeptree.evaluation.readme_box`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    if new != readme:
+        atomic_write(readme_path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
+    print(f"{readme_path}: bottom line of {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
