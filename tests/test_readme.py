@@ -172,6 +172,26 @@ def test_bottom_line_of_a_run_with_failed_models_and_missing_paper_values(tmp_pa
     assert "[`results/20990101-cpu-synthetic/run_summary.md`]" in box
 
 
+def test_bottom_line_of_a_partial_run_over_the_bar_says_so(tmp_path):
+    """A run of notebook 07 alone on an AVX2 machine, longer than the 75 minutes the cpu
+    design is sized for: the box names the notebook, the CPU class and the bar."""
+    effects = [_effect("AMC", "plain", "amc", 3.0, 1.0, 5.0, "improves", 2.9)]
+    folder = _hand_built(tmp_path, effects, [_row("plain", "40.0 [35.0, 45.0]", "80 [75, 85]")])
+    (folder / "run_summary.md").write_text(
+        "# s\n\nProfile `cpu`, commit `x`, Python 3.11.7, 2 cores (AMD EPYC, AVX2 (no "
+        "AVX-512)).\n\n| notebook | seconds | status |\n|---|---|---|\n"
+        "| 07_evaluation | 8400.0 | ok |\n\nTotal: 140.0 min.\n"
+    )
+    row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
+    assert "140.0 min for 07_evaluation alone (the other notebooks were not rerun)" in row
+    assert "on AMD EPYC, AVX2 (no AVX-512), 2 cores, over the 75 minutes" in row
+    (folder / "run_summary.md").write_text(
+        (folder / "run_summary.md").read_text().replace("Total: 140.0", "Total: 70.0")
+    )
+    row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
+    assert "70.0 min" in row and "over the" not in row
+
+
 def test_bottom_line_says_none_reproduces_exactly_when_none_improves(tmp_path):
     effects = [_effect("AMC", "plain", "amc", -3.0, -5.0, -1.0, "hurts", 2.9),
                _effect("stage 2", "plain", "plain+stage2", 0.4, 0.0, 1.0,

@@ -807,17 +807,21 @@ def _current_cpu_results() -> Path:
     return folders[-1]
 
 
-def test_readme_states_the_committed_run_time_within_the_bar():
+def test_readme_states_the_committed_run_time_and_whether_it_fits_the_bar():
     """Issue 18: the README's time of `make reproduce PROFILE=cpu` is the runner's total in
-    the committed run summary (not typed from memory), that run is the cpu design of the
-    code (3 seeds, 10 test phantoms, the profile's iterations) and it fits 75 minutes."""
+    the committed run summary (not typed from memory), and that run is the cpu design of the
+    code (3 seeds, 10 test phantoms, the profile's iterations). A run over the 75 minutes the
+    design is sized for (issue 30's run of 2000 iterations on an AVX2 machine) is said to be
+    over them, never passed off as within."""
+    from deeptree.evaluation.budget import CPU_BUDGET_MINUTES
+
     folder = _current_cpu_results()
     summary = (folder / "run_summary.md").read_text()
     total = float(re.search(r"Total: ([0-9.]+) min\.", summary).group(1))
-    assert total <= 75
     readme = (folder.parent.parent / "README.md").read_text()
     row = next(line for line in readme.splitlines() if "`time make reproduce PROFILE=cpu`" in line)
     assert f"{total} min" in row and f"results/{folder.name}/run_summary.md" in row
+    assert (f"over the {CPU_BUDGET_MINUTES} minutes" in row) == (total > CPU_BUDGET_MINUTES)
     s = reproduce_settings("cpu")
     tables = (folder / "tables.md").read_text()
     assert f"training seeds {', '.join(map(str, s.seeds))}" in tables

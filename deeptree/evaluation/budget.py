@@ -15,6 +15,10 @@ from deeptree.config import ReproduceSettings
 #: ``benchmarks/records/cpu_threads/20261202-bench-reproduce-idle-2threads.json``, benchmarks/RESULTS.md
 #: "Reproduction design"). The figures of 2026-12-01, measured under a load average of 12-15
 #: and scaled down, were 1.4-2.2x these. Another machine scales them all alike.
+#: What ``make reproduce PROFILE=cpu`` is sized to take on the 2-core machine, in minutes
+#: (issue 18's bar, kept by issue 30), at the step costs of :data:`CPU_STEP_SECONDS`.
+CPU_BUDGET_MINUTES: int = 75
+
 CPU_STEP_SECONDS: dict[str, float] = {
     "phantom": 1.228,
     "prepare": 0.483,
