@@ -2,7 +2,8 @@
 #   make reproduce   run every notebook on the synthetic cohort (PROFILE=cpu by default)
 #   make test        ruff + pytest + every notebook with the smoke profile (what CI runs)
 # and where the book lands:
-#   make book        the tutorial as a static site (from the last cpu run, else a smoke run)
+#   make book        the tutorial as a static site (from the last cpu run, else the committed
+#                    one in results/, else a smoke run)
 # All set themselves up first: a .venv with the locked packages, and the Debian packages
 # that napari needs to render headless under Xvfb. A second run skips what is installed.
 
@@ -52,7 +53,9 @@ book-test: setup system-deps-book
 
 test: lint pytest notebooks book-test
 
-# The book from the last complete `make reproduce PROFILE=cpu` run, else the newest smoke run.
+# The book from the last complete `make reproduce PROFILE=cpu` run, else the newest committed run
+# (results/*-cpu-synthetic/notebooks, published by `python -m deeptree.book publish`), else the
+# newest smoke run.
 book: setup
 	$(PY) -m deeptree.book build --out $(BOOK_OUT)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -143,12 +144,36 @@ def write_summary(run_dir: str | os.PathLike, header: str | None = None) -> Path
         else:
             lines.append("(no figures)")
         lines.append("")
-    text = "\n".join(lines)
-    # relative paths only: a path inside the run folder is written relative to it (the
-    # summary is committed with the results; the machine's folders mean nothing elsewhere)
-    for prefix in sorted({str(run_dir.resolve()), str(run_dir.absolute())}, key=len, reverse=True):
-        text = text.replace(prefix + os.sep, "")
+    # relative paths only: the summary is committed with the results, and the machine's
+    # folders mean nothing elsewhere
+    text = relative_paths("\n".join(lines), [run_dir])
     return atomic_write(run_dir / "summary.md", lambda tmp: Path(tmp).write_text(text))
+
+
+def relative_paths(text: str, folders) -> str:
+    """Write every path inside one of ``folders`` relative to it.
+
+    ``/home/me/runs/x/05_stage1/last.pt`` -> ``05_stage1/last.pt`` for the folder
+    ``/home/me/runs/x``; the folder itself becomes ``.``. The longest folder wins (a run folder
+    inside the repository before the repository).
+
+    Parameters
+    ----------
+    text : str
+    folders : iterable of path-like
+        Absolute folders (each is taken both as given and resolved).
+
+    Returns
+    -------
+    str
+    """
+    prefixes = {str(f) for folder in folders for f in (Path(folder).absolute(),
+                                                       Path(folder).resolve())}
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        # the folder followed by a separator, or by the end of the path
+        text = re.sub(re.escape(prefix) + r"(?:" + re.escape(os.sep) + r"|(?![\w.-]))",
+                      lambda m: "" if m.group(0).endswith(os.sep) else ".", text)
+    return text
 
 
 def environment_report() -> dict[str, str]:

@@ -77,7 +77,8 @@ def _tiny_repo(root: Path) -> Path:
         _executed(root / "runs" / "ci" / f"{name}.ipynb", f"{name.upper()} title")
     (root / "runs" / "ci" / "summary.md").write_text(
         "# s\n\nProfile `smoke`, commit `abc1234`, Python 3.11, 2 cores.\n\n"
-        "| notebook | seconds | status |\n|---|---|---|\n| 00_a | 3.0 | ok |\n")
+        "| notebook | seconds | status |\n|---|---|---|\n| 00_a | 3.0 | ok |\n\n"
+        "## 01_b\n\n| figure | value |\n|---|---|\n| effects | AMC improves TLD, GUL hurts |\n")
     mask = np.zeros((12, 12, 20), np.uint8)
     mask[5:7, 5:7, 2:18] = 1
     mask[5:7, 2:10, 3:5] = 1
@@ -85,8 +86,11 @@ def _tiny_repo(root: Path) -> Path:
     labels.mkdir(parents=True)
     nib.save(nib.Nifti1Image(mask, np.diag([1.5, 1.5, 2.0, 1.0])), labels / "CASE_000.nii.gz")
     (root / "results" / "20260101-cpu").mkdir(parents=True)
+    wide = [f"column {i} " + "a long value " * 3 for i in range(15)]
     (root / "results" / "20260101-cpu" / "tables.md").write_text(
-        "# cpu tables\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+        "# cpu tables\n\n| a | b |\n|---|---|\n| nnUNet* with DiceCE | nnUNet* (row 1) |\n\n"
+        "Our nnUNet* is set beside the paper's nnUNet*, **bold** and `code*`.\n\n"
+        f"| {' | '.join(wide)} |\n|{'---|' * 15}\n| {' | '.join(wide)} |\n")
     package = root / "deeptree"
     (package / "book").mkdir(parents=True)
     (package / "__init__.py").write_text('"""Tiny package."""\n')
@@ -319,7 +323,16 @@ def test_browser_check_reports_what_is_broken(tmp_path):
     (site / "index.html").write_text(
         '<html><body><h1 id="top">x</h1><a href="other.html">ok</a> <a href="#top">ok</a>'
         '<a href="missing.html">broken</a> <a href="other.html#nowhere">bad anchor</a>'
-        '<img src="nothing.png"><script>console.error("boom")</script></body></html>')
+        '<img src="nothing.png"><script>console.error("boom")</script>'
+        "<p>Took BOOK_TIMING_PLACEHOLDER.</p><pre>{{ code may hold this }}</pre>"
+        '<article><div style="overflow: hidden; width: 300px"><table><tr><th>cut</th>'
+        + "<td>a long cell of text</td>" * 20 + "</tr></table></div>"
+        '<div style="overflow-x: auto; width: 300px"><table><tr><th>scrolls</th>'
+        + "<td>a long cell of text</td>" * 20 + "</tr></table></div></article></body></html>")
+    (site / "chapters").mkdir()
+    _png(site / "chapters" / "blank.png", np.full((20, 30, 3), 255, np.uint8))
+    (site / "chapters" / "x.html").write_text(
+        '<html><body><img src="blank.png"><img src="./blank.png"></body></html>')
     (site / "other.html").write_text(
         '<html><body><script src="https://cdn.example.invalid/x.js"></script>'
         '<div class="deeptree-mesh" data-mesh="k"><canvas width="50" height="50"></canvas>'
@@ -332,8 +345,12 @@ def test_browser_check_reports_what_is_broken(tmp_path):
                      "other.html: request leaves the folder: https://cdn.example.invalid/x.js",
                      "other.html: script error:", "other.html: 3D view 0 is empty",
                      "other.html: 3D view 0 does not turn when dragged",
-                     "other.html: page weighs 1.1"]:
+                     "other.html: page weighs 1.1",
+                     "index.html: literal placeholder: BOOK_TIMING_PLACEHOLDER",
+                     "index.html: table cut: ",
+                     "chapters/x.html: all 2 figures are blank"]:
         assert expected in problems, (expected, problems)
+    assert "{{ code" not in problems and "scrolls" not in problems
     assert "broken link: file://" + str(site / "other.html") not in problems
 
 
@@ -355,3 +372,209 @@ def test_build_names_a_missing_run(tmp_path):
     with pytest.raises(InputError, match="01_b"):
         build_book(tmp_path / "site", run_dir=repo / "runs" / "ci", repo_root=repo)
     assert not (tmp_path / "site").exists(), "no partial site"
+
+
+# --------------------------------------------------------------------------------------------
+# issue 31: the committed run published, smoke books say so, the results page, the checks
+# --------------------------------------------------------------------------------------------
+def _png(path: Path, pixels: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+CPU_SUMMARY = ("# DeepTree run summary: 20261202-024753-cpu\n\n"
+               "Profile `cpu`, commit `a1f2f5e`, Python 3.11.7, 2 cores.\n\n"
+               "| notebook | seconds | status |\n|---|---|---|\n"
+               "| 00_a | 183.2 | ok |\n| 01_b | 20.1 | ok |\n")
+
+
+def _cpu_run(run: Path) -> Path:
+    """A finished cpu run as `make reproduce` leaves it, with the machine's paths in it."""
+    for name in ("00_a", "01_b"):
+        notebook = _executed(run / f"{name}.ipynb", name.upper(), "cpu", 30.0)
+        content = json.loads(notebook.read_text())
+        content["cells"][4]["outputs"].append(
+            {"output_type": "stream", "name": "stdout",
+             "text": [f"model: {run}/05_stage1/run/last.pt\n"]})
+        content["metadata"]["papermill"].update(
+            input_path=f"{run.parent.parent}/notebooks/{name}.ipynb",
+            output_path=str(notebook), parameters={"profile": "cpu", "run_dir": str(run)})
+        notebook.write_text(json.dumps(content))
+    (run / "summary.md").write_text(CPU_SUMMARY + f"\n## 01_b\n\n| weights | {run}/w.pt |\n")
+    tables = run / "07_evaluation" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "tables.md").write_text(f"# cpu run\n\n* seed1: {run}/07_evaluation/log.jsonl\n")
+    (tables / "per_case.csv").write_text("case,TLD\nPHANTOM_000,0.5\n")
+    (tables / ".deeptree-x.123-ab.tmp.csv").write_text("a temporary of a killed writer")
+    labels = run / "cohort" / "labelsTr"
+    labels.mkdir(parents=True)
+    mask = np.zeros((12, 12, 20), np.uint8)
+    mask[5:7, 5:7, 2:18] = 1
+    for case in ("CASE_000", "CASE_001"):
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), labels / f"{case}.nii.gz")
+    return run
+
+
+def _tree_bytes(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+MESH_B = {"01_b": ("cohort/labelsTr/*.nii.gz", "Case {case}")}
+
+
+def test_publish_copies_notebooks_tables_summary_with_relative_paths(tmp_path, capsys):
+    from deeptree.book.publish import publish_run
+
+    (tmp_path / "repo").mkdir()
+    repo = _tiny_repo(tmp_path / "repo")
+    run = _cpu_run(repo / "runs" / "20261207-cpu")
+    before = _tree_bytes(run)
+    dest = repo / "results" / "20261207-cpu-synthetic"
+    done = publish_run(run, dest, repo_root=repo, mesh_views=MESH_B)
+    assert _tree_bytes(run) == before, "the run is never modified"
+    written = {p.relative_to(dest).as_posix() for p in done["files"]}
+    assert written == {"notebooks/00_a.ipynb", "notebooks/01_b.ipynb", "tables.md",
+                       "per_case.csv", "run_summary.md", "notebooks/cohort/labelsTr/CASE_000.nii.gz"}
+    assert done["bytes"] == sum(p.stat().st_size for p in done["files"])
+    notebook = json.loads((dest / "notebooks" / "01_b.ipynb").read_text())
+    outputs = notebook["cells"][4]["outputs"]
+    assert outputs[1]["data"]["image/png"] == PNG_1x1, "outputs kept"
+    assert outputs[-1]["text"] == ["model: 05_stage1/run/last.pt\n"]
+    assert notebook["metadata"]["papermill"]["input_path"] == "notebooks/01_b.ipynb"
+    for path in done["files"]:
+        if path.suffix != ".gz":
+            assert str(tmp_path) not in path.read_text(), path
+    assert "| weights | w.pt |" in (dest / "run_summary.md").read_text()
+    assert "* seed1: 07_evaluation/log.jsonl" in (dest / "tables.md").read_text()
+    assert not [p for p in dest.rglob(".*")], "no temporary left, none copied"
+
+    # the book of a fresh clone: the published run, its cpu times, its 3D view
+    import shutil
+
+    shutil.rmtree(repo / "runs" / "20261207-cpu")
+    assert pages.select_run(repo, ["00_a", "01_b"]) == dest
+    from deeptree.book.build import stage_pages
+
+    stage_pages(dest, tmp_path / "docs", repo, MESH_B)
+    chapter = (tmp_path / "docs" / "chapters" / "00_a.md").read_text()
+    assert "**cpu**: 3 min 3 s (`results/20261207-cpu-synthetic/run_summary.md`, 2026-12-02)" \
+        in chapter and "**cpu**: not measured yet" not in chapter
+    assert "A pipeline check" not in chapter
+    assert "notebooks run at commit `a1f2f5e`" in (tmp_path / "docs" / "index.md").read_text()
+    assert (tmp_path / "docs" / "chapters" / "01_b" / "mesh.js").is_file()
+
+
+def test_publish_refuses_smoke_incomplete_and_failed_runs(tmp_path):
+    from deeptree.book.__main__ import main
+    from deeptree.book.publish import publish_run
+
+    (tmp_path / "repo").mkdir()
+    repo = _tiny_repo(tmp_path / "repo")
+    dest = repo / "results" / "x-cpu-synthetic"
+    with pytest.raises(InputError, match="smoke run is a pipeline check"):
+        publish_run(repo / "runs" / "ci", dest, repo_root=repo)
+    run = _cpu_run(repo / "runs" / "20261207-cpu")
+    (run / "summary.md").unlink()
+    with pytest.raises(InputError, match="no summary.md"):
+        publish_run(run, dest, repo_root=repo)
+    _executed(run / "01_b.ipynb", "b", "cpu", exception=True)
+    with pytest.raises(InputError, match=r"incomplete run .*failed: 01_b"):
+        publish_run(run, dest, repo_root=repo)
+    (run / "01_b.ipynb").unlink()
+    with pytest.raises(InputError, match="missing: 01_b"):
+        publish_run(run, dest, repo_root=repo)
+    assert not dest.exists(), "nothing written"
+    assert main(["publish", str(tmp_path / "nowhere"), str(dest)]) == 1
+
+
+def test_relative_paths_of_a_folder():
+    from deeptree.report import relative_paths
+
+    text = "/a/b/c.pt and /a/b, not /a/bc nor /a/b.d; /a/b/x/y inside /a"
+    assert relative_paths(text, ["/a/b", "/a/b/x"]) == "c.pt and ., not /a/bc nor /a/b.d; y inside /a"
+
+
+def test_select_run_prefers_cpu_then_published_then_smoke(tmp_path):
+    names = ["00_a", "01_b"]
+    for name in names:
+        _executed(tmp_path / "runs" / "ci" / f"{name}.ipynb", name)
+        _executed(tmp_path / "results" / "20261126-cpu-synthetic" / "notebooks" / f"{name}.ipynb",
+                  name, "cpu")
+    (tmp_path / "results" / "20261203-cpu-synthetic").mkdir()  # committed without notebooks
+    assert pages.select_run(tmp_path, names) == tmp_path / "results" / "20261126-cpu-synthetic"
+    for name in names:
+        _executed(tmp_path / "runs" / "20261201-cpu" / f"{name}.ipynb", name, "cpu")
+    assert pages.select_run(tmp_path, names) == tmp_path / "runs" / "20261201-cpu"
+
+
+def test_collect_timings_reads_a_committed_run_summary(tmp_path):
+    (tmp_path / "results" / "20261202-cpu-synthetic").mkdir(parents=True)
+    (tmp_path / "results" / "20261202-cpu-synthetic" / "run_summary.md").write_text(CPU_SUMMARY)
+    box = pages.chapter_header("00_a", "cpu", "a1f2f5e", pages.collect_timings(tmp_path), None)
+    assert "**cpu**: 3 min 3 s (`results/20261202-cpu-synthetic/run_summary.md`, 2026-12-02)" in box
+    assert "**cpu**: not measured yet" not in box and "**gpu**: not measured yet" in box
+
+
+def test_smoke_chapters_open_with_the_pipeline_check(tmp_path):
+    assert pages.pipeline_check_warning("cpu") == ""
+    banner = pages.pipeline_check_warning("smoke")
+    assert banner.startswith('!!! warning "A pipeline check') and "untrained" in banner
+    notebook = _executed(tmp_path / "run" / "00_a.ipynb", "00 A")
+    text = pages.chapter_markdown(notebook, tmp_path / "docs" / "00_a", "HEADER", banner=banner)
+    assert text.index("# 00 A: a subtitle") < text.index("!!! warning") < text.index("Intro.")
+
+
+def test_smoke_book_warns_on_every_chapter_and_prints_no_verdict(tiny_site):
+    _, site = tiny_site
+    for name in ("00_a", "01_b"):
+        chapter = (site / "chapters" / f"{name}.html").read_text()
+        assert "admonition warning" in chapter and "untrained" in chapter, name
+        assert chapter.index("A pipeline check") < chapter.index("Run this chapter"), name
+    results = (site / "results.html").read_text()
+    this_run = results[results.index("This book"):]
+    assert "00_a" in this_run and "improves" not in this_run and "hurts" not in this_run
+
+
+def test_results_page_keeps_asterisks_and_scrolls_wide_tables(tiny_site):
+    repo, site = tiny_site
+    text = pages.escape_word_asterisks("| nnUNet* | x |\n**bold** and `code*`\n```\nnnUNet*\n```")
+    assert text == "| nnUNet\\* | x |\n**bold** and `code*`\n```\nnnUNet*\n```"
+    results = (site / "results.html").read_text()
+    assert results.count("nnUNet*") == 4 and "<strong>bold</strong>" in results
+    assert "<em>" not in results.split("This book")[0]
+    # the 15-column table: whole in the page (check_site reports a table cut without scroll)
+    assert results.count("column 14") == 2
+
+
+def test_find_placeholders_in_prose_only():
+    from deeptree.book.browser import find_placeholders
+
+    html = ("<p>Took BOOK_TIMING_PLACEHOLDER s; TODO: write; {{ date }}.</p>"
+            "<pre>x = f'{{y}}'  # TODO in code</pre><script>var a = '{{b}}'</script>"
+            "<p>TODOS and todo and PLACEHOLDERS_OK are words; {single}.</p>")
+    assert find_placeholders(html) == ["BOOK_TIMING_PLACEHOLDER", "TODO", "{{ date }}",
+                                       "PLACEHOLDERS_OK"]
+
+
+def test_blank_images_and_chapters(tmp_path):
+    from deeptree.book.browser import blank_chapter_figures, is_blank
+
+    white = np.full((20, 30, 3), 255, np.uint8)
+    drawn = white.copy()
+    drawn[10, :] = 0  # one line of a plot
+    assert is_blank(white) and is_blank(np.full((4, 4), 0.5)) and not is_blank(drawn)
+    assert is_blank(white - np.eye(20, 30, dtype=np.uint8)[..., None])  # within 1 level
+    _png(tmp_path / "c" / "w.png", white)
+    _png(tmp_path / "c" / "d.png", drawn)
+    clear = np.zeros((20, 30, 4), np.uint8)  # fully transparent: white on the page
+    _png(tmp_path / "c" / "t.png", clear)
+    (tmp_path / "c" / "all.html").write_text('<img src="w.png"><img src="t.png">'
+                                             '<img src="https://x.org/badge.png">')
+    (tmp_path / "c" / "some.html").write_text('<img src="w.png"><img src="d.png">')
+    (tmp_path / "c" / "none.html").write_text("<p>no figure</p>")
+    assert blank_chapter_figures(tmp_path, "c/all.html") == "all 2 figures are blank (one colour each)"
+    assert blank_chapter_figures(tmp_path, "c/some.html") is None
+    assert blank_chapter_figures(tmp_path, "c/none.html") is None

@@ -5,8 +5,11 @@
 * :mod:`deeptree.book.mesh`: the small surface mesh behind the interactive 3D view;
 * :mod:`deeptree.book.build`: stages the pages and runs MkDocs (``make book``);
 * :mod:`deeptree.book.browser`: opens the pages in headless Chromium, fails on console
-  errors and broken internal links, saves screenshots (``make book-test``).
+  errors, broken internal links, placeholders, blank figures and tables cut without a scroll,
+  saves screenshots (``make book-test``);
+* :mod:`deeptree.book.publish`: copies a finished run's executed notebooks, tables and summary
+  beside the committed results, so that a fresh clone builds its book without computing.
 
-``python -m deeptree.book build|check`` is the command line. The book needs the ``book``
+``python -m deeptree.book build|check|publish`` is the command line. The book needs the ``book``
 extra (``pip install -e '.[book]'``).
 """

@@ -4,8 +4,11 @@ Every page is opened from ``file://``. A page fails on: a console error or an un
 script error; a request that failed or that left the folder (a CDN); a broken image; more
 than :data:`MAX_PAGE_BYTES` of HTML, scripts and styles; an internal link (``<a href>``) to a
 file that is not in the site or to an anchor that is not on its page; an interactive 3D view
-whose canvas stayed empty or does not turn when dragged. The landing page and each chapter
-(and results and model card pages) are saved as full-page screenshots.
+whose canvas stayed empty or does not turn when dragged; a table wider than its container
+that cannot scroll sideways; a literal placeholder left in its text (:func:`find_placeholders`);
+and, for a chapter, figures that are all blank (:func:`is_blank`: every image one colour).
+The landing page and each chapter (and results and model card pages) are saved as full-page
+screenshots.
 
 Needs the ``playwright`` package (the ``book`` extra) and a Chromium executable: Debian's
 ``chromium`` package (installed by ``scripts/system-deps.sh``); playwright's own browser
@@ -15,10 +18,13 @@ download is never used.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import numpy as np
 
 #: Browser executables tried in order when none is given.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -36,6 +42,18 @@ MAX_PAGE_BYTES = 1_000_000
 #: Share of a 3D view's canvas pixels that must differ from its background.
 MIN_DRAWN_FRACTION = 0.01
 
+#: Text that stands in for content not written yet: ``SOME_PLACEHOLDER``, ``TODO``, a template
+#: field ``{{ ... }}`` left unfilled.
+PLACEHOLDER = re.compile(r"\b[A-Z0-9_]*PLACEHOLDER[A-Z0-9_]*\b|\bTODO\b|\{\{[^{}\n]*\}\}")
+
+#: Largest standard deviation of an image's pixel values (0-255 levels, all RGB channels
+#: together) that counts as blank: one colour, no figure drawn.
+MAX_BLANK_STD = 1.0
+
+#: Tags whose text is not the page's prose: scripts, styles, and code blocks (code may hold
+#: ``{{`` legitimately).
+_NOT_TEXT = ("script", "style", "pre")
+
 
 class _Ids(HTMLParser):
     def __init__(self) -> None:
@@ -46,6 +64,121 @@ class _Ids(HTMLParser):
         for key, value in attrs:
             if key in ("id", "name") and value:
                 self.ids.add(value)
+
+
+class _Page(HTMLParser):
+    """The prose text (outside :data:`_NOT_TEXT`) and the image sources of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.images: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _NOT_TEXT:
+            self._skip += 1
+        elif tag == "img":
+            self.images += [v for k, v in attrs if k == "src" and v]
+
+    def handle_endtag(self, tag):
+        if tag in _NOT_TEXT and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.text.append(data)
+
+
+def find_placeholders(html: str) -> list[str]:
+    """The literal placeholders (:data:`PLACEHOLDER`) in a page's prose, in order.
+
+    Parameters
+    ----------
+    html : str
+        The page's HTML. Scripts, styles and code blocks (``<pre>``) are not prose.
+
+    Returns
+    -------
+    list of str
+        Each placeholder as written, e.g. ``["BOOK_TIMING_PLACEHOLDER", "{{ date }}"]``.
+    """
+    parser = _Page()
+    parser.feed(html)
+    return PLACEHOLDER.findall("".join(parser.text))
+
+
+def is_blank(pixels: np.ndarray, max_std: float = MAX_BLANK_STD) -> bool:
+    """Whether an image is blank: its pixel values vary by at most ``max_std``.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (H, W) or (H, W, C), uint8 (0-255) or float
+        The decoded image (RGB or grey).
+    max_std : float
+        Largest standard deviation of all values together that counts as blank (levels).
+
+    Returns
+    -------
+    bool
+    """
+    return pixels.size == 0 or float(np.asarray(pixels, dtype=np.float64).std()) <= max_std
+
+
+def blank_chapter_figures(site: str | os.PathLike, page: str) -> str | None:
+    """A problem line when every figure of a page is blank, else None.
+
+    The images (``<img src>`` of files in the site that Pillow decodes; SVG and remote images
+    are not counted) are decoded from the site folder, composited on white.
+
+    Parameters
+    ----------
+    site : path-like
+        The built site.
+    page : str
+        The page, relative to ``site`` (e.g. ``chapters/05_stage1_training.html``).
+
+    Returns
+    -------
+    str or None
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(site) / page
+    parser = _Page()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    blank, decoded = 0, 0
+    for src in parser.images:
+        image = path.parent / unquote(urlsplit(src).path)
+        if urlsplit(src).scheme or not image.is_file():
+            continue  # remote (reported by the browser) or missing (a broken image)
+        try:
+            with Image.open(image) as im:
+                rgba = im.convert("RGBA")
+        except (UnidentifiedImageError, OSError):
+            continue
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        decoded += 1
+        blank += is_blank(np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
+    if decoded and blank == decoded:
+        return f"all {decoded} figures are blank (one colour each)"
+    return None
+
+
+_CUT_TABLES = """(() => Array.from(document.querySelectorAll('article table')).map(t => {
+    const article = t.closest('article');
+    const name = Array.from(t.querySelectorAll('th')).slice(0, 3)
+        .map(h => h.textContent.trim()).join(' | ') || 'a table';
+    for (let e = t; e && e !== article; e = e.parentElement) {
+        const s = getComputedStyle(e);
+        if (['auto', 'scroll'].includes(s.overflowX) && !s.display.startsWith('table')) return null;
+        if (['hidden', 'clip'].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
+            return `${name}: ${e.scrollWidth} px cut at ${e.clientWidth} px, no way to scroll`;
+    }
+    const width = t.getBoundingClientRect().width;
+    return width > article.clientWidth + 1 ?
+        `${name}: ${Math.round(width)} px wider than the page (${article.clientWidth} px), no way to scroll` : null;
+}).filter(x => x))()"""
 
 
 def find_chromium(executable: str | None = None) -> str:
@@ -198,6 +331,11 @@ def check_site(site: str | os.PathLike, screenshots: str | os.PathLike, *,
                 }))()""")
             found += [f"3D view {i} is empty ({fraction:.1%} of its pixels drawn)"
                       for i, fraction in enumerate(drawn) if fraction < MIN_DRAWN_FRACTION]
+            found += [f"table {cut}" for cut in page.evaluate(_CUT_TABLES)]
+            html = (site / name).read_text(encoding="utf-8", errors="replace")
+            found += [f"literal placeholder: {text}" for text in find_placeholders(html)]
+            if name.startswith("chapters/"):
+                found += [line for line in [blank_chapter_figures(site, name)] if line]
             weight = sum(Path(unquote(urlsplit(u).path)).stat().st_size for u in loaded
                          if Path(unquote(urlsplit(u).path)).is_file())
             if weight > MAX_PAGE_BYTES:

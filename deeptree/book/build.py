@@ -36,8 +36,8 @@ MESH_VIEWS = {
 def _summary_commit(run_dir: Path) -> str | None:
     import re
 
-    summary = run_dir / "summary.md"
-    if summary.is_file():
+    summary = pages.run_summary(run_dir)
+    if summary is not None:
         match = re.search(r"commit `([^`]+)`", summary.read_text(encoding="utf-8"))
         if match:
             return match.group(1)
@@ -66,8 +66,9 @@ def _mesh_block(run_dir: Path, name: str, chapter_dir: Path, mesh_views: dict) -
         return ""
     pattern, caption = mesh_views[name]
     masks = sorted(run_dir.glob(pattern))
-    if not masks:
-        return ""
+    if not masks:  # e.g. a published run keeps only the first mask; an older one none
+        return ("*(The interactive 3D view of this chapter needs the run's "
+                f"`{pattern}`, which this run folder does not hold.)*\n")
     mask = masks[0]
     case = mask.name.split(".")[0]
     mesh = mask_file_mesh(mask)
@@ -126,7 +127,8 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     """
     mesh_views = MESH_VIEWS if mesh_views is None else mesh_views
     names = [p.stem for p in sorted((repo_root / "notebooks").glob(pages.NOTEBOOK_GLOB))]
-    executed = {p.stem: p for p in pages.executed_notebooks(run_dir)}
+    notebooks_dir = pages.notebook_folder(run_dir)  # a published run keeps them in notebooks/
+    executed = {p.stem: p for p in pages.executed_notebooks(notebooks_dir)}
     missing = [n for n in names if n not in executed]
     if missing:
         raise InputError(f"{run_dir}: executed notebooks missing: {', '.join(missing)}")
@@ -162,10 +164,11 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     nav_chapters = []
     for name in names:
         header = pages.chapter_header(name, profile, commit, timings, repo_url)
-        extra = _mesh_block(run_dir, name, chapters_dir, mesh_views)
+        extra = _mesh_block(notebooks_dir, name, chapters_dir, mesh_views)
         text = pages.chapter_markdown(
             executed[name], chapters_dir / name, header, extra,
-            rewrite=lambda md: pages.rewrite_links(md, chapter_links, "notebooks", repo_url))
+            rewrite=lambda md: pages.rewrite_links(md, chapter_links, "notebooks", repo_url),
+            banner=pages.pipeline_check_warning(profile))
         (chapters_dir / f"{name}.md").write_text(text, encoding="utf-8")
         nav_chapters.append({pages.chapter_title(executed[name]): f"chapters/{name}.md"})
 
@@ -278,8 +281,9 @@ def build_book(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
     out : path-like
         The site folder (replaced when the build succeeds; left as it was otherwise).
     run_dir : path-like, optional
-        The run to show; default :func:`deeptree.book.pages.select_run` (the latest complete
-        cpu run, else ``runs/ci``, else the latest smoke run).
+        The run to show: a run folder or a published ``results/`` folder; default
+        :func:`deeptree.book.pages.select_run` (the latest complete cpu run, else the latest
+        published one, else the latest smoke run).
     repo_root : path-like
         The repository root.
     mesh_views : dict, optional

@@ -71,33 +71,55 @@ def _papermill(path: Path) -> dict:
         raise InputError(f"{path}: not a readable notebook ({err})") from err
 
 
+def notebook_folder(run_dir: str | os.PathLike) -> Path:
+    """The folder of a run's executed notebooks: the run folder itself (``runs/*``), or its
+    ``notebooks/`` subfolder (a run published under ``results/``, see
+    :mod:`deeptree.book.publish`)."""
+    run_dir = Path(run_dir)
+    published = run_dir / "notebooks"
+    return published if executed_notebooks(published) else run_dir
+
+
+def run_summary(run_dir: str | os.PathLike) -> Path | None:
+    """The summary of a run: ``summary.md`` of a run folder, ``run_summary.md`` of a published
+    one; None when it has neither."""
+    for name in ("summary.md", "run_summary.md"):
+        if (Path(run_dir) / name).is_file():
+            return Path(run_dir) / name
+    return None
+
+
 def select_run(repo_root: str | os.PathLike, notebooks: list[str]) -> Path:
     """The run folder the book is built from.
 
-    The latest ``runs/*-cpu`` folder (``make reproduce PROFILE=cpu``) that holds every
-    notebook of ``notebooks`` executed without error; else the newest complete smoke run
-    (``runs/ci`` of ``make test``, or ``runs/*-smoke`` of ``make reproduce PROFILE=smoke``).
+    The first that holds every notebook of ``notebooks`` executed without error, of: the
+    latest ``runs/*-cpu`` folder (``make reproduce PROFILE=cpu``); the latest committed
+    ``results/*-cpu-synthetic`` folder with published notebooks (so that a fresh clone builds
+    the book of the committed run without computing); the newest smoke run (``runs/ci`` of
+    ``make test``, or ``runs/*-smoke`` of ``make reproduce PROFILE=smoke``).
 
     Parameters
     ----------
     repo_root : path-like
-        The repository root (with ``runs/``).
+        The repository root (with ``runs/`` and ``results/``).
     notebooks : list of str
         Notebook names without extension, e.g. ``["00_overview", ...]``.
 
     Returns
     -------
     Path
+        The run folder (for a published run, the ``results/`` folder, not its ``notebooks/``).
 
     Raises
     ------
     InputError
         When no run folder holds every notebook.
     """
-    runs = Path(repo_root) / "runs"
+    root = Path(repo_root)
+    runs = root / "runs"
 
     def complete(folder: Path) -> bool:
-        have = {p.stem: p for p in executed_notebooks(folder)}
+        have = {p.stem: p for p in executed_notebooks(notebook_folder(folder))}
         return all(n in have and _papermill(have[n]).get("exception") in (None, False)
                    for n in notebooks)
 
@@ -105,21 +127,33 @@ def select_run(repo_root: str | os.PathLike, notebooks: list[str]) -> Path:
         return max((p.stat().st_mtime for p in executed_notebooks(folder)), default=0.0)
 
     cpu = sorted(runs.glob("*-cpu"), reverse=True)
+    published = sorted(root.glob("results/*-cpu-synthetic"), reverse=True)
     smoke = sorted([runs / "ci", *runs.glob("*-smoke")], key=newest, reverse=True)
-    for folder in [*cpu, *smoke]:
+    for folder in [*cpu, *published, *smoke]:
         if folder.is_dir() and complete(folder):
             return folder
     raise InputError(
-        f"{runs}: no run folder holds all {len(notebooks)} notebooks executed without error; "
-        "run `make reproduce PROFILE=cpu` (or PROFILE=smoke, or `make notebooks` for runs/ci) first")
+        f"{runs}: no run folder holds all {len(notebooks)} notebooks executed without error "
+        "(nor does a results/*-cpu-synthetic folder); run `make reproduce PROFILE=cpu` (or "
+        "PROFILE=smoke, or `make notebooks` for runs/ci) first")
 
 
-def _parse_summary(path: Path) -> tuple[str | None, dict[str, float]]:
-    """Profile and ``{notebook: seconds}`` of the ok rows of a ``summary.md``."""
+def _parse_summary(path: Path) -> tuple[str | None, dict[str, float], str]:
+    """Profile, ``{notebook: seconds}`` of the ok rows and the run's end time of a summary.
+
+    The time is the date in the run's name (``# DeepTree run summary: 20261202-024753-cpu``),
+    which a committed copy keeps; else the file's modification time (a clone's checkout time).
+    """
     text = path.read_text(encoding="utf-8", errors="replace")
     match = re.search(r"Profile `([^`]+)`", text)
     rows = re.findall(r"^\|\s*(\d\d_[\w-]+)\s*\|\s*([0-9.]+)\s*\|\s*ok\s*\|", text, re.M)
-    return (match.group(1) if match else None), {name: float(s) for name, s in rows}
+    stamp = re.search(r"^# .*summary: (\d{8})(?:-(\d{6}))?", text, re.M)
+    if stamp:
+        when = datetime.strptime(stamp.group(1) + (stamp.group(2) or "000000"),
+                                 "%Y%m%d%H%M%S").replace(tzinfo=UTC).isoformat()
+    else:
+        when = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+    return (match.group(1) if match else None), {name: float(s) for name, s in rows}, when
 
 
 def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]]:
@@ -127,7 +161,8 @@ def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]
 
     Read from the papermill metadata of every executed notebook under ``runs/*/`` (profile,
     duration, end time; notebooks that raised are ignored) and from every ``summary.md``
-    under ``runs/*/`` and ``results/*/`` (its ``ok`` rows).
+    under ``runs/*/`` and ``results/*/`` and every committed ``results/*/run_summary.md`` (its
+    ``ok`` rows).
 
     Parameters
     ----------
@@ -153,10 +188,10 @@ def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]
             keep(profile, notebook.stem, Timing(float(meta["duration"]),
                                                 str(notebook.relative_to(root)),
                                                 str(meta.get("end_time") or "")))
-    for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md")]):
-        profile, rows = _parse_summary(summary)
+    for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md"),
+                           *root.glob("results/*/run_summary.md")]):
+        profile, rows, when = _parse_summary(summary)
         if profile:
-            when = datetime.fromtimestamp(summary.stat().st_mtime, UTC).isoformat()
             for name, seconds in rows.items():
                 keep(profile, name, Timing(seconds, str(summary.relative_to(root)), when))
     return found
@@ -293,6 +328,37 @@ def _learn_list_end(markdown: str) -> int | None:
     return len(markdown)
 
 
+#: Profiles whose runs train no model long enough to learn: a pipeline check, not results.
+PIPELINE_CHECK_PROFILES = ("smoke",)
+
+
+def pipeline_check_warning(profile: str) -> str:
+    """The admonition that opens every chapter of a book built from a smoke run.
+
+    Parameters
+    ----------
+    profile : str
+        Profile of the run whose outputs the chapter shows.
+
+    Returns
+    -------
+    str
+        Markdown (an admonition) for :data:`PIPELINE_CHECK_PROFILES`, else ``""``.
+    """
+    if profile not in PIPELINE_CHECK_PROFILES:
+        return ""
+    return "\n".join([
+        '!!! warning "A pipeline check: untrained models, numbers that mean nothing"',
+        "",
+        f"    This chapter shows a run with profile `{profile}`: tiny models trained for a few "
+        "iterations, i.e. untrained. Its figures only show that every step runs end to end; "
+        "its numbers mean nothing, and no conclusion about the method can be drawn from them. "
+        "The results of full runs are on the Results page; `make book` builds the book of the "
+        "committed cpu run.",
+        "",
+    ])
+
+
 def chapter_header(name: str, profile: str, commit: str | None, timings: dict[str, dict[str, Timing]],
                    repo_url: str | None) -> str:
     """The box that follows "What you will learn": run times and launch links.
@@ -350,7 +416,7 @@ def chapter_header(name: str, profile: str, commit: str | None, timings: dict[st
 
 
 def chapter_markdown(notebook: str | os.PathLike, image_dir: str | os.PathLike,
-                     header: str, extra: str = "", rewrite=None) -> str:
+                     header: str, extra: str = "", rewrite=None, banner: str = "") -> str:
     """One executed notebook as a Markdown page, its image outputs written as PNG files.
 
     Markdown cells are kept (TeX math becomes MathML); code cells become Python blocks,
@@ -372,6 +438,8 @@ def chapter_markdown(notebook: str | os.PathLike, image_dir: str | os.PathLike,
     rewrite : callable, optional
         ``rewrite(markdown) -> markdown`` applied to the notebook's Markdown cells (e.g. the
         links of :func:`rewrite_links`).
+    banner : str
+        Markdown placed right under the page's title (e.g. :func:`pipeline_check_warning`).
 
     Returns
     -------
@@ -397,6 +465,10 @@ def chapter_markdown(notebook: str | os.PathLike, image_dir: str | os.PathLike,
                 end = _learn_list_end(source)
                 end = len(source) if end is None else end
                 source = source[:end].rstrip() + "\n\n" + header + "\n" + extra + "\n" + source[end:]
+                if banner:
+                    title = re.search(r"^#\s.*$", source, re.M)
+                    cut = title.end() if title else 0
+                    source = source[:cut] + "\n\n" + banner + "\n" + source[cut:]
                 inserted = True
             parts.append(source)
             continue
@@ -434,7 +506,7 @@ def chapter_markdown(notebook: str | os.PathLike, image_dir: str | os.PathLike,
             elif "text/plain" in data:
                 parts.append(_fence(_clean_stream(_text(data["text/plain"])), "text"))
     if not inserted:
-        parts.insert(0, header + "\n" + extra)
+        parts.insert(0, banner + "\n" + header + "\n" + extra)
     return "\n\n".join(parts) + "\n"
 
 
@@ -480,13 +552,14 @@ def demote_headings(markdown: str, levels: int = 1) -> str:
 
 def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[str, str],
                      repo_url: str | None) -> str:
-    """The results page: every ``results/*/tables.md`` and the run's ``summary.md``.
+    """The results page: every ``results/*/tables.md`` and the summary of the book's run.
 
     Parameters
     ----------
     repo_root : path-like
     run_dir : Path
-        The run the book shows (its ``summary.md``, when present, closes the page).
+        The run the book shows: its summary (:func:`run_summary`) closes the page; of a smoke
+        run only its time table (its figures, and verdicts, come from untrained models).
     page_of : dict
         See :func:`rewrite_links`.
     repo_url : str or None
@@ -494,6 +567,8 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
     Returns
     -------
     str
+        Markdown; a ``*`` that ends a word (``nnUNet*``) is escaped, so that it is printed
+        rather than read as emphasis.
     """
     root = Path(repo_root)
     parts = ["# Results", "",
@@ -505,12 +580,50 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
     for path in tables:
         folder = path.parent.relative_to(root).as_posix()
         text = rewrite_links(path.read_text(encoding="utf-8"), page_of, folder, repo_url)
-        parts += ["", f"## `{folder}`", "", demote_headings(text, 2)]
-    summary = run_dir / "summary.md"
-    if summary.is_file():
+        parts += ["", f"## `{folder}`", "", demote_headings(escape_word_asterisks(text), 2)]
+    summary = run_summary(run_dir)
+    if summary is not None:
         text = shorten_table_rows(summary.read_text(encoding="utf-8"), summary.name)
-        parts += ["", f"## This book's run: `{run_dir.name}`", "", demote_headings(text, 2)]
+        if _parse_summary(summary)[0] in PIPELINE_CHECK_PROFILES:
+            text = text.split("\n## ")[0].rstrip() + (
+                "\n\nA pipeline check with untrained models: the figures of its notebooks mean "
+                "nothing and are not shown here.")
+        parts += ["", f"## This book's run: `{run_dir.name}`", "",
+                  demote_headings(escape_word_asterisks(text), 2)]
     return "\n".join(parts) + "\n"
+
+
+_CODE_SPAN = re.compile(r"(`+).*?\1")
+_WORD_STAR = re.compile(r"(?<=[^\W_])\*(?!\*)")
+
+
+def escape_word_asterisks(markdown: str) -> str:
+    """Escape each single ``*`` that ends a word (``nnUNet*`` -> ``nnUNet\\*``).
+
+    Python-Markdown reads ``nnUNet* ... nnUNet*`` as emphasis and drops both asterisks; the
+    generated tables never mean emphasis by it (bold is ``**``, a list item ``* `` at the start
+    of a line). Code spans and fenced blocks are left as they are.
+
+    Parameters
+    ----------
+    markdown : str
+
+    Returns
+    -------
+    str
+    """
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced:
+            pieces, last = [], 0
+            for span in _CODE_SPAN.finditer(line):
+                pieces += [_WORD_STAR.sub(r"\\*", line[last:span.start()]), span.group(0)]
+                last = span.end()
+            line = "".join(pieces) + _WORD_STAR.sub(r"\\*", line[last:])
+        out.append(line)
+    return "\n".join(out)
 
 
 #: Longest table row of a run summary shown in the book (characters).
