@@ -23,7 +23,9 @@ profile's trainings run side by side by default (cpu: two one-thread trainings o
 from __future__ import annotations
 
 from deeptree.config import reproduce_settings
+from deeptree.evaluation.budget import machine_step_seconds
 from deeptree.io import InputError
+from deeptree.threads import cpu_description
 
 NAME = "reproduce"
 HELP = "train/load every variant, evaluate the test cases, write the paper's tables and figures"
@@ -90,12 +92,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from deeptree.evaluation.budget import machine_step_seconds
     from deeptree.evaluation.fanout import parse_devices
     from deeptree.evaluation.outputs import render_figures
     from deeptree.evaluation.reproduce import estimate_seconds, reproduce
     from deeptree.networks import choose_device
-    from deeptree.threads import cpu_description
 
     choose_device(args.device)  # refuse an unusable device before any training
     devices = parse_devices(args.devices)

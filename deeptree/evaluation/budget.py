@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from deeptree.config import ReproduceSettings
+from deeptree.threads import cpu_description
 
 #: Seconds per step of the cpu profile on the 2-core dev machine (AMD EPYC), torch's default
 #: two threads, as ``make reproduce`` runs: ``benchmarks/bench_reproduce.py --threads 2``
@@ -66,8 +67,6 @@ def machine_step_seconds(cpu: str | None = None) -> dict[str, float]:
     dict
         Seconds per step, the keys of :data:`CPU_STEP_SECONDS`.
     """
-    from deeptree.threads import cpu_description
-
     cpu = cpu_description() if cpu is None else cpu
     return dict(CPU_STEP_SECONDS_AVX2 if "no AVX-512" in cpu else CPU_STEP_SECONDS)
 
