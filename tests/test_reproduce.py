@@ -588,6 +588,9 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     assert PAPER_SOURCE in text and "## Ablation (paper Table 2)" in text
     assert "Written by `deeptree.evaluation.outputs.write_outputs` on 20" in text
     assert "commit `" in text and "Honest precision" in text and "training seeds 0, 1" in text
+    from deeptree.threads import cpu_description
+
+    assert f"machine: {cpu_description()}, " in text or cpu_description() == "unknown CPU"
     assert "**Output rule: argmax, fixed in advance" in text and "`tables_union.md`" in text
     union = result.paths["tables_union_md"].read_text()
     assert "**Output rule: union, the rule NOT chosen**" in union

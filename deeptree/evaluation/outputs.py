@@ -33,6 +33,7 @@ from deeptree.report import jsonable
 from deeptree.stage1.predict import OUTPUT_RULES
 from deeptree.stage2.figures import repair_labels
 from deeptree.stage2.task import STAGE2_OPTIONS
+from deeptree.threads import cpu_description
 from deeptree.viz import napari_layers
 from deeptree.viz.colors import COMPARISON_COLORS, REPAIR_COLORS
 from deeptree.viz.planes import comparison_labels, comparison_mip
@@ -130,7 +131,7 @@ def folded(summary: str, markdown: str) -> str:
 def run_provenance() -> dict[str, str]:
     """Where and when a run's tables were made: ``date`` (UTC), ``commit`` (``git describe``
     of the checkout the package runs from, ``+dirty`` with uncommitted changes; "unknown"
-    outside a git checkout), ``machine`` (CPU model, cores, GPU if any)."""
+    outside a git checkout), ``machine`` (CPU model and vector extension, cores, GPU if any)."""
     import datetime
     import platform
     import subprocess
@@ -145,14 +146,9 @@ def run_provenance() -> dict[str, str]:
         ).stdout.strip() or "unknown"  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_description()  # the model and its vector extension: AVX2 and AVX-512 runs differ
+    if cpu == "unknown CPU":
+        cpu = platform.processor() or platform.machine()
     machine = f"{cpu}, {os.cpu_count()} cores"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name(0)}"
