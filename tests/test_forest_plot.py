@@ -41,7 +41,7 @@ def _effects():
         _effect("AMC", "plain", "amc", -17.0, -27.0, -7.5, 2.9),  # resolved (hurts)
         _effect("GUL", "plain", "gul", 2.5, -1.0, 6.0, 5.0),  # spans zero: not resolved
         # resolved, not in the paper
-        _effect("stage-2 option prior", "amc+gul+stage2", "amc+gul+stage2+prior", 4, 1, 7, None),
+        _effect("stage-2 option negatives", "amc+gul+stage2", "amc+gul+stage2+negatives", 4, 1, 7, None),
         _effect("stage 2", "gul", "gul+stage2", math.nan, math.nan, math.nan, 0.8),  # failed
     ]
 
@@ -83,7 +83,7 @@ def test_forest_plot_draws_one_error_bar_per_measured_effect_and_the_paper_besid
         assert zero, "a vertical line at 0"
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[0] == "AMC (plain -> amc)"
-    assert labels[2] == "stage-2 option prior (amc+gul+stage2 -> +prior)"
+    assert labels[2] == "stage-2 option negatives (amc+gul+stage2 -> +negatives)"
 
 
 def test_forest_plot_marks_an_interval_spanning_zero_as_not_resolved():

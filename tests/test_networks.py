@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeptree.config import NetworkConfig, Stage2DataConfig, get_config
+from deeptree.config import NetworkConfig, get_config
 from deeptree.io import InputError
 from deeptree.networks import (
     build_network,
@@ -121,17 +121,19 @@ def test_foreground_prior_on_a_real_ct(cip_ct64_dir):
         assert before > 0.2 and after < 0.05 and after < before / 5
 
 
-def test_profiles_start_stage_1_at_the_prior_and_stage_2_as_nnunet():
-    from deeptree.config import STAGE1_START, STAGE2_FOREGROUND_PRIOR
-    from deeptree.stage2.task import stage2_options
+def test_profiles_start_both_stages_at_the_prior():
+    from deeptree.config import STAGE1_START, STAGE2_START
+    from deeptree.stage2.task import STAGE2_OPTIONS
 
-    assert STAGE2_FOREGROUND_PRIOR == 0.01
+    # stage 2 starts as stage 1 with a lower momentum (chosen on validation, issue 30)
+    assert STAGE2_START == {**STAGE1_START, "momentum": 0.9}
+    assert "prior" not in STAGE2_OPTIONS  # the start is no longer an option
     for profile in ("smoke", "cpu", "gpu"):
         run = get_config(profile)
-        assert run.stage2_train.foreground_prior is None  # the paper's stage 2
-        # every stage-1 variant starts alike, at the recipe's airway probability (issue 30)
-        assert run.stage1_train.foreground_prior == STAGE1_START["foreground_prior"]
-        warmup = 0 if profile == "smoke" else STAGE1_START["warmup_iterations"]
-        assert run.stage1_train.warmup_iterations == warmup
-        _, cfg, _ = stage2_options(["prior"], Stage2DataConfig(), run.stage2_train)
-        assert cfg.foreground_prior == STAGE2_FOREGROUND_PRIOR
+        # every stage-1 variant and stage 2 start at the recipe's foreground probability
+        for cfg, start in ((run.stage1_train, STAGE1_START), (run.stage2_train, STAGE2_START)):
+            assert cfg.foreground_prior == start["foreground_prior"]
+            warmup = 0 if profile == "smoke" else start["warmup_iterations"]
+            assert cfg.warmup_iterations == warmup
+        assert run.stage1_train.momentum == 0.99  # nnU-Net's
+        assert run.stage2_train.momentum == (0.99 if profile == "smoke" else 0.9)

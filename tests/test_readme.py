@@ -142,7 +142,7 @@ def test_bottom_line_of_a_run_with_failed_models_and_missing_paper_values(tmp_pa
                 "not measured (a failed model in every pair)", failed=3),
         _effect("stage 2", "plain", "plain+stage2", -0.5, -0.9, -0.1, "hurts"),
         _effect("stage 2", "amc", "amc+stage2", 0.2, 0.0, 0.5, "not resolved at this scale", 1.3),
-        _effect("stage-2 option prior", "amc+gul+stage2", "amc+gul+stage2+prior", 2.0, 1.0, 3.0,
+        _effect("stage-2 option negatives", "amc+gul+stage2", "amc+gul+stage2+negatives", 2.0, 1.0, 3.0,
                 "improves"),
     ]  # fmt: skip
     table2 = [
@@ -190,6 +190,25 @@ def test_bottom_line_of_a_partial_run_over_the_bar_says_so(tmp_path):
     )
     row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
     assert "70.0 min" in row and "over the" not in row
+
+
+def test_bottom_line_says_when_the_time_leaves_out_reused_models(tmp_path):
+    """A run whose notebook 07 loaded models an earlier invocation trained: its time is not a
+    whole run's, and the box says so (tables.md's "Reused" sentence, outputs.reused_text)."""
+    from deeptree.evaluation.outputs import reused_text
+
+    effects = [_effect("AMC", "plain", "amc", 3.0, 1.0, 5.0, "improves", 2.9)]
+    folder = _hand_built(tmp_path, effects, [_row("plain", "40.0 [35.0, 45.0]", "80 [75, 85]")])
+    row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
+    assert "reused" not in row
+    assert reused_text({"seed0/plain": True, "seed0/amc": True}) == ""
+    sentence = reused_text({"seed0/plain": False, "seed0/amc": False, "seed0/stage2": True})
+    assert sentence.startswith("Reused: 2 of 3 models") and "`seed0/amc`, `seed0/plain`" in sentence
+    with open(folder / "tables.md", "a") as f:
+        f.write(sentence)
+    row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
+    assert "51.0 min for the 2 notebooks of this run; 2 of its 3 models were trained by an " in row
+    assert "so their training is not in this time" in row
 
 
 def test_bottom_line_says_none_reproduces_exactly_when_none_improves(tmp_path):

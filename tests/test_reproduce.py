@@ -308,13 +308,13 @@ def test_option_rows_stand_beside_their_seed_matched_baseline():
     rows = []
     for seed, tld in ((0, 0.2), (1, 0.6), (2, 0.7)):
         rows += _rows("amc+gul+stage2", [tld, tld], [tld, tld], seed=seed)
-    rows += _rows("amc+gul+stage2+prior", [0.25, 0.25], [0.2, 0.2], seed=0)
-    tables = rule_tables(rows, ["prior"])
+    rows += _rows("amc+gul+stage2+negatives", [0.25, 0.25], [0.2, 0.2], seed=0)
+    tables = rule_tables(rows, ["negatives"])
     assert [r["method"] for r in tables["table2"]] == ["amc+gul+stage2"]  # no option row
     assert tables["table2"][0]["TLD"].startswith("50.0 [")  # the three-seed mean
-    base, prior = tables["options"]
+    base, option = tables["options"]
     assert (base["method"], base["seeds"], base["TLD"]) == ("amc+gul+stage2", 1, "20.0 [20.0, 20.0]")
-    assert (prior["stage-2 option"], prior["seeds"], prior["TLD"]) == ("prior", 1, "25.0 [25.0, 25.0]")
+    assert (option["stage-2 option"], option["seeds"], option["TLD"]) == ("negatives", 1, "25.0 [25.0, 25.0]")
     (effect,) = tables["effects"]
     assert effect["seeds"] == 1 and effect["dTLD"] == pytest.approx(5.0)
 
@@ -329,6 +329,16 @@ def test_output_rule_is_picked_by_the_validation_mean():
     assert pick_output_rule({"argmax": [0.3], "union": [0.3]}) == "argmax"
     choice = choose_output_rule({"seed0/amc": None}, [])
     assert choice["rule"] == "argmax" and "no validation phantoms" in choice["text"]
+
+
+def test_rule_figures_never_print_different_scores_as_equal():
+    """The 2026-12-07 run printed "argmax 64.4, union 64.4" for a union win: rounded equal
+    scores get more decimals; equal scores and distinct ones keep one."""
+    from deeptree.evaluation.scoring import rule_figures
+
+    assert rule_figures({"argmax": 0.6441, "union": 0.6443}) == "argmax 64.41, union 64.43"
+    assert rule_figures({"argmax": 0.644, "union": 0.712}) == "argmax 64.4, union 71.2"
+    assert rule_figures({"argmax": 0.5, "union": 0.5}) == "argmax 50.0, union 50.0"
 
 
 class _ConstantLogits(torch.nn.Module):
@@ -380,9 +390,9 @@ def test_effects_pair_by_seed_and_case():
     for seed in (0, 1):
         base = [0.5 + 0.1 * seed, 0.7 + 0.1 * seed, 0.6]
         rows += _rows("amc+gul+stage2", base, base, seed=seed)
-        rows += _rows("amc+gul+stage2+prior", [b + 0.02 for b in base], base, seed=seed)
-    (effect,) = component_effects(rows, options=["prior"])
-    assert effect["component"] == "stage-2 option prior"
+        rows += _rows("amc+gul+stage2+negatives", [b + 0.02 for b in base], base, seed=seed)
+    (effect,) = component_effects(rows, options=["negatives"])
+    assert effect["component"] == "stage-2 option negatives"
     assert (effect["seeds"], effect["cases"]) == (2, 3)
     assert effect["dTLD"] == pytest.approx(2.0) and effect["TLD verdict"] == "improves"
     assert effect["paper dTLD"] is None
@@ -443,7 +453,7 @@ def test_cpu_design_has_seeds_test_cases_and_fits_the_budget():
     minutes in the last idle run)."""
     s = reproduce_settings("cpu")
     assert len(s.seeds) >= 3 and s.n_test >= 10 and s.test_seed != s.seed
-    assert s.n_val >= 1 and s.stage2_options == ("negatives", "fragments", "prior", "best")
+    assert s.n_val >= 1 and s.stage2_options == ("negatives", "fragments", "best")
     from deeptree.evaluation.budget import CPU_BUDGET_MINUTES
 
     estimate = estimate_seconds(s)
@@ -550,9 +560,9 @@ def test_reproduce_on_atm22_layout_writes_both_tables(reproduced, atm_layout):
     result, out = reproduced
     assert result.split.ids() == {"train": ["ATM_000"], "val": ["ATM_001"], "test": ["ATM_002"]}
     assert result.data_label == str(atm_layout)
-    # seed 0: 4 variants, clDice, the paper's stage 2 and 3 option models; seed 1: 4 + 1
+    # seed 0: 4 variants, clDice, the paper's stage 2 and 2 option models (negatives, fragments; "best" reuses the paper's run); seed 1: 4 + 1
     assert result.settings.seeds == (0, 1)
-    assert all(result.trained.values()) and len(result.trained) == 14
+    assert all(result.trained.values()) and len(result.trained) == 13
     options = result.settings.stage2_options
     # every method scored once per seed on the test case (the baseline once)
     expected = [(m, 0) for m in method_ids(True, options) if m != REGION_GROWING]

@@ -47,8 +47,8 @@ _KEY_COLUMNS: tuple[str, ...] = ("component", "without", "with")
 
 def effect_label(effect: dict) -> str:
     """The row label of an effect: ``"AMC (plain -> amc)"``; a long one whose second model
-    extends the first names only the addition (``"stage-2 option prior (amc+gul+stage2 ->
-    +prior)"``), so that the labels leave room for the panels."""
+    extends the first names only the addition (``"stage-2 option negatives (amc+gul+stage2 ->
+    +negatives)"``), so that the labels leave room for the panels."""
     without, with_ = effect["without"], effect["with"]
     label = f"{effect['component']} ({without} -> {with_})"
     if len(label) > 45 and with_.startswith(without + "+"):

@@ -156,6 +156,26 @@ def run_provenance() -> dict[str, str]:
     return {"date": date, "commit": commit, "machine": machine}
 
 
+def reused_text(trained: dict) -> str:
+    """The sentence saying how many models this invocation loaded instead of training (empty
+    when it trained them all), so that a reader never takes its time for a whole run's.
+
+    Parameters
+    ----------
+    trained : dict
+        Model name (``"seed0/amc"``) -> True when this invocation trained it, False when it
+        loaded a finished checkpoint of an earlier invocation (``ReproduceResult.trained``).
+    """
+    reused = sorted(k for k, v in trained.items() if not v)
+    if not reused:
+        return ""
+    return (
+        f"Reused: {len(reused)} of {len(trained)} models were trained by an earlier invocation "
+        "of this run and loaded here (same settings, checked), so this invocation's time leaves "
+        f"their training out: {', '.join(f'`{k}`' for k in reused)}.\n"
+    )
+
+
 def _seeds_text(result: ReproduceResult) -> str:
     s = result.settings
     seeds = ", ".join(str(x) for x in s.seeds)
@@ -271,6 +291,7 @@ def tables_markdown(
         "excluded), percent: the mean over training seeds of the case means, with its 95% "
         "confidence interval in brackets (two-level bootstrap over seeds and cases).\n",
         rule_text(result, rule),
+        *filter(None, [reused_text(result.trained)]),
         _seeds_text(result),
         f"Columns `paper ...`: **{PAPER_SOURCE}** as published (mean ± std), not ours. "
         + _failed_text(result),

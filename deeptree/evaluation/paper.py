@@ -509,7 +509,7 @@ def generation_curves(generation_rows: Sequence[dict]) -> list[dict]:
 
 def method_label(method: str) -> str:
     """A readable name of a method id (``"amc+gul+stage2"`` -> ``"nnUNet* + AMC + GUL + stage 2"``,
-    ``"amc+gul+stage2+prior"`` -> ``"... + stage 2 + option prior"``)."""
+    ``"amc+gul+stage2+negatives"`` -> ``"... + stage 2 + option negatives"``)."""
     if method == REGION_GROWING:
         return "region growing"
     head, sep, option = method.partition(STAGE2_SUFFIX + "+")

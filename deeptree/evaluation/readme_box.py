@@ -204,6 +204,12 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
         if len(notebooks) == 1
         else f"the {len(notebooks)} notebooks of this run"
     )
+    reused = re.search(r"Reused: (\d+) of (\d+) models", tables)
+    if reused:
+        ran += (
+            f"; {reused[1]} of its {reused[2]} models were trained by an earlier invocation and "
+            "reused, so their training is not in this time"
+        )
     over = (
         f", over the {CPU_BUDGET_MINUTES} minutes the cpu design is sized for (its step costs "
         "were measured on an AVX-512 CPU, `deeptree.evaluation.budget`)"

@@ -248,6 +248,18 @@ def pick_output_rule(scores: dict[str, Sequence[float]]) -> str:
     return next(rule for rule, m in means.items() if m == best)
 
 
+def rule_figures(validation: dict[str, float]) -> str:
+    """``"argmax 64.4, union 64.5"``: each rule's validation score (a fraction) in percent, with
+    one decimal, or more (up to four) where one decimal would print different scores as equal,
+    so that the sentence never shows a winner and a loser with the same figure."""
+    values = [100 * float(v) for v in validation.values()]
+    for decimals in range(1, 5):
+        printed = [f"{v:.{decimals}f}" for v in values]
+        if len(set(printed)) == len(set(values)):
+            break
+    return ", ".join(f"{rule} {text}" for rule, text in zip(validation, printed, strict=True))
+
+
 def choose_output_rule(models: dict, val_cases: Sequence, *, device=None) -> dict:
     """The output rule of a run's tables, by a rule fixed in advance, on the validation
     phantoms only: the rule (``deeptree.stage1.predict.OUTPUT_RULES``) with the higher mean,
@@ -300,7 +312,7 @@ def choose_output_rule(models: dict, val_cases: Sequence, *, device=None) -> dic
     scores = {rule: list(per_model[rule].values()) for rule in OUTPUT_RULES}
     rule = pick_output_rule(scores)
     validation = {r: float(np.mean(v)) for r, v in scores.items()}
-    figures = ", ".join(f"{r} {100 * v:.1f}" for r, v in validation.items())
+    figures = rule_figures(validation)
     return {
         "rule": rule,
         "validation": validation,

@@ -3,7 +3,11 @@ network, and its validation (the share of simulated gaps a connector reconnects,
 :func:`evaluate_gap_repair`).
 
 The paper's stage 2 is the default: crops centred on simulated breakages, no simulated
-fragments, nnU-Net's initialisation, the last model. The additions this repository tried
+fragments, the last model; it starts as stage 1 does, with a lower momentum
+(``deeptree.config.STAGE2_START``: the output heads at breakage probability 0.01, a
+learning-rate warm-up, SGD momentum 0.9; the paper starts as nnU-Net), because nnU-Net's start
+left networks silent at the cpu budget (chosen on validation,
+``benchmarks/stage2_recipe_check.py``). The additions this repository tried
 are named options (:data:`STAGE2_OPTIONS`, :func:`stage2_options`), each off by default; the
 reproduction trains each one beside the paper's and shows what it changes in a row of its
 own (``deeptree.evaluation.reproduce``).
@@ -21,7 +25,6 @@ import torch
 from deeptree.attention import breakage_centres
 from deeptree.checkpoints import BEST_NAME, CHECKPOINT_NAME
 from deeptree.config import (
-    STAGE2_FOREGROUND_PRIOR,
     AttentionConfig,
     BreakageConfig,
     NetworkConfig,
@@ -170,8 +173,6 @@ STAGE2_OPTIONS: dict[str, str] = {
     "(Stage2DataConfig.negative_fraction = 0.5; the paper: breakages only)",
     "fragments": "simulated false-positive fragments near the airway, 0.5 per gap "
     "(Stage2DataConfig.fragments_per_gap = 0.5; the paper: none)",
-    "prior": f"output heads start at foreground probability {STAGE2_FOREGROUND_PRIOR} "
-    "(TrainConfig.foreground_prior; the paper: nnU-Net's initialisation)",
     "best": "the model of the best validation gap Dice (best.pt) instead of the last one "
     "(the paper: the model after the last epoch)",
 }
@@ -199,7 +200,7 @@ def stage2_options(
     Parameters
     ----------
     options : sequence of str
-        Any of ``"negatives"``, ``"fragments"``, ``"prior"``, ``"best"``; empty: the paper's.
+        Any of ``"negatives"``, ``"fragments"``, ``"best"``; empty: the paper's.
     data : Stage2DataConfig
     cfg : TrainConfig
 
@@ -214,8 +215,6 @@ def stage2_options(
         data = replace(data, negative_fraction=NEGATIVE_FRACTION_OPTION)
     if "fragments" in options:
         data = replace(data, fragments_per_gap=FRAGMENTS_PER_GAP_OPTION)
-    if "prior" in options:
-        cfg = replace(cfg, foreground_prior=STAGE2_FOREGROUND_PRIOR)
     return data, cfg, "best" in options
 
 
@@ -262,9 +261,11 @@ def stage2_task(
     net : NetworkConfig
         ``filters`` and ``patch_size`` of the stage-2 network.
     cfg : TrainConfig
-        Seeds the weights and the crop stream; ``foreground_prior`` (None in the profiles, as
-        the paper; 0.01 with the option ``"prior"``) sets the network's starting output
-        (:func:`deeptree.networks.init_foreground_prior`).
+        Seeds the weights and the crop stream; ``foreground_prior`` (0.01 in the profiles,
+        ``deeptree.config.STAGE2_START``; None: nnU-Net's start, the paper's) sets the
+        network's starting breakage probability
+        (:func:`deeptree.networks.init_foreground_prior`); ``warmup_iterations`` the
+        learning-rate warm-up (:func:`deeptree.train.poly_lr`), ``momentum`` SGD's.
     data, breakage, attention
         Sample simulation settings.
     profile : str, optional
