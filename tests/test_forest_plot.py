@@ -13,6 +13,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from deeptree.book import pages
+from deeptree.config import reproduce_settings
 from deeptree.evaluation.forest import (
     MISSING_NOTE,
     PAPER_LABEL,
@@ -20,7 +21,16 @@ from deeptree.evaluation.forest import (
     plot_component_effects,
     read_effects_csv,
 )
-from deeptree.evaluation.outputs import folded, markdown_table, plot_generation_curves, write_csv
+from deeptree.evaluation.outputs import (
+    SMOKE_NO_VERDICT,
+    ReproduceResult,
+    folded,
+    markdown_table,
+    plot_generation_curves,
+    tables_markdown,
+    write_csv,
+)
+from deeptree.evaluation.paper import Split
 from deeptree.io import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,3 +203,26 @@ def test_generation_curves_have_distinct_colours_and_a_legend_outside():
     box = legend.get_window_extent(renderer)
     assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
     assert box.x1 <= fig.bbox.x1 + 1, "inside the figure"
+
+
+def _hand_built_result(profile):
+    """A reproduction's result with one effect (AMC hurts on every metric) and no tables."""
+    effect = _effect("AMC", "plain", "amc", -17.0, -27.0, -7.5, 2.9)
+    effect.update({f"{m} verdict": "hurts" for m in ("BD", "TLD", "precision")})
+    return ReproduceResult(
+        settings=reproduce_settings(profile), data_label="synthetic cohort", split=Split([], [], []),
+        rows=[], generation_rows=[], summary={}, table1=[], table2=[], effects=[effect], curves=[],
+        figure_case={}, checkpoints={}, trained={}, seconds={},
+    )  # fmt: skip
+
+
+def test_a_smoke_run_prints_no_verdict_in_its_tables_or_results():
+    provenance = {"date": "today", "commit": "abc", "machine": "here"}
+    for profile, verdicts in (("smoke", False), ("cpu", True)):
+        result = _hand_built_result(profile)
+        text = tables_markdown(result, provenance)
+        assert ("hurts" in text) is verdicts, profile
+        assert (SMOKE_NO_VERDICT in text) is not verdicts, profile
+        amc = result.results()["AMC plain->amc"]
+        assert amc["TLD"].startswith("-17.0 [-27.0, -7.5]")
+        assert ("hurts" in amc["TLD"]) is verdicts, profile

@@ -609,3 +609,32 @@ def test_notebook_figures(smoke_case):
     assert len(plot_branching_rules(c.tree).axes) == 3
     fig = plot_hu_histograms({"phantom": tissue_samples(c.ct, c.airway, c.lung, c.spacing)})
     assert len(fig.axes) == 3
+
+
+# the book shows a figure at most about 800 px wide: a figure W inches wide (100 dpi) is shrunk
+# to 800 px, so text of f points is f / 72 * 800 / W px tall, which should stay >= 8 px (a
+# figure narrower than 8 inches is shown at its own size)
+BOOK_WIDTH_PX, MIN_TEXT_PX = 800, 8
+
+
+def _smallest_text_px(fig) -> float:
+    """Height in px of the figure's smallest visible text when shown BOOK_WIDTH_PX wide."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # creates the tick labels
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    width_in = fig.get_size_inches()[0]
+    return min(sizes) / 72 * BOOK_WIDTH_PX / max(width_in, BOOK_WIDTH_PX / 100)
+
+
+def test_notebook_figures_text_is_readable_at_the_book_width(smoke_case):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from deeptree.phantom.figures import plot_branching_rules, plot_hu_histograms
+    from deeptree.phantom.stats import tissue_samples
+
+    c = smoke_case
+    samples = tissue_samples(c.ct, c.airway, c.lung, c.spacing)
+    for fig in (plot_branching_rules(c.tree), plot_hu_histograms({"a": samples, "b": samples})):
+        assert _smallest_text_px(fig) >= MIN_TEXT_PX

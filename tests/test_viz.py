@@ -55,6 +55,16 @@ def test_show_planes_draws_three_panels_with_overlay_at_the_mask():
     assert fig.axes[1].get_aspect() == pytest.approx(2.0)
 
 
+def test_show_planes_colorbar_has_its_label_and_the_window():
+    h = np.linspace(0.0, 20.0, 20 * 20 * 30).reshape(20, 20, 30)
+    fig = viz.show_planes(h, window=(0, 12), cmap="viridis", colorbar="H (voxels)")
+    assert len(fig.axes) == 4  # three planes and the colour bar
+    bar = fig.axes[3]
+    assert bar.get_ylabel() == "H (voxels)"
+    assert bar.get_ylim() == pytest.approx((0, 12))
+    assert len(viz.show_planes(h).axes) == 3  # none by default
+
+
 def test_mip_and_label_cmap():
     fig = viz.mip(_tube(), (1, 1, 1), axis=1)
     image = fig.axes[0].images[0].get_array()
@@ -422,7 +432,10 @@ def test_show_slices_draws_one_panel_per_quantity_with_the_given_ranges():
     labels = np.zeros((3, 4))
     labels[1, 2] = np.nan
     fig = viz.show_slices(
-        {"ct": (image, "gray", (0, 11)), "labels": (labels, viz.label_cmap(viz.CLASS_COLORS), (0, 3))},
+        {
+            "ct": (image, "gray", (0, 11)),
+            "labels": (labels, viz.label_cmap(viz.CLASS_COLORS), (0, 3)),
+        },
         aspect=2.0,
         title="t",
     )

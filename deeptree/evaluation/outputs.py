@@ -38,6 +38,10 @@ from deeptree.viz import napari_layers
 from deeptree.viz.colors import COMPARISON_COLORS, REPAIR_COLORS
 from deeptree.viz.planes import comparison_labels, comparison_mip
 
+#: What a smoke run says where a full run gives its verdicts: its models trained for a few
+#: iterations, so whether a component helps cannot be read from them.
+SMOKE_NO_VERDICT = "smoke run: no verdict, the models are untrained (a pipeline check)."
+
 
 def plot_generation_curves(
     curves: Sequence[dict], methods: Sequence[str] | None = None, title: str | None = None
@@ -248,7 +252,8 @@ def tables_markdown(
     header written by the generator (date, commit, machine), the output rule and how it was
     chosen, both tables with intervals, per-seed values and failed models, the paper's
     numbers beside ours, the stage-2 options beside their seed-matched baseline, the honest
-    precision, the component effects with their verdicts, the seeds, the split and the
+    precision, the component effects with their verdicts (none in a smoke run:
+    :data:`SMOKE_NO_VERDICT`), the seeds, the split and the
     training lengths (markdown). Paths are relative to the run folder."""
     s = result.settings
     p = provenance if provenance is not None else run_provenance()
@@ -319,11 +324,16 @@ def tables_markdown(
         f"The paper's full Table 1 ({PAPER_SOURCE}):\n",
         markdown_table(paper_table1_rows()),
         "## Does each component help? (paired differences on the synthetic test cases)\n",
-        "Verdicts are decided on the interval as printed (0.1 point): \"improves\" when its "
-        "lower bound is above +0.0, \"hurts\" when its upper bound is below -0.0. The stage-2 "
-        "options are paired with the paper's stage 2 of the same seed.\n",
-        "\n".join(f"* {line}" for line in effect_statements(tables["effects"])) + "\n",
     ]
+    if s.profile == "smoke":
+        parts.append(f"{SMOKE_NO_VERDICT} The differences are in `component_effects.csv`.\n")
+    else:
+        parts += [
+            'Verdicts are decided on the interval as printed (0.1 point): "improves" when its '
+            'lower bound is above +0.0, "hurts" when its upper bound is below -0.0. The '
+            "stage-2 options are paired with the paper's stage 2 of the same seed.\n",
+            "\n".join(f"* {line}" for line in effect_statements(tables["effects"])) + "\n",
+        ]
     if result.flags:
         parts += ["## Flagged models\n", "\n".join(f"* {f}" for f in result.flags) + "\n"]
     return "\n".join(parts)
@@ -438,10 +448,11 @@ class ReproduceResult:
             if row["method"] in (CLDICE, REGION_GROWING):
                 for key in TABLE_METRICS:
                     out[f"T1 {method_label(row['method'])} {key}"] = row[key]
+        smoke = s.profile == "smoke"  # untrained models: the differences without a verdict
         for e in self.effects:
             out[f"{e['component']} {e['without']}->{e['with']}"] = {
-                key: f"{e[f'd{key}']:+.1f} [{e[f'd{key} low']:+.1f}, {e[f'd{key} high']:+.1f}] "
-                f"{e[f'{key} verdict']}"
+                key: f"{e[f'd{key}']:+.1f} [{e[f'd{key} low']:+.1f}, {e[f'd{key} high']:+.1f}]"
+                + ("" if smoke else f" {e[f'{key} verdict']}")
                 for key in TABLE_METRICS
             }
         if self.gt_precision:
@@ -481,9 +492,7 @@ def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[s
         "generations_csv": write_csv(out / "tables" / "per_generation.csv", result.curves),
     }
     if result.option_table:
-        paths["options_csv"] = write_csv(
-            out / "tables" / "stage2_options.csv", result.option_table
-        )
+        paths["options_csv"] = write_csv(out / "tables" / "stage2_options.csv", result.option_table)
     provenance = run_provenance()
     chosen = result.rule.get("rule", OUTPUT_RULES[0])
     paths["tables_md"] = _write_text(

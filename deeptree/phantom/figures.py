@@ -30,7 +30,8 @@ def plot_branching_rules(tree: AirwayTreeSpec):
             np.degrees(np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1)))
         )
     grid = np.linspace(0.02, 0.98, 100)
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    # 10 inches, not more: the book shrinks a figure to about 800 px, and the fonts with it
+    fig, ax = plt.subplots(1, 3, figsize=(10, 3.6))
     ax[0].scatter(r, ratio, s=6, alpha=0.5, label="phantom branches")
     ax[0].plot(grid, grid ** (1 / DIAMETER_EXPONENT), "k", label=f"r^(1/{DIAMETER_EXPONENT})")
     ax[0].set(xlabel="flow-dividing ratio r", ylabel="d_daughter / d_parent", title="diameter rule")
@@ -62,7 +63,9 @@ def plot_hu_histograms(samples: Mapping[str, Mapping[str, np.ndarray]], bins=Non
     """
     bins = np.arange(-1100, 301, 10) if bins is None else bins
     tissues = list(next(iter(samples.values())))
-    fig, axes = plt.subplots(1, len(tissues), figsize=(4.5 * len(tissues), 3.5))
+    # at most 10 inches wide: the book shrinks a figure to about 800 px, and the fonts with it
+    width = min(10.0, 3.4 * len(tissues))
+    fig, axes = plt.subplots(1, len(tissues), figsize=(width, 3.4))
     for ax, tissue in zip(np.atleast_1d(axes), tissues, strict=True):
         for name, per_tissue in samples.items():
             values = per_tissue[tissue]
@@ -75,6 +78,6 @@ def plot_hu_histograms(samples: Mapping[str, Mapping[str, np.ndarray]], bins=Non
                 label=f"{name} (median {np.median(values):.0f})",
             )
         ax.set(title=tissue, xlabel="HU", yticks=[])
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.tight_layout()
     return fig

@@ -104,6 +104,7 @@ def show_planes(
     alpha: float = 0.6,
     title: str | None = None,
     cmap: str = "gray",
+    colorbar: str | None = None,
 ):
     """Axial, coronal and sagittal slices of a volume, with optional mask overlays.
 
@@ -124,6 +125,11 @@ def show_planes(
     alpha : float
         Overlay opacity.
     title : str, optional
+    cmap : str
+        Colour map of the volume.
+    colorbar : str, optional
+        When given, a colour bar of the volume's values (the window) with this label, units
+        included (e.g. ``"H (voxels)"``); default none (a CT in the lung window needs none).
 
     Returns
     -------
@@ -137,7 +143,7 @@ def show_planes(
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, plane in zip(axes, _PLANES, strict=True):
         i = index[_PLANES[plane]]
-        ax.imshow(
+        image = ax.imshow(
             _plane(volume, plane, i),
             cmap=cmap,
             vmin=vmin,
@@ -160,6 +166,10 @@ def show_planes(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 if overlays else 0, 1, 1))
+    if colorbar:
+        # after tight_layout, which would not leave room for it; the three panels share one
+        # window, so one bar reads them all
+        fig.colorbar(image, ax=list(axes), label=colorbar, fraction=0.02, pad=0.02)
     return fig
 
 
@@ -477,8 +487,15 @@ def show_slices(
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     image = None
     for ax, (name, (array, cmap, (low, high))) in zip(axes[0], panels.items(), strict=True):
-        image = ax.imshow(np.asarray(array, dtype=float).T, origin="lower", cmap=cmap, vmin=low,
-                          vmax=high, aspect=aspect, interpolation="nearest")
+        image = ax.imshow(
+            np.asarray(array, dtype=float).T,
+            origin="lower",
+            cmap=cmap,
+            vmin=low,
+            vmax=high,
+            aspect=aspect,
+            interpolation="nearest",
+        )
         ax.set(title=name, xticks=[], yticks=[])
     if colorbar and image is not None:
         fig.colorbar(image, ax=axes[0][-1], shrink=0.8)
