@@ -860,3 +860,30 @@ def test_readme_verdict_matches_the_committed_effects():
     readme = (folder.parent.parent / "README.md").read_text()
     says_none = "the paper's components do not reproduce" in readme.replace("\n", " ")
     assert says_none == (not held), held
+
+
+def test_silent_stage2_models_are_flagged(tmp_path):
+    """Issue 30: a stage-2 network whose validation gap Dice stayed 0 (the 2026-12-07 run's
+    `fragments` option of seed 0) draws nothing, so its rows are stage 1's: flagged, with its
+    log relative to the run folder; a network that learned late, the option `best` and stage-1
+    models are not."""
+    import json
+
+    from deeptree.evaluation.reproduce import silent_stage2_flags
+
+    checkpoints = {}
+    for name, dices in (("stage2_fragments", [0.0, 0.0, 0.0]), ("stage2", [0.0, 0.0, 0.19]),
+                        ("stage1_amc", [])):  # fmt: skip
+        folder = tmp_path / "models" / "seed0" / name
+        folder.mkdir(parents=True)
+        entries = [{"iteration": 1, "loss": 1.0}]
+        entries += [{"iteration": 100 * (i + 1), "val": {"gap_dice": d}} for i, d in enumerate(dices)]
+        (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+        checkpoints[f"seed0/{name}"] = folder / "last.pt"
+    checkpoints["seed0/best"] = tmp_path / "models" / "seed0" / "stage2_fragments" / "best.pt"
+    flags = silent_stage2_flags(checkpoints, root=tmp_path)
+    assert flags == [
+        "seed0/stage2_fragments: models/seed0/stage2_fragments/log.jsonl: validation gap Dice 0 "
+        "at every one of its 3 checks (iterations 100-300): it never learned to draw a breakage, "
+        "so its rows measure stage 1 alone"
+    ]

@@ -120,6 +120,7 @@ from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
 from deeptree.stage1.task import class1_dice_failure
 from deeptree.stage2.predict import load_stage2_model
+from deeptree.train import read_log
 
 __all__ = [
     "estimate_seconds",
@@ -127,6 +128,7 @@ __all__ = [
     "dilated_gt_precision",
     "reproduce",
     "run_on_real_ct",
+    "silent_stage2_flags",
     "summarize_methods",
     "weak_model_flags",
 ]
@@ -178,6 +180,42 @@ def weak_model_flags(
         elif problem is not None:
             flags.append(f"{name}: {problem}: the trachea and main bronchi are not learned")
     flags += [f"{name}: {why}" for name, why in empty.items()]
+    return flags
+
+
+def silent_stage2_flags(checkpoints: dict, root: str | os.PathLike | None = None) -> list[str]:
+    """Stage-2 models that never learned: validation gap Dice 0 at every check of the run.
+
+    Such a network draws no breakage voxel, so the rows of its methods measure stage 1 alone
+    and an effect "of stage 2" (or of an option) computed from them is not about stage 2.
+
+    Parameters
+    ----------
+    checkpoints : dict
+        Model name (``"seed0/stage2"``, ``"seed0/stage2_fragments"``; other names are skipped)
+        -> its checkpoint; the training log is the ``log.jsonl`` beside it.
+    root : path-like, optional
+        The run folder: log paths are printed relative to it.
+
+    Returns
+    -------
+    list of str
+        One line per silent model; a model without a validated log is not flagged.
+    """
+    flags = []
+    for name, path in checkpoints.items():
+        if not name.split("/")[-1].startswith("stage2") or name.endswith("/best"):
+            continue
+        log = Path(path).parent / "log.jsonl"
+        checks = [e for e in read_log(log) if "val" in e] if log.is_file() else []
+        dice = [e["val"].get("gap_dice") for e in checks]
+        if dice and all(d is not None and d <= 0 for d in dice):
+            where = os.path.relpath(log, root) if root is not None else str(log)
+            flags.append(
+                f"{name}: {where}: validation gap Dice 0 at every one of its {len(dice)} checks "
+                f"(iterations {checks[0]['iteration']}-{checks[-1]['iteration']}): it never "
+                "learned to draw a breakage, so its rows measure stage 1 alone"
+            )
     return flags
 
 
@@ -392,7 +430,7 @@ def reproduce(
     chosen_rows = [x for x in rows if x["rule"] == rule]
     flags = weak_model_flags(
         logs, empty_models(chosen_rows, (*LOSS_VARIANTS, CLDICE), rule), root=out
-    )
+    ) + silent_stage2_flags(checkpoints, root=out)
     first = settings.seeds[0]
     tables = by_rule[rule]
     result = ReproduceResult(
