@@ -165,10 +165,9 @@ def show_planes(
     _draw_legend(fig, overlays)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 if overlays else 0, 1, 1))
-    if colorbar:
-        # after tight_layout, which would not leave room for it; the three panels share one
-        # window, so one bar reads them all
+    # a colour bar goes in after tight_layout (which ignores it), in a right margin kept free
+    fig.tight_layout(rect=(0, 0.06 if overlays else 0, 0.94 if colorbar else 1, 1))
+    if colorbar:  # the three panels share one window, so one bar reads them all
         fig.colorbar(image, ax=list(axes), label=colorbar, fraction=0.02, pad=0.02)
     return fig
 
