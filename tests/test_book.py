@@ -86,6 +86,8 @@ def _tiny_repo(root: Path) -> Path:
     labels.mkdir(parents=True)
     nib.save(nib.Nifti1Image(mask, np.diag([1.5, 1.5, 2.0, 1.0])), labels / "CASE_000.nii.gz")
     (root / "results" / "20260101-cpu").mkdir(parents=True)
+    (root / "results" / "20250101-cpu").mkdir(parents=True)  # an older run: history
+    (root / "results" / "20250101-cpu" / "tables.md").write_text("# old tables\n\n> History.\n")
     wide = [f"column {i} " + "a long value " * 3 for i in range(15)]
     (root / "results" / "20260101-cpu" / "tables.md").write_text(
         "# cpu tables\n\n| a | b |\n|---|---|\n| nnUNet* with DiceCE | nnUNet* (row 1) |\n\n"
@@ -547,6 +549,9 @@ def test_results_page_keeps_asterisks_and_scrolls_wide_tables(tiny_site):
     assert "<em>" not in results.split("This book")[0]
     # the 15-column table: whole in the page (check_site reports a table cut without scroll)
     assert results.count("column 14") == 2
+    # issue 31: an older run is history, linked, not shown beside the newest one's tables
+    assert "old tables" not in results and "Earlier run (history)" in results
+    assert "20250101-cpu/tables.md" in results
 
 
 def test_find_placeholders_in_prose_only():

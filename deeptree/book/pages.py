@@ -552,7 +552,7 @@ def demote_headings(markdown: str, levels: int = 1) -> str:
 
 def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[str, str],
                      repo_url: str | None) -> str:
-    """The results page: every ``results/*/tables.md`` and the summary of the book's run.
+    """Results page: the newest ``results/*/tables.md`` (older: a link), the book run's summary.
 
     Parameters
     ----------
@@ -571,16 +571,17 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
         rather than read as emphasis.
     """
     root = Path(repo_root)
-    parts = ["# Results", "",
-             "The tables that `make reproduce` wrote and that were committed under `results/`, "
-             "newest first, as they are in the repository."]
+    parts = ["# Results", "", "The tables of the newest run that `make reproduce` wrote and "
+             "that was committed under `results/`; earlier runs are history, linked below it."]
     tables = sorted(root.glob("results/*/tables.md"), reverse=True)
     if not tables:
         parts.append("\nNo results tables have been committed yet.")
-    for path in tables:
+    for i, path in enumerate(tables):
         folder = path.parent.relative_to(root).as_posix()
         text = rewrite_links(path.read_text(encoding="utf-8"), page_of, folder, repo_url)
-        parts += ["", f"## `{folder}`", "", demote_headings(escape_word_asterisks(text), 2)]
+        link = rewrite_links(f"[`{folder}/tables.md`](tables.md)", page_of, folder, repo_url)
+        parts += ([f"\nEarlier run (history): {link}"] if i else
+                  ["", f"## `{folder}`", "", demote_headings(escape_word_asterisks(text), 2)])
     summary = run_summary(run_dir)
     if summary is not None:
         text = shorten_table_rows(summary.read_text(encoding="utf-8"), summary.name)
