@@ -458,7 +458,7 @@ _PROFILE_SIZES: dict[str, dict] = {
               "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 3,
               "validate": False, "cpu_trainings": 2},
     "cpu": {"n_cases": 7, "n_val": 2, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 1,
-            "stage1_iterations": 1200, "stage2_iterations": 500, "cldice_iterations": 5,
+            "stage1_iterations": 2000, "stage2_iterations": 500, "cldice_iterations": 5,
             "validate": True, "cpu_trainings": 2},
     "gpu": {"n_cases": 14, "n_val": 4, "n_test": 10, "seeds": (0, 1, 2), "extra_seeds": 3,
             "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 10,
