@@ -447,12 +447,12 @@ class ReproduceSettings:
 
 
 #: The reproduction per profile (see ReproduceSettings; smoke skips validation). The cpu design
-#: fits `make reproduce PROFILE=cpu` in 75 minutes on the 2-core machine
-#: (deeptree.evaluation.budget.estimate_seconds; a test checks it). Its stage-1 length stays
-#: that of the committed run (results/20261202-cpu-synthetic, a test checks they agree) until
-#: the next run is committed: 2000 iterations is the longest that fits the estimate with two
-#: trainings side by side, and on the validation phantoms the TLD of plain and gul still rises
-#: at 2000 (benchmarks/RESULTS.md, "Stage-1 recipe over seeds").
+#: fits `make reproduce PROFILE=cpu` in 75 minutes on the 2-core AVX-512 machine
+#: (deeptree.evaluation.budget.estimate_seconds; a test checks it, and that the newest committed
+#: run, results/20261207-cpu-synthetic, has these lengths): 2000 stage-1 iterations is the
+#: longest that fits the estimate with two trainings side by side, and on the validation
+#: phantoms the TLD of plain and gul still rises at 2000 (benchmarks/RESULTS.md, "Stage-1
+#: recipe over seeds").
 _PROFILE_SIZES: dict[str, dict] = {
     "smoke": {"n_cases": 2, "n_val": 1, "n_test": 2, "seeds": (0, 1), "extra_seeds": 1,
               "stage1_iterations": None, "stage2_iterations": None, "cldice_iterations": 3,

@@ -97,7 +97,7 @@ def test_bottom_line_of_the_committed_run():
     assert "DeepTree (amc+gul+stage2) 16.6 [0.0, 29.1] and 27.3 [0.0, 43.7]" in box
     assert "(paper, real CT: 88.9 ± 4.5 and 97.2 ± 1.1)" in box
     assert "plain -> amc -25.7 [-35.4, -12.7] hurts" in box
-    assert "all not resolved at this scale (paper +1.5, +1.3, +2.8, +0.7)" in box
+    assert "all not resolved at this scale (paper +1.5, +1.3, +2.8, +0.7); precision" in box
     assert readme_box.NONE_REPRODUCE in box and "2 of the 8 lie below it" in box
     row = next(line for line in box.splitlines() if "`time make reproduce PROFILE=cpu`" in line)
     assert "46.8 min" in row and "results/20261202-cpu-synthetic/run_summary.md" in row
@@ -207,8 +207,24 @@ def test_bottom_line_says_when_the_time_leaves_out_reused_models(tmp_path):
     with open(folder / "tables.md", "a") as f:
         f.write(sentence)
     row = readme_box.readme_bottom_line(folder, tmp_path).splitlines()[-1]
-    assert "51.0 min for the 2 notebooks of this run; 2 of its 3 models were trained by an " in row
+    assert "51.0 min for the 2 notebooks of this run on Test CPU, 4 cores; 2 of its 3 models" in row
     assert "so their training is not in this time" in row
+
+
+def test_bottom_line_gives_stage_2s_precision_price_beside_the_papers(tmp_path):
+    """Issue 30's aim: stage 2 ahead of stage 1 at a precision cost of at most 0.4 points
+    (paper Table 2): the box prints the run's precision effects of stage 2 beside that bar."""
+    effects = [
+        {**_effect("stage 2", "plain", "plain+stage2", 4.8, 3.1, 7.0, "improves", 1.5),
+         "dprecision": -6.6, "precision verdict": "hurts"},
+        {**_effect("stage 2", "amc", "amc+stage2", 8.5, 5.0, 12.6, "improves", 1.3),
+         "dprecision": -5.2, "precision verdict": "hurts"},
+    ]  # fmt: skip
+    folder = _hand_built(tmp_path, effects, [_row("plain", "40.0 [35.0, 45.0]", "80 [75, 85]")])
+    box = readme_box.readme_bottom_line(folder, tmp_path)
+    line = next(x for x in box.splitlines() if x.startswith("> - stage 2,"))
+    assert line.endswith("all improves (paper +1.5, +1.3); precision effect -6.6 to -5.2 points, "
+                         "all hurts (the paper's stage 2 costs 0.0 to 0.4).")
 
 
 def test_bottom_line_says_none_reproduces_exactly_when_none_improves(tmp_path):

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from deeptree.evaluation.budget import CPU_BUDGET_MINUTES
+from deeptree.evaluation.paper import paper_stage2_precision_cost
 from deeptree.evaluation.stats import HURTS, IMPROVES
 from deeptree.files import atomic_write
 from deeptree.io import InputError
@@ -126,6 +127,21 @@ def _paper_effects(rows: list[dict]) -> str:
     return " (paper " + ", ".join("—" if math.isnan(v) else _points(v) for v in values) + ")"
 
 
+def _stage2_precision_text(rows: list[dict]) -> str:
+    """``"; precision effect -6.6 to -5.2 points, all hurts (the paper's stage 2 costs 0.0
+    to 0.4)"``: stage 2's price beside its TLD gain (the paper's Table 2 bar); '' without
+    precision effects (a results folder from before they were written)."""
+    values = [_number(r.get("dprecision")) for r in rows]
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return ""
+    words = {r.get("precision verdict") for r in rows}
+    word = f", all {words.pop()}" if len(words) == 1 else ""
+    lo, hi = paper_stage2_precision_cost()
+    span = _points(values[0]) if len(values) == 1 else f"{_points(min(values))} to {_points(max(values))}"
+    return f"; precision effect {span} points{word} (the paper's stage 2 costs {lo:.1f} to {hi:.1f})"
+
+
 def _method_text(row: dict | None, name: str) -> str:
     if row is None:
         return f"{name}: not in this run"
@@ -204,6 +220,7 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
         if len(notebooks) == 1
         else f"the {len(notebooks)} notebooks of this run"
     )
+    ran += f" on {machine_text}" if machine_text else ""
     reused = re.search(r"Reused: (\d+) of (\d+) models", tables)
     if reused:
         ran += (
@@ -246,9 +263,10 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
         text = "; ".join(_effect_text(r, with_verdict=not same) for r in mine)
         if same:
             text += f": all {words.pop()}"
-        lines.append(
-            f"> - {component}, TLD effect in points [95% CI]: {text}{_paper_effects(mine)}."
-        )
+        text += _paper_effects(mine)
+        if component == "stage 2":
+            text += _stage2_precision_text(mine)
+        lines.append(f"> - {component}, TLD effect in points [95% CI]: {text}.")
     failed_text = (
         f" {failed} of the ablation's {models} models failed (an empty prediction) and are left "
         "out of the means."
@@ -273,8 +291,7 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
         )
     lines += [
         f"> - **What it means:** {meaning}{failed_text}",
-        f"> - `time make reproduce PROFILE=cpu`: {total} min for {ran}"
-        f"{' on ' + machine_text if machine_text else ''}{over} ([`{link}/run_summary.md`]"
+        f"> - `time make reproduce PROFILE=cpu`: {total} min for {ran}{over} ([`{link}/run_summary.md`]"
         f"({link}/run_summary.md); the tables: [`{link}/tables.md`]({link}/tables.md)).",
     ]
     return "\n".join(lines) + "\n"
