@@ -192,8 +192,10 @@ def silent_stage2_flags(checkpoints: dict, root: str | os.PathLike | None = None
     Parameters
     ----------
     checkpoints : dict
-        Model name (``"seed0/stage2"``, ``"seed0/stage2_fragments"``; other names are skipped)
-        -> its checkpoint; the training log is the ``log.jsonl`` beside it.
+        Model name (``"seed0/stage2"``, ``"seed0/fragments"``, ``"seed0/amc"`` ...) -> its
+        checkpoint; stage-2 models are those in a ``stage2*`` folder
+        (:func:`deeptree.evaluation.training.model_dir`), their log the ``log.jsonl`` beside
+        it; ``best`` (the paper's run's ``best.pt``) is not a training of its own.
     root : path-like, optional
         The run folder: log paths are printed relative to it.
 
@@ -204,10 +206,10 @@ def silent_stage2_flags(checkpoints: dict, root: str | os.PathLike | None = None
     """
     flags = []
     for name, path in checkpoints.items():
-        if not name.split("/")[-1].startswith("stage2") or name.endswith("/best"):
+        if not Path(path).parent.name.startswith("stage2") or name.endswith("/best"):
             continue
         log = Path(path).parent / "log.jsonl"
-        checks = [e for e in read_log(log) if "val" in e] if log.is_file() else []
+        checks = [e for e in read_log(log) if "val" in e]
         dice = [e["val"].get("gap_dice") for e in checks]
         if dice and all(d is not None and d <= 0 for d in dice):
             where = os.path.relpath(log, root) if root is not None else str(log)
