@@ -15,7 +15,7 @@ from deeptree.config import NetworkConfig, TrainConfig, get_config
 from deeptree.io import InputError
 from deeptree.networks import stage1_network
 from deeptree.stage1.losses import Stage1Loss, gul_distance_weight
-from deeptree.train import TrainingTask, plot_log, poly_lr, read_log, train
+from deeptree.train import TrainingTask, make_optimizer, plot_log, poly_lr, read_log, train
 
 PATCH = 16
 
@@ -308,6 +308,20 @@ def test_warmup_rises_linearly_then_follows_the_poly_curve():
         assert poly_lr(i, cfg) == poly_lr(i, plain)
 
 
+def sgd_steps(model, cfg, steps, loss_of):
+    """``steps`` iterations of the training loop's optimiser (``train.make_optimizer``: nnU-Net's
+    SGD, the profile's momentum) on the learning rate of ``train.poly_lr`` (its warm-up
+    included), with the gradient clipped as ``train`` does; ``loss_of()`` gives the loss."""
+    optimizer = make_optimizer(model, cfg)
+    for it in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(it, cfg)
+        optimizer.zero_grad()
+        loss_of().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+
 def startup_batch(n=32):
     """Two copies of one hand-built 32^3 patch: a thick (class 1), a medium (2) and a thin (3)
     tube of air in lung-like tissue, 8.5% airway."""
@@ -339,8 +353,6 @@ def test_recipe_start_up_neither_collapses_nor_saturates_in_50_steps(variant):
     torch.manual_seed(cfg.seed)
     model = apply_start_up(stage1_network(run.stage1_net, variant), cfg)
     criterion = Stage1Loss(variant)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, nesterov=True)  # fmt: skip
     batch = startup_batch()
     airway = batch["label"][:1, 0] > 0
     model.eval()  # one output (no deep-supervision heads) for the probes
@@ -348,14 +360,7 @@ def test_recipe_start_up_neither_collapses_nor_saturates_in_50_steps(variant):
         start = 1 - torch.softmax(model(batch["image"][:1]), 1)[:, 0]
     model.train()
     assert float(start.mean()) == pytest.approx(cfg.foreground_prior, rel=0.5)
-    for it in range(50):
-        for group in optimizer.param_groups:
-            group["lr"] = poly_lr(it, cfg)
-        optimizer.zero_grad()
-        loss, _ = criterion(model(batch["image"]), batch["label"], batch["distance"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    sgd_steps(model, cfg, 50, lambda: criterion(model(batch["image"]), batch["label"], batch["distance"])[0])
     model.eval()
     with torch.no_grad():
         p = (1 - torch.softmax(model(batch["image"][:1]), 1)[:, 0])
@@ -393,18 +398,9 @@ def test_stage2_start_up_learns_a_gap_in_100_steps(seed):
     torch.manual_seed(seed)
     model = init_foreground_prior(stage2_network(run.stage2_net), cfg.foreground_prior)
     criterion = Stage1Loss("plain")
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay, nesterov=True)  # fmt: skip
     x, gap = stage2_startup_batch()
     target = gap.long()[None, None].repeat(2, 1, 1, 1, 1)
-    for it in range(100):
-        for group in optimizer.param_groups:
-            group["lr"] = poly_lr(it, cfg)
-        optimizer.zero_grad()
-        loss, _ = criterion(model(x), target, None)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    sgd_steps(model, cfg, 100, lambda: criterion(model(x), target, None)[0])
     model.eval()
     with torch.no_grad():
         p = torch.softmax(model(x[:1]), 1)[0, 1]
