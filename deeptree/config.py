@@ -479,11 +479,12 @@ def reproduce_settings(
     test_seed: int = 1000,
     extra_seeds: int | None = None,
     cpu_trainings: int | None = None,
+    validations: int = 4,
 ) -> ReproduceSettings:
     """The :class:`ReproduceSettings` of a run profile, with optional overrides.
 
-    Stage 1: ``get_config(profile)`` (the cpu reproduction has its own length), validated at
-    each quarter of the run (the training curves); stage 2: ``deeptree.config.stage2_settings(profile)``.
+    Stage 1: ``get_config(profile)`` (the cpu reproduction has its own length), validated
+    ``validations`` times, evenly spaced (the training curves); stage 2: ``deeptree.config.stage2_settings(profile)``.
 
     Parameters
     ----------
@@ -505,6 +506,9 @@ def reproduce_settings(
         Seeds (the first ones) that also train clDice and the stage-2 options.
     cpu_trainings : int, optional
         Trainings side by side on a CPU (default: the profile's).
+    validations : int
+        Validation checks per stage-1 training, evenly spaced (the points of its training
+        curve; default 4, one per quarter; the reference run: 8, for its flattening rule).
 
     Raises
     ------
@@ -531,8 +535,8 @@ def reproduce_settings(
             )
     s1 = replace(
         s1,
-        # four validations per run: the training curves of the results (issue 30)
-        validate_every=max(1, s1.iterations // 4),
+        # evenly spaced validations: the training curves of the results (issue 30)
+        validate_every=max(1, s1.iterations // _at_least_one("validations", validations)),
         checkpoint_every=min(s1.checkpoint_every, s1.iterations),
         seed=seed,
     )

@@ -430,6 +430,10 @@ def test_settings_overrides_and_bad_values():
     assert (s.stage1_train.iterations, s.stage2_train.iterations, s.n_cases) == (8, 3, 4)
     assert s.stage1_train.validate_every == 2  # four validations: the training curves
     assert reproduce_settings("smoke", stage1_iterations=2).stage1_train.validate_every == 1
+    eight = reproduce_settings("smoke", stage1_iterations=16, validations=8).stage1_train
+    assert eight.validate_every == 2
+    with pytest.raises(InputError, match="validations"):
+        reproduce_settings("smoke", validations=0)
     assert reproduce_settings("cpu").cpu_trainings == 2  # two trainings side by side
     assert reproduce_settings("cpu", cpu_trainings=1).cpu_trainings == 1
     with pytest.raises(InputError, match="cpu trainings"):

@@ -62,6 +62,12 @@ def add_arguments(parser) -> None:
         help="training seeds (the first ones) that also train clDice and the stage-2 options",
     )
     parser.add_argument(
+        "--validations",
+        type=int,
+        default=4,
+        help="validation checks per stage-1 training, evenly spaced (its training curve)",
+    )
+    parser.add_argument(
         "--no-validation",
         action="store_true",
         help="do not score the validation cases after training",
@@ -113,6 +119,7 @@ def run(args) -> int:
         n_test=args.test_cases,
         test_seed=args.test_seed,
         extra_seeds=args.extra_seeds,
+        validations=args.validations,
     )
     estimate = estimate_seconds(settings, machine_step_seconds())
     print(
