@@ -596,3 +596,55 @@ def _at_least_one(name: str, value) -> int:
     if int(value) < 1:
         raise InputError(f"reproduce: {name} must be at least 1, got {value}")
     return int(value)
+
+
+#: What :func:`settings_record` keeps of a run's settings: what rebuilds them.
+SETTINGS_RECORD_KEYS: tuple[str, ...] = (
+    "profile", "n_cases", "seed", "seeds", "test_seed", "n_test", "extra_seeds",
+    "stage1_iterations", "stage2_iterations", "validations", "validate",
+)  # fmt: skip
+
+
+def settings_record(settings: ReproduceSettings) -> dict:
+    """The JSON-able record of a reproduction's settings (``results.json``, the manifest of
+    shipped models) from which :func:`settings_from_record` rebuilds them."""
+    s1 = settings.stage1_train
+    return {
+        "profile": settings.profile,
+        "n_cases": settings.n_cases,
+        "seed": settings.seed,
+        "seeds": list(settings.seeds),
+        "test_seed": settings.test_seed,
+        "n_test": settings.n_test,
+        "extra_seeds": settings.extra_seeds,
+        "stage1_iterations": s1.iterations,
+        "stage2_iterations": settings.stage2_train.iterations,
+        "validations": max(1, s1.iterations // max(1, s1.validate_every)),
+        "validate": settings.validate,
+    }
+
+
+def settings_from_record(record: dict, **overrides) -> ReproduceSettings:
+    """The :class:`ReproduceSettings` of a :func:`settings_record`.
+
+    Parameters
+    ----------
+    record : dict
+        Keys :data:`SETTINGS_RECORD_KEYS`.
+    **overrides
+        Replace recorded values (None: keep), e.g. ``n_test=1, seeds=(0,)`` to score a
+        reduced set.
+
+    Raises
+    ------
+    InputError
+        A key is missing, or a value :func:`reproduce_settings` refuses.
+    """
+    missing = [k for k in SETTINGS_RECORD_KEYS if k not in record]
+    if missing:
+        raise InputError(f"settings record without {', '.join(missing)}")
+    values = {k: record[k] for k in SETTINGS_RECORD_KEYS}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    profile = values.pop("profile")
+    values["seeds"] = tuple(values["seeds"]) if not isinstance(values["seeds"], int) else values["seeds"]
+    return reproduce_settings(profile, **values)

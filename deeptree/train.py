@@ -177,7 +177,8 @@ def read_log(path: str | Path) -> list[dict]:
     Parameters
     ----------
     path : path-like
-        The ``log.jsonl`` of a training run.
+        The ``log.jsonl`` of a training run (read from ``log.jsonl.gz`` beside it when only
+        that exists: a shipped model, ``deeptree.evaluation.shipped``).
 
     Returns
     -------
@@ -190,9 +191,16 @@ def read_log(path: str | Path) -> list[dict]:
         A line other than the last is not JSON (the file was damaged, not just cut short).
     """
     path = Path(path)
-    if not path.is_file():
+    packed = path.with_name(path.name + ".gz")  # a shipped model's log (deeptree ship)
+    if not path.is_file() and packed.is_file():
+        import gzip
+
+        path, text = packed, gzip.decompress(packed.read_bytes()).decode()
+    elif not path.is_file():
         return []
-    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    else:
+        text = path.read_text()
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     entries = []
     for position, (number, line) in enumerate(lines):
         try:

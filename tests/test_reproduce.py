@@ -715,6 +715,127 @@ def test_cli_names_a_dataset_too_small_to_split(tmp_path, capsys):
     assert "at least 2 cases" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------------------------
+# shipped models (issue 32): weights with the results, re-scored without training
+# --------------------------------------------------------------------------------------------
+def test_settings_record_rebuilds_the_settings():
+    from deeptree.config import settings_from_record, settings_record
+
+    for settings in (
+        reproduce_settings("cpu"),
+        reproduce_settings("smoke", stage1_iterations=16, validations=8, seeds=3, n_test=4),
+    ):
+        record = settings_record(settings)
+        assert settings_from_record(record) == settings
+    reduced = settings_from_record(settings_record(reproduce_settings("cpu")), n_test=1, seeds=1)
+    assert (reduced.n_test, reduced.seeds, reduced.stage1_train.iterations) == (1, (0,), 2000)
+    with pytest.raises(InputError, match="without seeds"):
+        settings_from_record({k: v for k, v in record.items() if k != "seeds"})
+
+
+@pytest.mark.filterwarnings("ignore:.*smaller 6-connected component")
+def test_shipped_models_rescore_to_the_same_rows(reproduced, atm_layout, tmp_path, monkeypatch):
+    """The fixture's models shipped in float32 and re-scored from the results folder: no
+    training, the same rows (its trainings ran on one thread; the re-scoring spreads the
+    test case over the smoke profile's two processes of one thread each)."""
+    from deeptree.evaluation import fanout
+    from deeptree.evaluation.shipped import read_manifest, ship_models
+
+    monkeypatch.setattr(fanout, "available_cpus", lambda: 2)
+    result, out = reproduced
+    manifest_path = ship_models(out, tmp_path / "results", half=False)
+    manifest = read_manifest(tmp_path / "results")
+    assert manifest_path == tmp_path / "results" / "models" / "manifest.json"
+    assert set(manifest["training"]) == {
+        Path(p).parent.relative_to(out / "models").as_posix()
+        for k, p in result.all_checkpoints.items() if not k.endswith("/best")
+    }  # fmt: skip
+    assert all(t["iterations"] == 1 for t in manifest["training"].values())
+    assert manifest["settings"]["seeds"] == [0, 1] and manifest["rule"]["rule"] == "argmax"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = reproduce(
+            "smoke", tmp_path / "rescore", atm_layout, device="cpu", progress=False,
+            models=tmp_path / "results",
+        )  # fmt: skip
+    assert not any(again.trained.values())
+    assert not (tmp_path / "rescore" / "models").exists()  # loaded from the results folder
+    assert "not recomputed" in again.rule["text"]
+    assert again.rows == [
+        dict(r, seconds=a["seconds"]) for r, a in zip(result.rows, again.rows, strict=True)
+    ]
+    # the training curves come from the shipped (gzipped) logs
+    with open(again.paths["training_curves_csv"], newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(result.logs)
+
+
+def test_shipped_models_are_half_precision_and_checked(reproduced, tmp_path):
+    from deeptree.checkpoints import load_checkpoint
+    from deeptree.evaluation.shipped import ship_models, verify_shipped
+    from deeptree.stage1.predict import load_stage1_model
+
+    result, out = reproduced
+    dest = tmp_path / "results"
+    ship_models(out, dest)
+    weights = dest / "models" / "seed0" / "stage1_amc" / "last.pt"
+    state = load_checkpoint(weights)
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float16}
+    assert "optimizer" not in state and "rng" not in state
+    model, meta = load_stage1_model(weights)
+    assert next(model.parameters()).dtype == torch.float32 and meta["variant"] == "amc"
+    original = load_checkpoint(result.all_checkpoints["seed0/amc"])["model"]
+    for name, value in original.items():  # rounded, not changed: within float16's precision
+        if value.is_floating_point():
+            assert torch.allclose(state["model"][name].float(), value, rtol=2**-10, atol=1e-7)
+    # not overwritten; every file checked against its checksum
+    with pytest.raises(InputError, match="exists"):
+        ship_models(out, dest)
+    verify_shipped(dest)
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="stage1_amc/last.pt: its bytes differ"):
+        verify_shipped(dest)
+    weights.unlink()
+    with pytest.raises(InputError, match="stage1_amc/last.pt: listed in manifest.json but missing"):
+        verify_shipped(dest)
+    with pytest.raises(InputError, match="manifest.json: not found"):
+        verify_shipped(tmp_path)
+
+
+def test_ship_refuses_an_unfinished_run(reproduced, tmp_path):
+    import shutil
+
+    from deeptree.checkpoints import load_checkpoint, save_checkpoint
+    from deeptree.config import TrainConfig
+    from deeptree.evaluation.shipped import ship_models
+
+    _, out = reproduced
+    run = tmp_path / "run"
+    shutil.copytree(out / "models", run / "models")
+    shutil.copy(out / "results.json", run / "results.json")
+    path = run / "models" / "seed1" / "stage1_gul" / "last.pt"
+    state = load_checkpoint(path)
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in fields})
+    save_checkpoint(path, model, optimizer, 1, replace(cfg, iterations=5), state["meta"])
+    with pytest.raises(InputError, match=r"stage1_gul/last.pt: unfinished \(1 of 5 iterations\)"):
+        ship_models(run, tmp_path / "results")
+    assert not (tmp_path / "results" / "models").exists()
+    with pytest.raises(InputError, match="results.json: not found"):
+        ship_models(tmp_path / "nothing", tmp_path / "results")
+
+
+def test_cli_rescore_refuses_training_options(tmp_path, capsys):
+    from deeptree.cli import main
+
+    args = ["reproduce", "--models", str(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*args, "--stage1-iterations", "5"]) == 2
+    assert "--stage1-iterations would change what was trained" in capsys.readouterr().err
+
+
 def test_dataloader_workers_give_the_same_model(atm_layout, tmp_path):
     """``workers`` (DataLoader processes, for a GPU) changes where patches are made, not
     which: every item is a pure function of (seed, index)."""

@@ -38,7 +38,7 @@ from deeptree.signals import sigterm_as_interrupt
 #: Order of the subcommands in the help (the order of the method); others follow by name.
 ORDER: tuple[str, ...] = (
     "info", "phantom", "labels", "simulate", "attention", "train", "predict", "segment", "evaluate",
-    "reproduce", "view", "notebooks",
+    "reproduce", "ship", "view", "notebooks",
 )
 
 

@@ -6,6 +6,7 @@ Examples::
     deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22       # real ATM'22 folder
     deeptree reproduce --profile gpu --out runs/gpu --stage1-iterations 5000 --stage2-iterations 2000
     deeptree reproduce --profile gpu --data /data/ATM22 --out runs/atm22 --devices all    # 1 model per GPU
+    deeptree reproduce --models results/20261208-cpu-reference --out runs/rescore  # shipped models
 
 Every model is trained once per training seed (``--seeds N``: seeds 0..N-1; the profile's
 default, cpu: 3), and each table cell is the mean over seeds of the case means with a 95%
@@ -17,7 +18,10 @@ into ``<out>/test_cohort`` (``--test-seed``, ``--test-cases``); with ``--data`` 
 figures to ``<out>/figures``. ``--devices cuda:0,cuda:1,...`` (or ``all``) trains the models in
 parallel, one per GPU (``deeptree.evaluation.fanout``), then evaluates as usual. On a CPU the
 profile's trainings run side by side by default (cpu: two one-thread trainings on 2 cores);
-``--devices cpu`` trains them one after the other. See ``deeptree.evaluation.reproduce``.
+``--devices cpu`` trains them one after the other. ``--models DIR`` re-scores the models
+shipped in a results folder (``deeptree ship``): the settings, the phantoms' seeds and the
+output rule come from its manifest, nothing is trained (``--test-cases`` and ``--seeds`` may
+reduce what is scored; models trained on a ``--data`` folder need that folder again). See ``deeptree.evaluation.reproduce``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile", default="cpu", help="run profile: smoke, cpu or gpu")
     parser.add_argument("--data", help="ATM'22-layout dataset folder (default: a synthetic cohort)")
     parser.add_argument("--out", required=True, help="run folder (models, tables, figures)")
+    parser.add_argument(
+        "--models",
+        help="results folder with shipped models (deeptree ship): re-score them, train nothing",
+    )
     parser.add_argument(
         "--stage1-iterations", type=int, help="training length of every stage-1 model"
     )
@@ -108,6 +116,8 @@ def run(args) -> int:
     if args.data is not None and Path(args.out).resolve() == Path(args.data).resolve():
         raise InputError(f"{args.out}: --out is the dataset folder (--data); give the run its own folder")
 
+    if args.models is not None:
+        return _rescore(args)
     settings = reproduce_settings(
         args.profile,
         stage1_iterations=args.stage1_iterations,
@@ -144,5 +154,34 @@ def run(args) -> int:
     print(
         f"tables: {result.paths['tables_md'].parent}; figures: {result.paths['curves_png'].parent}"
     )
+    print("seconds:", {k: round(v, 1) for k, v in result.seconds.items()})
+    return 0
+
+
+#: Options that set what is trained: the manifest of shipped models fixes them.
+_TRAINING_OPTIONS = (
+    "stage1_iterations", "stage2_iterations", "cases", "extra_seeds", "no_validation",
+    "no_stage2", "workers",
+)  # fmt: skip
+
+
+def _rescore(args) -> int:
+    """``--models``: the shipped models re-scored with the manifest's settings."""
+    from deeptree.evaluation.reproduce import reproduce
+    from deeptree.evaluation.shipped import shipped_settings, verify_shipped
+
+    given = [f"--{k.replace('_', '-')}" for k in _TRAINING_OPTIONS if getattr(args, k)]
+    if given:
+        raise InputError(
+            f"--models {args.models}: {', '.join(given)} would change what was trained; the "
+            "manifest fixes it (only --test-cases and --seeds may reduce what is scored)"
+        )
+    manifest = verify_shipped(args.models)
+    settings = shipped_settings(manifest, n_test=args.test_cases, seeds=args.seeds)
+    result = reproduce(
+        settings.profile, args.out, args.data, settings=settings, device=args.device,
+        progress=not args.no_progress, models=args.models,
+    )  # fmt: skip
+    print(result.paths["tables_md"].read_text())
     print("seconds:", {k: round(v, 1) for k, v in result.seconds.items()})
     return 0

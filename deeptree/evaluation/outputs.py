@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeptree.config import CLDICE, ReproduceSettings
+from deeptree.config import CLDICE, ReproduceSettings, settings_record
 from deeptree.evaluation.curves import curve_rows, plot_training_curves
 from deeptree.evaluation.paper import (
     NNUNET_STAR,
@@ -434,6 +434,9 @@ class ReproduceResult:
             "models_reused": sorted(k for k, v in self.trained.items() if not v),
             "output rule": self.rule.get("rule", OUTPUT_RULES[0]),
             "output rule validation": dict(self.rule.get("validation", {})),
+            # what rebuilds the run's settings and its rule (deeptree.evaluation.shipped)
+            "settings": settings_record(s),
+            "output rule choice": jsonable(self.rule),
         }
         labelled = [(r, method_label(r["method"])) for r in self.table2]
         labelled += [

@@ -101,6 +101,7 @@ from deeptree.evaluation.scoring import (
     evaluate_case,
     summarize_methods,
 )
+from deeptree.evaluation.shipped import shipped_rule, shipped_settings, verify_shipped
 from deeptree.evaluation.stats import failed_models
 from deeptree.evaluation.training import (
     _fan_out_training,
@@ -294,6 +295,7 @@ def reproduce(
     stage2: bool = True,
     workers: int | None = None,
     devices: Sequence[str] | None = None,
+    models: str | os.PathLike | None = None,
 ) -> ReproduceResult:
     """Split, train or load every model for every training seed, predict the test cases,
     evaluate, write tables with intervals.
@@ -343,7 +345,15 @@ def reproduce(
         sequential run. Default on a CPU: ``settings.cpu_trainings`` times ``"cpu"`` (the
         cpu profile: two trainings side by side, each with its share of the cores as torch
         threads, :func:`deeptree.evaluation.fanout.cpu_threads`); give ``["cpu"]`` to train
-        one after the other with torch's default threads.
+        one after the other with torch's default threads. On a CPU the test cases are
+        scored the same way: one test case per process, side by side.
+    models : path-like, optional
+        A results folder with shipped models (``deeptree.evaluation.shipped``,
+        ``deeptree ship``): every file is checked against the manifest, the models are loaded
+        from there and never trained, the settings are the manifest's (``settings`` may
+        only reduce what is scored: fewer test cases or seeds), the output rule is the one
+        chosen on the validation phantoms when the models were trained (recorded in the
+        manifest). The phantoms are regenerated from their seeds into ``out``.
 
     Returns
     -------
@@ -357,9 +367,12 @@ def reproduce(
     """
     t_start = time.perf_counter()
     progress = progress_enabled(progress)
-    settings = settings if settings is not None else reproduce_settings(profile)
+    shipped = verify_shipped(models) if models is not None else None
+    if settings is None:
+        settings = shipped_settings(shipped) if shipped else reproduce_settings(profile)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    models_root = Path(models) / "models" if shipped else out / "models"
     device = choose_device(device)
     fan_workers = workers  # None: each parallel training takes its share of the CPUs
     if workers is None:
@@ -371,16 +384,18 @@ def reproduce(
     # (several devices: every model trained in parallel first; the loop below then loads them)
     if devices is None and device.type == "cpu" and settings.cpu_trainings > 1:
         devices = ["cpu"] * settings.cpu_trainings
+    parallel = bool(devices) and list(devices) != ["cpu"]  # ["cpu"]: one after the other
     fanned = (
         _fan_out_training(settings, out, data, devices, stage2, fan_workers)
-        if devices and list(devices) != ["cpu"]  # ["cpu"]: one after the other, here
+        if parallel and not shipped
         else {}
     )
-    run_options = {"device": device, "progress": progress, "workers": workers}
+    run_options = {
+        "device": device, "progress": progress, "workers": workers, "load_only": bool(shipped),
+    }  # fmt: skip
     checkpoints: dict[str, Path] = {}
     trained: dict[str, bool] = {}
-    models: dict[int, dict] = {}
-    stage2_models: dict[int, dict] = {}
+    loaded: dict[int, dict] = {}  # seed -> stage-1 models, for the output rule's choice
     logs: dict[str, Path] = {}
     options = settings.stage2_options if stage2 else ()
     if stage2:  # prepared once, for every seed's stage-2 models
@@ -388,7 +403,7 @@ def reproduce(
         val_sources = _stage2_sources(split.val) if settings.validate else []
     for i, seed in enumerate(settings.seeds):
         extra = i < settings.extra_seeds
-        root = out / "models" / f"seed{seed}"
+        root = models_root / f"seed{seed}"
         # 2. stage 1: the four loss variants (and clDice for the first seeds)
         paths, did = _train_stage1_models(
             settings, seed, extra, split, train_cases, val_cases, root, seconds, run_options
@@ -396,7 +411,8 @@ def reproduce(
         for key, path in paths.items():
             checkpoints[f"seed{seed}/{key}"], trained[f"seed{seed}/{key}"] = path, did[key]
             logs[f"seed{seed}/{key}"] = path.parent / "log.jsonl"
-        models[seed] = {key: load_stage1_model(path, device) for key, path in paths.items()}
+        if not shipped:
+            loaded[seed] = {k: load_stage1_model(p, device) for k, p in paths.items()}
         # 3. stage 2: the paper's, once per seed, repairs every variant; the options after
         # amc+gul for the first seeds
         if stage2:
@@ -408,25 +424,28 @@ def reproduce(
                 checkpoints[f"seed{seed}/{key}"] = path
                 if key in did:  # "best" is the paper's run's best.pt, not a training
                     trained[f"seed{seed}/{key}"] = did[key]
-            stage2_models[seed] = {k: load_stage2_model(p, device) for k, p in paths.items()}
     for did_train, secs in fanned.values():  # what the parallel trainings did
         trained.update(did_train)
         seconds.update(secs)
     # 4. the output rule of the tables, chosen on the validation phantoms (every stage-1
     # variant of every seed), then every method on the test cases under both rules
     t_eval = time.perf_counter()
-    choice = choose_output_rule(
-        {f"seed{seed}/{k}": m for seed in settings.seeds for k, m in models[seed].items()
-         if k in LOSS_VARIANTS},
-        val_cases, device=device,
-    )  # fmt: skip
+    if shipped:  # chosen on validation when the models were trained
+        choice = shipped_rule(shipped)
+    else:
+        choice = choose_output_rule(
+            {f"seed{seed}/{k}": m for seed in settings.seeds for k, m in loaded[seed].items()
+             if k in LOSS_VARIANTS},
+            val_cases, device=device,
+        )  # fmt: skip
     seconds["choose output rule"] = time.perf_counter() - t_eval
     rule = choice["rule"]
     rules = (rule, *[r for r in OUTPUT_RULES if r != rule])
     t_eval = time.perf_counter()
     rows, generation_rows, figure_case, gt_precision = _evaluate_test_cases(
-        split, settings.seeds, models, stage2_models, device, progress, rules
-    )
+        split, settings.seeds, checkpoints, device, progress, rules,
+        devices=devices if parallel else None,
+    )  # fmt: skip
     seconds["evaluate"] = time.perf_counter() - t_eval
     by_rule = {r: rule_tables([x for x in rows if x["rule"] == r], options) for r in rules}
     chosen_rows = [x for x in rows if x["rule"] == rule]
@@ -469,42 +488,74 @@ def reproduce(
 
 
 def _evaluate_test_cases(
-    split: Split, seeds: Sequence[int], models: dict, stage2_models: dict, device, progress: bool,
-    rules: Sequence[str] = ("argmax",),
+    split: Split, seeds: Sequence[int], checkpoints: dict, device, progress: bool,
+    rules: Sequence[str] = ("argmax",), devices: Sequence[str] | None = None,
 ) -> tuple[list[dict], list[dict], dict, list[dict]]:  # fmt: skip
     """Score every method of every training seed on the test cases under each output rule:
     per-case rows (with ``seed``; None for the seed-free baseline, and ``rule``),
     per-generation rows, the first test case's masks of the first seed under the first rule
-    for the figures, and the precision of each test case's dilated ground truth."""
+    for the figures, and the precision of each test case's dilated ground truth.
+
+    ``checkpoints``: ``seed<s>/<name>`` -> checkpoint (stage-1 variants and clDice, the
+    paper's ``stage2`` and the options). ``devices`` (two or more): one test case per
+    process, side by side (:func:`~deeptree.evaluation.fanout.fan_out`); the rows are those
+    of the cases in order either way."""
+    import functools
+
     from tqdm.auto import tqdm
 
+    from deeptree.evaluation.fanout import fan_out
+
+    jobs = [
+        functools.partial(_score_test_case, paths, i, tuple(seeds), checkpoints, tuple(rules))
+        for i, paths in enumerate(split.test)
+    ]
+    if devices:
+        scored = fan_out(jobs, list(devices))
+    else:
+        scored = [job(device) for job in tqdm(jobs, desc="evaluate", disable=not progress)]
     rows, generation_rows, figure_case, gt_precision = [], [], {}, []
-    for i, paths in enumerate(tqdm(split.test, desc="evaluate", disable=not progress)):
-        case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))  # models' order
-        gt = np.asarray(case.label) > 0
-        reference = prepare_ground_truth(gt, case.spacing, name=f"{case.id} label")
-        gt_precision.append(
-            {"case": case.id, "precision": dilated_gt_precision(gt, case.spacing, reference)}
-        )
-        for j, seed in enumerate(seeds):
-            case_rows, case_generations, masks = evaluate_case(
-                case, models[seed], stage2_models.get(seed), device=device,
-                reference=reference, baseline=j == 0, rules=rules,
-            )  # fmt: skip
-            for r in (*case_rows, *case_generations):
-                r["seed"] = None if r["method"] == REGION_GROWING else seed
-            rows += case_rows
-            # per-generation curves: the first seed (pooled counts, no interval)
-            generation_rows += case_generations if j == 0 else []
-            if i == 0 and j == 0:  # the figures show the first test case, first seed
-                figure_case = {
-                    "id": case.id,
-                    "ct": case.ct,
-                    "gt": gt,
-                    "spacing": case.spacing,
-                    "masks": {k: v for k, v in masks.items() if not k.startswith("_")},
-                    "repair": masks.get("_repair"),
-                }
+    for case_rows, case_generations, case_figure, case_gt_precision in scored:
+        rows += case_rows
+        generation_rows += case_generations
+        figure_case = figure_case or case_figure
+        gt_precision.append(case_gt_precision)
+    return rows, generation_rows, figure_case, gt_precision
+
+
+def _score_test_case(
+    paths, index: int, seeds: tuple, checkpoints: dict, rules: tuple, device
+) -> tuple[list[dict], list[dict], dict, dict]:
+    """One test case of :func:`_evaluate_test_cases` (a picklable job: the models are
+    loaded here from their checkpoints): its rows, per-generation rows (first seed), the
+    figure case (the first test case only, else empty) and its dilated-GT precision."""
+    case = case_to_ras(load_case(paths.image, paths.label, case_id=paths.id))  # models' order
+    gt = np.asarray(case.label) > 0
+    reference = prepare_ground_truth(gt, case.spacing, name=f"{case.id} label")
+    gt_precision = {"case": case.id, "precision": dilated_gt_precision(gt, case.spacing, reference)}
+    rows, generation_rows, figure_case = [], [], {}
+    for j, seed in enumerate(seeds):
+        mine = {k.split("/", 1)[1]: p for k, p in checkpoints.items() if k.startswith(f"seed{seed}/")}
+        stage1 = {k: load_stage1_model(p, device) for k, p in mine.items() if k in (*LOSS_VARIANTS, CLDICE)}
+        stage2 = {k: load_stage2_model(p, device) for k, p in mine.items() if k not in stage1}
+        case_rows, case_generations, masks = evaluate_case(
+            case, stage1, stage2 or None, device=device, reference=reference, baseline=j == 0,
+            rules=rules,
+        )  # fmt: skip
+        for r in (*case_rows, *case_generations):
+            r["seed"] = None if r["method"] == REGION_GROWING else seed
+        rows += case_rows
+        # per-generation curves: the first seed (pooled counts, no interval)
+        generation_rows += case_generations if j == 0 else []
+        if index == 0 and j == 0:  # the figures show the first test case, first seed
+            figure_case = {
+                "id": case.id,
+                "ct": case.ct,
+                "gt": gt,
+                "spacing": case.spacing,
+                "masks": {k: v for k, v in masks.items() if not k.startswith("_")},
+                "repair": masks.get("_repair"),
+            }
     return rows, generation_rows, figure_case, gt_precision
 
 

@@ -85,11 +85,14 @@ def _finished(path: Path, meta: dict, cfg: TrainConfig) -> bool:
 
 
 def train_or_load(
-    task, cfg: TrainConfig, out_dir, *, device=None, progress=True, workers: int = 0
-) -> tuple[Path, bool, float]:
+    task, cfg: TrainConfig, out_dir, *, device=None, progress=True, workers: int = 0,
+    load_only: bool = False,
+) -> tuple[Path, bool, float]:  # fmt: skip
     """Train ``task`` into ``out_dir`` unless a finished compatible checkpoint is there.
 
     ``workers`` DataLoader processes prepare the batches (0: in the training process).
+    ``load_only`` (shipped models, ``deeptree.evaluation.shipped``): never train; a missing
+    or unfinished checkpoint is an InputError naming it.
 
     Returns
     -------
@@ -104,6 +107,10 @@ def train_or_load(
     path = Path(out_dir) / CHECKPOINT_NAME
     if _finished(path, task.meta, cfg):
         return path, False, 0.0
+    if load_only:
+        raise InputError(
+            f"{path}: missing or unfinished, and shipped models are never trained here"
+        )
     result = train(
         task, cfg, out_dir, resume=True, device=device, progress=progress, num_workers=workers
     )

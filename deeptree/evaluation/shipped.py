@@ -1,0 +1,262 @@
+"""Trained models shipped with their results: a reproduction a reader can re-score in minutes.
+
+A reproduction's models (``<run>/models/seed<s>/<name>/last.pt``, and the paper's stage 2's
+``best.pt``) are written into a results folder, weights only, by :func:`ship_models`
+(``deeptree ship RUN DEST``)::
+
+    DEST/models/manifest.json                 what was trained, how, and each file's SHA-256
+    DEST/models/seed0/stage1_plain/last.pt    weights (float16 by default), metadata, schedule
+    DEST/models/seed0/stage1_plain/log.jsonl.gz   its training log (every step, validations)
+    ...
+
+``deeptree reproduce --models DEST`` (``reproduce(..., models=DEST)``) then rebuilds the run's
+settings from the manifest, regenerates the phantoms from their seeds, checks every file
+against its checksum, loads the models (never trains) and writes the same tables. Like
+nnU-Net's pretrained models and MONAI's bundles, the weights travel with the numbers, so a
+reader can check a table without hours of training.
+
+Half precision: a float32 weight rounded to float16 (10-bit mantissa, relative error at most
+2^-11, about 0.05%) and loaded back into the float32 network. Whether that changes a figure is
+measured, not assumed (``benchmarks/RESULTS.md``, "Reference run").
+
+The output rule of a shipped run is the one chosen on its validation phantoms when it was
+trained (``manifest["rule"]``, with the validation figures); re-scoring takes it from the
+manifest rather than running every model on the validation phantoms again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from deeptree.checkpoints import BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint
+from deeptree.config import ReproduceSettings, settings_from_record
+from deeptree.io import InputError, atomic_write
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "read_manifest",
+    "ship_models",
+    "shipped_rule",
+    "shipped_settings",
+    "verify_shipped",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "deeptree-shipped-models-1"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slim(checkpoint: Path, half: bool) -> dict:
+    """Weights (float16 when ``half``), iteration, schedule and metadata of a checkpoint:
+    what loads and identifies the model, without the optimiser and random states."""
+    state = load_checkpoint(checkpoint)
+
+    def weight(value: torch.Tensor) -> torch.Tensor:
+        value = value.detach().clone().contiguous()
+        return value.half() if half and value.is_floating_point() else value
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "iteration": state["iteration"],
+        "model": {k: weight(v) for k, v in state["model"].items()},
+        "train_config": state.get("train_config", {}),
+        "meta": state.get("meta", {}),
+        "torch_threads": state.get("torch_threads"),
+    }
+
+
+def _training_record(folder: Path) -> dict:
+    """Iterations, wall seconds of the training (the last step's ``seconds`` of its log) and
+    torch threads of one model folder of a run."""
+    from deeptree.train import read_log
+
+    state = load_checkpoint(folder / CHECKPOINT_NAME)
+    steps = [e for e in read_log(folder / "log.jsonl") if "loss" in e and "seconds" in e]
+    return {
+        "iterations": int(state["iteration"]),
+        "seconds": round(float(steps[-1]["seconds"]), 1) if steps else None,
+        "torch_threads": state.get("torch_threads"),
+    }
+
+
+def ship_models(
+    run: str | os.PathLike, dest: str | os.PathLike, *, half: bool = True
+) -> Path:
+    """Write every trained model of a reproduction run into ``dest/models`` (weights only).
+
+    Parameters
+    ----------
+    run : path-like
+        A ``deeptree reproduce`` run folder: ``models/seed<s>/<name>/last.pt`` (and
+        ``best.pt`` of stage 2), their ``log.jsonl``, and ``results.json`` (settings, rule).
+    dest : path-like
+        A results folder; ``dest/models`` must not exist yet (never overwritten).
+    half : bool
+        Store floating-point weights as float16 (half the bytes; loaded back into float32).
+
+    Returns
+    -------
+    Path
+        ``dest/models/manifest.json``: format, settings, output rule (with its validation
+        figures), per model its iterations, training seconds and torch threads, per file its
+        bytes and SHA-256.
+
+    Raises
+    ------
+    InputError
+        ``run`` has no models or no ``results.json``, a model is unfinished, or
+        ``dest/models`` exists.
+    """
+    run, dest = Path(run), Path(dest)
+    results_json = run / "results.json"
+    if not results_json.is_file():
+        raise InputError(f"{results_json}: not found (ship a finished `deeptree reproduce` run)")
+    results = json.loads(results_json.read_text())
+    if "settings" not in results:
+        raise InputError(
+            f"{results_json}: records no settings (written by an older deeptree); run "
+            "`deeptree reproduce` on the run folder again: it reuses the models and rewrites it"
+        )
+    settings = settings_from_record(results["settings"])  # else InputError
+    # best.pt is used only as the paper's stage-2 run's option "best" (the first seeds)
+    best_folders = {
+        f"seed{s}/stage2" for s in settings.seeds[: settings.extra_seeds]
+    } if "best" in settings.stage2_options else set()
+    folders = sorted(p.parent for p in (run / "models").glob(f"seed*/*/{CHECKPOINT_NAME}"))
+    if not folders:
+        raise InputError(f"{run / 'models'}: no trained model (seed*/*/{CHECKPOINT_NAME})")
+    target = dest / "models"
+    if target.exists():
+        raise InputError(f"{target}: exists; ship into a new results folder")
+    staging = dest / ".models.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    files, training = {}, {}
+    for folder in folders:
+        name = folder.relative_to(run / "models").as_posix()
+        record = _training_record(folder)
+        schedule = load_checkpoint(folder / CHECKPOINT_NAME).get("train_config", {})
+        if record["iterations"] < int(schedule.get("iterations", 0)):
+            raise InputError(
+                f"{folder / CHECKPOINT_NAME}: unfinished ({record['iterations']} of "
+                f"{schedule.get('iterations')} iterations); finish the run before shipping it"
+            )
+        training[name] = record
+        (staging / name).mkdir(parents=True)
+        for file in (CHECKPOINT_NAME, BEST_NAME):
+            if (folder / file).is_file() and (file == CHECKPOINT_NAME or name in best_folders):
+                torch.save(_slim(folder / file, half), staging / name / file)
+        with open(folder / "log.jsonl", "rb") as src, gzip.GzipFile(
+            staging / name / "log.jsonl.gz", "wb", mtime=0
+        ) as dst:  # mtime 0: the same log gives the same bytes
+            shutil.copyfileobj(src, dst)
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        files[path.relative_to(staging).as_posix()] = {
+            "bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+        }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "settings": results["settings"],
+        "data": results.get("data"),
+        "rule": results.get("output rule choice")
+        or {"rule": results.get("output rule"), "validation": results.get("output rule validation", {})},
+        "half": bool(half),
+        "training": training,
+        "files": files,
+    }
+    atomic_write(
+        staging / MANIFEST_NAME,
+        lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n"),
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)  # all or nothing: a half-written folder never looks shipped
+    return target / MANIFEST_NAME
+
+
+def read_manifest(dest: str | os.PathLike) -> dict:
+    """The manifest of a shipped results folder (``dest/models/manifest.json``).
+
+    Raises
+    ------
+    InputError
+        Missing, not JSON, or not a DeepTree manifest.
+    """
+    path = Path(dest) / "models" / MANIFEST_NAME
+    if not path.is_file():
+        raise InputError(f"{path}: not found (not a results folder with shipped models)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from err
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path}: not a {MANIFEST_FORMAT} manifest ({manifest.get('format')!r})")
+    return manifest
+
+
+def verify_shipped(dest: str | os.PathLike) -> dict:
+    """Check every file of the manifest against its size and SHA-256.
+
+    Returns
+    -------
+    dict
+        The manifest (:func:`read_manifest`).
+
+    Raises
+    ------
+    InputError
+        Naming the first file that is missing or whose bytes differ (damaged, or replaced).
+    """
+    manifest = read_manifest(dest)
+    root = Path(dest) / "models"
+    for name, record in sorted(manifest["files"].items()):
+        path = root / name
+        if not path.is_file():
+            raise InputError(f"{path}: listed in {MANIFEST_NAME} but missing")
+        if path.stat().st_size != record["bytes"] or _sha256(path) != record["sha256"]:
+            raise InputError(
+                f"{path}: its bytes differ from {MANIFEST_NAME} (SHA-256 {record['sha256'][:12]}...): "
+                "damaged or replaced; fetch the results folder again"
+            )
+    return manifest
+
+
+def shipped_settings(manifest: dict, **overrides) -> ReproduceSettings:
+    """The :class:`~deeptree.config.ReproduceSettings` of the run a manifest describes
+    (:func:`deeptree.config.settings_from_record`).
+
+    ``overrides`` (``n_test``, ``seeds``: a reduced check) change what is *scored*; the
+    schedule stays the shipped one.
+    """
+    return settings_from_record(manifest["settings"], **overrides)
+
+
+def shipped_rule(manifest: dict) -> dict:
+    """The output-rule choice of a shipped run (as
+    :func:`deeptree.evaluation.scoring.choose_output_rule` returns it), made on its
+    validation phantoms when the models were trained; its ``text`` says so."""
+    from deeptree.evaluation.scoring import rule_figures
+
+    choice = dict(manifest["rule"])
+    if not choice.get("rule"):
+        raise InputError(f"{MANIFEST_NAME}: records no output rule")
+    text = choice.get("text") or (
+        f"{choice['rule']}, chosen on validation (validation figures, percent: "
+        f"{rule_figures(choice.get('validation', {}))})"
+    )
+    choice["text"] = text + "; recorded in the shipped models' manifest, not recomputed"
+    return choice
