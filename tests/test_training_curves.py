@@ -206,3 +206,69 @@ def test_five_seeds_are_drawn_with_five_dash_patterns():
     panel = [ax for ax in fig.axes if ax.get_title()][0]
     patterns = {repr(line._dash_pattern) for line in panel.get_lines()}
     assert len(panel.get_lines()) == 5 and len(patterns) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# convergence: the flattening rule (issue 32)
+# --------------------------------------------------------------------------------------------
+def test_training_seconds_add_up_the_calls_of_a_resumed_run():
+    from deeptree.evaluation.convergence import training_seconds
+
+    calls = [{"iteration": i, "loss": 1.0, "seconds": s} for i, s in enumerate((1, 2, 3, 1.5, 4), 1)]
+    assert training_seconds(calls + [{"iteration": 5, "val": {"TLD": 0.1}}]) == 3 + 4
+    assert training_seconds([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "scores, gain, flat",
+    [
+        ((0.5, 0.6, 0.8, 0.805), 0.5, True),  # half a point in the last quarter: flat
+        ((0.5, 0.8, 0.7, 0.79), -1.0, True),  # the best before, not the check at 75%
+        ((0.5, 0.6, 0.7, 0.75), 5.0, False),  # still rising
+        ((0.5, 0.6, 0.7, 0.71), 1.0, False),  # exactly one point is not less than one
+    ],
+)
+def test_last_part_gain_hand_curves(scores, gain, flat):
+    from deeptree.evaluation.convergence import last_part_gain
+
+    checks = list(zip((250, 500, 750, 1000), scores, strict=True))
+    result = last_part_gain(checks, 1000)
+    assert result["gain"] == pytest.approx(gain) and result["flat"] is flat
+    assert result["end"] == pytest.approx(100 * scores[-1])
+    # no verdict for a curve whose last check is not at the end, or with no early check
+    assert last_part_gain(checks[:-1], 1000)["flat"] is None
+    assert last_part_gain(checks[-1:], 1000)["flat"] is None
+    with pytest.raises(InputError, match="last_part"):
+        last_part_gain(checks, 1000, last_part=1.0)
+
+
+def test_convergence_rows_table_and_figure(tmp_path):
+    from deeptree.evaluation.convergence import convergence_rows, convergence_text, plot_convergence
+
+    rising = _write(tmp_path / "rising.jsonl", _log(40, val_every=10))  # TLD 0.1 .. 0.4
+    flat = _log(40, val_every=10)
+    for e in flat:
+        if "val" in e:
+            e["val"]["TLD"] = 0.5
+    silent = [dict(e, val={"gap_dice": 0.0}) if "val" in e else e for e in _log(40, 10)]
+    logs = {
+        "seed0/plain": rising,
+        "seed0/amc": _write(tmp_path / "flat.jsonl", flat),
+        "seed0/stage2": _write(tmp_path / "silent.jsonl", silent),
+        "seed0/gul": _write(tmp_path / "short.jsonl", _log(5)),  # not validated
+        "seed1/plain": tmp_path / "missing.jsonl",  # no log: left out
+    }
+    rows = convergence_rows(logs, threads={"seed0/plain": 2})
+    by = {r["model"]: r for r in rows}
+    assert list(by) == ["seed0/plain", "seed0/amc", "seed0/stage2", "seed0/gul"]
+    assert (by["seed0/plain"]["gain"], by["seed0/plain"]["flat"]) == (10.0, "no")
+    assert (by["seed0/amc"]["gain"], by["seed0/amc"]["flat"]) == (0.0, "yes")
+    assert (by["seed0/stage2"]["score"], by["seed0/stage2"]["flat"]) == ("gap_dice", "never learned")
+    assert by["seed0/gul"]["flat"] == "not validated" and by["seed0/gul"]["checks"] == 0
+    # 40 steps of 0.1 s: wall hours 4 s; CPU hours x 2 threads
+    assert by["seed0/plain"]["wall hours"] == round(4.0 / 3600, 2)
+    text = convergence_text(rows)
+    assert "**1 of 3 validated models meet the flattening rule**" in text
+    assert "seed0/plain (no)" in text and "seed0/stage2 (never learned)" in text
+    fig = plot_convergence(rows, logs, title="t")
+    assert len([a for a in fig.axes if a.has_data()]) == 3

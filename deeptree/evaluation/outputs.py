@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.config import CLDICE, ReproduceSettings, settings_record
+from deeptree.evaluation.convergence import convergence_text, model_logs, plot_convergence
 from deeptree.evaluation.curves import curve_rows, plot_training_curves
 from deeptree.evaluation.paper import (
     NNUNET_STAR,
@@ -334,6 +335,13 @@ def tables_markdown(
             "stage-2 options are paired with the paper's stage 2 of the same seed.\n",
             "\n".join(f"* {line}" for line in effect_statements(tables["effects"])) + "\n",
         ]
+    if result.convergence and s.validate:
+        parts += [
+            "## Training to convergence\n",
+            convergence_text(result.convergence),
+            markdown_table(result.convergence),
+            "Each model's validation curve: `figures/convergence.png`.\n",
+        ]
     if result.flags:
         parts += ["## Flagged models\n", "\n".join(f"* {f}" for f in result.flags) + "\n"]
     return "\n".join(parts)
@@ -394,6 +402,9 @@ class ReproduceResult:
     logs : dict
         ``seed<s>/<name>`` -> the ``log.jsonl`` of every stage-1 model (its training curves:
         ``deeptree.evaluation.curves``).
+    convergence : list of dict
+        Every trained model's flattening check and training time
+        (``deeptree.evaluation.convergence.convergence_rows``).
     """
 
     settings: ReproduceSettings
@@ -419,6 +430,7 @@ class ReproduceResult:
     by_rule: dict = field(default_factory=dict)
     option_table: list = field(default_factory=list)
     logs: dict = field(default_factory=dict)
+    convergence: list = field(default_factory=list)
 
     def results(self) -> dict:
         """Key figures for ``deeptree.report.save_results`` (flat, JSON-friendly)."""
@@ -547,6 +559,13 @@ def write_outputs(result: ReproduceResult, out_dir: str | os.PathLike) -> dict[s
         figures / "fig3_mip.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png")
     )
     plt.close(fig)
+    if result.convergence:  # every model's validation curve and its flattening check
+        paths["convergence_csv"] = write_csv(out / "tables" / "convergence.csv", result.convergence)
+        fig = plot_convergence(result.convergence, model_logs(result.all_checkpoints),
+                               title="validation curves, last quarter shaded")  # fmt: skip
+        paths["convergence_png"] = atomic_write(
+            figures / "convergence.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png")
+        )
     result.paths.update(paths)
     text = json.dumps(jsonable(result.results()), indent=2)
     paths["results_json"] = _write_text(out / "results.json", text + "\n")

@@ -82,6 +82,7 @@ import numpy as np
 
 from deeptree.config import CLDICE, LOSS_VARIANTS, ReproduceSettings, reproduce_settings
 from deeptree.evaluation.budget import estimate_seconds
+from deeptree.evaluation.convergence import convergence_rows, model_logs
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
@@ -481,10 +482,18 @@ def reproduce(
         by_rule=by_rule,
         option_table=tables["options"],
         logs=logs,  # write_outputs draws every stage-1 model's training curves
+        convergence=convergence_rows(model_logs(checkpoints), _torch_threads(checkpoints)),
     )
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
     return result
+
+
+def _torch_threads(checkpoints: dict) -> dict[str, int]:
+    """Model name -> the torch threads its checkpoint was trained with (1 if not recorded)."""
+    from deeptree.checkpoints import load_checkpoint
+
+    return {k: int(load_checkpoint(p).get("torch_threads") or 1) for k, p in checkpoints.items()}
 
 
 def _evaluate_test_cases(

@@ -81,15 +81,15 @@ def _slim(checkpoint: Path, half: bool) -> dict:
 
 
 def _training_record(folder: Path) -> dict:
-    """Iterations, wall seconds of the training (the last step's ``seconds`` of its log) and
-    torch threads of one model folder of a run."""
+    """Iterations, wall seconds of the training (from its log, across resumes) and torch
+    threads of one model folder of a run."""
+    from deeptree.evaluation.convergence import training_seconds
     from deeptree.train import read_log
 
     state = load_checkpoint(folder / CHECKPOINT_NAME)
-    steps = [e for e in read_log(folder / "log.jsonl") if "loss" in e and "seconds" in e]
     return {
         "iterations": int(state["iteration"]),
-        "seconds": round(float(steps[-1]["seconds"]), 1) if steps else None,
+        "seconds": round(training_seconds(read_log(folder / "log.jsonl")), 1),
         "torch_threads": state.get("torch_threads"),
     }
 
