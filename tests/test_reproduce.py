@@ -828,6 +828,28 @@ def test_ship_refuses_an_unfinished_run(reproduced, tmp_path):
         ship_models(tmp_path / "nothing", tmp_path / "results")
 
 
+def test_reference_models_are_the_newest_shipped_run_and_their_logs_read(reproduced, tmp_path):
+    from deeptree.evaluation.convergence import plot_validation_curves
+    from deeptree.evaluation.shipped import reference_models, ship_models, shipped_logs
+
+    _, out = reproduced
+    assert reference_models("smoke", tmp_path) is None
+    (tmp_path / "results" / "20990101-smoke-reference").mkdir(parents=True)  # no manifest
+    ship_models(out, tmp_path / "results" / "20261201-smoke-reference")
+    ship_models(out, tmp_path / "results" / "20261202-smoke-reference")
+    newest = tmp_path / "results" / "20261202-smoke-reference"
+    assert reference_models("smoke", tmp_path) == newest
+    assert reference_models("cpu", tmp_path) is None
+    logs = shipped_logs(newest, "amc+gul")
+    assert list(logs) == ["seed0/amc+gul", "seed1/amc+gul"]
+    assert set(shipped_logs(newest)) >= {"seed0/plain", "seed0/stage2", "seed0/negatives", "seed1/stage2"}
+    hand = [{"iteration": 1, "loss": 1.0}, {"iteration": 1, "val": {"TLD": 0.25}},
+            {"iteration": 2, "val": {"TLD": 0.5}}]  # fmt: skip
+    ax = plot_validation_curves({"hand": hand, **logs}, "TLD")  # the smoke logs: no validation
+    assert [line.get_label() for line in ax.lines] == ["hand"]
+    assert list(ax.lines[0].get_ydata()) == [25.0, 50.0]
+
+
 def test_cli_rescore_refuses_training_options(tmp_path, capsys):
     from deeptree.cli import main
 

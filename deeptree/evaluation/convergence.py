@@ -34,6 +34,7 @@ __all__ = [
     "last_part_gain",
     "model_logs",
     "plot_convergence",
+    "plot_validation_curves",
     "training_seconds",
 ]
 
@@ -238,3 +239,42 @@ def model_logs(checkpoints: Mapping[str, str | os.PathLike]) -> dict[str, Path]:
         for name, path in checkpoints.items()
         if not name.endswith("/best")
     }
+
+
+def plot_validation_curves(
+    logs: Mapping[str, str | os.PathLike | Sequence[dict]], score: str = "TLD", *, title: str = "",
+    ax=None,
+):  # fmt: skip
+    """Validation curves of several trainings on one axis (a notebook's short run beside the
+    reference models, for example).
+
+    Parameters
+    ----------
+    logs : mapping
+        Label -> a ``log.jsonl`` path (or ``log.jsonl.gz`` beside it) or its entries.
+    score : str
+        The ``val`` key drawn (``TLD``, ``gap_dice``, ``dice_1`` ...), a fraction, drawn in %.
+    title : str
+    ax : matplotlib Axes, optional
+        Default: a new pyplot figure (notebooks).
+
+    Returns
+    -------
+    matplotlib Axes (a label without any check of ``score`` is left out).
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(7.5, 4))
+    for label, log in logs.items():
+        entries = read_log(log) if isinstance(log, (str, os.PathLike)) else list(log)
+        checks = [(e["iteration"], e["val"][score]) for e in entries
+                  if "val" in e and e["val"].get(score) is not None]  # fmt: skip
+        if checks:
+            ax.plot([c[0] for c in checks], [100 * c[1] for c in checks], marker="o", ms=3,
+                    label=label)  # fmt: skip
+    ax.set(xlabel="iteration", ylabel=f"validation {score} (%)", title=title)
+    ax.set_ylim(bottom=0)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    return ax

@@ -43,8 +43,10 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "read_manifest",
+    "reference_models",
     "ship_models",
     "shipped_rule",
+    "shipped_logs",
     "shipped_settings",
     "verify_shipped",
 ]
@@ -260,3 +262,57 @@ def shipped_rule(manifest: dict) -> dict:
     )
     choice["text"] = text + "; recorded in the shipped models' manifest, not recomputed"
     return choice
+
+
+def reference_models(profile: str = "cpu", root: str | os.PathLike | None = None) -> Path | None:
+    """The newest reference run with shipped models of a profile, or None.
+
+    Parameters
+    ----------
+    profile : str
+    root : path-like, optional
+        The repository root (default: the clone this package is imported from; an installed
+        package has none: None is returned).
+
+    Returns
+    -------
+    Path or None
+        The newest ``results/<date>-<profile>-reference`` folder that holds
+        ``models/manifest.json``.
+    """
+    from deeptree.locations import clone_root
+
+    root = Path(root) if root is not None else clone_root()
+    if root is None:
+        return None
+    found = sorted(
+        p.parent.parent for p in (root / "results").glob(f"*-{profile}-reference/models/{MANIFEST_NAME}")
+    )
+    return found[-1] if found else None
+
+
+def shipped_logs(dest: str | os.PathLike, method: str | None = None) -> dict[str, Path]:
+    """``seed<s>/<method>`` -> the training log of each shipped model (its ``log.jsonl``
+    path, read from ``log.jsonl.gz`` by :func:`deeptree.train.read_log`).
+
+    Parameters
+    ----------
+    dest : path-like
+        A results folder with shipped models.
+    method : str, optional
+        Only this model (``plain``, ``amc+gul``, ``stage2``, ``cldice`` ...), every seed.
+    """
+    from deeptree.evaluation.curves import model_key
+
+    manifest = read_manifest(dest)
+    logs = {}
+    for folder in sorted(manifest["training"]):
+        seed, name = model_key(folder)
+        # the names reproduce gives: stage1_amc_gul -> amc+gul, stage2_negatives -> negatives
+        if name.startswith("stage1_"):
+            key = name.removeprefix("stage1_").replace("_", "+")
+        else:
+            key = name.removeprefix("stage2_")
+        if method is None or key == method:
+            logs[f"seed{seed}/{key}"] = Path(dest) / "models" / folder / "log.jsonl"
+    return logs
