@@ -10,8 +10,8 @@ quarter meets the rule too (it stopped gaining; the fall is printed).
 
 The poly schedule brings the learning rate to 0 at the end, so any model slows down in its
 last quarter; the rule asks that it has stopped *gaining*, which a model cut off early does
-not (at 2000 stage-1 iterations, gul gained about 10 points of validation TLD in its last
-quarter: ``results/20261207-cpu-synthetic/training_curves.csv``).
+not (the validation TLD of several models of ``results/20261207-cpu-synthetic``, 2000
+stage-1 iterations, still rises in their last quarter: its ``training_curves.csv``).
 
 Training time: the ``seconds`` of a log restart at each resume; :func:`training_seconds`
 adds up the segments. CPU hours are wall hours times the torch threads of the training.
