@@ -80,9 +80,11 @@ from pathlib import Path
 
 import numpy as np
 
+from deeptree.checkpoints import load_checkpoint
 from deeptree.config import CLDICE, LOSS_VARIANTS, ReproduceSettings, reproduce_settings
 from deeptree.evaluation.budget import estimate_seconds
 from deeptree.evaluation.convergence import convergence_rows, model_logs
+from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
     REGION_GROWING,
@@ -491,8 +493,6 @@ def reproduce(
 
 def _torch_threads(checkpoints: dict) -> dict[str, int]:
     """Model name -> the torch threads its checkpoint was trained with (1 if not recorded)."""
-    from deeptree.checkpoints import load_checkpoint
-
     return {k: int(load_checkpoint(p).get("torch_threads") or 1) for k, p in checkpoints.items()}
 
 
@@ -512,8 +512,6 @@ def _evaluate_test_cases(
     import functools
 
     from tqdm.auto import tqdm
-
-    from deeptree.evaluation.fanout import fan_out
 
     jobs = [
         functools.partial(_score_test_case, paths, i, tuple(seeds), checkpoints, tuple(rules))

@@ -37,7 +37,12 @@ import torch
 
 from deeptree.checkpoints import BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, load_checkpoint
 from deeptree.config import ReproduceSettings, settings_from_record
+from deeptree.evaluation.convergence import training_seconds
+from deeptree.evaluation.curves import model_key
+from deeptree.evaluation.scoring import rule_figures
 from deeptree.io import InputError, atomic_write
+from deeptree.locations import clone_root
+from deeptree.train import read_log
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -85,9 +90,6 @@ def _slim(checkpoint: Path, half: bool) -> dict:
 def _training_record(folder: Path) -> dict:
     """Iterations, wall seconds of the training (from its log, across resumes) and torch
     threads of one model folder of a run."""
-    from deeptree.evaluation.convergence import training_seconds
-    from deeptree.train import read_log
-
     state = load_checkpoint(folder / CHECKPOINT_NAME)
     return {
         "iterations": int(state["iteration"]),
@@ -251,8 +253,6 @@ def shipped_rule(manifest: dict) -> dict:
     """The output-rule choice of a shipped run (as
     :func:`deeptree.evaluation.scoring.choose_output_rule` returns it), made on its
     validation phantoms when the models were trained; its ``text`` says so."""
-    from deeptree.evaluation.scoring import rule_figures
-
     choice = dict(manifest["rule"])
     if not choice.get("rule"):
         raise InputError(f"{MANIFEST_NAME}: records no output rule")
@@ -280,8 +280,6 @@ def reference_models(profile: str = "cpu", root: str | os.PathLike | None = None
         The newest ``results/<date>-<profile>-reference`` folder that holds
         ``models/manifest.json``.
     """
-    from deeptree.locations import clone_root
-
     root = Path(root) if root is not None else clone_root()
     if root is None:
         return None
@@ -302,8 +300,6 @@ def shipped_logs(dest: str | os.PathLike, method: str | None = None) -> dict[str
     method : str, optional
         Only this model (``plain``, ``amc+gul``, ``stage2``, ``cldice`` ...), every seed.
     """
-    from deeptree.evaluation.curves import model_key
-
     manifest = read_manifest(dest)
     logs = {}
     for folder in sorted(manifest["training"]):
