@@ -823,7 +823,7 @@ def test_ship_refuses_an_unfinished_run(reproduced, tmp_path):
     save_checkpoint(path, model, optimizer, 1, replace(cfg, iterations=5), state["meta"])
     with pytest.raises(InputError, match=r"stage1_gul/last.pt: unfinished \(1 of 5 iterations\)"):
         ship_models(run, tmp_path / "results")
-    assert not (tmp_path / "results" / "models").exists()
+    assert not (tmp_path / "results").exists()  # checked before anything is written
     with pytest.raises(InputError, match="results.json: not found"):
         ship_models(tmp_path / "nothing", tmp_path / "results")
 

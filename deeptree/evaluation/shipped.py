@@ -147,10 +147,8 @@ def ship_models(
     target = dest / "models"
     if target.exists():
         raise InputError(f"{target}: exists; ship into a new results folder")
-    staging = dest / ".models.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    files, training = {}, {}
-    for folder in folders:
+    training = {}
+    for folder in folders:  # every model checked before anything is written
         name = folder.relative_to(run / "models").as_posix()
         record = _training_record(folder)
         schedule = load_checkpoint(folder / CHECKPOINT_NAME).get("train_config", {})
@@ -160,6 +158,38 @@ def ship_models(
                 f"{schedule.get('iterations')} iterations); finish the run before shipping it"
             )
         training[name] = record
+    staging = dest / ".models.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_models(run, staging, folders, best_folders, half)
+        files = {
+            path.relative_to(staging).as_posix(): {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(p for p in staging.rglob("*") if p.is_file())
+        }
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "settings": results["settings"],
+            "data": results.get("data"),
+            "rule": results.get("output rule choice")
+            or {"rule": results.get("output rule"),
+                "validation": results.get("output rule validation", {})},  # fmt: skip
+            "half": bool(half),
+            "training": training,
+            "files": files,
+        }
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        atomic_write(staging / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(text))
+        staging.rename(target)  # all or nothing: a half-written folder never looks shipped
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target / MANIFEST_NAME
+
+
+def _write_models(run: Path, staging: Path, folders, best_folders: set, half: bool) -> None:
+    """The weights (:func:`_slim`) and gzipped log of every model folder into ``staging``."""
+    for folder in folders:
+        name = folder.relative_to(run / "models").as_posix()
         (staging / name).mkdir(parents=True)
         for file in (CHECKPOINT_NAME, BEST_NAME):
             if (folder / file).is_file() and (file == CHECKPOINT_NAME or name in best_folders):
@@ -168,28 +198,6 @@ def ship_models(
             staging / name / "log.jsonl.gz", "wb", mtime=0
         ) as dst:  # mtime 0: the same log gives the same bytes
             shutil.copyfileobj(src, dst)
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        files[path.relative_to(staging).as_posix()] = {
-            "bytes": path.stat().st_size,
-            "sha256": _sha256(path),
-        }
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "settings": results["settings"],
-        "data": results.get("data"),
-        "rule": results.get("output rule choice")
-        or {"rule": results.get("output rule"), "validation": results.get("output rule validation", {})},
-        "half": bool(half),
-        "training": training,
-        "files": files,
-    }
-    atomic_write(
-        staging / MANIFEST_NAME,
-        lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n"),
-    )
-    dest.mkdir(parents=True, exist_ok=True)
-    staging.rename(target)  # all or nothing: a half-written folder never looks shipped
-    return target / MANIFEST_NAME
 
 
 def read_manifest(dest: str | os.PathLike) -> dict:
