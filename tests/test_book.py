@@ -433,13 +433,16 @@ def test_publish_copies_notebooks_tables_summary_with_relative_paths(tmp_path, c
     (tmp_path / "repo").mkdir()
     repo = _tiny_repo(tmp_path / "repo")
     run = _cpu_run(repo / "runs" / "20261207-cpu")
+    (run / "07_evaluation" / "figures").mkdir(parents=True)
+    (run / "07_evaluation" / "figures" / "convergence.png").write_bytes(PNG_1x1.encode())
     before = _tree_bytes(run)
     dest = repo / "results" / "20261207-cpu-synthetic"
     done = publish_run(run, dest, repo_root=repo, mesh_views=MESH_B)
     assert _tree_bytes(run) == before, "the run is never modified"
     written = {p.relative_to(dest).as_posix() for p in done["files"]}
     assert written == {"notebooks/00_a.ipynb", "notebooks/01_b.ipynb", "tables.md",
-                       "per_case.csv", "run_summary.md", "notebooks/cohort/labelsTr/CASE_000.nii.gz"}
+                       "per_case.csv", "run_summary.md", "notebooks/cohort/labelsTr/CASE_000.nii.gz",
+                       "figures/convergence.png"}  # fmt: skip
     assert done["bytes"] == sum(p.stat().st_size for p in done["files"])
     notebook = json.loads((dest / "notebooks" / "01_b.ipynb").read_text())
     outputs = notebook["cells"][4]["outputs"]

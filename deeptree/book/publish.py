@@ -7,8 +7,8 @@ results folder:
   their figures, which the notebooks embed);
 * ``notebooks/<mask>``: the first mask of each chapter's 3D view (:data:`MESH_VIEWS`, a phantom's
   airway label, about 20 kB);
-* the tables of notebook 07 (``07_evaluation/tables/*``) and the run's ``summary.md`` as
-  ``run_summary.md``.
+* the tables of notebook 07 (``07_evaluation/tables/*``), its figures of the models' training
+  (:data:`FIGURES`, into ``figures/``) and the run's ``summary.md`` as ``run_summary.md``.
 
 Paths of the machine that ran it (the run folder, the repository) are written relative in
 every copy. ``select_run`` then finds the folder: ``make book`` on a fresh clone builds the
@@ -29,6 +29,9 @@ from deeptree.report import relative_paths
 
 #: Notebook 07's tables, relative to the run folder.
 TABLES = "07_evaluation/tables"
+#: Notebook 07's figures published beside the tables (every model's training curves and its
+#: convergence check), relative to the run folder; those a run lacks are skipped.
+FIGURES = ("07_evaluation/figures/training_curves.png", "07_evaluation/figures/convergence.png")
 
 
 def _relative_strings(value, folders: list[Path]):
@@ -166,6 +169,10 @@ def publish_run(
     tables = sorted(p for p in (run_dir / TABLES).glob("*") if p.is_file() and p.name[0] != ".")
     for table in tables:
         write_text(dest / table.name, relative_paths(table.read_text(encoding="utf-8"), folders))
+    for figure in (run_dir / f for f in FIGURES):
+        if figure.is_file():
+            target = dest / "figures" / figure.name
+            written.append(atomic_write(target, lambda tmp, f=figure: shutil.copyfile(f, tmp)))
     write_text(
         dest / "run_summary.md",
         relative_paths((run_dir / "summary.md").read_text(encoding="utf-8"), folders),
