@@ -168,21 +168,17 @@ def _choose_scale(settings: DemoSettings, out: Path, cache: Path) -> dict:
 
 def _timing(run: Path, previous: dict | None = None) -> dict:
     """Training time from the run's log: iterations, and wall seconds summed over the calls
-    (a resumed run's log restarts its ``seconds`` at each call). Without the log (a rerun of
-    the later steps where the training folder is gone), the figures of the card in place."""
+    (``deeptree.evaluation.convergence.training_seconds``: a resumed run's log restarts its
+    ``seconds`` at each call). Without the log (a rerun of the later steps where the training
+    folder is gone), the figures of the card in place."""
+    from deeptree.evaluation.convergence import training_seconds
     from deeptree.train import read_log
 
     if not (run / "log.jsonl").is_file() and previous is not None:
         return previous
     entries = [e for e in read_log(run / "log.jsonl") if "loss" in e]
-    total, last = 0.0, 0.0
-    for entry in entries:
-        seconds = float(entry["seconds"])
-        if seconds < last:
-            total += last
-        last = seconds
     return {"iterations": max((int(e["iteration"]) for e in entries), default=0),
-            "seconds": round(total + last, 1)}
+            "seconds": round(training_seconds(entries), 1)}  # fmt: skip
 
 
 def main(argv=None) -> int:
