@@ -761,6 +761,10 @@ def test_shipped_models_rescore_to_the_same_rows(reproduced, atm_layout, tmp_pat
     assert not any(again.trained.values())
     assert not (tmp_path / "rescore" / "models").exists()  # loaded from the results folder
     assert "not recomputed" in again.rule["text"]
+    text = again.paths["tables_md"].read_text()
+    assert f"Models: the {len(again.trained)} models shipped in `results/models`" in text
+    assert "Reused:" not in text
+    assert again.results()["models_shipped"] == "results"
     assert again.rows == [
         dict(r, seconds=a["seconds"]) for r, a in zip(result.rows, again.rows, strict=True)
     ]

@@ -181,6 +181,16 @@ def reused_text(trained: dict) -> str:
     )
 
 
+def shipped_text(shipped: str, trained: dict) -> str:
+    """The sentence saying that a run's models were loaded from a results folder
+    (``reproduce(..., models=...)``), so that its time is the scoring's alone."""
+    return (
+        f"Models: the {len(trained)} models shipped in `{shipped}/models` (every file checked "
+        "against the SHA-256 of its manifest), loaded, none trained here: this invocation's "
+        "time is that of the scoring alone; their training is in the convergence section.\n"
+    )
+
+
 def _seeds_text(result: ReproduceResult) -> str:
     s = result.settings
     seeds = ", ".join(str(x) for x in s.seeds)
@@ -297,7 +307,8 @@ def tables_markdown(
         "excluded), percent: the mean over training seeds of the case means, with its 95% "
         "confidence interval in brackets (two-level bootstrap over seeds and cases).\n",
         rule_text(result, rule),
-        *filter(None, [reused_text(result.trained)]),
+        *filter(None, [shipped_text(result.shipped, result.trained) if result.shipped
+                       else reused_text(result.trained)]),  # fmt: skip
         _seeds_text(result),
         f"Columns `paper ...`: **{PAPER_SOURCE}** as published (mean ± std), not ours. "
         + _failed_text(result),
@@ -405,6 +416,9 @@ class ReproduceResult:
     convergence : list of dict
         Every trained model's flattening check and training time
         (``deeptree.evaluation.convergence.convergence_rows``).
+    shipped : str
+        The name of the results folder the models were loaded from (``reproduce(...,
+        models=...)``); empty when they were trained or reused in the run folder.
     """
 
     settings: ReproduceSettings
@@ -431,6 +445,7 @@ class ReproduceResult:
     option_table: list = field(default_factory=list)
     logs: dict = field(default_factory=dict)
     convergence: list = field(default_factory=list)
+    shipped: str = ""
 
     def results(self) -> dict:
         """Key figures for ``deeptree.report.save_results`` (flat, JSON-friendly)."""
@@ -444,6 +459,7 @@ class ReproduceResult:
             "stage1_iterations": s.stage1_train.iterations,
             "stage2_iterations": s.stage2_train.iterations,
             "models_reused": sorted(k for k, v in self.trained.items() if not v),
+            "models_shipped": self.shipped,
             "output rule": self.rule.get("rule", OUTPUT_RULES[0]),
             "output rule validation": dict(self.rule.get("validation", {})),
             # what rebuilds the run's settings and its rule (deeptree.evaluation.shipped)

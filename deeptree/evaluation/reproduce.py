@@ -485,6 +485,7 @@ def reproduce(
         option_table=tables["options"],
         logs=logs,  # write_outputs draws every stage-1 model's training curves
         convergence=convergence_rows(model_logs(checkpoints), _torch_threads(checkpoints)),
+        shipped=Path(models).resolve().name if shipped else "",
     )
     seconds["total"] = time.perf_counter() - t_start
     write_outputs(result, out)
