@@ -272,3 +272,7 @@ def test_convergence_rows_table_and_figure(tmp_path):
     assert "seed0/plain (no)" in text and "seed0/stage2 (never learned)" in text
     fig = plot_convergence(rows, logs, title="t")
     assert len([a for a in fig.axes if a.has_data()]) == 3
+    # a model still training: judged against its schedule, not the iterations done so far
+    ongoing = convergence_rows({"seed0/plain": rising}, schedules={"seed0/plain": 80})
+    assert ongoing[0]["flat"] == "unfinished" and ongoing[0]["iterations"] == 40
+    assert "1 models still training" in convergence_text(ongoing)

@@ -103,7 +103,10 @@ def last_part_gain(
     return {"before": best, "end": end, "gain": gain, "flat": gain < FLAT_POINTS}
 
 
-def convergence_rows(logs: Mapping[str, str | os.PathLike], threads: Mapping | None = None) -> list[dict]:
+def convergence_rows(
+    logs: Mapping[str, str | os.PathLike], threads: Mapping | None = None,
+    schedules: Mapping | None = None,
+) -> list[dict]:  # fmt: skip
     """One row per model: its validation score's gain over the last quarter and its time.
 
     Parameters
@@ -114,6 +117,9 @@ def convergence_rows(logs: Mapping[str, str | os.PathLike], threads: Mapping | N
     threads : mapping, optional
         Model name -> torch threads of its training (CPU hours = wall hours x threads);
         default 1.
+    schedules : mapping, optional
+        Model name -> the iterations of its schedule (a model still training has done fewer:
+        "unfinished"); default: the iterations its log has done.
 
     Returns
     -------
@@ -121,7 +127,7 @@ def convergence_rows(logs: Mapping[str, str | os.PathLike], threads: Mapping | N
         ``model``, ``score`` (``TLD`` or ``gap_dice``), ``iterations``, ``checks``,
         ``best before last quarter``, ``end``, ``gain`` (percent points, 1 decimal, None
         without checks), ``flat`` ("yes", "no", "never learned": a score of 0 at every
-        check, "not validated"), ``wall hours``,
+        check, "unfinished", "not validated"), ``wall hours``,
         ``CPU hours`` (2 decimals). Models without a log are left out.
     """
     rows = []
@@ -130,7 +136,8 @@ def convergence_rows(logs: Mapping[str, str | os.PathLike], threads: Mapping | N
         steps = [e for e in entries if "loss" in e]
         if not steps:
             continue
-        iterations = int(steps[-1]["iteration"])
+        done = int(steps[-1]["iteration"])
+        iterations = int((schedules or {}).get(name) or done)
         checks_raw = [e for e in entries if "val" in e]
         key = next((k for k in SCORE_KEYS if checks_raw and k in checks_raw[-1]["val"]), None)
         checks = [(int(e["iteration"]), e["val"].get(key)) for e in checks_raw] if key else []
@@ -138,13 +145,15 @@ def convergence_rows(logs: Mapping[str, str | os.PathLike], threads: Mapping | N
         flat = "not validated" if gain["flat"] is None else ("yes" if gain["flat"] else "no")
         if checks and all(not score for _, score in checks):
             flat = "never learned"  # zero at every check: flat, but not converged
+        if done < iterations:
+            flat = "unfinished"
         wall = training_seconds(entries) / 3600
         cpu = wall * int((threads or {}).get(name) or 1)
         rows.append(
             {
                 "model": name,
                 "score": key or "",
-                "iterations": iterations,
+                "iterations": done,
                 "checks": len(checks),
                 "best before last quarter": _rounded(gain["before"]),
                 "end": _rounded(gain["end"]),
@@ -164,8 +173,11 @@ def _rounded(value):
 def convergence_text(rows: Sequence[dict]) -> str:
     """One paragraph: how many models meet the flattening rule, which do not, and the
     CPU hours of all of them (markdown)."""
-    judged = [r for r in rows if r["flat"] != "not validated"]
+    judged = [r for r in rows if r["flat"] not in ("not validated", "unfinished")]
     if not judged:
+        ongoing = sum(r["flat"] == "unfinished" for r in rows)
+        if ongoing:
+            return f"{ongoing} models still training: the flattening rule is checked at their end.\n"
         return "No model was validated: the flattening rule cannot be checked.\n"
     failing = [f"{r['model']} ({r['flat']})" for r in judged if r["flat"] != "yes"]
     text = (
