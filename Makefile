@@ -40,7 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff check deeptree tests benchmarks notebooks
 
 pytest: setup system-deps-book
-	$(XVFB) $(VENV)/bin/pytest -q
+	$(XVFB) $(VENV)/bin/pytest -q --durations=20
 
 notebooks: setup
 	$(XVFB) $(PY) -m deeptree notebooks --profile smoke --out runs/ci --summary --stop-on-error
