@@ -6,9 +6,12 @@
 A long run (the reference run of issue 32: hours of CPU) may outlive the machine it started
 on. ``save`` writes every *finished* model of ``RUN/models`` (iteration = its schedule's) into
 ``DEST`` as ``deeptree ship`` writes them (float16 weights, metadata and schedule, ``best.pt``
-where there is one, the gzipped log; ``deeptree.evaluation.shipped``) with a ``SHA256SUMS`` file; unfinished ones are left out
-(they restart). ``restore`` puts them back, where ``deeptree reproduce`` with the run's own
-command loads them as finished (same metadata and schedule) and trains only the rest.
+where there is one, the gzipped log; ``deeptree.evaluation.shipped``) with a ``SHA256SUMS``
+file. Unfinished ones are left out (they restart), unless ``--unfinished``: then their whole
+resume checkpoint (weights, optimiser and random states) is kept byte for byte, so that the run
+continues them. ``restore`` puts them back, where ``deeptree reproduce`` with the run's own
+command loads the finished ones (same metadata and schedule), resumes the others and trains
+the rest.
 NOT package code: a helper script for the run's operator.
 """
 
@@ -33,19 +36,23 @@ from deeptree.evaluation.shipped import _slim  # noqa: E402
 SUMS = "SHA256SUMS"
 
 
-def save(run: Path, dest: Path) -> None:
+def save(run: Path, dest: Path, unfinished: bool = False) -> None:
     lines = []
     for checkpoint in sorted((run / "models").glob(f"seed*/*/{CHECKPOINT_NAME}")):
         state = load_checkpoint(checkpoint)
-        if int(state["iteration"]) < int(state["train_config"]["iterations"]):
-            print(f"unfinished, left out: {checkpoint.parent.relative_to(run)} "
-                  f"({state['iteration']} of {state['train_config']['iterations']})")  # fmt: skip
+        done = int(state["iteration"]) >= int(state["train_config"]["iterations"])
+        progress = f"{state['iteration']} of {state['train_config']['iterations']}"
+        if not done and not unfinished:
+            print(f"unfinished, left out: {checkpoint.parent.relative_to(run)} ({progress})")
             continue
         name = checkpoint.parent.relative_to(run / "models")
         (dest / name).mkdir(parents=True, exist_ok=True)
         files = [f for f in (CHECKPOINT_NAME, BEST_NAME) if (checkpoint.parent / f).is_file()]
         for file in files:  # best.pt too: the stage-2 option "best" reads it
-            torch.save(_slim(checkpoint.parent / file, half=True), dest / name / file)
+            if done:
+                torch.save(_slim(checkpoint.parent / file, half=True), dest / name / file)
+            else:  # the resume state itself, byte for byte
+                shutil.copyfile(checkpoint.parent / file, dest / name / file)
         with open(checkpoint.parent / "log.jsonl", "rb") as src, gzip.GzipFile(
             dest / name / "log.jsonl.gz", "wb", mtime=0
         ) as dst:
@@ -53,7 +60,7 @@ def save(run: Path, dest: Path) -> None:
         for file in (*files, "log.jsonl.gz"):
             digest = hashlib.sha256((dest / name / file).read_bytes()).hexdigest()
             lines.append(f"{digest}  {(name / file).as_posix()}")
-        print(f"saved: {name}")
+        print(f"saved: {name} ({'finished' if done else progress})")
     (dest / SUMS).write_text("\n".join(lines) + "\n")
 
 
@@ -80,8 +87,15 @@ def main() -> None:
     parser.add_argument("action", choices=("save", "restore"))
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)
+    parser.add_argument(
+        "--unfinished", action="store_true",
+        help="save: also the resume checkpoints of models still training",
+    )  # fmt: skip
     args = parser.parse_args()
-    (save if args.action == "save" else restore)(args.source, args.target)
+    if args.action == "save":
+        save(args.source, args.target, args.unfinished)
+    else:
+        restore(args.source, args.target)
 
 
 if __name__ == "__main__":
