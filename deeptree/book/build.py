@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deeptree.book import pages
+from deeptree.book import bottom_line, pages, runs
 from deeptree.book.mesh import mask_file_mesh, mesh_payload, write_mesh_js
 from deeptree.io import InputError
 
@@ -36,7 +36,7 @@ MESH_VIEWS = {
 def _summary_commit(run_dir: Path) -> str | None:
     import re
 
-    summary = pages.run_summary(run_dir)
+    summary = runs.run_summary(run_dir)
     if summary is not None:
         match = re.search(r"commit `([^`]+)`", summary.read_text(encoding="utf-8"))
         if match:
@@ -126,15 +126,15 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         The MkDocs navigation.
     """
     mesh_views = MESH_VIEWS if mesh_views is None else mesh_views
-    names = [p.stem for p in sorted((repo_root / "notebooks").glob(pages.NOTEBOOK_GLOB))]
-    notebooks_dir = pages.notebook_folder(run_dir)  # a published run keeps them in notebooks/
-    executed = {p.stem: p for p in pages.executed_notebooks(notebooks_dir)}
+    names = [p.stem for p in sorted((repo_root / "notebooks").glob(runs.NOTEBOOK_GLOB))]
+    notebooks_dir = runs.notebook_folder(run_dir)  # a published run keeps them in notebooks/
+    executed = {p.stem: p for p in runs.executed_notebooks(notebooks_dir)}
     missing = [n for n in names if n not in executed]
     if missing:
         raise InputError(f"{run_dir}: executed notebooks missing: {', '.join(missing)}")
-    profile = (pages._papermill(executed[names[0]]).get("parameters") or {}).get("profile", "?")
+    profile = (runs.papermill_record(executed[names[0]]).get("parameters") or {}).get("profile", "?")
     commit = _summary_commit(run_dir)
-    timings = pages.collect_timings(repo_root)
+    timings = runs.collect_timings(repo_root)
     repo_url = pages.repository_url(repo_root)
 
     chapters_dir = docs / "chapters"
@@ -161,6 +161,9 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     chapter_links = {k: ("../" + v if not v.startswith("chapters/") else v.split("/", 1)[1])
                      for k, v in page_of.items()}
 
+    # chapters 07 and 08 open with the committed run's bottom line; a smoke book's chapters
+    # open with the pipeline-check warning instead and print no verdict
+    committed = bottom_line.committed_run(run_dir, repo_root)
     nav_chapters = []
     for name in names:
         header = pages.chapter_header(name, profile, commit, timings, repo_url)
@@ -168,7 +171,8 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         text = pages.chapter_markdown(
             executed[name], chapters_dir / name, header, extra,
             rewrite=lambda md: pages.rewrite_links(md, chapter_links, "notebooks", repo_url),
-            banner=pages.pipeline_check_warning(profile))
+            banner=pages.pipeline_check_warning(profile)
+            or pages.escape_word_asterisks(bottom_line.chapter_box(name, committed, repo_root)))
         (chapters_dir / f"{name}.md").write_text(text, encoding="utf-8")
         nav_chapters.append({pages.chapter_title(executed[name]): f"chapters/{name}.md"})
 
@@ -282,7 +286,7 @@ def build_book(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
         The site folder (replaced when the build succeeds; left as it was otherwise).
     run_dir : path-like, optional
         The run to show: a run folder or a published ``results/`` folder; default
-        :func:`deeptree.book.pages.select_run` (the latest complete cpu run, else the latest
+        :func:`deeptree.book.runs.select_run` (the latest complete cpu run, else the latest
         published one, else the latest smoke run).
     repo_root : path-like
         The repository root.
@@ -304,8 +308,8 @@ def build_book(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
     """
     repo_root = Path(repo_root).resolve()
     out = Path(out).resolve()
-    names = [p.stem for p in sorted((repo_root / "notebooks").glob(pages.NOTEBOOK_GLOB))]
-    run = Path(run_dir).resolve() if run_dir else pages.select_run(repo_root, names)
+    names = [p.stem for p in sorted((repo_root / "notebooks").glob(runs.NOTEBOOK_GLOB))]
+    run = Path(run_dir).resolve() if run_dir else runs.select_run(repo_root, names)
     if not run.is_dir():
         raise InputError(f"{run}: run folder not found")
     out.parent.mkdir(parents=True, exist_ok=True)
