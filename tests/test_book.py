@@ -49,6 +49,15 @@ def _executed(path: Path, title: str, profile: str = "smoke", seconds: float = 1
              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
                       "text/plain": ["IntSlider()"]}},
         ]),
+        _cell("markdown", "Our nnUNet*, their nnUNet* and *in italics* and **bold**."),
+        _cell("code", "show_table()", outputs=[
+            {"output_type": "display_data", "metadata": {},
+             "data": {"text/markdown": ["* plain nnUNet*: 47.3; nnUNet*+AMC: 61.2"],
+                      "text/plain": ["<IPython.core.display.Markdown object>"]}},
+            {"output_type": "display_data", "metadata": {},
+             "data": {"text/html": ["<div><table><tr><td>html nnUNet*</td></tr></table></div>"],
+                      "text/plain": ["table"]}},
+        ]),
     ]
     meta = {"papermill": {"parameters": {"profile": profile, "run_dir": "/x"},
                           "duration": seconds, "end_time": end, "exception": exception}}
@@ -553,6 +562,33 @@ def test_results_page_keeps_asterisks_and_scrolls_wide_tables(tiny_site):
     # issue 31: an older run is history, linked, not shown beside the newest one's tables
     assert "old tables" not in results and "Earlier run (history)" in results
     assert "20250101-cpu/tables.md" in results
+
+
+def test_escape_word_asterisks_keeps_emphasis_code_and_html():
+    html = '<div class="deeptree-output" markdown="0">\n<div>\nnnUNet*\n</div>\n</div>'
+    cases = {
+        "Our nnUNet* and nnUNet*, *in italics* and **bold**.":
+            "Our nnUNet\\* and nnUNet\\*, *in italics* and **bold**.",
+        "an *italic\nover two lines* and (nnUNet*)": "an *italic\nover two lines* and (nnUNet\\*)",
+        "* a bullet: nnUNet*\n* 2 * 3": "* a bullet: nnUNet\\*\n* 2 * 3",
+        f"{html}\nnnUNet*": f"{html}\nnnUNet\\*",
+        '<details markdown="1">\n\n| nnUNet* |\n</details>': '<details markdown="1">\n\n| nnUNet\\* |\n</details>',
+    }  # fmt: skip
+    for text, escaped in cases.items():
+        assert pages.escape_word_asterisks(text) == escaped, text
+        assert pages.escape_word_asterisks(escaped) == escaped, "once is enough"
+
+
+def test_every_page_prints_nnunet_asterisks(tiny_site):
+    """Issue 31: "nnUNet*" in a chapter's Markdown cell and Markdown output is printed, not
+    read as emphasis, as on the results page; real emphasis and HTML outputs stay as they are."""
+    _, site = tiny_site
+    chapter = (site / "chapters" / "00_a.html").read_text()
+    # unescaped, Python-Markdown reads "nnUNet*, their nnUNet*" as emphasis
+    assert "Our nnUNet*, their nnUNet* and <em>in italics</em> and <strong>bold</strong>" in chapter
+    assert "plain nnUNet*: 47.3; nnUNet*+AMC: 61.2" in chapter
+    assert "html nnUNet*</td>" in chapter, "an HTML output is left as it is"
+    assert "<em>, their" not in chapter and "nnUNet\\*" not in chapter
 
 
 def test_find_placeholders_in_prose_only():

@@ -85,6 +85,28 @@ def _mesh_block(run_dir: Path, name: str, chapter_dir: Path, mesh_views: dict) -
     )
 
 
+def write_page(path: Path, markdown: str) -> Path:
+    """Write one Markdown page of the book: every page passes here.
+
+    A ``*`` that ends a word (``nnUNet*``) is escaped on the way
+    (:func:`deeptree.book.pages.escape_word_asterisks`), so that every page prints it instead
+    of reading it as emphasis.
+
+    Parameters
+    ----------
+    path : Path
+        The page, under MkDocs' ``docs_dir`` (its folder exists).
+    markdown : str
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path.write_text(pages.escape_word_asterisks(markdown), encoding="utf-8")
+    return path
+
+
 def guide_pages(readme: str, repo_root: Path) -> list[str]:
     """The pages of ``docs/`` that the book publishes as guides: those the README links
     (``docs/NAME.md``), in the order it links them, less :data:`UNPUBLISHED_DOCS`.
@@ -172,8 +194,8 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
             executed[name], chapters_dir / name, header, extra,
             rewrite=lambda md: pages.rewrite_links(md, chapter_links, "notebooks", repo_url),
             banner=pages.pipeline_check_warning(profile)
-            or pages.escape_word_asterisks(bottom_line.chapter_box(name, committed, repo_root)))
-        (chapters_dir / f"{name}.md").write_text(text, encoding="utf-8")
+            or bottom_line.chapter_box(name, committed, repo_root))
+        write_page(chapters_dir / f"{name}.md", text)
         nav_chapters.append({pages.chapter_title(executed[name]): f"chapters/{name}.md"})
 
     built_at = _git_commit(repo_root)
@@ -187,10 +209,8 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         "Launch links at the top of each chapter open it on Binder or locally.",
         "",
     ])
-    (docs / "index.md").write_text(pages.landing_markdown(readme, page_of, repo_url, about),
-                                   encoding="utf-8")
-    (docs / "results.md").write_text(
-        pages.results_markdown(repo_root, run_dir, page_of, repo_url), encoding="utf-8")
+    write_page(docs / "index.md", pages.landing_markdown(readme, page_of, repo_url, about))
+    write_page(docs / "results.md", pages.results_markdown(repo_root, run_dir, page_of, repo_url))
     nav = [{"Home": "index.md"}, {"Chapters": nav_chapters}]
     if guides:
         (docs / "guides").mkdir()
@@ -199,8 +219,7 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         nav_guides = []
         for guide in guides:
             text = (repo_root / guide).read_text(encoding="utf-8")
-            (docs / page_of[guide]).write_text(
-                pages.rewrite_links(text, guide_links, "docs", repo_url), encoding="utf-8")
+            write_page(docs / page_of[guide], pages.rewrite_links(text, guide_links, "docs", repo_url))
             title = re.search(r"^#\s+(.+)$", text, re.M)
             nav_guides.append({title.group(1).strip() if title else Path(guide).stem: page_of[guide]})
         nav.append({"Guides": nav_guides})
@@ -208,19 +227,19 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     if card is not None:
         text = pages.rewrite_links(card.read_text(encoding="utf-8"), page_of,
                                    card.parent.relative_to(repo_root).as_posix(), repo_url)
-        (docs / "model-card.md").write_text(text, encoding="utf-8")
+        write_page(docs / "model-card.md", text)
         nav.append({"Model card": "model-card.md"})
 
     api_dir = docs / "api"
     api_dir.mkdir()
     modules = pages.api_modules(repo_root / "deeptree")
-    (api_dir / "index.md").write_text(
-        "# API reference\n\nGenerated from the docstrings of the package `deeptree` "
-        "(numpydoc style) by mkdocstrings.\n\n"
-        + "\n".join(f"- [`{m}`]({m}.md)" for m in modules) + "\n", encoding="utf-8")
+    write_page(api_dir / "index.md",
+               "# API reference\n\nGenerated from the docstrings of the package `deeptree` "
+               "(numpydoc style) by mkdocstrings.\n\n"
+               + "\n".join(f"- [`{m}`]({m}.md)" for m in modules) + "\n")
     nav_api = [{"Overview": "api/index.md"}]
     for module in modules:
-        (api_dir / f"{module}.md").write_text(f"# `{module}`\n\n::: {module}\n", encoding="utf-8")
+        write_page(api_dir / f"{module}.md", f"# `{module}`\n\n::: {module}\n")
         nav_api.append({module: f"api/{module}.md"})
     nav.append({"API reference": nav_api})
     return nav

@@ -392,8 +392,7 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
     Returns
     -------
     str
-        Markdown; a ``*`` that ends a word (``nnUNet*``) is escaped, so that it is printed
-        rather than read as emphasis.
+        Markdown.
     """
     root = Path(repo_root)
     parts = ["# Results", "", "The tables of the newest run that `make reproduce` wrote and "
@@ -406,7 +405,7 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
         text = rewrite_links(path.read_text(encoding="utf-8"), page_of, folder, repo_url)
         link = rewrite_links(f"[`{folder}/tables.md`](tables.md)", page_of, folder, repo_url)
         parts += ([f"\nEarlier run (history): {link}"] if i else
-                  ["", f"## `{folder}`", "", demote_headings(escape_word_asterisks(text), 2)])
+                  ["", f"## `{folder}`", "", demote_headings(text, 2)])
     summary = run_summary(run_dir)
     if summary is not None:
         text = shorten_table_rows(summary.read_text(encoding="utf-8"), summary.name)
@@ -415,20 +414,45 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
                 "\n\nA pipeline check with untrained models: the figures of its notebooks mean "
                 "nothing and are not shown here.")
         parts += ["", f"## This book's run: `{run_dir.name}`", "",
-                  demote_headings(escape_word_asterisks(text), 2)]
+                  demote_headings(text, 2)]
     return "\n".join(parts) + "\n"
 
 
 _CODE_SPAN = re.compile(r"(`+).*?\1")
-_WORD_STAR = re.compile(r"(?<=[^\W_])\*(?!\*)")
+# one asterisk: not part of ``**``, not escaped already
+_SINGLE_STAR = re.compile(r"(?<![*\\])\*(?!\*)")
+# a raw HTML block that Markdown leaves as it is (a notebook's HTML output, chapter_markdown)
+_RAW_HTML = re.compile(r'<div\b[^>]*\bmarkdown="0"')
+
+
+def _escape_stars(text: str, emphasis: bool) -> tuple[str, bool]:
+    """``text`` with its word-ending asterisks escaped, and whether an emphasis is open after
+    it (``emphasis``: whether one is open before it)."""
+    out, last = [], 0
+    for match in _SINGLE_STAR.finditer(text):
+        i = match.start()
+        before = text[i - 1] if i else " "
+        after = text[i + 1] if i + 1 < len(text) else " "
+        if emphasis and not before.isspace():
+            emphasis = False  # closes the emphasis opened before it: "*in italics*"
+        elif not (before.isalnum() or before == "_"):
+            emphasis = emphasis or not after.isspace()  # "*word" opens one; a bullet stays
+        else:
+            out.append(text[last:i] + "\\")  # "nnUNet*": printed as it is
+            last = i
+    return "".join(out) + text[last:], emphasis
 
 
 def escape_word_asterisks(markdown: str) -> str:
     """Escape each single ``*`` that ends a word (``nnUNet*`` -> ``nnUNet\\*``).
 
-    Python-Markdown reads ``nnUNet* ... nnUNet*`` as emphasis and drops both asterisks; the
-    generated tables never mean emphasis by it (bold is ``**``, a list item ``* `` at the start
-    of a line). Code spans and fenced blocks are left as they are.
+    Python-Markdown reads ``nnUNet* ... nnUNet*`` as emphasis and drops both asterisks. A
+    ``*`` after a letter, digit or ``_`` is escaped unless it closes an emphasis opened
+    earlier in the paragraph (``*in italics*`` stays italic; ``a*b*c`` prints its
+    asterisks); ``**bold**``, list bullets and escaped asterisks stay as they are. Code
+    spans, fenced blocks and raw HTML blocks with ``markdown="0"`` (a notebook's HTML output)
+    are left as they are. Every page of the book passes through it
+    (:func:`deeptree.book.build.write_page`).
 
     Parameters
     ----------
@@ -437,17 +461,27 @@ def escape_word_asterisks(markdown: str) -> str:
     Returns
     -------
     str
+        The same text; applying it again changes nothing.
     """
-    out, fenced = [], False
+    out, fenced, html_depth, emphasis = [], False, 0, False
     for line in markdown.split("\n"):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced:
+        fence = line.lstrip().startswith("```")
+        if html_depth or (not fenced and _RAW_HTML.match(line.lstrip())):
+            # the block ends where its <div>s close
+            html_depth += len(re.findall(r"<div\b", line)) - len(re.findall(r"</div>", line))
+            html_depth = max(html_depth, 0)
+        elif fence or fenced:
+            fenced = fenced != fence
+        else:
+            if not line.strip():
+                emphasis = False  # an emphasis does not cross paragraphs
             pieces, last = [], 0
             for span in _CODE_SPAN.finditer(line):
-                pieces += [_WORD_STAR.sub(r"\\*", line[last:span.start()]), span.group(0)]
+                text, emphasis = _escape_stars(line[last : span.start()], emphasis)
+                pieces += [text, span.group(0)]
                 last = span.end()
-            line = "".join(pieces) + _WORD_STAR.sub(r"\\*", line[last:])
+            text, emphasis = _escape_stars(line[last:], emphasis)
+            line = "".join(pieces) + text
         out.append(line)
     return "\n".join(out)
 
