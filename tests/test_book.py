@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from deeptree.book import pages
+from deeptree.book import pages, runs
 from deeptree.book.mesh import airway_mesh, mesh_payload, write_mesh_js
 from deeptree.io import InputError
 
@@ -47,6 +48,15 @@ def _executed(path: Path, title: str, profile: str = "smoke", seconds: float = 1
             {"output_type": "execute_result", "metadata": {}, "execution_count": 1,
              "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
                       "text/plain": ["IntSlider()"]}},
+        ]),
+        _cell("markdown", "Our nnUNet*, their nnUNet* and *in italics* and **bold**."),
+        _cell("code", "show_table()", outputs=[
+            {"output_type": "display_data", "metadata": {},
+             "data": {"text/markdown": ["* plain nnUNet*: 47.3; nnUNet*+AMC: 61.2"],
+                      "text/plain": ["<IPython.core.display.Markdown object>"]}},
+            {"output_type": "display_data", "metadata": {},
+             "data": {"text/html": ["<div><table><tr><td>html nnUNet*</td></tr></table></div>"],
+                      "text/plain": ["table"]}},
         ]),
     ]
     meta = {"papermill": {"parameters": {"profile": profile, "run_dir": "/x"},
@@ -166,7 +176,7 @@ def test_mesh_payload_round_trips_within_quantisation(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(8.04, "8 s"), (75.2, "1 min 15 s"),
                                            (4000, "1 h 6 min")])
 def test_format_seconds(seconds, text):
-    assert pages.format_seconds(seconds) == text
+    assert runs.format_seconds(seconds) == text
 
 
 def test_chapter_markdown_keeps_figures_and_drops_local_paths(tmp_path):
@@ -183,8 +193,8 @@ def test_chapter_markdown_keeps_figures_and_drops_local_paths(tmp_path):
 
 
 def test_chapter_header_states_times_or_not_measured(tmp_path):
-    timings = {"smoke": {"00_a": pages.Timing(12.0, "runs/ci/00_a.ipynb", "2026-12-01T10")},
-               "cpu": {"00_a": pages.Timing(95.0, "runs/x-cpu/00_a.ipynb", "2026-12-02T10")}}
+    timings = {"smoke": {"00_a": runs.Timing(12.0, "runs/ci/00_a.ipynb", "2026-12-01T10")},
+               "cpu": {"00_a": runs.Timing(95.0, "runs/x-cpu/00_a.ipynb", "2026-12-02T10")}}
     box = pages.chapter_header("00_a", "smoke", "abc", timings, None)
     assert "**cpu**: 1 min 35 s (`runs/x-cpu/00_a.ipynb`, 2026-12-02)" in box
     assert "**gpu**: not measured yet" in box and "**smoke**: 12 s" in box
@@ -205,7 +215,7 @@ def test_collect_timings_reads_papermill_and_summaries(tmp_path):
     (tmp_path / "results" / "g" / "summary.md").write_text(
         "Profile `gpu`, commit `x`.\n\n| notebook | seconds | status |\n|---|---|---|\n"
         "| 00_a | 7.5 | ok |\n| 01_b | 9.0 | FAILED |\n")
-    found = pages.collect_timings(tmp_path)
+    found = runs.collect_timings(tmp_path)
     assert found["cpu"]["00_a"].seconds == 60.0, "the latest run that did not fail"
     assert found["cpu"]["00_a"].source == "runs/new-cpu/00_a.ipynb"
     assert found["gpu"] == {"00_a": found["gpu"]["00_a"]} and found["gpu"]["00_a"].seconds == 7.5
@@ -215,12 +225,12 @@ def test_select_run_prefers_a_complete_cpu_run(tmp_path):
     for name in ("00_a", "01_b"):
         _executed(tmp_path / "runs" / "ci" / f"{name}.ipynb", name)
     _executed(tmp_path / "runs" / "20261202-cpu" / "00_a.ipynb", "a", "cpu")  # incomplete
-    assert pages.select_run(tmp_path, ["00_a", "01_b"]) == tmp_path / "runs" / "ci"
+    assert runs.select_run(tmp_path, ["00_a", "01_b"]) == tmp_path / "runs" / "ci"
     for name in ("00_a", "01_b"):
         _executed(tmp_path / "runs" / "20261201-cpu" / f"{name}.ipynb", name, "cpu")
-    assert pages.select_run(tmp_path, ["00_a", "01_b"]) == tmp_path / "runs" / "20261201-cpu"
+    assert runs.select_run(tmp_path, ["00_a", "01_b"]) == tmp_path / "runs" / "20261201-cpu"
     with pytest.raises(InputError, match="make reproduce"):
-        pages.select_run(tmp_path, ["00_a", "01_b", "02_c"])
+        runs.select_run(tmp_path, ["00_a", "01_b", "02_c"])
 
 
 def test_rewrite_links_points_at_pages_or_the_repository():
@@ -460,7 +470,7 @@ def test_publish_copies_notebooks_tables_summary_with_relative_paths(tmp_path, c
     import shutil
 
     shutil.rmtree(repo / "runs" / "20261207-cpu")
-    assert pages.select_run(repo, ["00_a", "01_b"]) == dest
+    assert runs.select_run(repo, ["00_a", "01_b"]) == dest
     from deeptree.book.build import stage_pages
 
     stage_pages(dest, tmp_path / "docs", repo, MESH_B)
@@ -509,16 +519,16 @@ def test_select_run_prefers_cpu_then_published_then_smoke(tmp_path):
         _executed(tmp_path / "results" / "20261126-cpu-synthetic" / "notebooks" / f"{name}.ipynb",
                   name, "cpu")
     (tmp_path / "results" / "20261203-cpu-synthetic").mkdir()  # committed without notebooks
-    assert pages.select_run(tmp_path, names) == tmp_path / "results" / "20261126-cpu-synthetic"
+    assert runs.select_run(tmp_path, names) == tmp_path / "results" / "20261126-cpu-synthetic"
     for name in names:
         _executed(tmp_path / "runs" / "20261201-cpu" / f"{name}.ipynb", name, "cpu")
-    assert pages.select_run(tmp_path, names) == tmp_path / "runs" / "20261201-cpu"
+    assert runs.select_run(tmp_path, names) == tmp_path / "runs" / "20261201-cpu"
 
 
 def test_collect_timings_reads_a_committed_run_summary(tmp_path):
     (tmp_path / "results" / "20261202-cpu-synthetic").mkdir(parents=True)
     (tmp_path / "results" / "20261202-cpu-synthetic" / "run_summary.md").write_text(CPU_SUMMARY)
-    box = pages.chapter_header("00_a", "cpu", "a1f2f5e", pages.collect_timings(tmp_path), None)
+    box = pages.chapter_header("00_a", "cpu", "a1f2f5e", runs.collect_timings(tmp_path), None)
     assert "**cpu**: 3 min 3 s (`results/20261202-cpu-synthetic/run_summary.md`, 2026-12-02)" in box
     assert "**cpu**: not measured yet" not in box and "**gpu**: not measured yet" in box
 
@@ -557,6 +567,33 @@ def test_results_page_keeps_asterisks_and_scrolls_wide_tables(tiny_site):
     assert "20250101-cpu/tables.md" in results
 
 
+def test_escape_word_asterisks_keeps_emphasis_code_and_html():
+    html = '<div class="deeptree-output" markdown="0">\n<div>\nnnUNet*\n</div>\n</div>'
+    cases = {
+        "Our nnUNet* and nnUNet*, *in italics* and **bold**.":
+            "Our nnUNet\\* and nnUNet\\*, *in italics* and **bold**.",
+        "an *italic\nover two lines* and (nnUNet*)": "an *italic\nover two lines* and (nnUNet\\*)",
+        "* a bullet: nnUNet*\n* 2 * 3": "* a bullet: nnUNet\\*\n* 2 * 3",
+        f"{html}\nnnUNet*": f"{html}\nnnUNet\\*",
+        '<details markdown="1">\n\n| nnUNet* |\n</details>': '<details markdown="1">\n\n| nnUNet\\* |\n</details>',
+    }  # fmt: skip
+    for text, escaped in cases.items():
+        assert pages.escape_word_asterisks(text) == escaped, text
+        assert pages.escape_word_asterisks(escaped) == escaped, "once is enough"
+
+
+def test_every_page_prints_nnunet_asterisks(tiny_site):
+    """Issue 31: "nnUNet*" in a chapter's Markdown cell and Markdown output is printed, not
+    read as emphasis, as on the results page; real emphasis and HTML outputs stay as they are."""
+    _, site = tiny_site
+    chapter = (site / "chapters" / "00_a.html").read_text()
+    # unescaped, Python-Markdown reads "nnUNet*, their nnUNet*" as emphasis
+    assert "Our nnUNet*, their nnUNet* and <em>in italics</em> and <strong>bold</strong>" in chapter
+    assert "plain nnUNet*: 47.3; nnUNet*+AMC: 61.2" in chapter
+    assert "html nnUNet*</td>" in chapter, "an HTML output is left as it is"
+    assert "<em>, their" not in chapter and "nnUNet\\*" not in chapter
+
+
 def test_find_placeholders_in_prose_only():
     from deeptree.book.browser import find_placeholders
 
@@ -586,3 +623,107 @@ def test_blank_images_and_chapters(tmp_path):
     assert blank_chapter_figures(tmp_path, "c/all.html") == "all 2 figures are blank (one colour each)"
     assert blank_chapter_figures(tmp_path, "c/some.html") is None
     assert blank_chapter_figures(tmp_path, "c/none.html") is None
+
+
+# --------------------------------------------------------------------------------------------
+# issue 31: the bottom line at the top of chapters 07 and 08
+# --------------------------------------------------------------------------------------------
+VERDICT = ["totalseg_chest (1.5 mm, no label): trachea found; deepest generation reached 2.",
+           "cip_ct64 (4 mm, label, ATM'22 protocol): TLD 70.2%, BD 33.3%, precision 89.7%.",
+           "The aim (trachea, main and lobar bronchi as one tree, no leak) is met on totalseg_chest."]
+
+
+def _committed_run(repo: Path, names: list[str], verdict: list[str] | None = VERDICT) -> Path:
+    """A committed cpu run as `publish` leaves it under results/, its files written by hand:
+    an ablation where AMC hurts and stage 2 is not resolved, notebook 08's figures."""
+    folder = repo / "results" / "20261207-cpu-synthetic"
+    for name in names:
+        _executed(folder / "notebooks" / f"{name}.ipynb", name.upper(), "cpu")
+    (folder / "component_effects.csv").write_text(
+        "component,without,with,seeds,failed,cases,dTLD,dTLD low,dTLD high,TLD verdict,paper dTLD\n"
+        "AMC,plain,amc,3,0,10,-25.7,-35.4,-12.7,hurts,2.9\n"
+        "stage 2,plain,plain+stage2,3,0,10,0.4,-0.2,1.0,not resolved at this scale,1.5\n")
+    (folder / "table2_ablation.csv").write_text(
+        "method,seeds,failed,cases,TLD,precision,paper TLD,paper precision\n"
+        'plain,3,0,10,"47.3 [39.8, 59.2]","86.6 [84.6, 88.6]",78.1 ± 6.7,99.8 ± 0.2\n'
+        'amc+gul,3,0,10,"72.0 [66.3, 76.5]","74.8 [71.1, 78.7]",88.2 ± 4.7,97.4 ± 1.1\n'
+        'amc+gul+stage2,3,0,10,"77.3 [71.6, 82.1]","69.6 [66.9, 72.2]",88.9 ± 4.5,97.2 ± 1.1\n')
+    (folder / "tables.md").write_text("# cpu tables\n\nWritten on 2026-12-07.\n\n"
+                                      "Stage 1: 2000 iterations of batch 2.\n")
+    rows = "".join(f"| {n} | 10.0 | ok |\n" for n in names)
+    section = ("| weights | deeptree/weights/stage1.pt |\n| model_spacing | [2.4, 2.4, 2.4] |\n"
+               "| synthetic_mean | BD=0.5459, TLD=0.7404, precision=0.7686, DSC=0.8769 |\n")
+    if verdict is not None:
+        section += f"| verdict | {verdict!r} |\n"
+    (folder / "run_summary.md").write_text(
+        "# DeepTree run summary: 20261207-cpu\n\nProfile `cpu`, commit `f8455e8`.\n\n"
+        f"| notebook | seconds | status |\n|---|---|---|\n{rows}\nTotal: 72.1 min.\n\n"
+        f"## 08_real_ct\n\n| figure | value |\n|---|---|\n{section}")
+    return folder
+
+
+def _repo_with_chapters_07_08(root: Path) -> tuple[Path, list[str]]:
+    root.mkdir(parents=True)
+    repo = _tiny_repo(root)
+    for name in ("07_evaluation", "08_real_ct"):
+        _executed(repo / "notebooks" / f"{name}.ipynb", name)
+        _executed(repo / "runs" / "ci" / f"{name}.ipynb", name.upper())
+    return repo, ["00_a", "01_b", "07_evaluation", "08_real_ct"]
+
+
+def test_chapters_07_and_08_open_with_the_committed_runs_bottom_line(tmp_path):
+    from deeptree.book.build import stage_pages
+    from deeptree.evaluation import readme_box
+
+    repo, names = _repo_with_chapters_07_08(tmp_path / "repo")
+    folder = _committed_run(repo, names)
+    docs = tmp_path / "docs"
+    stage_pages(folder, docs, repo, mesh_views={})
+
+    def chapter(name):
+        return (docs / "chapters" / f"{name}.md").read_text()
+
+    ablation = chapter("07_evaluation")
+    box = ablation[ablation.index('!!! abstract "The bottom line'):ablation.index("Run this chapter")]
+    assert ablation.index("# 07_EVALUATION") < ablation.index("The bottom line") < ablation.index("Intro.")
+    assert "`results/20261207-cpu-synthetic` (2026-12-07, profile `cpu`, synthetic phantoms: " \
+           "3 training seeds x 10 test phantoms, 2000 stage-1 iterations)" in box
+    for numbers in ["plain nnUNet\\* 47.3 [39.8, 59.2] and 86.6 [84.6, 88.6] "
+                    "(paper, real CT: 78.1 ± 6.7 and 99.8 ± 0.2)",
+                    "amc+gul (stage 1 alone) 72.0 [66.3, 76.5] and 74.8 [71.1, 78.7]",
+                    "DeepTree (amc+gul+stage2) 77.3 [71.6, 82.1] and 69.6 [66.9, 72.2]"]:
+        assert numbers in box, numbers
+    # the README's sentence, from the same files
+    meaning = readme_box.readme_bottom_line(folder, repo).split("**What it means:** ")[1].split("\n")[0]
+    assert readme_box.NONE_REPRODUCE in meaning and f"**What it means:** {meaning}" in box
+
+    real = chapter("08_real_ct")
+    box = real[real.index('!!! abstract "The bottom line'):real.index("Run this chapter")]
+    assert "`results/20261207-cpu-synthetic/run_summary.md`" in box and "2.4 x 2.4 x 2.4 mm" in box
+    assert f"- {VERDICT[0]}" in box and f"- {VERDICT[1]}" in box
+    assert f"**What it means:** {VERDICT[2]}" in box
+    assert "phantoms (paper protocol): TLD 74.0%, precision 76.9%" in box
+    for name in ("00_a", "01_b"):
+        assert "The bottom line" not in chapter(name), name
+
+    # a run that recorded no verdict of notebook 08: the box says so, with what it holds
+    _committed_run(repo, names, verdict=None)
+    shutil.rmtree(docs)
+    stage_pages(folder, docs, repo, mesh_views={})
+    assert "records no verdict of this chapter" in chapter("08_real_ct")
+    assert "`synthetic_mean`" in chapter("08_real_ct") and "TLD 74.0%" in chapter("08_real_ct")
+
+
+def test_a_smoke_book_shows_the_warning_not_the_bottom_line(tmp_path):
+    from deeptree.book.build import stage_pages
+
+    repo, names = _repo_with_chapters_07_08(tmp_path / "repo")
+    _committed_run(repo, names)
+    docs = tmp_path / "docs"
+    stage_pages(repo / "runs" / "ci", docs, repo, mesh_views={})
+    for name in ("07_evaluation", "08_real_ct"):
+        text = (docs / "chapters" / f"{name}.md").read_text()
+        assert "A pipeline check" in text and "untrained" in text, name
+        assert "The bottom line" not in text and "What it means" not in text, name
+        for verdict in ("improves", "hurts", "do not reproduce", "is met"):
+            assert verdict not in text, (name, verdict)

@@ -291,3 +291,16 @@ def test_committed_pipeline_figure_is_the_one_the_code_draws():
     assert fresh.shape == committed.shape
     difference = np.abs(fresh.astype(np.int16) - committed.astype(np.int16)).mean()
     assert difference <= pipeline_figure.PIXEL_TOLERANCE, difference
+
+
+def test_timings_page_gives_each_run_its_own_row():
+    """Issue 31: the Timings table stacked several `make test` runs (and several reproductions)
+    in one row; each measured run has a row of its own, with its one date."""
+    lines = (ROOT / "docs" / "timings.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| step ")]
+    for row in rows:
+        assert len(set(re.findall(r"\b\d{4}-\d{2}-\d{2}\b", row))) <= 1, row
+    ci = [row for row in rows if "`CI=true bash .ci/run`" in row]
+    assert len(ci) >= 2, "the make test runs, one row each"
+    for row in ci:
+        assert len(re.findall(r"\b\d+ s on \d{4}-\d{2}-\d{2}\b", row)) == 1, row

@@ -456,3 +456,46 @@ def test_render_3d_without_a_display_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(napari_layers.sys, "platform", "linux")
     with pytest.raises(RuntimeError, match="napari needs a display.*xvfb-run"):
         viz.render_3d([viz.MaskLayer("tube", _tube())])
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_draw_unet_sketches_the_levels_filters_patches_skips_and_heads(profile):
+    import matplotlib.pyplot as plt
+
+    from deeptree.config import get_config
+
+    net = get_config(profile).stage1_net
+    fig = viz.draw_unet(net, in_channels=1, out_channels=4)
+    ax = fig.axes[0]
+    gids = [p.get_gid() for p in ax.patches if p.get_gid()]
+    n = len(net.filters)
+    assert sorted(g for g in gids if g.startswith("level-")) == [f"level-{i}" for i in range(n)]
+    assert sorted(g for g in gids if g.startswith("decoder-")) == [f"decoder-{i}" for i in range(n - 1)]
+    # full resolution, 1/2 and 1/4: the heads of build_network's deep supervision
+    assert sorted(g for g in gids if g.startswith("head-")) == ["head-0", "head-1", "head-2"]
+    texts = [t.get_text() for t in ax.texts]
+    for level, f in enumerate(net.filters):
+        size = "\u00d7".join(str(p // 2**level) for p in net.patch_size)
+        assert f"level {level}\n{f} filters\n{size} voxels" in texts, (level, texts)
+    assert "input\n1 channel\n" + "\u00d7".join(map(str, net.patch_size)) in texts
+    assert sum(t.startswith("skip") for t in texts) == n - 1
+    assert sum("4 channels" in t for t in texts) == 3
+    plt.close(fig)
+
+
+def test_draw_unet_without_deep_supervision_and_bad_configs():
+    import matplotlib.pyplot as plt
+
+    from deeptree.config import NetworkConfig
+    from deeptree.io import InputError
+
+    fig = viz.draw_unet(NetworkConfig(filters=(4, 8, 16), patch_size=(32, 32, 16),
+                                      deep_supervision=False), in_channels=2)  # fmt: skip
+    gids = [p.get_gid() for p in fig.axes[0].patches if p.get_gid()]
+    assert sum(g.startswith("level-") for g in gids) == 3 and "head-1" not in gids
+    assert "input\n2 channels\n32\u00d732\u00d716" in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    with pytest.raises(InputError, match="multiple of 8"):
+        viz.draw_unet(NetworkConfig(filters=(4, 8, 16, 32), patch_size=(32, 32, 20)))
+    with pytest.raises(InputError, match="2 positive widths"):
+        viz.draw_unet(NetworkConfig(filters=(4,), patch_size=(32, 32, 32)))

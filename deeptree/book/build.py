@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deeptree.book import pages
+from deeptree.book import bottom_line, pages, runs
 from deeptree.book.mesh import mask_file_mesh, mesh_payload, write_mesh_js
 from deeptree.io import InputError
 
@@ -36,7 +36,7 @@ MESH_VIEWS = {
 def _summary_commit(run_dir: Path) -> str | None:
     import re
 
-    summary = pages.run_summary(run_dir)
+    summary = runs.run_summary(run_dir)
     if summary is not None:
         match = re.search(r"commit `([^`]+)`", summary.read_text(encoding="utf-8"))
         if match:
@@ -85,6 +85,28 @@ def _mesh_block(run_dir: Path, name: str, chapter_dir: Path, mesh_views: dict) -
     )
 
 
+def write_page(path: Path, markdown: str) -> Path:
+    """Write one Markdown page of the book: every page passes here.
+
+    A ``*`` that ends a word (``nnUNet*``) is escaped on the way
+    (:func:`deeptree.book.pages.escape_word_asterisks`), so that every page prints it instead
+    of reading it as emphasis.
+
+    Parameters
+    ----------
+    path : Path
+        The page, under MkDocs' ``docs_dir`` (its folder exists).
+    markdown : str
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path.write_text(pages.escape_word_asterisks(markdown), encoding="utf-8")
+    return path
+
+
 def guide_pages(readme: str, repo_root: Path) -> list[str]:
     """The pages of ``docs/`` that the book publishes as guides: those the README links
     (``docs/NAME.md``), in the order it links them, less :data:`UNPUBLISHED_DOCS`.
@@ -126,15 +148,15 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         The MkDocs navigation.
     """
     mesh_views = MESH_VIEWS if mesh_views is None else mesh_views
-    names = [p.stem for p in sorted((repo_root / "notebooks").glob(pages.NOTEBOOK_GLOB))]
-    notebooks_dir = pages.notebook_folder(run_dir)  # a published run keeps them in notebooks/
-    executed = {p.stem: p for p in pages.executed_notebooks(notebooks_dir)}
+    names = [p.stem for p in sorted((repo_root / "notebooks").glob(runs.NOTEBOOK_GLOB))]
+    notebooks_dir = runs.notebook_folder(run_dir)  # a published run keeps them in notebooks/
+    executed = {p.stem: p for p in runs.executed_notebooks(notebooks_dir)}
     missing = [n for n in names if n not in executed]
     if missing:
         raise InputError(f"{run_dir}: executed notebooks missing: {', '.join(missing)}")
-    profile = (pages._papermill(executed[names[0]]).get("parameters") or {}).get("profile", "?")
+    profile = (runs.papermill_record(executed[names[0]]).get("parameters") or {}).get("profile", "?")
     commit = _summary_commit(run_dir)
-    timings = pages.collect_timings(repo_root)
+    timings = runs.collect_timings(repo_root)
     repo_url = pages.repository_url(repo_root)
 
     chapters_dir = docs / "chapters"
@@ -161,6 +183,9 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     chapter_links = {k: ("../" + v if not v.startswith("chapters/") else v.split("/", 1)[1])
                      for k, v in page_of.items()}
 
+    # chapters 07 and 08 open with the committed run's bottom line; a smoke book's chapters
+    # open with the pipeline-check warning instead and print no verdict
+    committed = bottom_line.committed_run(run_dir, repo_root)
     nav_chapters = []
     for name in names:
         header = pages.chapter_header(name, profile, commit, timings, repo_url)
@@ -168,8 +193,9 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         text = pages.chapter_markdown(
             executed[name], chapters_dir / name, header, extra,
             rewrite=lambda md: pages.rewrite_links(md, chapter_links, "notebooks", repo_url),
-            banner=pages.pipeline_check_warning(profile))
-        (chapters_dir / f"{name}.md").write_text(text, encoding="utf-8")
+            banner=pages.pipeline_check_warning(profile)
+            or bottom_line.chapter_box(name, committed, repo_root))
+        write_page(chapters_dir / f"{name}.md", text)
         nav_chapters.append({pages.chapter_title(executed[name]): f"chapters/{name}.md"})
 
     built_at = _git_commit(repo_root)
@@ -183,10 +209,8 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         "Launch links at the top of each chapter open it on Binder or locally.",
         "",
     ])
-    (docs / "index.md").write_text(pages.landing_markdown(readme, page_of, repo_url, about),
-                                   encoding="utf-8")
-    (docs / "results.md").write_text(
-        pages.results_markdown(repo_root, run_dir, page_of, repo_url), encoding="utf-8")
+    write_page(docs / "index.md", pages.landing_markdown(readme, page_of, repo_url, about))
+    write_page(docs / "results.md", pages.results_markdown(repo_root, run_dir, page_of, repo_url))
     nav = [{"Home": "index.md"}, {"Chapters": nav_chapters}]
     if guides:
         (docs / "guides").mkdir()
@@ -195,8 +219,7 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
         nav_guides = []
         for guide in guides:
             text = (repo_root / guide).read_text(encoding="utf-8")
-            (docs / page_of[guide]).write_text(
-                pages.rewrite_links(text, guide_links, "docs", repo_url), encoding="utf-8")
+            write_page(docs / page_of[guide], pages.rewrite_links(text, guide_links, "docs", repo_url))
             title = re.search(r"^#\s+(.+)$", text, re.M)
             nav_guides.append({title.group(1).strip() if title else Path(guide).stem: page_of[guide]})
         nav.append({"Guides": nav_guides})
@@ -204,19 +227,19 @@ def stage_pages(run_dir: Path, docs: Path, repo_root: Path = REPO_ROOT,
     if card is not None:
         text = pages.rewrite_links(card.read_text(encoding="utf-8"), page_of,
                                    card.parent.relative_to(repo_root).as_posix(), repo_url)
-        (docs / "model-card.md").write_text(text, encoding="utf-8")
+        write_page(docs / "model-card.md", text)
         nav.append({"Model card": "model-card.md"})
 
     api_dir = docs / "api"
     api_dir.mkdir()
     modules = pages.api_modules(repo_root / "deeptree")
-    (api_dir / "index.md").write_text(
-        "# API reference\n\nGenerated from the docstrings of the package `deeptree` "
-        "(numpydoc style) by mkdocstrings.\n\n"
-        + "\n".join(f"- [`{m}`]({m}.md)" for m in modules) + "\n", encoding="utf-8")
+    write_page(api_dir / "index.md",
+               "# API reference\n\nGenerated from the docstrings of the package `deeptree` "
+               "(numpydoc style) by mkdocstrings.\n\n"
+               + "\n".join(f"- [`{m}`]({m}.md)" for m in modules) + "\n")
     nav_api = [{"Overview": "api/index.md"}]
     for module in modules:
-        (api_dir / f"{module}.md").write_text(f"# `{module}`\n\n::: {module}\n", encoding="utf-8")
+        write_page(api_dir / f"{module}.md", f"# `{module}`\n\n::: {module}\n")
         nav_api.append({module: f"api/{module}.md"})
     nav.append({"API reference": nav_api})
     return nav
@@ -282,7 +305,7 @@ def build_book(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
         The site folder (replaced when the build succeeds; left as it was otherwise).
     run_dir : path-like, optional
         The run to show: a run folder or a published ``results/`` folder; default
-        :func:`deeptree.book.pages.select_run` (the latest complete cpu run, else the latest
+        :func:`deeptree.book.runs.select_run` (the latest complete cpu run, else the latest
         published one, else the latest smoke run).
     repo_root : path-like
         The repository root.
@@ -304,8 +327,8 @@ def build_book(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
     """
     repo_root = Path(repo_root).resolve()
     out = Path(out).resolve()
-    names = [p.stem for p in sorted((repo_root / "notebooks").glob(pages.NOTEBOOK_GLOB))]
-    run = Path(run_dir).resolve() if run_dir else pages.select_run(repo_root, names)
+    names = [p.stem for p in sorted((repo_root / "notebooks").glob(runs.NOTEBOOK_GLOB))]
+    run = Path(run_dir).resolve() if run_dir else runs.select_run(repo_root, names)
     if not run.is_dir():
         raise InputError(f"{run}: run folder not found")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,7 @@
 """The Markdown pages of the book, made from an executed run, the README and ``results/``.
 
 Every figure on a page comes from a file: notebook outputs from the executed notebooks of the
-run, run times from the papermill metadata of executed notebooks under ``runs/`` and from the
-``summary.md`` files under ``runs/`` and ``results/``, tables from ``results/*/tables.md``.
+run, run times as :mod:`deeptree.book.runs` collects them, tables from ``results/*/tables.md``.
 """
 
 from __future__ import annotations
@@ -11,18 +10,18 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from deeptree.book.runs import (
+    PIPELINE_CHECK_PROFILES,
+    TIMED_PROFILES,
+    Timing,
+    format_seconds,
+    parse_summary,
+    run_summary,
+)
 from deeptree.io import InputError
-
-#: Notebooks are numbered ``NN_name.ipynb``.
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
-
-#: Profiles whose run time a chapter states, in this order.
-TIMED_PROFILES = ("cpu", "gpu", "smoke")
 
 #: Files that hold a model card, looked up in this order (the first found is published).
 MODEL_CARD_NAMES = ("MODEL_CARD.md", "model_card.md", "docs/MODEL_CARD.md", "docs/model_card.md",
@@ -35,176 +34,6 @@ _MD_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 # from outside its folder, so it keeps the image's text (and its link)
 _LINKED_WEB_IMAGE = re.compile(r"\[!\[([^\]]*)\]\(https?:[^)\s]*\)\]\(([^)\s]+)\)")
 _WEB_IMAGE = re.compile(r"!\[([^\]]*)\]\(https?:[^)\s]*\)")
-
-
-@dataclass
-class Timing:
-    """How long one notebook took in one run.
-
-    Attributes
-    ----------
-    seconds : float
-        Wall time of the whole notebook (s), as papermill or ``summary.md`` recorded it.
-    source : str
-        The file it was read from, relative to the repository root.
-    when : str
-        ISO time the run ended (papermill) or the file's modification time.
-    """
-
-    seconds: float
-    source: str
-    when: str
-
-
-# --------------------------------------------------------------------------------------------
-# the run and the times
-# --------------------------------------------------------------------------------------------
-def executed_notebooks(run_dir: str | os.PathLike) -> list[Path]:
-    """The executed numbered notebooks (``NN_*.ipynb``) of a run folder, in order."""
-    return sorted(p for p in Path(run_dir).glob(NOTEBOOK_GLOB) if p.is_file())
-
-
-def _papermill(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable notebook ({err})") from err
-
-
-def notebook_folder(run_dir: str | os.PathLike) -> Path:
-    """The folder of a run's executed notebooks: the run folder itself (``runs/*``), or its
-    ``notebooks/`` subfolder (a run published under ``results/``, see
-    :mod:`deeptree.book.publish`)."""
-    run_dir = Path(run_dir)
-    published = run_dir / "notebooks"
-    return published if executed_notebooks(published) else run_dir
-
-
-def run_summary(run_dir: str | os.PathLike) -> Path | None:
-    """The summary of a run: ``summary.md`` of a run folder, ``run_summary.md`` of a published
-    one; None when it has neither."""
-    for name in ("summary.md", "run_summary.md"):
-        if (Path(run_dir) / name).is_file():
-            return Path(run_dir) / name
-    return None
-
-
-def select_run(repo_root: str | os.PathLike, notebooks: list[str]) -> Path:
-    """The run folder the book is built from.
-
-    The first that holds every notebook of ``notebooks`` executed without error, of: the
-    latest ``runs/*-cpu`` folder (``make reproduce PROFILE=cpu``); the latest committed
-    ``results/*-cpu-synthetic`` folder with published notebooks (so that a fresh clone builds
-    the book of the committed run without computing); the newest smoke run (``runs/ci`` of
-    ``make test``, or ``runs/*-smoke`` of ``make reproduce PROFILE=smoke``).
-
-    Parameters
-    ----------
-    repo_root : path-like
-        The repository root (with ``runs/`` and ``results/``).
-    notebooks : list of str
-        Notebook names without extension, e.g. ``["00_overview", ...]``.
-
-    Returns
-    -------
-    Path
-        The run folder (for a published run, the ``results/`` folder, not its ``notebooks/``).
-
-    Raises
-    ------
-    InputError
-        When no run folder holds every notebook.
-    """
-    root = Path(repo_root)
-    runs = root / "runs"
-
-    def complete(folder: Path) -> bool:
-        have = {p.stem: p for p in executed_notebooks(notebook_folder(folder))}
-        return all(n in have and _papermill(have[n]).get("exception") in (None, False)
-                   for n in notebooks)
-
-    def newest(folder: Path) -> float:
-        return max((p.stat().st_mtime for p in executed_notebooks(folder)), default=0.0)
-
-    cpu = sorted(runs.glob("*-cpu"), reverse=True)
-    published = sorted(root.glob("results/*-cpu-synthetic"), reverse=True)
-    smoke = sorted([runs / "ci", *runs.glob("*-smoke")], key=newest, reverse=True)
-    for folder in [*cpu, *published, *smoke]:
-        if folder.is_dir() and complete(folder):
-            return folder
-    raise InputError(
-        f"{runs}: no run folder holds all {len(notebooks)} notebooks executed without error "
-        "(nor does a results/*-cpu-synthetic folder); run `make reproduce PROFILE=cpu` (or "
-        "PROFILE=smoke, or `make notebooks` for runs/ci) first")
-
-
-def _parse_summary(path: Path) -> tuple[str | None, dict[str, float], str]:
-    """Profile, ``{notebook: seconds}`` of the ok rows and the run's end time of a summary.
-
-    The time is the date in the run's name (``# DeepTree run summary: 20261202-024753-cpu``),
-    which a committed copy keeps; else the file's modification time (a clone's checkout time).
-    """
-    text = path.read_text(encoding="utf-8", errors="replace")
-    match = re.search(r"Profile `([^`]+)`", text)
-    rows = re.findall(r"^\|\s*(\d\d_[\w-]+)\s*\|\s*([0-9.]+)\s*\|\s*ok\s*\|", text, re.M)
-    stamp = re.search(r"^# .*summary: (\d{8})(?:-(\d{6}))?", text, re.M)
-    if stamp:
-        when = datetime.strptime(stamp.group(1) + (stamp.group(2) or "000000"),
-                                 "%Y%m%d%H%M%S").replace(tzinfo=UTC).isoformat()
-    else:
-        when = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
-    return (match.group(1) if match else None), {name: float(s) for name, s in rows}, when
-
-
-def collect_timings(repo_root: str | os.PathLike) -> dict[str, dict[str, Timing]]:
-    """The latest measured run time of each notebook for each profile.
-
-    Read from the papermill metadata of every executed notebook under ``runs/*/`` (profile,
-    duration, end time; notebooks that raised are ignored) and from every ``summary.md``
-    under ``runs/*/`` and ``results/*/`` and every committed ``results/*/run_summary.md`` (its
-    ``ok`` rows).
-
-    Parameters
-    ----------
-    repo_root : path-like
-
-    Returns
-    -------
-    dict
-        ``{profile: {notebook: Timing}}``; a profile or notebook never measured is absent.
-    """
-    root = Path(repo_root)
-    found: dict[str, dict[str, Timing]] = {}
-
-    def keep(profile: str, name: str, timing: Timing) -> None:
-        old = found.setdefault(profile, {}).get(name)
-        if old is None or timing.when > old.when:
-            found[profile][name] = timing
-
-    for notebook in sorted(root.glob(f"runs/*/{NOTEBOOK_GLOB}")):
-        meta = _papermill(notebook)
-        profile = (meta.get("parameters") or {}).get("profile")
-        if profile and meta.get("duration") is not None and not meta.get("exception"):
-            keep(profile, notebook.stem, Timing(float(meta["duration"]),
-                                                str(notebook.relative_to(root)),
-                                                str(meta.get("end_time") or "")))
-    for summary in sorted([*root.glob("runs/*/summary.md"), *root.glob("results/*/summary.md"),
-                           *root.glob("results/*/run_summary.md")]):
-        profile, rows, when = _parse_summary(summary)
-        if profile:
-            for name, seconds in rows.items():
-                keep(profile, name, Timing(seconds, str(summary.relative_to(root)), when))
-    return found
-
-
-def format_seconds(seconds: float) -> str:
-    """``75.2`` -> ``"1 min 15 s"``, ``8.04`` -> ``"8 s"``, ``4000`` -> ``"1 h 6 min"``."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,10 +157,6 @@ def _learn_list_end(markdown: str) -> int | None:
     return len(markdown)
 
 
-#: Profiles whose runs train no model long enough to learn: a pipeline check, not results.
-PIPELINE_CHECK_PROFILES = ("smoke",)
-
-
 def pipeline_check_warning(profile: str) -> str:
     """The admonition that opens every chapter of a book built from a smoke run.
 
@@ -372,7 +197,7 @@ def chapter_header(name: str, profile: str, commit: str | None, timings: dict[st
     commit : str or None
         Commit the run executed (None: not recorded).
     timings : dict
-        From :func:`collect_timings`.
+        From :func:`deeptree.book.runs.collect_timings`.
     repo_url : str or None
         GitHub URL for the Binder link.
 
@@ -567,8 +392,7 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
     Returns
     -------
     str
-        Markdown; a ``*`` that ends a word (``nnUNet*``) is escaped, so that it is printed
-        rather than read as emphasis.
+        Markdown.
     """
     root = Path(repo_root)
     parts = ["# Results", "", "The tables of the newest run that `make reproduce` wrote and "
@@ -581,29 +405,54 @@ def results_markdown(repo_root: str | os.PathLike, run_dir: Path, page_of: dict[
         text = rewrite_links(path.read_text(encoding="utf-8"), page_of, folder, repo_url)
         link = rewrite_links(f"[`{folder}/tables.md`](tables.md)", page_of, folder, repo_url)
         parts += ([f"\nEarlier run (history): {link}"] if i else
-                  ["", f"## `{folder}`", "", demote_headings(escape_word_asterisks(text), 2)])
+                  ["", f"## `{folder}`", "", demote_headings(text, 2)])
     summary = run_summary(run_dir)
     if summary is not None:
         text = shorten_table_rows(summary.read_text(encoding="utf-8"), summary.name)
-        if _parse_summary(summary)[0] in PIPELINE_CHECK_PROFILES:
+        if parse_summary(summary)[0] in PIPELINE_CHECK_PROFILES:
             text = text.split("\n## ")[0].rstrip() + (
                 "\n\nA pipeline check with untrained models: the figures of its notebooks mean "
                 "nothing and are not shown here.")
         parts += ["", f"## This book's run: `{run_dir.name}`", "",
-                  demote_headings(escape_word_asterisks(text), 2)]
+                  demote_headings(text, 2)]
     return "\n".join(parts) + "\n"
 
 
 _CODE_SPAN = re.compile(r"(`+).*?\1")
-_WORD_STAR = re.compile(r"(?<=[^\W_])\*(?!\*)")
+# one asterisk: not part of ``**``, not escaped already
+_SINGLE_STAR = re.compile(r"(?<![*\\])\*(?!\*)")
+# a raw HTML block that Markdown leaves as it is (a notebook's HTML output, chapter_markdown)
+_RAW_HTML = re.compile(r'<div\b[^>]*\bmarkdown="0"')
+
+
+def _escape_stars(text: str, emphasis: bool) -> tuple[str, bool]:
+    """``text`` with its word-ending asterisks escaped, and whether an emphasis is open after
+    it (``emphasis``: whether one is open before it)."""
+    out, last = [], 0
+    for match in _SINGLE_STAR.finditer(text):
+        i = match.start()
+        before = text[i - 1] if i else " "
+        after = text[i + 1] if i + 1 < len(text) else " "
+        if emphasis and not before.isspace():
+            emphasis = False  # closes the emphasis opened before it: "*in italics*"
+        elif not (before.isalnum() or before == "_"):
+            emphasis = emphasis or not after.isspace()  # "*word" opens one; a bullet stays
+        else:
+            out.append(text[last:i] + "\\")  # "nnUNet*": printed as it is
+            last = i
+    return "".join(out) + text[last:], emphasis
 
 
 def escape_word_asterisks(markdown: str) -> str:
     """Escape each single ``*`` that ends a word (``nnUNet*`` -> ``nnUNet\\*``).
 
-    Python-Markdown reads ``nnUNet* ... nnUNet*`` as emphasis and drops both asterisks; the
-    generated tables never mean emphasis by it (bold is ``**``, a list item ``* `` at the start
-    of a line). Code spans and fenced blocks are left as they are.
+    Python-Markdown reads ``nnUNet* ... nnUNet*`` as emphasis and drops both asterisks. A
+    ``*`` after a letter, digit or ``_`` is escaped unless it closes an emphasis opened
+    earlier in the paragraph (``*in italics*`` stays italic; ``a*b*c`` prints its
+    asterisks); ``**bold**``, list bullets and escaped asterisks stay as they are. Code
+    spans, fenced blocks and raw HTML blocks with ``markdown="0"`` (a notebook's HTML output)
+    are left as they are. Every page of the book passes through it
+    (:func:`deeptree.book.build.write_page`).
 
     Parameters
     ----------
@@ -612,17 +461,27 @@ def escape_word_asterisks(markdown: str) -> str:
     Returns
     -------
     str
+        The same text; applying it again changes nothing.
     """
-    out, fenced = [], False
+    out, fenced, html_depth, emphasis = [], False, 0, False
     for line in markdown.split("\n"):
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced:
+        fence = line.lstrip().startswith("```")
+        if html_depth or (not fenced and _RAW_HTML.match(line.lstrip())):
+            # the block ends where its <div>s close
+            html_depth += len(re.findall(r"<div\b", line)) - len(re.findall(r"</div>", line))
+            html_depth = max(html_depth, 0)
+        elif fence or fenced:
+            fenced = fenced != fence
+        else:
+            if not line.strip():
+                emphasis = False  # an emphasis does not cross paragraphs
             pieces, last = [], 0
             for span in _CODE_SPAN.finditer(line):
-                pieces += [_WORD_STAR.sub(r"\\*", line[last:span.start()]), span.group(0)]
+                text, emphasis = _escape_stars(line[last : span.start()], emphasis)
+                pieces += [text, span.group(0)]
                 last = span.end()
-            line = "".join(pieces) + _WORD_STAR.sub(r"\\*", line[last:])
+            text, emphasis = _escape_stars(line[last:], emphasis)
+            line = "".join(pieces) + text
         out.append(line)
     return "\n".join(out)
 

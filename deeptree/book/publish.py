@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from deeptree.book import pages
+from deeptree.book import runs
 from deeptree.book.build import MESH_VIEWS, REPO_ROOT
 from deeptree.io import InputError, atomic_write
 from deeptree.report import relative_paths
@@ -68,12 +68,12 @@ def check_publishable(run_dir: Path, names: list[str]) -> dict[str, Path]:
     """
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: run folder not found")
-    executed = {p.stem: p for p in pages.executed_notebooks(run_dir)}
+    executed = {p.stem: p for p in runs.executed_notebooks(run_dir)}
     missing = [n for n in names if n not in executed]
     failed = [
         n
         for n in names
-        if n in executed and pages._papermill(executed[n]).get("exception") not in (None, False)
+        if n in executed and runs.papermill_record(executed[n]).get("exception") not in (None, False)
     ]
     if missing or failed:
         raise InputError(
@@ -90,9 +90,9 @@ def check_publishable(run_dir: Path, names: list[str]) -> dict[str, Path]:
             + ")"
         )
     profiles = {
-        (pages._papermill(executed[n]).get("parameters") or {}).get("profile") for n in names
+        (runs.papermill_record(executed[n]).get("parameters") or {}).get("profile") for n in names
     }
-    smoke = sorted(str(p) for p in profiles if p in pages.PIPELINE_CHECK_PROFILES)
+    smoke = sorted(str(p) for p in profiles if p in runs.PIPELINE_CHECK_PROFILES)
     if smoke:
         raise InputError(
             f"{run_dir}: a {smoke[0]} run is a pipeline check with untrained "
@@ -110,7 +110,7 @@ def check_publishable(run_dir: Path, names: list[str]) -> dict[str, Path]:
 
 def _source_repository(notebook: Path) -> Path | None:
     """The repository a notebook was executed from (papermill's ``input_path``)."""
-    source = pages._papermill(notebook).get("input_path")
+    source = runs.papermill_record(notebook).get("input_path")
     return Path(source).parent.parent if source and os.path.isabs(source) else None
 
 
@@ -145,7 +145,7 @@ def publish_run(
         See :func:`check_publishable`.
     """
     run_dir, dest = Path(run_dir).absolute(), Path(dest)
-    names = [p.stem for p in sorted((Path(repo_root) / "notebooks").glob(pages.NOTEBOOK_GLOB))]
+    names = [p.stem for p in sorted((Path(repo_root) / "notebooks").glob(runs.NOTEBOOK_GLOB))]
     executed = check_publishable(run_dir, names)
     folders = [run_dir, Path(repo_root).absolute()]
     folders += {r for r in map(_source_repository, executed.values()) if r is not None}

@@ -138,11 +138,31 @@ def _stage2_precision_text(rows: list[dict]) -> str:
     words = {r.get("precision verdict") for r in rows}
     word = f", all {words.pop()}" if len(words) == 1 else ""
     lo, hi = paper_stage2_precision_cost()
-    span = _points(values[0]) if len(values) == 1 else f"{_points(min(values))} to {_points(max(values))}"
-    return f"; precision effect {span} points{word} (the paper's stage 2 costs {lo:.1f} to {hi:.1f})"
+    span = (
+        _points(values[0])
+        if len(values) == 1
+        else f"{_points(min(values))} to {_points(max(values))}"
+    )
+    return (
+        f"; precision effect {span} points{word} (the paper's stage 2 costs {lo:.1f} to {hi:.1f})"
+    )
 
 
-def _method_text(row: dict | None, name: str) -> str:
+def method_text(row: dict | None, name: str) -> str:
+    """``plain nnUNet* 47.3 [39.8, 59.2] and 86.6 [84.6, 88.6] (paper, real CT: ...)``: one
+    method's TLD and precision as ``table2_ablation.csv`` prints them, beside the paper's.
+
+    Parameters
+    ----------
+    row : dict or None
+        A row of ``table2_ablation.csv`` (None: the run has no such method).
+    name : str
+        The method's name in the text.
+
+    Returns
+    -------
+    str
+    """
     if row is None:
         return f"{name}: not in this run"
     failed = _count(row, "failed")
@@ -160,6 +180,124 @@ def _search(pattern: str, text: str, path: Path, what: str) -> re.Match:
     if not match:
         raise InputError(f"{path}: no {what} found (pattern {pattern!r})")
     return match
+
+
+def read_run(folder: str | os.PathLike) -> dict:
+    """The files of one committed run folder, read and checked.
+
+    Parameters
+    ----------
+    folder : path-like
+        ``results/<date>-cpu-synthetic`` with the files of :data:`REQUIRED`.
+
+    Returns
+    -------
+    dict
+        ``effects`` and ``table2``: the rows of ``component_effects.csv`` and
+        ``table2_ablation.csv`` (dicts of str); ``tables`` and ``summary``: the text of
+        ``tables.md`` and ``run_summary.md``; ``iterations``: the stage-1 length as ``tables.md``
+        states it (str); ``total``: the run's minutes as ``run_summary.md`` states them (str).
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, a missing column, no stage-1 length in ``tables.md``
+        or no ``Total: X min.`` in ``run_summary.md``, each naming the file.
+    """
+    folder = Path(folder)
+    for name in REQUIRED:
+        if not (folder / name).is_file():
+            raise InputError(
+                f"{folder / name}: missing (a committed run holds {', '.join(REQUIRED)})"
+            )
+    effects = _read_csv(
+        folder / "component_effects.csv",
+        ("component", "without", "with", "dTLD", "dTLD low", "dTLD high", "TLD verdict"),
+    )
+    table2 = _read_csv(
+        folder / "table2_ablation.csv", ("method", "seeds", "cases", "TLD", "precision")
+    )
+    tables = (folder / "tables.md").read_text(encoding="utf-8")
+    summary = (folder / "run_summary.md").read_text(encoding="utf-8")
+    iterations = _search(
+        r"Stage 1: (\d+) iterations", tables, folder / "tables.md", "stage-1 length"
+    )[1]
+    total = _search(r"Total: ([0-9.]+) min\.", summary, folder / "run_summary.md", "total time")[1]
+    return {"effects": effects, "table2": table2, "tables": tables, "summary": summary,
+            "iterations": iterations, "total": total}  # fmt: skip
+
+
+def run_caption(folder: str | os.PathLike, run: dict) -> str:
+    """``(2026-12-07, profile `cpu`, synthetic phantoms: 3 training seeds x 10 test phantoms,
+    2000 stage-1 iterations)``: what run the numbers of a box come from.
+
+    Parameters
+    ----------
+    folder : path-like
+        The run folder (its name gives the date where ``tables.md`` names none).
+    run : dict
+        From :func:`read_run`.
+
+    Returns
+    -------
+    str
+    """
+    date = re.search(r"(\d{4}-\d{2}-\d{2})", run["tables"])
+    profile = re.search(r"Profile `([^`]+)`", run["summary"])
+    table2 = run["table2"]
+    first = next((r for r in table2 if r["method"] == "plain"), table2[0])
+    seeds = _count(first, "seeds") + _count(first, "failed")
+    return (
+        f"({date[1] if date else Path(folder).name[:8]}, profile `{profile[1] if profile else '?'}`, "
+        f"synthetic phantoms: {seeds} training seeds x {first['cases']} test phantoms, "
+        f"{run['iterations']} stage-1 iterations)"
+    )
+
+
+def bottom_line_meaning(run: dict) -> str:
+    """The sentence "What it means" of a run's bottom line (and the failed models, if any).
+
+    Written from the TLD verdicts of the paper's components (:data:`PAPER_COMPONENTS`):
+    :data:`NONE_REPRODUCE` exactly when none has a verdict "improves".
+
+    Parameters
+    ----------
+    run : dict
+        From :func:`read_run`.
+
+    Returns
+    -------
+    str
+    """
+    table2, iterations = run["table2"], run["iterations"]
+    failed = sum(_count(r, "failed") for r in table2)
+    models = sum(_count(r, "seeds") for r in table2) + failed
+    paper = [r for r in run["effects"] if r["component"] in PAPER_COMPONENTS]
+    held = [r for r in paper if r["TLD verdict"] == IMPROVES]
+    lowered = [r for r in paper if r["TLD verdict"] == HURTS]
+    failed_text = (
+        f" {failed} of the ablation's {models} models failed (an empty prediction) and are left "
+        "out of the means."
+        if failed
+        else ""
+    )
+    if not paper:
+        meaning = "this run compared none of the paper's components."
+    elif not held:
+        meaning = (
+            f"at this training length on the synthetic cohort {NONE_REPRODUCE}: no TLD effect "
+            f"of AMC, GUL or stage 2 has an interval above zero, and {len(lowered)} of "
+            f"the {len(paper)} lie below it; models of {iterations} iterations on "
+            "phantoms are not the paper's setting (real CT, full-length training)."
+        )
+    else:
+        named = ", ".join(f"{r['component']} ({r['without']} -> {r['with']})" for r in held)
+        meaning = (
+            f"{len(held)} of the {len(paper)} comparisons of the paper's components raise TLD "
+            f"with an interval above zero here ({named}); the others do not, at this training "
+            "length on the synthetic cohort."
+        )
+    return meaning + failed_text
 
 
 def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
@@ -181,35 +319,17 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
     Raises
     ------
     InputError
-        A missing or unreadable file, a missing column, no stage-1 length in ``tables.md``
-        or no ``Total: X min.`` in ``run_summary.md``, each naming the file.
+        As :func:`read_run`, or a folder outside ``root``.
     """
     folder = Path(folder)
     root = Path(root) if root is not None else folder.parent.parent
-    for name in REQUIRED:
-        if not (folder / name).is_file():
-            raise InputError(
-                f"{folder / name}: missing (a committed run holds {', '.join(REQUIRED)})"
-            )
+    run = read_run(folder)
     try:
         link = folder.resolve().relative_to(root.resolve()).as_posix()
     except ValueError as err:
         raise InputError(f"{folder}: not inside the repository {root}") from err
-    effects = _read_csv(
-        folder / "component_effects.csv",
-        ("component", "without", "with", "dTLD", "dTLD low", "dTLD high", "TLD verdict"),
-    )
-    table2 = _read_csv(
-        folder / "table2_ablation.csv", ("method", "seeds", "cases", "TLD", "precision")
-    )
-    tables = (folder / "tables.md").read_text(encoding="utf-8")
-    summary = (folder / "run_summary.md").read_text(encoding="utf-8")
-    iterations = _search(
-        r"Stage 1: (\d+) iterations", tables, folder / "tables.md", "stage-1 length"
-    )[1]
-    total = _search(r"Total: ([0-9.]+) min\.", summary, folder / "run_summary.md", "total time")[1]
-    date = re.search(r"(\d{4}-\d{2}-\d{2})", tables)
-    profile = re.search(r"Profile `([^`]+)`", summary)
+    effects, table2, tables, summary = run["effects"], run["table2"], run["tables"], run["summary"]
+    total = run["total"]
     machine = re.search(r"machine: (.+?)\. ", tables)
     # the runner's header names the CPU class since 2026-12-07: "2 cores (AMD EPYC, AVX2 (...))."
     cpu = re.search(r"(\d+) cores \((.+)\)\.$", summary, re.M)
@@ -235,23 +355,12 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
     )
 
     by_method = {r["method"]: r for r in table2}
-    first = by_method.get("plain", table2[0])
-    seeds = _count(first, "seeds") + _count(first, "failed")
-    failed = sum(_count(r, "failed") for r in table2)
-    models = sum(_count(r, "seeds") for r in table2) + failed
-
-    paper = [r for r in effects if r["component"] in PAPER_COMPONENTS]
-    held = [r for r in paper if r["TLD verdict"] == IMPROVES]
-    lowered = [r for r in paper if r["TLD verdict"] == HURTS]
-
     lines = [
         f"> **The bottom line** of the newest committed run, [`{link}`]({link}/tables.md) "
-        f"({date[1] if date else folder.name[:8]}, profile `{profile[1] if profile else '?'}`, "
-        f"synthetic phantoms: {seeds} training seeds x {first['cases']} test phantoms, "
-        f"{iterations} stage-1 iterations):",
+        f"{run_caption(folder, run)}:",
         ">",
         "> - TLD and precision, % [95% CI]: "
-        + "; ".join(_method_text(by_method.get(m), name) for m, name in KEY_METHODS.items())
+        + "; ".join(method_text(by_method.get(m), name) for m, name in KEY_METHODS.items())
         + ".",
     ]
     for component in PAPER_COMPONENTS:
@@ -267,30 +376,8 @@ def readme_bottom_line(folder: str | os.PathLike, root: str | os.PathLike | None
         if component == "stage 2":
             text += _stage2_precision_text(mine)
         lines.append(f"> - {component}, TLD effect in points [95% CI]: {text}.")
-    failed_text = (
-        f" {failed} of the ablation's {models} models failed (an empty prediction) and are left "
-        "out of the means."
-        if failed
-        else ""
-    )
-    if not paper:
-        meaning = "this run compared none of the paper's components."
-    elif not held:
-        meaning = (
-            f"at this training length on the synthetic cohort {NONE_REPRODUCE}: no TLD effect "
-            f"of AMC, GUL or stage 2 has an interval above zero, and {len(lowered)} of "
-            f"the {len(paper)} lie below it; models of {iterations} iterations on "
-            "phantoms are not the paper's setting (real CT, full-length training)."
-        )
-    else:
-        named = ", ".join(f"{r['component']} ({r['without']} -> {r['with']})" for r in held)
-        meaning = (
-            f"{len(held)} of the {len(paper)} comparisons of the paper's components raise TLD "
-            f"with an interval above zero here ({named}); the others do not, at this training "
-            "length on the synthetic cohort."
-        )
     lines += [
-        f"> - **What it means:** {meaning}{failed_text}",
+        f"> - **What it means:** {bottom_line_meaning(run)}",
         f"> - `time make reproduce PROFILE=cpu`: {total} min for {ran}{over} ([`{link}/run_summary.md`]"
         f"({link}/run_summary.md); the tables: [`{link}/tables.md`]({link}/tables.md)).",
     ]

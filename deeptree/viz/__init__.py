@@ -6,6 +6,8 @@
 * :mod:`~deeptree.viz.napari_layers`: napari layers, 3D renderings and screenshots;
 * :mod:`~deeptree.viz.napari_case`: a whole case in napari (:func:`show_case`);
 * :mod:`~deeptree.viz.napari_navigator`: the breakage navigator;
+* :mod:`~deeptree.viz.network_figure`: a sketch of the U-Net of a network config
+  (:func:`draw_unet`);
 * :mod:`~deeptree.viz.case_folder` and :mod:`~deeptree.viz.napari_reader`: case folders, as
   ``deeptree view`` and napari's File > Open read them.
 
@@ -59,6 +61,7 @@ from deeptree.viz.napari_layers import (
     screenshot,
 )
 from deeptree.viz.napari_navigator import BreakageNavigator, add_breakage_navigator
+from deeptree.viz.network_figure import draw_unet
 from deeptree.viz.planes import (
     case_overlays,
     comparison_labels,
@@ -103,6 +106,7 @@ __all__ = [
     "comparison_mip",
     "crop_layers",
     "distinct_colors",
+    "draw_unet",
     "fit_view",
     "fit_window",
     "is_blank",
