@@ -31,7 +31,7 @@ import deeptree  # noqa: E402, F401, I001  (its thread policy must come before t
 import torch  # noqa: E402
 
 from deeptree.checkpoints import BEST_NAME, CHECKPOINT_NAME, load_checkpoint  # noqa: E402
-from deeptree.evaluation.shipped import _slim  # noqa: E402
+from deeptree.evaluation.shipped import _slim, gzip_log  # noqa: E402
 
 SUMS = "SHA256SUMS"
 
@@ -53,10 +53,7 @@ def save(run: Path, dest: Path, unfinished: bool = False) -> None:
                 torch.save(_slim(checkpoint.parent / file, half=True), dest / name / file)
             else:  # the resume state itself, byte for byte
                 shutil.copyfile(checkpoint.parent / file, dest / name / file)
-        with open(checkpoint.parent / "log.jsonl", "rb") as src, gzip.GzipFile(
-            dest / name / "log.jsonl.gz", "wb", mtime=0
-        ) as dst:
-            shutil.copyfileobj(src, dst)
+        gzip_log(checkpoint.parent / "log.jsonl", dest / name / "log.jsonl.gz")
         for file in (*files, "log.jsonl.gz"):
             digest = hashlib.sha256((dest / name / file).read_bytes()).hexdigest()
             lines.append(f"{digest}  {(name / file).as_posix()}")

@@ -194,10 +194,14 @@ def _write_models(run: Path, staging: Path, folders, best_folders: set, half: bo
         for file in (CHECKPOINT_NAME, BEST_NAME):
             if (folder / file).is_file() and (file == CHECKPOINT_NAME or name in best_folders):
                 torch.save(_slim(folder / file, half), staging / name / file)
-        with open(folder / "log.jsonl", "rb") as src, gzip.GzipFile(
-            staging / name / "log.jsonl.gz", "wb", mtime=0
-        ) as dst:  # mtime 0: the same log gives the same bytes
-            shutil.copyfileobj(src, dst)
+        gzip_log(folder / "log.jsonl", staging / name / "log.jsonl.gz")
+
+
+def gzip_log(log: Path, target: Path) -> None:
+    """A training log gzipped to ``target`` (mtime 0 in the header: the same log gives the
+    same bytes), as shipped models carry it (:func:`deeptree.train.read_log` reads it)."""
+    with open(log, "rb") as src, gzip.GzipFile(target, "wb", mtime=0) as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def read_manifest(dest: str | os.PathLike) -> dict:
