@@ -10,6 +10,12 @@ profiles use a smaller chest so that it fits a small grid).
 Sizes follow textbook adult anatomy (lung height about 24 cm, hemithorax width about
 12 cm, carina at the level of T4-T5 about 7 cm below the lung apex, heart on the left
 resting on the diaphragm, right dome of the diaphragm higher than the left).
+
+Every tissue is also a label (:data:`TISSUES`, :meth:`ThoraxGeometry.tissue_labels`): the
+run profiles' phantoms give each label one HU value (:data:`DEFAULT_HU`), the domain-randomised
+images of :mod:`deeptree.phantom.synth` draw one per image. A geometry with
+:class:`ChestExtras` also draws what those phantoms leave out (great veins to the thoracic
+inlet, thyroid, clavicles, arms, the table, air in the oesophagus, the body's fat thickness).
 """
 
 from __future__ import annotations
@@ -53,6 +59,123 @@ _RIB = dict(pitch=24.0, thickness=8.0, radius=4.5, slope=0.3, gap=4.0)
 #: Field of view at scale 1 (mm): x, y, z ranges.
 _FOV = ((-168.0, 168.0), (-138.0, 108.0), (-22.0, 255.0))
 
+#: The tissues of the chest label map; a tissue's label (uint8) is its index. The first 17 are
+#: those of the run profiles' phantoms; the rest are drawn only by a geometry with
+#: :class:`ChestExtras`.
+TISSUES = (
+    "outside_air",
+    "subcutaneous_fat",
+    "muscle",
+    "mediastinal_fat",
+    "heart",
+    "aorta",
+    "pulmonary_artery",
+    "oesophagus",
+    "liver",
+    "spleen_stomach",
+    "cortical_bone",
+    "trabecular_bone",
+    "disc",
+    "spinal_canal",
+    "sternum",
+    "rib",
+    "lung",
+    "vein",
+    "thyroid",
+    "clavicle",
+    "humerus",
+    "table",
+    "oesophagus_air",
+)
+#: Label of each tissue name.
+LABEL = {name: i for i, name in enumerate(TISSUES)}
+
+#: HU of each tissue in the phantoms of the run profiles (blood without contrast; the lung is
+#: NaN: its voxels are filled by the parenchyma model of :mod:`deeptree.phantom.ct`).
+DEFAULT_HU = {
+    "outside_air": -1000.0,
+    "subcutaneous_fat": -100.0,
+    "muscle": 45.0,
+    "mediastinal_fat": -90.0,
+    "heart": 40.0,
+    "aorta": 40.0,
+    "pulmonary_artery": 40.0,
+    "oesophagus": 35.0,
+    "liver": 58.0,
+    "spleen_stomach": 42.0,
+    "cortical_bone": 700.0,
+    "trabecular_bone": 230.0,
+    "disc": 85.0,
+    "spinal_canal": 15.0,
+    "sternum": 350.0,
+    "rib": 520.0,
+    "lung": float("nan"),
+    "vein": 40.0,
+    "thyroid": 110.0,  # iodine-rich: brighter than muscle without contrast
+    "clavicle": 520.0,
+    "humerus": 520.0,
+    "table": -300.0,
+    "oesophagus_air": -1000.0,
+}
+
+#: Great veins at scale 1 (start, end, radius mm): superior vena cava, brachiocephalic veins
+#: from the thoracic inlet (the left one crosses in front of the aortic arch), subclavian veins.
+_VEINS = (
+    ((32.0, 14.0, 118.0), (34.0, 10.0, 205.0), 10.0),
+    ((34.0, 10.0, 205.0), (62.0, 6.0, 240.0), 8.0),
+    ((34.0, 10.0, 205.0), (-62.0, 16.0, 232.0), 7.0),
+    ((62.0, 6.0, 240.0), (140.0, 20.0, 246.0), 7.0),
+    ((-62.0, 16.0, 232.0), (-140.0, 20.0, 242.0), 7.0),
+)
+#: Thyroid lobes (centre, half-axes mm) beside the trachea above the thoracic inlet, and the
+#: isthmus in front of it (start, end, radius).
+_THYROID_LOBES = (
+    (np.array([21.0, -6.0, 238.0]), np.array([9.0, 9.0, 22.0])),
+    (np.array([-21.0, -6.0, 238.0]), np.array([9.0, 9.0, 22.0])),
+)
+_THYROID_ISTHMUS = ((-20.0, 6.0, 228.0), (20.0, 6.0, 228.0), 5.0)
+#: Clavicles from the sternum to the shoulders (start, end, radius).
+_CLAVICLES = (
+    ((18.0, 88.0, 205.0), (125.0, 40.0, 235.0), 7.0),
+    ((-18.0, 88.0, 205.0), (-125.0, 40.0, 235.0), 7.0),
+)
+_ARM = dict(radius=45.0, fat=8.0, humerus=11.0)
+_TABLE_MM = 14.0  # thickness of the table top
+
+
+@dataclass(frozen=True)
+class ChestExtras:
+    """What a whole-chest label map adds to the run profiles' thorax (lengths at scale 1, mm).
+
+    Attributes
+    ----------
+    fat_mm : float
+        Subcutaneous fat thickness (the run profiles' thorax: 11 mm).
+    veins, thyroid, clavicles : bool
+        Draw the great veins (:data:`_VEINS`; they are part of the mediastinum: the lungs
+        give way), the thyroid, the clavicles.
+    arms : bool
+        Arms down beside the chest (most chest CTs are taken with the arms up, out of view).
+    arm_gap_mm : float
+        Gap between the chest wall and each arm.
+    table : bool
+        The table top under the patient's back.
+    table_gap_mm : float
+        Gap between the back and the table top.
+    oesophagus_air : (float, float, float) or None
+        Air in the oesophagus: lowest and highest height (mm, scale-1 frame) and radius (mm).
+    """
+
+    fat_mm: float = _FAT_MM
+    veins: bool = True
+    thyroid: bool = True
+    clavicles: bool = True
+    arms: bool = False
+    arm_gap_mm: float = 8.0
+    table: bool = True
+    table_gap_mm: float = 4.0
+    oesophagus_air: tuple[float, float, float] | None = None
+
 
 @dataclass(frozen=True)
 class ThoraxGeometry:
@@ -64,10 +187,13 @@ class ThoraxGeometry:
         Multiplies every length (1 = adult).
     offset_mm : tuple of 3 float
         Added to every position (mm), e.g. to place the thorax around a given airway.
+    extras : ChestExtras or None
+        None: the thorax of the run profiles' phantoms (their bytes do not change).
     """
 
     scale: float = 1.0
     offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    extras: ChestExtras | None = None
 
     # --- points and sizes -------------------------------------------------------------------
     def point(self, xyz) -> np.ndarray:
@@ -137,10 +263,18 @@ class ThoraxGeometry:
         )
         for a, b, r in _AORTA:
             out = out | _in_capsule(x, y, z, a, b, r + 4.0)
+        extras = self.extras
+        if extras is not None and extras.veins:
+            for a, b, r in _VEINS:
+                out = out | _in_capsule(x, y, z, a, b, r + 3.0)
+        if extras is not None and extras.thyroid:
+            out = out | _in_thyroid(x, y, z, grow_mm=3.0)
         return out
 
     def tissue_hu(self, x, y, z) -> tuple[np.ndarray, np.ndarray]:
         """Hounsfield units of everything except lung parenchyma, airways and lung vessels.
+
+        :data:`DEFAULT_HU` of :meth:`tissue_labels`.
 
         Parameters
         ----------
@@ -151,54 +285,95 @@ class ThoraxGeometry:
         -------
         hu : ndarray of float32
             Outside air -1000, subcutaneous fat -100, muscle 45, mediastinal fat -90,
-            heart and great vessels 40 (blood without contrast), bone 250-700, liver 58.
+            heart and great vessels 40 (blood without contrast), bone 250-700, liver 58;
+            NaN in the lungs.
+        lung : ndarray of int8
+            :meth:`lung_side` of each point (0 outside the lungs).
+        """
+        labels, lung = self.tissue_labels(x, y, z)
+        table = np.array([DEFAULT_HU[name] for name in TISSUES], dtype=np.float32)
+        return table[labels], lung
+
+    def tissue_labels(self, x, y, z) -> tuple[np.ndarray, np.ndarray]:
+        """The tissue of each point: the chest label map.
+
+        Parameters
+        ----------
+        x, y, z : ndarray, broadcastable
+            World coordinates (mm).
+
+        Returns
+        -------
+        labels : ndarray of uint8
+            Index into :data:`TISSUES` (``LABEL["lung"]`` inside the lungs). Airways and lung
+            vessels are not in it: they are drawn with partial volume on top
+            (:mod:`deeptree.phantom.ct`).
         lung : ndarray of int8
             :meth:`lung_side` of each point (0 outside the lungs).
         """
         x, y, z = self._local(x, y, z)
+        extras = self.extras
+        fat_mm = _FAT_MM if extras is None else extras.fat_mm
         mediastinum = self._mediastinum(x, y, z)
         lung = self._lung_side_local(x, y, z, mediastinum)
         shape = lung.shape
-        hu = np.full(shape, -1000.0, dtype=np.float32)
+        lab = np.full(shape, LABEL["outside_air"], dtype=np.uint8)
+
+        def paint(where, name: str) -> None:
+            lab[np.broadcast_to(where, shape)] = LABEL[name]
+
         # body wall: fat under the skin, muscle inside
         qb = ((x / _BODY["ax"]) ** 2 + ((y - _BODY["cy"]) / _BODY["ay"]) ** 2) * np.ones(shape)
         body = qb <= 1.0
-        inner = (x / (_BODY["ax"] - _FAT_MM)) ** 2 + (
-            (y - _BODY["cy"]) / (_BODY["ay"] - _FAT_MM)
+        inner = (x / (_BODY["ax"] - fat_mm)) ** 2 + (
+            (y - _BODY["cy"]) / (_BODY["ay"] - fat_mm)
         ) ** 2 <= 1.0
-        _set(hu, body, -100.0)
-        _set(hu, body & inner, 45.0)
+        paint(body, "subcutaneous_fat")
+        paint(body & inner, "muscle")
+        if extras is not None:
+            self._paint_outside_body(x, y, z, paint, extras)
         # mediastinal fat between the lungs
         med = mediastinum & body & inner & (np.abs(x) < 60) & (z > 0)
-        _set(hu, med, -90.0)
+        paint(med, "mediastinal_fat")
         hc, hr = _HEART["c"], _HEART["r"]
         heart = ((x - hc[0]) / hr[0]) ** 2 + ((y - hc[1]) / hr[1]) ** 2 + (
             (z - hc[2]) / hr[2]
         ) ** 2 <= 1
-        _set(hu, heart, 40.0)
-        for a, b, r in _AORTA + _PULMONARY_ARTERIES:
-            _set(hu, _in_capsule(x, y, z, a, b, r), 40.0)
+        paint(heart, "heart")
+        for a, b, r in _AORTA:
+            paint(_in_capsule(x, y, z, a, b, r), "aorta")
+        for a, b, r in _PULMONARY_ARTERIES:
+            paint(_in_capsule(x, y, z, a, b, r), "pulmonary_artery")
+        if extras is not None and extras.veins:
+            for a, b, r in _VEINS:
+                paint(_in_capsule(x, y, z, a, b, r) & body, "vein")
         eso = (x - _ESOPHAGUS["x"]) ** 2 + (y - _ESOPHAGUS["y"]) ** 2 <= _ESOPHAGUS["r"] ** 2
-        _set(hu, eso & (z > 0) & body, 35.0)
+        paint(eso & (z > 0) & body, "oesophagus")
+        if extras is not None and extras.oesophagus_air is not None:
+            z0, z1, r_air = extras.oesophagus_air
+            air = (x - _ESOPHAGUS["x"]) ** 2 + (y - _ESOPHAGUS["y"]) ** 2 <= r_air**2
+            paint(air & (z >= z0) & (z <= z1) & body, "oesophagus_air")
+        if extras is not None and extras.thyroid:
+            paint(_in_thyroid(x, y, z) & body, "thyroid")
         # below the diaphragm: liver on the right, spleen and stomach on the left
         for side, p in _LUNGS.items():
             below = (z < _diaphragm_z(x, y, p)) & (side * x > 0) & inner
-            _set(hu, below & ~heart, 58.0 if side > 0 else 42.0)
+            paint(below & ~heart, "liver" if side > 0 else "spleen_stomach")
         # spine: vertebral bodies with a cortical rim, discs every pitch, spinal canal
         sp = _SPINE
         qv = (x / sp["rx"]) ** 2 + ((y - sp["y"]) / sp["ry"]) ** 2
         disc = np.mod(z, sp["pitch"]) < sp["disc"]
-        _set(hu, (qv <= 1.0) & ~disc, 700.0)
-        _set(hu, (qv <= 0.72) & ~disc, 230.0)
-        _set(hu, (qv <= 1.0) & disc, 85.0)
-        _set(hu, x**2 + (y - sp["canal_y"]) ** 2 <= sp["canal_r"] ** 2, 15.0)
+        paint((qv <= 1.0) & ~disc, "cortical_bone")
+        paint((qv <= 0.72) & ~disc, "trabecular_bone")
+        paint((qv <= 1.0) & disc, "disc")
+        paint(x**2 + (y - sp["canal_y"]) ** 2 <= sp["canal_r"] ** 2, "spinal_canal")
         # sternum
         st = (x / _STERNUM["rx"]) ** 2 + ((y - _STERNUM["y"]) / _STERNUM["ry"]) ** 2 <= 1.0
-        _set(hu, st & (z > 60) & (z < 200), 350.0)
+        paint(st & (z > 60) & (z < 200), "sternum")
         # ribs: tilted rings just outside the lungs, one every pitch, sloping down anteriorly
         rb = _RIB
         rho = np.sqrt(qb) * 0.5 * (_BODY["ax"] + _BODY["ay"])  # ~ distance from the body axis
-        rib_ring = np.abs(rho - (0.5 * (_BODY["ax"] + _BODY["ay"]) - _FAT_MM - 14.0)) < rb["radius"]
+        rib_ring = np.abs(rho - (0.5 * (_BODY["ax"] + _BODY["ay"]) - fat_mm - 14.0)) < rb["radius"]
         phase = np.mod(z + rb["slope"] * (y - _BODY["cy"]), rb["pitch"])
         ribs = (
             rib_ring
@@ -207,10 +382,28 @@ class ThoraxGeometry:
             & (z > 20)
             & (z < 240)
         )
-        _set(hu, ribs, 520.0)
+        paint(ribs, "rib")
+        if extras is not None and extras.clavicles:
+            for a, b, r in _CLAVICLES:
+                paint(_in_capsule(x, y, z, a, b, r), "clavicle")
         # the lungs last: their voxels are filled by the parenchyma model
-        hu[lung != 0] = np.nan
-        return hu, lung
+        paint(lung != 0, "lung")
+        return lab, lung
+
+    @staticmethod
+    def _paint_outside_body(x, y, z, paint, extras: ChestExtras) -> None:
+        """Arms beside the chest and the table under it (scale-1 frame)."""
+        if extras.arms:
+            arm = _ARM
+            for side in (1.0, -1.0):
+                cx = side * (_BODY["ax"] + extras.arm_gap_mm + arm["radius"])
+                d2 = (x - cx) ** 2 + (y - _BODY["cy"]) ** 2
+                paint(d2 <= arm["radius"] ** 2, "subcutaneous_fat")
+                paint(d2 <= (arm["radius"] - arm["fat"]) ** 2, "muscle")
+                paint(d2 <= arm["humerus"] ** 2, "humerus")
+        if extras.table:
+            top = _BODY["cy"] - _BODY["ay"] - extras.table_gap_mm
+            paint((y <= top) & (y > top - _TABLE_MM) & (np.abs(x) < 230.0), "table")
 
 
 def _diaphragm_z(x, y, p: dict):
@@ -255,6 +448,17 @@ def _in_capsule(x, y, z, a, b, r) -> np.ndarray:
         sl.append(slice(int(idx[0]), int(idx[-1]) + 1))
     xs, ys, zs = axes[0][sl[0]], axes[1][:, sl[1]], axes[2][:, :, sl[2]]
     out[tuple(sl)] = _capsule_distance(xs, ys, zs, a, b) <= r
+    return out
+
+
+def _in_thyroid(x, y, z, grow_mm: float = 0.0) -> np.ndarray:
+    """Points (scale-1 frame) in the thyroid's lobes or isthmus, grown by ``grow_mm``."""
+    out = _in_capsule(x, y, z, *_THYROID_ISTHMUS[:2], _THYROID_ISTHMUS[2] + grow_mm)
+    for c, r in _THYROID_LOBES:
+        r = r + grow_mm
+        out = out | (
+            ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2 <= 1
+        )
     return out
 
 
