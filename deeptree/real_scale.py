@@ -133,9 +133,7 @@ def validation_cts(
         tree = read_nifti(tree_file)
     else:
         source = Path(tree_path) if tree_path else samples_dir() / "atm_001" / "airway.nii.gz"
-        original = read_nifti(source)
-        fine, affine = resample_to_spacing(original.array > 0, original.affine, (spacing_mm,) * 3)
-        tree = _crop_to_tree(Volume((fine >= 0.5).astype(np.uint8), affine, (spacing_mm,) * 3))
+        tree = real_tree(source, spacing_mm)
         if tree_file is not None:
             folder.mkdir(parents=True, exist_ok=True)
             write_nifti(tree_file, tree.array, tree.affine)
@@ -153,6 +151,27 @@ def validation_cts(
             write_nifti(ct_file, ct, tree.affine)
         cts.append(Volume(ct, tree.affine, tree.spacing))
     return cts, tree
+
+
+def real_tree(path: str | os.PathLike, spacing_mm: float) -> Volume:
+    """A real airway mask at an isotropic voxel size, cropped to its box plus a margin.
+
+    Parameters
+    ----------
+    path : path-like
+        Airway mask (NIfTI; nonzero = airway), e.g. ``atm_001/airway.nii.gz``.
+    spacing_mm : float
+        Voxel size (mm) it is resampled to (trilinear, then > 0.5).
+
+    Returns
+    -------
+    Volume
+        uint8 0/1 in the file's voxel order, the box of the tree plus
+        :data:`VALIDATION_MARGIN_MM`, with its affine.
+    """
+    original = read_nifti(path)
+    fine, affine = resample_to_spacing(original.array > 0, original.affine, (spacing_mm,) * 3)
+    return _crop_to_tree(Volume((fine >= 0.5).astype(np.uint8), affine, (spacing_mm,) * 3))
 
 
 def _crop_to_tree(tree: Volume) -> Volume:
@@ -202,12 +221,18 @@ def sweep_spacings(
             found += bool(described["trachea_found"])
             gens.append(described["generations_reached"])
             volumes.append(described["volume_ml"])
-        mean = {k: float(np.mean([s[k] for s in scores])) for k in ("TLD", "BD", "precision", "DSC")}
+        mean = {
+            k: float(np.mean([s[k] for s in scores])) for k in ("TLD", "BD", "precision", "DSC")
+        }
         rows.append(
             ScaleRow(
-                spacing_mm=float(mm), **mean, trachea_found=found,
-                generations=float(np.mean(gens)), volume_ml=float(np.mean(volumes)),
-                cases=len(cts), TLD_cases=tuple(float(s["TLD"]) for s in scores),
+                spacing_mm=float(mm),
+                **mean,
+                trachea_found=found,
+                generations=float(np.mean(gens)),
+                volume_ml=float(np.mean(volumes)),
+                cases=len(cts),
+                TLD_cases=tuple(float(s["TLD"]) for s in scores),
             )  # fmt: skip
         )
     return rows

@@ -363,3 +363,42 @@ def test_the_drawn_air_values_cover_the_real_samples(cip_ct64_dir, totalseg_ct_p
     # in the real CT, and the drawn inlet range reaches beyond it
     assert ((chest > 1000) & (chest < 2000)).any()
     assert ranges.inlet_hu[1] >= 1800.0
+
+
+# --- real trees in synthesised chests -------------------------------------------------------
+def test_a_ct_is_synthesised_around_a_real_tree_in_its_own_voxel_order(atm001_path):
+    from deeptree.io import Volume
+    from deeptree.phantom.synth_cases import synth_ct_around_mask
+    from deeptree.real_scale import real_tree
+
+    tree = real_tree(atm001_path, 3.0)
+    assert tree.affine[0, 0] < 0  # atm_001 is stored LPS: the flip path is exercised
+    settings = replace(draw_settings(np.random.default_rng(4)), noise_hu=0.0)
+    before = tree.array.copy()
+    ct, lung = synth_ct_around_mask(tree, np.random.default_rng(4), settings)
+    assert np.array_equal(tree.array, before)
+    assert ct.shape == tree.array.shape and ct.dtype == np.int16 and lung.dtype == np.uint8
+    trachea = ndimage.binary_erosion(tree.array > 0)
+    assert trachea.any() and np.median(ct[trachea]) < -500
+    assert lung.any() and not (lung.astype(bool) & trachea).all()
+    # the same tree stored RAS gives the same CT, flipped
+    ras = Volume(
+        np.ascontiguousarray(tree.array[::-1, ::-1]), np.diag([3.0, 3.0, 3.0, 1.0]), tree.spacing
+    )
+    ct_ras, _ = synth_ct_around_mask(ras, np.random.default_rng(4), settings)
+    assert np.array_equal(ct_ras[::-1, ::-1], ct)
+
+
+def test_a_cohort_holds_cases_around_real_trees(tmp_path, atm001_path):
+    ids = generate_synth_cohort(
+        tmp_path, 1, seed=2, base="smoke", spacing_mm=4.0, real_trees=(atm001_path,),
+        real_cases=1, progress=False,
+    )  # fmt: skip
+    assert ids == ["PHANTOM_000", "PHANTOM_001"]
+    record = json.loads((tmp_path / SYNTH_NAME).read_text())
+    assert record["cases"]["PHANTOM_001"]["real_tree"] == str(atm001_path)
+    assert not (tmp_path / "treesTr" / "PHANTOM_001.json").exists()  # classes parsed from the mask
+    label = read_nifti(tmp_path / "labelsTr" / "PHANTOM_001.nii.gz")
+    assert label.array.sum() > 100 and np.allclose(label.spacing, 4.0)
+    with pytest.raises(InputError, match="real_cases"):
+        generate_synth_cohort(tmp_path, 1, real_cases=-1, progress=False)

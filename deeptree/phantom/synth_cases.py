@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.files import clean_orphan_temporaries
-from deeptree.io import InputError, atomic_write
+from deeptree.io import (
+    InputError,
+    Volume,
+    atomic_write,
+    check_binary_mask,
+    check_spacing,
+    write_nifti,
+)
+from deeptree.phantom.around import layers_from_mask
 from deeptree.phantom.cases import (
     COHORT_FOLDERS,
     PhantomCase,
@@ -42,7 +50,7 @@ from deeptree.phantom.synth import (
     label_map,
     synthesize_ct,
 )
-from deeptree.phantom.thorax import ThoraxGeometry
+from deeptree.phantom.thorax import LABEL, ThoraxGeometry
 from deeptree.phantom_config import PhantomProfile, phantom_profile
 from deeptree.progress import progress_bar
 
@@ -181,6 +189,52 @@ def _tissue_labels(grid: Grid, geom: ThoraxGeometry) -> tuple[np.ndarray, np.nda
     return labels, sides
 
 
+def synth_ct_around_mask(
+    airway: Volume,
+    rng: np.random.Generator,
+    settings: SynthSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A domain-randomised chest CT around a given airway mask (e.g. a real ATM'22 tree).
+
+    As :func:`deeptree.phantom.simulate_ct`: the thorax is fitted around the tree (its carina
+    on the tree's, its lungs holding it; the tree keeps its own size, so ``settings.scale`` is
+    not used), the lumen and a wall that follows the local radius are drawn from the mask;
+    then the label map of the fitted thorax with ``settings``' extras and
+    :func:`~deeptree.phantom.synth.synthesize_ct`. No cartilage: a mask has no branch list.
+
+    Parameters
+    ----------
+    airway : Volume
+        Airway lumen (0/1), its affine and spacing (mm). Axes that run against RAS are
+        flipped for the simulation and back.
+    rng : numpy.random.Generator
+    settings : SynthSettings
+
+    Returns
+    -------
+    ct : ndarray of int16, shape of the mask
+        HU, in the mask's voxel order.
+    lung : ndarray of uint8
+        The fitted lungs (0/1), same order.
+    """
+    mask = check_binary_mask(airway.array, "airway")
+    spacing = check_spacing(airway.spacing, "airway spacing")
+    affine = np.asarray(airway.affine, dtype=float)
+    flips = tuple(a for a in range(3) if affine[:3, a][np.argmax(np.abs(affine[:3, a]))] < 0)
+    mask = np.ascontiguousarray(np.flip(mask, flips))
+    grid, geom, layers, sides = layers_from_mask(mask, spacing, rng)
+    geom = replace(geom, extras=settings.extras())
+    tissues, _ = _tissue_labels(grid, geom)
+    # the fitted lungs (grown around every bronchus) decide; tissue left without a lung
+    # becomes muscle, as thorax_background makes it soft tissue
+    tissues[(sides == 0) & (tissues == LABEL["lung"])] = LABEL["muscle"]
+    tissues[sides != 0] = LABEL["lung"]
+    no_cartilage = np.zeros(grid.shape, dtype=np.uint8)
+    ct = synthesize_ct(tissues, sides, layers, no_cartilage, grid, geom, settings, rng)
+    lung = (sides != 0).astype(np.uint8)
+    return np.ascontiguousarray(np.flip(ct, flips)), np.ascontiguousarray(np.flip(lung, flips))
+
+
 def generate_synth_cohort(
     root: str | os.PathLike,
     n: int,
@@ -190,13 +244,19 @@ def generate_synth_cohort(
     spacing_mm: float = 1.0,
     ranges: SynthRanges = DEFAULT_RANGES,
     families=FAMILIES,
+    real_trees=(),
+    real_cases: int = 0,
     progress: bool | None = None,
 ) -> list[str]:
     """Write ``n`` synthesised cases into ``root`` (ATM'22 layout), resumably.
 
-    Case ``i`` is ``PHANTOM_{i:03d}``, generated with seed ``(seed, i)``. ``root/synth.json``
-    records the arguments and every case's settings; a rerun with the same arguments skips the
-    complete cases, one with other arguments is refused.
+    Case ``i`` is ``PHANTOM_{i:03d}``, generated with seed ``(seed, i)``. Then, for each real
+    airway mask of ``real_trees``, ``real_cases`` CTs synthesised around it
+    (:func:`synth_ct_around_mask`, the mask resampled to ``spacing_mm``): case ``n + j``, seed
+    ``(seed, n + j)``, written without a tree file (its anatomy classes are parsed from the
+    mask, as for real data). ``root/synth.json`` records the arguments and every case's
+    settings; a rerun with the same arguments skips the complete cases, one with other
+    arguments is refused.
 
     Parameters
     ----------
@@ -206,19 +266,25 @@ def generate_synth_cohort(
     seed : int
     base, spacing_mm, ranges, families
         As :func:`generate_synth_case`.
+    real_trees : sequence of path-like
+        Real airway masks (NIfTI) to synthesise CTs around.
+    real_cases : int
+        CTs per real tree.
     progress : bool or None
         See :func:`deeptree.progress.enabled`.
 
     Returns
     -------
     list of str
-        The ids of the ``n`` cases.
+        The ids of all the cases.
 
     Raises
     ------
     InputError
-        ``n < 1``, or ``root`` holds a cohort made with other arguments.
+        ``n < 1``, ``real_cases < 0``, or ``root`` holds a cohort made with other arguments.
     """
+    if int(real_cases) < 0:
+        raise InputError(f"real_cases: must be at least 0, got {real_cases}")
     if int(n) < 1:
         raise InputError(f"cohort size: n must be at least 1, got {n}")
     prof = phantom_profile(base)
@@ -233,6 +299,8 @@ def generate_synth_cohort(
                 "spacing_mm": float(spacing_mm),
                 "ranges": asdict(ranges),
                 "families": list(families),
+                "real_trees": [str(p) for p in real_trees],
+                "real_cases": int(real_cases),
             },
             default=str,
         )
@@ -266,6 +334,34 @@ def generate_synth_cohort(
             "settings": json.loads(json.dumps(made.settings.as_dict())),
             "files": [str(p.relative_to(root)) for p in case_paths(root, case_id).values()],
         }
-        text = json.dumps(record, indent=1)
-        atomic_write(record_path, lambda tmp, text=text: Path(tmp).write_text(text))
+        _write_record(record_path, record)
+    real = [(Path(p), j) for p in real_trees for j in range(int(real_cases))]
+    for offset, (tree_path, _) in enumerate(real):
+        index = int(n) + offset
+        case_id = f"PHANTOM_{index:03d}"
+        ids.append(case_id)
+        paths = case_paths(root, case_id)
+        files = [paths["image"], paths["label"], paths["lung"]]
+        if case_id in record["cases"] and all(f.is_file() for f in files):
+            continue
+        from deeptree.real_scale import real_tree
+
+        tree = real_tree(tree_path, spacing_mm)
+        rng = np.random.default_rng((int(seed), index))
+        case_settings = draw_settings(rng, ranges, families, scale=1.0)
+        ct, lung = synth_ct_around_mask(tree, rng, case_settings)
+        write_nifti(paths["image"], ct, tree.affine, dtype=np.int16)
+        write_nifti(paths["label"], tree.array, tree.affine, dtype=np.uint8)
+        write_nifti(paths["lung"], lung, tree.affine, dtype=np.uint8)
+        record["cases"][case_id] = {
+            "settings": json.loads(json.dumps(case_settings.as_dict())),
+            "real_tree": str(tree_path),
+            "files": [str(f.relative_to(root)) for f in files],
+        }
+        _write_record(record_path, record)
     return ids
+
+
+def _write_record(path: Path, record: dict) -> None:
+    text = json.dumps(record, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
