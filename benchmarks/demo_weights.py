@@ -7,19 +7,25 @@ Run from the repository root::
     python benchmarks/demo_weights.py --steps train   # only train (resumes), no export
     python benchmarks/demo_weights.py --no-variation  # the control: phantoms not randomised
     python benchmarks/demo_weights.py --steps scale evaluate  # rechoose the real-CT voxel size
+    python benchmarks/demo_weights.py --adult         # adult chests, domain-randomised CT
 
 Steps (each resumes what an earlier, interrupted run left in ``--work``):
 
 1. ``cohort``: training phantoms from :func:`deeptree.phantom.varied.generate_varied_cohort`
    (the ``cpu`` phantom at a finer voxel size, with point spread, noise, HU offsets,
-   parenchyma and chest size varied per case; ``--no-variation`` keeps the cpu settings);
+   parenchyma and chest size varied per case; ``--no-variation`` keeps the cpu settings), or
+   with ``--adult`` from :func:`deeptree.phantom.synth_cases.generate_synth_cohort`: adult
+   chests at 1 mm whose CT is synthesised from the whole-chest label map with every
+   randomisation family of :mod:`deeptree.phantom.synth` (``--families`` keeps a subset: the
+   ablation), plus CTs synthesised around the real atm_001 tree;
 2. ``train``: stage 1 (anatomy-aware classes + General Union Loss) and stage 2 with
    :func:`deeptree.train.train` (checkpoints every few hundred iterations: a killed run
    continues where it stopped);
 3. ``export``: weights-only copies into ``--out`` (``deeptree/weights`` by default);
 4. ``scale``: the voxel size real CT is run at, chosen on validation CTs simulated around the
    real atm_001 tree at its real size (:mod:`deeptree.real_scale`; none of them is a sample
-   the card reports) and recorded in both checkpoints as their anatomical scale;
+   the card reports) and recorded in both checkpoints as their anatomical scale (``--adult``:
+   the phantoms have an adult's size, so the only candidate is the training voxel size);
 5. ``evaluate``: the exported model on a synthetic test set (another seed than training) with
    the paper's metrics (:func:`deeptree.metrics.airway_metrics`), and on the real samples
    (:mod:`deeptree.real_ct`); writes ``card.json`` and ``MODEL_CARD.md`` beside the weights.
@@ -48,6 +54,7 @@ import torch  # noqa: E402
 from deeptree.config import NetworkConfig, get_config, stage2_data_config  # noqa: E402
 from deeptree.demo import CARD_JSON, CARD_NAME, STAGE1_NAME, STAGE2_NAME, export_weights  # noqa: E402
 from deeptree.files import atomic_write  # noqa: E402
+from deeptree.phantom.synth import FAMILIES  # noqa: E402
 from deeptree.phantom.varied import Variation, generate_varied_cohort  # noqa: E402
 from deeptree.real_scale import CANDIDATE_SPACINGS_MM  # noqa: E402
 
@@ -77,6 +84,25 @@ class DemoSettings:
     scale_seed: int = 2000
     scale_ct_mm: float = 1.0
     scale_candidates_mm: tuple[float, ...] = CANDIDATE_SPACINGS_MM
+    generator: str = "varied"  # or "synth": deeptree.phantom.synth_cases
+    tree_profile: str = "standard"  # synth: the tree growth (lumen down to 1 mm)
+    families: tuple[str, ...] = FAMILIES  # synth: the randomised families
+    real_trees: tuple[str, ...] = ()  # synth: real masks (below data/samples) in the cohort
+    real_cases: int = 0  # synth: CTs per real tree
+
+
+#: Adult chests at 1 mm (segmental bronchi of 4-6 mm are 4-6 voxels wide), CT synthesised from
+#: the whole-chest label map; real CT runs at its own size (anatomical scale 1).
+ADULT = DemoSettings(
+    spacing_mm=1.0, n_train=21, n_test=4, train_seed=3300, test_seed=3301, patch1=(48, 48, 48),
+    iterations1=20000, iterations2=2000, scale_candidates_mm=(1.0,), generator="synth",
+    real_trees=("atm_001/airway.nii.gz",), real_cases=3,
+)  # fmt: skip
+ADULT_QUICK = replace(
+    ADULT, spacing_mm=4.0, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32),
+    iterations1=20, iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=4.0,
+    scale_candidates_mm=(4.0,), tree_profile="smoke", real_cases=1,
+)  # fmt: skip
 
 
 QUICK = DemoSettings(
@@ -85,9 +111,54 @@ QUICK = DemoSettings(
 )  # fmt: skip
 
 
+def _cohort(settings: DemoSettings, root: Path, n: int, seed: int, progress: bool, *, test=False):
+    """The training (or test) phantoms of ``settings``' generator, resumably."""
+    if settings.generator == "synth":
+        from deeptree.locations import samples_dir
+        from deeptree.phantom.synth_cases import generate_synth_cohort
+
+        trees = () if test else tuple(samples_dir() / p for p in settings.real_trees)
+        return generate_synth_cohort(
+            root, n, seed, base=settings.tree_profile, spacing_mm=settings.spacing_mm,
+            families=settings.families, real_trees=trees, real_cases=settings.real_cases,
+            progress=progress,
+        )  # fmt: skip
+    variation = Variation() if settings.varied else None
+    return generate_varied_cohort(
+        root, settings.base_profile, n, seed, spacing_mm=settings.spacing_mm,
+        variation=variation, progress=progress,
+    )  # fmt: skip
+
+
+def _trained_on(settings: DemoSettings) -> str:
+    """One phrase for the card and the weights: what the model learned from."""
+    if settings.generator == "synth":
+        real = settings.real_cases * len(settings.real_trees)
+        return (
+            f"{settings.n_train - 1 + real} adult chest CTs synthesised from label maps "
+            f"({settings.n_train - 1} grown trees, {real} around the real atm_001 tree; "
+            f"randomised: {', '.join(settings.families) or 'nothing'}; "
+            f"{settings.spacing_mm:g} mm, seed {settings.train_seed})"
+        )
+    return (
+        f"{settings.n_train - 1} {'varied ' if settings.varied else ''}phantoms "
+        f"(profile {settings.base_profile} at {settings.spacing_mm:g} mm, seed "
+        f"{settings.train_seed})"
+    )
+
+
+def _split(settings: DemoSettings, cases: list) -> tuple[list, list]:
+    """Training and validation cases: the last grown phantom is held out (CTs around a real
+    tree, numbered after the grown ones, always train)."""
+    held = f"PHANTOM_{settings.n_train - 1:03d}"
+    val = [c for c in cases if c.id == held]
+    if not val:
+        raise SystemExit(f"the validation case {held} is not in the cohort")
+    return [c for c in cases if c.id != held], val
+
+
 def _stage1(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
     from deeptree.stage1.cache import load_cohort
-    from deeptree.stage1.data import split_cases
     from deeptree.stage1.task import stage1_task
     from deeptree.train import train
 
@@ -104,7 +175,7 @@ def _stage1(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
         val_cases=1,
     )
     cases = load_cohort(cohort, cohort / ".cache_stage1", progress=progress)
-    train_cases, val_cases = split_cases(cases, 1)
+    train_cases, val_cases = _split(settings, cases)
     task = stage1_task(
         train_cases, val_cases, settings.variant, net, train_cfg, profile="demo", device="cpu"
     )
@@ -112,7 +183,6 @@ def _stage1(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
 
 
 def _stage2(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
-    from deeptree.stage1.data import split_cases
     from deeptree.stage2.task import load_sources, stage2_task
     from deeptree.train import train
 
@@ -128,7 +198,7 @@ def _stage2(settings: DemoSettings, cohort: Path, run: Path, progress: bool):
         seed=settings.seed,
     )
     sources = load_sources(cohort, progress=progress)
-    train_src, val_src = split_cases(sources, 1)
+    train_src, val_src = _split(settings, sources)
     task = stage2_task(
         train_src, val_src, net, train_cfg, data=stage2_data_config(settings.base_profile),
         breakage=cfg.breakage, attention=cfg.attention, profile="demo", device="cpu",
@@ -185,6 +255,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a minutes-long model (checks)")
     parser.add_argument("--no-variation", action="store_true", help="phantoms not randomised")
+    parser.add_argument(
+        "--adult", action="store_true",
+        help="adult chests at 1 mm, CT synthesised from label maps (deeptree.phantom.synth)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--families", nargs="*", choices=FAMILIES,
+        help="with --adult: randomise only these families (the ablation; none: nothing)",
+    )  # fmt: skip
     parser.add_argument("--work", help="work folder (default runs/demo-weights[-quick])")
     parser.add_argument("--out", help="where the weights and card go (default deeptree/weights)")
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
@@ -195,22 +273,36 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    settings = QUICK if args.quick else DemoSettings()
+    if args.adult:
+        settings = ADULT_QUICK if args.quick else ADULT
+        if args.families is not None:
+            settings = replace(settings, families=tuple(args.families))
+    elif args.families is not None:
+        raise SystemExit("--families needs --adult")
+    else:
+        settings = QUICK if args.quick else DemoSettings()
     if args.no_variation:
-        settings = replace(settings, varied=False)
-    suffix = ("-quick" if args.quick else "") + ("-control" if args.no_variation else "")
+        settings = replace(settings, varied=False, families=())
+    ablated = settings.generator == "synth" and settings.families != FAMILIES
+    suffix = (
+        ("-adult" if args.adult else "")
+        + ("-quick" if args.quick else "")
+        + ("-control" if args.no_variation else "")
+        + (
+            "-" + "+".join(settings.families or ("none",))
+            if ablated and not args.no_variation
+            else ""
+        )
+    )
     work = Path(args.work) if args.work else ROOT / "runs" / f"demo-weights{suffix}"
     out = Path(args.out) if args.out else ROOT / "deeptree" / "weights"
     progress = not args.no_progress
     work.mkdir(parents=True, exist_ok=True)
-    variation = Variation() if settings.varied else None
+    variation = Variation() if settings.varied and settings.generator == "varied" else None
     cohort, test = work / "cohort", work / "test"
 
     if "cohort" in args.steps:
-        generate_varied_cohort(
-            cohort, settings.base_profile, settings.n_train, settings.train_seed,
-            spacing_mm=settings.spacing_mm, variation=variation, progress=progress,
-        )  # fmt: skip
+        _cohort(settings, cohort, settings.n_train, settings.train_seed, progress)
     if "train" in args.steps:
         torch.use_deterministic_algorithms(False)
         if args.only_stage in (None, 1):
@@ -219,11 +311,7 @@ def main(argv=None) -> int:
         if args.only_stage in (None, 2):
             r2 = _stage2(settings, cohort, work / "stage2", progress)
             print(f"stage 2: {r2.iteration} iterations, {r2.checkpoint}", flush=True)
-    trained_on = (
-        f"{settings.n_train - 1} {'varied ' if settings.varied else ''}phantoms "
-        f"(profile {settings.base_profile} at {settings.spacing_mm:g} mm, seed "
-        f"{settings.train_seed})"
-    )
+    trained_on = _trained_on(settings)
     if "export" in args.steps:
         from deeptree.checkpoints import selected_checkpoint
 
@@ -242,20 +330,20 @@ def main(argv=None) -> int:
         from deeptree.checkpoints import load_checkpoint
         from deeptree.real_ct import evaluate_demo, write_card
 
-        generate_varied_cohort(
-            test, settings.base_profile, settings.n_test, settings.test_seed,
-            spacing_mm=settings.spacing_mm, variation=variation, progress=progress,
-        )  # fmt: skip
+        _cohort(settings, test, settings.n_test, settings.test_seed, progress, test=True)
         figures = evaluate_demo(out / STAGE1_NAME, out / STAGE2_NAME, test)
         card_file = out / CARD_JSON
         previous = json.loads(card_file.read_text()) if card_file.is_file() else {}
         card = {
             "settings": asdict(settings),
             "variation": None if variation is None else asdict(variation),
+            "generator": settings.generator,
             "trained_on": trained_on,
             "command": "python benchmarks/demo_weights.py"
+            + (" --adult" if args.adult else "")
             + (" --quick" if args.quick else "")
-            + (" --no-variation" if args.no_variation else ""),
+            + (" --no-variation" if args.no_variation else "")
+            + (" --families " + " ".join(settings.families) if ablated else ""),
             "training": {
                 stage: _timing(work / stage, previous.get("training", {}).get(stage))
                 for stage in ("stage1", "stage2")

@@ -107,9 +107,7 @@ def crop_volume(volume: Volume, size_mm: float, centre=None) -> Volume:
     return Volume(np.array(volume.array[box]), affine, volume.spacing)
 
 
-def segment_volume(
-    volume: Volume, stage1, stage2, *, device="cpu", name: str = "CT", spacing=None
-):
+def segment_volume(volume: Volume, stage1, stage2, *, device="cpu", name: str = "CT", spacing=None):
     """Two-stage segmentation of a CT at the model's voxel size, back on the CT's grid.
 
     :func:`deeptree.pipeline.segment_at_model_spacing`, as :func:`deeptree.pipeline.segment_file`
@@ -312,9 +310,7 @@ def evaluate_demo(
             "seconds": seg.seconds,
         }
     keys = ("BD", "TLD", "precision", "DSC")
-    mean = {
-        k: float(np.mean([c["metrics"][k] for c in synthetic.values()])) for k in keys
-    } | {
+    mean = {k: float(np.mean([c["metrics"][k] for c in synthetic.values()])) for k in keys} | {
         f"stage1_{k}": float(np.mean([c["stage1_metrics"][k] for c in synthetic.values()]))
         for k in keys
     }
@@ -458,6 +454,35 @@ def _scale_orientation_note(scale: dict) -> str:
     )
 
 
+def _data_lines(card: dict) -> list[str]:
+    """The card's bullets on the training phantoms and their randomisation."""
+    s = card["settings"]
+    if card.get("generator") == "synth":
+        real = s.get("real_cases", 0) * len(s.get("real_trees", ()))
+        families = ", ".join(s.get("families", ())) or "none (control)"
+        return [
+            f"* Training: {s['n_train']} adult chest CTs synthesised from label maps around "
+            f"grown trees (profile `{s['tree_profile']}` tree growth, the last held out for "
+            f"validation during training) and {real} around real trees "
+            f"({', '.join(s.get('real_trees', ())) or 'none'}), at {s['spacing_mm']:g} mm, "
+            f"cohort seed {s['train_seed']}.",
+            f"* Per-case randomisation (`deeptree.phantom.synth`), families: {families}; "
+            "their ranges are `SynthRanges` (each case's draw is in the cohort's `synth.json`).",
+        ]
+    return [
+        f"* Training: {s['n_train']} phantoms (the last held out for validation during "
+        f"training), profile `{s['base_profile']}` at {s['spacing_mm']:g} mm, cohort seed "
+        f"{s['train_seed']}.",
+        "* Per-case randomisation (`deeptree.phantom.varied`): "
+        + (
+            ", ".join(f"{k} {tuple(v)}" for k, v in card["variation"].items())
+            if card["variation"]
+            else "none (control)"
+        )
+        + ".",
+    ]
+
+
 def write_card(card: dict, path: str | os.PathLike) -> Path:
     """Write the model card (Markdown) from the figures of ``benchmarks/demo_weights.py``.
 
@@ -493,16 +518,7 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
         "",
         "## Data",
         "",
-        f"* Training: {s['n_train']} phantoms (the last held out for validation during "
-        f"training), profile `{s['base_profile']}` at {s['spacing_mm']:g} mm, cohort seed "
-        f"{s['train_seed']}.",
-        "* Per-case randomisation (`deeptree.phantom.varied`): "
-        + (
-            ", ".join(f"{k} {tuple(v)}" for k, v in card["variation"].items())
-            if card["variation"]
-            else "none (control)"
-        )
-        + ".",
+        *_data_lines(card),
         f"* Synthetic test set: {s['n_test']} phantoms of the same distribution, seed "
         f"{s['test_seed']} (no training case).",
         "* Real samples: `data/samples/totalseg_chest` (1.5 mm, no label) and "
@@ -562,13 +578,23 @@ def write_card(card: dict, path: str | os.PathLike) -> Path:
     if scale:
         lines += [
             "",
-            "## Voxel size for real CT (chosen on validation)",
+            "## Voxel size for real CT"
+            + ("" if scale["anatomical_scale"] == 1.0 else " (chosen on validation)"),
             "",
-            f"The phantoms are chests smaller than an adult's, so a real CT is resampled to "
-            f"{scale['chosen_mm']:g} mm, not to the {s['spacing_mm']:g} mm of training "
-            f"(anatomical scale {scale['anatomical_scale']:.3f}, recorded in both checkpoints; "
-            "`deeptree.real_scale`). Chosen by the rule: " + scale["rule"] + ", on "
-            + scale["cases"] + " (a real tree at its real size; none of them is a sample "
+            (
+                "The phantoms are adult chests: a real CT runs at the "
+                f"{s['spacing_mm']:g} mm of training (anatomical scale "
+                f"{scale['anatomical_scale']:.3f}, recorded in both checkpoints). Checked by: "
+                if scale["anatomical_scale"] == 1.0
+                else f"The phantoms are chests smaller than an adult's, so a real CT is "
+                f"resampled to {scale['chosen_mm']:g} mm, not to the {s['spacing_mm']:g} mm of "
+                f"training (anatomical scale {scale['anatomical_scale']:.3f}, recorded in both "
+                "checkpoints; `deeptree.real_scale`). Chosen by the rule: "
+            )
+            + scale["rule"]
+            + ", on "
+            + scale["cases"]
+            + " (a real tree at its real size; none of them is a sample "
             "below)." + _scale_orientation_note(scale) + " ATM'22 protocol, %, mean over the CTs:",
             "",
             "| voxel size (mm) | TLD | TLD per CT | BD | precision | DSC | trachea found | "

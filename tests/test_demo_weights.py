@@ -33,7 +33,9 @@ def test_the_demo_weights_are_package_data_and_load_as_both_stages():
 
 def test_missing_demo_weights_are_named_with_the_way_out(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "weights_dir", lambda: tmp_path)
-    with pytest.raises(InputError, match=r"stage1\.pt: the demo weights are missing.*make demo-weights"):
+    with pytest.raises(
+        InputError, match=r"stage1\.pt: the demo weights are missing.*make demo-weights"
+    ):
         demo.demo_checkpoints()
 
 
@@ -240,3 +242,26 @@ def test_cohort_progress_follows_the_notebook_runner(tmp_path, monkeypatch, caps
     monkeypatch.setenv(ENV, "1")
     generate_cohort(tmp_path / "shown", "smoke", n=1, seed=0)
     assert "phantoms (smoke)" in capsys.readouterr().err
+
+
+def test_the_card_of_a_model_trained_on_synthesised_adult_chests(tmp_path):
+    """The card says which generator made the training CTs and that real CT runs at the
+    training voxel size when the phantoms have an adult's size."""
+    from deeptree.phantom.synth import FAMILIES
+    from deeptree.real_ct import write_card
+
+    card = json.loads(json.dumps(demo.model_card()))
+    card["generator"] = "synth"
+    card["settings"].update(
+        spacing_mm=1.0, tree_profile="standard", families=list(FAMILIES[:2]),
+        real_trees=["atm_001/airway.nii.gz"], real_cases=3,
+    )  # fmt: skip
+    card["scale"].update(chosen_mm=1.0, anatomical_scale=1.0, rows=card["scale"]["rows"][:1])
+    card["scale"]["rows"][0]["spacing_mm"] = 1.0
+    text = write_card(card, tmp_path / "MODEL_CARD.md").read_text()
+    assert "3 around real trees (atm_001/airway.nii.gz)" in text
+    assert "(`deeptree.phantom.synth`), families: tissue_hu, kernel;" in text
+    assert "a real CT runs at the 1 mm of training (anatomical scale 1.000" in text
+    assert "## Voxel size for real CT\n" in text and "chests smaller than an adult" not in text
+    card["settings"]["families"] = []
+    assert "families: none (control)" in write_card(card, tmp_path / "c.md").read_text()
