@@ -520,6 +520,14 @@ def test_select_run_prefers_cpu_then_published_then_smoke(tmp_path):
                   name, "cpu")
     (tmp_path / "results" / "20261203-cpu-synthetic").mkdir()  # committed without notebooks
     assert runs.select_run(tmp_path, names) == tmp_path / "results" / "20261126-cpu-synthetic"
+    # a reference run still training (its partial models only) is passed over; once published,
+    # it is the repository's results, before a newer cpu run
+    (tmp_path / "results" / "20261125-cpu-reference" / "partial-models").mkdir(parents=True)
+    assert runs.select_run(tmp_path, names) == tmp_path / "results" / "20261126-cpu-synthetic"
+    for name in names:
+        _executed(tmp_path / "results" / "20261125-cpu-reference" / "notebooks" / f"{name}.ipynb",
+                  name, "cpu")
+    assert runs.select_run(tmp_path, names) == tmp_path / "results" / "20261125-cpu-reference"
     for name in names:
         _executed(tmp_path / "runs" / "20261201-cpu" / f"{name}.ipynb", name, "cpu")
     assert runs.select_run(tmp_path, names) == tmp_path / "runs" / "20261201-cpu"

@@ -223,8 +223,10 @@ def test_bottom_line_gives_stage_2s_precision_price_beside_the_papers(tmp_path):
     folder = _hand_built(tmp_path, effects, [_row("plain", "40.0 [35.0, 45.0]", "80 [75, 85]")])
     box = readme_box.readme_bottom_line(folder, tmp_path)
     line = next(x for x in box.splitlines() if x.startswith("> - stage 2,"))
-    assert line.endswith("all improves (paper +1.5, +1.3); precision effect -6.6 to -5.2 points, "
-                         "all hurts (the paper's stage 2 costs 0.0 to 0.4).")
+    assert line.endswith(
+        "all improves (paper +1.5, +1.3); precision effect -6.6 to -5.2 points, "
+        "all hurts (the paper's stage 2 costs 0.0 to 0.4)."
+    )
 
 
 def test_bottom_line_says_none_reproduces_exactly_when_none_improves(tmp_path):
@@ -304,3 +306,39 @@ def test_timings_page_gives_each_run_its_own_row():
     assert len(ci) >= 2, "the make test runs, one row each"
     for row in ci:
         assert len(re.findall(r"\b\d+ s on \d{4}-\d{2}-\d{2}\b", row)) == 1, row
+
+
+REFERENCE_TABLES = (
+    "# DeepTree reproduction (cpu profile)\n\nWritten on 2099-02-01 00:00 UTC, commit `x`, "
+    "machine: Test CPU, 4 cores. Every figure.\n\nStage 1: 12000 iterations of batch 2.\n\n"
+    "Models: the 26 models shipped in `results/20990201-cpu-reference/models` (every file "
+    "checked against the SHA-256 of its manifest), loaded, none trained here.\n\n"
+    "**25 of 26 validated models meet the flattening rule** (validation score ...). Training "
+    "time of all 26 models: 31.4 CPU hours (33.0 wall hours of their processes).\n"
+)
+
+
+def test_the_reference_run_is_the_repository_s_results_once_it_is_complete(tmp_path):
+    """A reference folder with a run summary wins over a newer cpu run; one still training
+    (partial models only) is passed over; the box says the models were shipped, not trained."""
+    effects = [_effect("AMC", "plain", "amc", 3.0, 1.0, 5.0, "improves", 2.9)]
+    synthetic = _hand_built(tmp_path, effects, [_row("plain", "40.0 [35.0, 45.0]", "80 [75, 85]")])
+    newer = synthetic.parent / "20990301-cpu-synthetic"
+    shutil.copytree(synthetic, newer)
+    partial = synthetic.parent / "20990401-cpu-reference"
+    (partial / "partial-models").mkdir(parents=True)
+    assert readme_box.newest_results(tmp_path) == newer
+    reference = synthetic.parent / "20990201-cpu-reference"
+    shutil.copytree(synthetic, reference)
+    (reference / "tables.md").write_text(REFERENCE_TABLES)
+    assert readme_box.committed_results(tmp_path) == [partial, reference, newer, synthetic]
+    assert readme_box.newest_results(tmp_path) == reference
+    box = readme_box.readme_bottom_line(reference, tmp_path)
+    assert "12000 stage-1 iterations, the models shipped with the tables)" in box
+    assert (
+        "notebook 07 loads the 26 models shipped in `results/20990201-cpu-reference/models` and "
+        "scores them (it trains none: its time is the scoring's); their training took 31.4 CPU "
+        "hours, and 25 of 26 validated models meet the flattening rule" in box
+    )
+    # a cpu run's box says nothing of shipped models
+    assert "shipped" not in readme_box.readme_bottom_line(newer, tmp_path)

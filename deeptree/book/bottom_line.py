@@ -46,7 +46,8 @@ def committed_run(run_dir: str | os.PathLike, repo_root: str | os.PathLike) -> P
     Path or None
         ``run_dir`` when it holds the files of a committed run
         (:data:`deeptree.evaluation.readme_box.REQUIRED`), else the newest
-        ``results/*-cpu-synthetic`` folder; None when the repository has none.
+        committed run (:func:`deeptree.evaluation.readme_box.newest_results`: the reference run
+        first); None when the repository has none.
     """
     run_dir = Path(run_dir)
     if all((run_dir / name).is_file() for name in readme_box.REQUIRED):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deeptree.evaluation import readme_box
 from deeptree.io import InputError
 
 #: Notebooks are numbered ``NN_name.ipynb``.
@@ -89,9 +90,10 @@ def select_run(repo_root: str | os.PathLike, notebooks: list[str]) -> Path:
     """The run folder the book is built from.
 
     The first that holds every notebook of ``notebooks`` executed without error, of: the
-    latest ``runs/*-cpu`` folder (``make reproduce PROFILE=cpu``); the latest committed
-    ``results/*-cpu-synthetic`` folder with published notebooks (so that a fresh clone builds
-    the book of the committed run without computing); the newest smoke run (``runs/ci`` of
+    latest ``runs/*-cpu`` folder (``make reproduce PROFILE=cpu``); the committed results
+    folders with published notebooks, the reference run first
+    (:func:`deeptree.evaluation.readme_box.committed_results`: a fresh clone builds the book
+    of the committed run without computing); the newest smoke run (``runs/ci`` of
     ``make test``, or ``runs/*-smoke`` of ``make reproduce PROFILE=smoke``).
 
     Parameters
@@ -125,14 +127,14 @@ def select_run(repo_root: str | os.PathLike, notebooks: list[str]) -> Path:
         return max((p.stat().st_mtime for p in executed_notebooks(folder)), default=0.0)
 
     cpu = sorted(runs.glob("*-cpu"), reverse=True)
-    published = sorted(root.glob("results/*-cpu-synthetic"), reverse=True)
+    published = readme_box.committed_results(root)
     smoke = sorted([runs / "ci", *runs.glob("*-smoke")], key=newest, reverse=True)
     for folder in [*cpu, *published, *smoke]:
         if folder.is_dir() and complete(folder):
             return folder
     raise InputError(
         f"{runs}: no run folder holds all {len(notebooks)} notebooks executed without error "
-        "(nor does a results/*-cpu-synthetic folder); run `make reproduce PROFILE=cpu` (or "
+        "(nor does a committed results/ folder); run `make reproduce PROFILE=cpu` (or "
         "PROFILE=smoke, or `make notebooks` for runs/ci) first"
     )
 
