@@ -81,3 +81,54 @@ def plot_hu_histograms(samples: Mapping[str, Mapping[str, np.ndarray]], bins=Non
         ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_synth_draws(cases, titles, *, window=(-1000.0, 1000.0)):
+    """Label map and synthesised CTs side by side: one axial slice above the carina and one
+    coronal slice through the trachea per case (:mod:`deeptree.phantom.synth`).
+
+    Parameters
+    ----------
+    cases : sequence of deeptree.phantom.synth_cases.SynthCase
+        The first one's label map is drawn in the first column.
+    titles : sequence of str
+        One per case.
+    window : (float, float)
+        Display window (HU); wide, so that dense contrast and bone stay distinct.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from deeptree.phantom.synth import LAYER_TISSUES
+    from deeptree.phantom.thorax import TISSUES
+
+    def slices(case):
+        airway = case.case.airway > 0
+        _, jj, kk = np.nonzero(airway)
+        top = kk.max()
+        upper = kk > top - max(3, (top - kk.min()) // 6)  # the trachea
+        j0 = int(np.median(jj[upper]))
+        k0 = int(np.median(kk[upper]))
+        return (lambda a: a[:, :, k0].T), (lambda a: a[:, j0, :].T)
+
+    fig, axes = plt.subplots(2, len(cases) + 1, figsize=(3.2 * (len(cases) + 1), 6.4))
+    axial, coronal = slices(cases[0])
+    cmap = plt.get_cmap("tab20", len(TISSUES) + len(LAYER_TISSUES))
+    for row, cut in enumerate((axial, coronal)):
+        axes[row, 0].imshow(cut(cases[0].labels), cmap=cmap, origin="lower", interpolation="nearest",
+                            vmin=-0.5, vmax=len(TISSUES) + len(LAYER_TISSUES) - 0.5)  # fmt: skip
+    axes[0, 0].set_title("label map")
+    for col, (case, title) in enumerate(zip(cases, titles, strict=True), start=1):
+        axial, coronal = slices(case)
+        for row, cut in enumerate((axial, coronal)):
+            axes[row, col].imshow(cut(case.case.ct), cmap="gray", origin="lower",
+                                  vmin=window[0], vmax=window[1])  # fmt: skip
+        axes[0, col].set_title(title, fontsize=10)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("axial, trachea")
+    axes[1, 0].set_ylabel("coronal")
+    fig.tight_layout()
+    return fig
