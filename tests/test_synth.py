@@ -402,3 +402,14 @@ def test_a_cohort_holds_cases_around_real_trees(tmp_path, atm001_path):
     assert label.array.sum() > 100 and np.allclose(label.spacing, 4.0)
     with pytest.raises(InputError, match="real_cases"):
         generate_synth_cohort(tmp_path, 1, real_cases=-1, progress=False)
+
+
+def test_the_draws_figure_shows_the_label_map_and_each_ct():
+    from deeptree.phantom.figures import plot_synth_draws
+
+    cases = [generate_synth_case(s, base="smoke", spacing_mm=5.0) for s in (1, 2)]
+    fig = plot_synth_draws(cases, ["a", "b"])
+    axes = fig.axes
+    assert len(axes) == 6 and [a.get_title() for a in axes[:3]] == ["label map", "a", "b"]
+    shown = axes[1].get_images()[0].get_array()
+    assert shown.min() < -900 and shown.max() > 0  # air and tissue in the CT's axial slice
