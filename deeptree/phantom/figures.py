@@ -9,6 +9,8 @@ import numpy as np
 
 from deeptree.phantom.growth import DIAMETER_EXPONENT, AirwayTreeSpec, kitaoka_angle
 from deeptree.phantom.stats import WEIBEL_DIAMETER_MM, generation_table
+from deeptree.phantom.synth import LAYER_TISSUES
+from deeptree.phantom.thorax import TISSUES
 
 
 def plot_branching_rules(tree: AirwayTreeSpec):
@@ -100,8 +102,6 @@ def plot_synth_draws(cases, titles, *, window=(-1000.0, 1000.0)):
     -------
     matplotlib.figure.Figure
     """
-    from deeptree.phantom.synth import LAYER_TISSUES
-    from deeptree.phantom.thorax import TISSUES
 
     def slices(case):
         airway = case.case.airway > 0

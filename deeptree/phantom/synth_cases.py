@@ -53,6 +53,7 @@ from deeptree.phantom.synth import (
 from deeptree.phantom.thorax import LABEL, ThoraxGeometry
 from deeptree.phantom_config import PhantomProfile, phantom_profile
 from deeptree.progress import progress_bar
+from deeptree.real_scale import real_tree
 
 #: The record of a synthesised cohort (settings of every case) in its root.
 SYNTH_NAME = "synth.json"
@@ -344,8 +345,6 @@ def generate_synth_cohort(
         files = [paths["image"], paths["label"], paths["lung"]]
         if case_id in record["cases"] and all(f.is_file() for f in files):
             continue
-        from deeptree.real_scale import real_tree
-
         tree = real_tree(tree_path, spacing_mm)
         rng = np.random.default_rng((int(seed), index))
         case_settings = draw_settings(rng, ranges, families, scale=1.0)
