@@ -413,3 +413,15 @@ def test_the_draws_figure_shows_the_label_map_and_each_ct():
     assert len(axes) == 6 and [a.get_title() for a in axes[:3]] == ["label map", "a", "b"]
     shown = axes[1].get_images()[0].get_array()
     assert shown.min() < -900 and shown.max() > 0  # air and tissue in the CT's axial slice
+
+
+def test_cts_around_a_tree_follow_their_seeds(atm001_path):
+    from deeptree.phantom.synth_cases import synth_cts_around
+    from deeptree.real_scale import real_tree
+
+    tree = real_tree(atm001_path, 4.0)
+    quiet = SynthRanges(noise_hu=(0.0, 0.0), slice_mm=(0.5, 0.5))
+    a, b = synth_cts_around(tree, [5, 6], quiet)
+    again = synth_cts_around(tree, [5], quiet)[0]
+    assert np.array_equal(a.array, again.array) and not np.array_equal(a.array, b.array)
+    assert a.array.shape == tree.array.shape and np.allclose(a.affine, tree.affine)

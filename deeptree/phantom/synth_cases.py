@@ -236,6 +236,35 @@ def synth_ct_around_mask(
     return np.ascontiguousarray(np.flip(ct, flips)), np.ascontiguousarray(np.flip(lung, flips))
 
 
+def synth_cts_around(
+    tree: Volume, seeds, ranges: SynthRanges = DEFAULT_RANGES, families=FAMILIES
+) -> list[Volume]:
+    """CTs synthesised around one airway tree, one per seed (e.g. checks with image settings
+    beyond the training draws: pass wider ``ranges``).
+
+    Parameters
+    ----------
+    tree : Volume
+        Airway lumen (0/1) with its affine and spacing.
+    seeds : iterable of int
+        CT ``i``'s settings and noise: ``numpy.random.default_rng(seeds[i])``.
+    ranges : SynthRanges
+    families : iterable of str
+
+    Returns
+    -------
+    list of Volume
+        int16 HU on the tree's grid, with its affine.
+    """
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(int(seed))
+        settings = draw_settings(rng, ranges, families, scale=1.0)
+        ct, _ = synth_ct_around_mask(tree, rng, settings)
+        out.append(Volume(ct, tree.affine, tree.spacing))
+    return out
+
+
 def generate_synth_cohort(
     root: str | os.PathLike,
     n: int,
