@@ -181,8 +181,8 @@ def transfer_report(
         Default :func:`deeptree.locations.samples_dir`.
     device : str
     on_step : callable, optional
-        ``on_step(report)`` after each CT with the report so far (``complete`` False), so
-        that a long run can write what it has measured.
+        ``on_step(report)`` after each CT (measured or found unchanged by its edit) with the
+        report so far (``complete`` False), so that a long run can write what it measured.
 
     Returns
     -------
@@ -227,6 +227,7 @@ def transfer_report(
         _say(f"totalseg_chest, {name}")
         if volume is None:
             report["totalseg_chest"][name] = {"unchanged": True}
+            step()
             continue
         seg = run(volume, f"totalseg_chest ({name})")
         described = describe_tree(seg.mask, seg.spacing, seg.affine)
@@ -240,6 +241,7 @@ def transfer_report(
         _say(f"cip_ct64, {name}")
         if volume is None:
             report["cip_ct64"][name] = {"unchanged": True}
+            step()
             continue
         seg = run(volume, f"cip_ct64 ({name})")
         scored = score_against_label(seg.mask, label.array, seg.spacing, seg.affine, "atm22")

@@ -59,8 +59,8 @@ def test_transfer_report_runs_every_check_and_formats_after_a_json_round_trip(sm
         path1, path2, simulated=lambda: sets, edits=edits, samples=small_samples,
         on_step=lambda so_far: steps.append(json.loads(json.dumps(so_far))),
     )  # fmt: skip
-    # as is and noise (nothing is not run) on both samples, then the simulated CT
-    assert len(steps) == 5 and not any(step["complete"] for step in steps)
+    # as is, noise and nothing (found unchanged, not run) on both samples, the simulated CT
+    assert len(steps) == 7 and not any(step["complete"] for step in steps)
     assert list(steps[0]["totalseg_chest"]) == ["as is"] and "cip_ct64" not in steps[0]
     assert "| as is |" in format_transfer(steps[0])  # a partial report formats too
     report = json.loads(json.dumps(report))  # JSON-able, and read back as the script writes it
