@@ -49,6 +49,15 @@ TRACHEA_MAX_TILT_DEG = 30.0
 #: anatomical dead space, which also counts the mouth and pharynx).
 LEAK_VOLUME_ML = 150.0
 
+#: The bar of issue 33 for a mask of a real CT without label: the trachea found and, in the
+#: parse of its largest component, at least this many branches of generation 1 (both main
+#: bronchi), 2 (lobar) and 3 (segmental), and no leak (under :data:`LEAK_VOLUME_ML`). The
+#: generations are those of the parse (:func:`deeptree.tree.parse_tree`, anatomical root):
+#: a typical tree has 4 branches of generation 2 (right upper lobe, bronchus intermedius,
+#: left upper and left lower lobe; the middle and right lower lobe bronchi branch off the
+#: intermedius at generation 3): the atm_001 label has 1, 2, 4 and 12.
+BAR_MIN_BRANCHES = {1: 2, 2: 5, 3: 10}
+
 
 @dataclass
 class RealSegmentation:
@@ -167,7 +176,9 @@ def describe_tree(mask: np.ndarray, spacing, affine: np.ndarray | None = None) -
         ``trachea_diameter_mm``, ``trachea_length_mm``, ``trachea_tilt_deg`` (angle of the root
         branch's centreline to the cranio-caudal axis), ``generations_reached`` (deepest
         generation of the parsed largest component; -1 for an empty mask),
-        ``branches_per_generation`` (dict generation -> count).
+        ``branches_per_generation`` (dict generation -> count, of the parse of the largest
+        6-connected component: its branches are in one component), and :func:`tree_bar`'s
+        ``bar`` (each criterion of the bar, met or not) and ``bar_met``.
     """
 
     binary = np.asarray(mask) > 0
@@ -183,14 +194,14 @@ def describe_tree(mask: np.ndarray, spacing, affine: np.ndarray | None = None) -
         "branches_per_generation": {},
     }
     if n == 0:
-        return out
+        return out | tree_bar(out)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tree = parse_tree(binary, spacing, affine=affine)
     except Exception as err:  # a mask too small or shapeless to parse: say so, keep the rest
         out["parse_error"] = f"{type(err).__name__}: {err}"
-        return out
+        return out | tree_bar(out)
     trachea = tree.branches[tree.trachea_id]
     counts: dict[int, int] = {}
     for branch in tree.branches.values():
@@ -208,7 +219,33 @@ def describe_tree(mask: np.ndarray, spacing, affine: np.ndarray | None = None) -
         generations_reached=int(max(counts)),
         branches_per_generation={int(g): counts[g] for g in sorted(counts)},
     )
-    return out
+    return out | tree_bar(out)
+
+
+def tree_bar(described: dict, min_branches: dict | None = None) -> dict:
+    """Whether a described mask meets the bar of issue 33, criterion by criterion.
+
+    Parameters
+    ----------
+    described : dict
+        :func:`describe_tree`'s figures (``trachea_found``, ``volume_ml``,
+        ``branches_per_generation``; its keys may be ints or, read back from JSON, strings).
+    min_branches : dict int -> int, optional
+        Least number of branches per generation; default :data:`BAR_MIN_BRANCHES`.
+
+    Returns
+    -------
+    dict
+        ``bar``: ``{"trachea": bool, "generation 1": bool, "generation 2": bool,
+        "generation 3": bool, "no leak": bool}`` (a generation's criterion: at least
+        ``min_branches[g]`` branches of that generation), and ``bar_met``: all of them.
+    """
+    need = BAR_MIN_BRANCHES if min_branches is None else min_branches
+    counts = {int(g): int(c) for g, c in described.get("branches_per_generation", {}).items()}
+    bar = {"trachea": bool(described["trachea_found"])}
+    bar |= {f"generation {g}": counts.get(g, 0) >= need[g] for g in sorted(need)}
+    bar["no leak"] = bool(described["volume_ml"] < LEAK_VOLUME_ML)
+    return {"bar": bar, "bar_met": all(bar.values())}
 
 
 def branch_tilt_deg(tree, branch_id: int, affine: np.ndarray | None = None) -> float:

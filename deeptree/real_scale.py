@@ -40,7 +40,7 @@ from deeptree.io import InputError, Volume, read_nifti, write_nifti
 from deeptree.locations import samples_dir
 from deeptree.metrics import airway_metrics
 from deeptree.phantom import simulate_ct
-from deeptree.phantom.varied import varied_profile
+from deeptree.phantom.varied import Variation, varied_profile
 from deeptree.real_ct import describe_tree, segment_volume
 from deeptree.resample import resample_to_spacing
 
@@ -99,6 +99,7 @@ def validation_cts(
     cache: str | os.PathLike | None = None,
     spacing_mm: float = VALIDATION_SPACING_MM,
     tree_path: str | os.PathLike | None = None,
+    variation: Variation | None = None,
 ) -> tuple[list[Volume], Volume]:
     """Chest CTs simulated around the real atm_001 airway tree, at its real size.
 
@@ -111,11 +112,15 @@ def validation_cts(
         (:func:`deeptree.phantom.varied.varied_profile` of the cpu profile) and its noise.
     cache : path-like, optional
         Folder where the CTs and the resampled tree are kept as NIfTI (``ct_<i>.nii.gz``,
-        ``airway.nii.gz``) and read back on the next call.
+        ``airway.nii.gz``) and read back on the next call (the files do not record ``seed``
+        or ``variation``: one folder per set).
     spacing_mm : float
         Isotropic voxel size (mm) of the simulated CTs.
     tree_path : path-like, optional
         Default: ``atm_001/airway.nii.gz`` of :func:`deeptree.locations.samples_dir`.
+    variation : deeptree.phantom.varied.Variation, optional
+        The ranges the image settings are drawn from (default: the demo phantoms'; its
+        ``scale`` is not used: the tree keeps its real size).
 
     Returns
     -------
@@ -132,8 +137,7 @@ def validation_cts(
     if tree_file is not None and tree_file.is_file():
         tree = read_nifti(tree_file)
     else:
-        source = Path(tree_path) if tree_path else samples_dir() / "atm_001" / "airway.nii.gz"
-        tree = real_tree(source, spacing_mm)
+        tree = validation_tree(spacing_mm, tree_path)
         if tree_file is not None:
             folder.mkdir(parents=True, exist_ok=True)
             write_nifti(tree_file, tree.array, tree.affine)
@@ -143,13 +147,10 @@ def validation_cts(
         if ct_file is not None and ct_file.is_file():
             cts.append(read_nifti(ct_file))
             continue
-        rng = np.random.default_rng(seed + i)
-        # the image settings of a demo phantom; the size is the tree's own (scale 1)
-        params = varied_profile("cpu", rng).ct
-        ct = simulate_ct(tree.array, tree.spacing, rng, params=params, affine=tree.affine)
+        ct = simulate_around(tree, seed + i, variation)
         if ct_file is not None:
-            write_nifti(ct_file, ct, tree.affine)
-        cts.append(Volume(ct, tree.affine, tree.spacing))
+            write_nifti(ct_file, ct.array, tree.affine)
+        cts.append(ct)
     return cts, tree
 
 
@@ -172,6 +173,51 @@ def real_tree(path: str | os.PathLike, spacing_mm: float) -> Volume:
     original = read_nifti(path)
     fine, affine = resample_to_spacing(original.array > 0, original.affine, (spacing_mm,) * 3)
     return _crop_to_tree(Volume((fine >= 0.5).astype(np.uint8), affine, (spacing_mm,) * 3))
+
+
+def validation_tree(
+    spacing_mm: float = VALIDATION_SPACING_MM, tree_path: str | os.PathLike | None = None
+) -> Volume:
+    """The atm_001 tree (or ``tree_path``) as :func:`real_tree` makes it.
+
+    Parameters
+    ----------
+    spacing_mm : float
+        Isotropic voxel size (mm).
+    tree_path : path-like, optional
+        Default: ``atm_001/airway.nii.gz`` of :func:`deeptree.locations.samples_dir`.
+
+    Returns
+    -------
+    Volume
+    """
+    source = Path(tree_path) if tree_path else samples_dir() / "atm_001" / "airway.nii.gz"
+    return real_tree(source, spacing_mm)
+
+
+def simulate_around(tree: Volume, seed: int, variation: Variation | None = None) -> Volume:
+    """One chest CT simulated around a tree with image settings drawn from ``variation``.
+
+    Parameters
+    ----------
+    tree : Volume
+        The airway mask (:func:`validation_tree`).
+    seed : int
+        ``numpy.random.default_rng(seed)`` draws the settings
+        (:func:`deeptree.phantom.varied.varied_profile` of the cpu profile), then the CT.
+    variation : deeptree.phantom.varied.Variation, optional
+        Default: the demo phantoms' ranges.
+
+    Returns
+    -------
+    Volume
+        int16 HU on the tree's grid.
+    """
+    rng = np.random.default_rng(seed)
+    # the image settings of a demo phantom; the size is the tree's own (scale 1)
+    params = varied_profile("cpu", rng, variation or Variation()).ct
+    ct = simulate_ct(tree.array, tree.spacing, rng, params=params, affine=tree.affine)
+    return Volume(ct, tree.affine, tree.spacing)
 
 
 def _crop_to_tree(tree: Volume) -> Volume:
@@ -271,6 +317,8 @@ __all__ = [
     "choose_spacing",
     "rows_as_dicts",
     "rows_from_dicts",
+    "simulate_around",
     "sweep_spacings",
     "validation_cts",
+    "validation_tree",
 ]

@@ -162,9 +162,18 @@ def test_describe_tree_on_the_real_atm_tree_and_an_empty_mask():
     assert found["trachea_found"] and found["components"] >= 1
     assert found["generations_reached"] >= 5 and found["branches_per_generation"][1] == 2
     assert 10 < found["volume_ml"] < 200
+    # a real tree: 1 trachea, 2 main bronchi, the lobar level (right upper lobe, bronchus
+    # intermedius, left upper and lower lobe: the middle and right lower lobe bronchi branch
+    # off the intermedius one generation down) and at least 10 segmental bronchi; so the
+    # bar's "at least 5 of generation 2" is missed by the real label itself, and only that
+    counts = found["branches_per_generation"]
+    assert (counts[0], counts[1], counts[2]) == (1, 2, 4) and counts[3] >= 10
+    assert [k for k, ok in found["bar"].items() if not ok] == ["generation 2"]
+    assert not found["bar_met"]
     empty = describe_tree(np.zeros((8, 8, 8), np.uint8), (1, 1, 1))
     assert empty["components"] == 0 and not empty["trachea_found"]
     assert empty["generations_reached"] == -1 and empty["volume_ml"] == 0
+    assert not empty["bar_met"] and empty["bar"]["no leak"]
 
 
 def _tube(shape, start, end, radius):
@@ -191,6 +200,47 @@ def test_a_tilted_root_branch_is_not_called_a_trachea():
         label = read_nifti(samples_dir() / name / "airway.nii.gz")
         found = describe_tree(label.array, label.spacing, label.affine)
         assert found["trachea_found"] and found["trachea_tilt_deg"] < TRACHEA_MAX_TILT_DEG
+
+
+def _binary_tree(generations: int) -> np.ndarray:
+    """A planar binary airway tree (voxels; read at 2 mm): a 20-voxel trachea along +k (the
+    cranial end up), each branch splitting in two down to ``generations``."""
+    shape = (124, 12, 100)
+    mask = np.zeros(shape, bool)
+    ends = [((62, 6, 97), (62, 6, 76))]
+    mask |= _tube(shape, *ends[0], 3.2)
+    spread, drop, radius = 26.0, 20, 2.6
+    for _ in range(generations):
+        children = []
+        for _, (i, j, k) in ends:
+            for side in (-1, 1):
+                end = (i + side * spread, j, k - drop)
+                mask |= _tube(shape, (i, j, k), end, radius)
+                children.append(((i, j, k), end))
+        ends, spread, radius = children, spread / 2, max(radius - 0.4, 1.5)
+    return mask
+
+
+def test_branches_per_generation_of_hand_built_trees_and_the_bar():
+    """A Y (trachea and two main bronchi) and a binary tree to generation 3 (1, 2, 4, 8
+    branches): the counts per generation, and the bar criterion by criterion."""
+    from deeptree.real_ct import LEAK_VOLUME_ML, describe_tree, tree_bar
+
+    y = describe_tree(_binary_tree(1), (2, 2, 2))
+    assert y["branches_per_generation"] == {0: 1, 1: 2} and y["components"] == 1
+    assert y["trachea_found"] and y["bar"]["generation 1"] and not y["bar"]["generation 2"]
+    tree = describe_tree(_binary_tree(3), (2, 2, 2))
+    assert tree["branches_per_generation"] == {0: 1, 1: 2, 2: 4, 3: 8}
+    assert tree["bar"] == {"trachea": True, "generation 1": True, "generation 2": False,
+                           "generation 3": False, "no leak": True}  # fmt: skip
+    assert not tree["bar_met"]
+    assert tree_bar(tree, {1: 2, 2: 4, 3: 8})["bar_met"]  # the counts, no more
+    assert not tree_bar(tree, {1: 2, 2: 4, 3: 9})["bar_met"]
+    # read back from JSON (string keys), and a leak
+    as_json = json.loads(json.dumps(tree))
+    assert tree_bar(as_json, {1: 2, 2: 4, 3: 8})["bar_met"]
+    leaked = as_json | {"volume_ml": LEAK_VOLUME_ML}
+    assert tree_bar(leaked, {1: 2, 2: 4, 3: 8})["bar"]["no leak"] is False
 
 
 def test_score_against_label_is_perfect_on_the_label_itself():

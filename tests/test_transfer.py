@@ -1,0 +1,88 @@
+"""The transfer checks of issue 33 (deeptree.transfer) and their Markdown."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deeptree import demo
+from deeptree.ct_edits import add_noise
+from deeptree.io import read_nifti, write_nifti
+from deeptree.locations import samples_dir
+from deeptree.phantom.varied import Variation
+from deeptree.real_ct import crop_volume
+from deeptree.transfer import (
+    IMAGE_SETTINGS,
+    OUTSIDE_DEMO,
+    TRANSFER_SEED,
+    format_transfer,
+    simulated_sets,
+    transfer_report,
+)
+
+
+def test_the_outside_settings_lie_beyond_every_range_of_the_demo_draws():
+    demo_ranges = Variation()
+    for name in ("psf_fwhm_mm", "noise_hu", "hu_offset"):
+        low, high = getattr(OUTSIDE_DEMO, name)
+        assert low > getattr(demo_ranges, name)[1] and low <= high
+    assert IMAGE_SETTINGS["demo draws"] == demo_ranges
+    assert TRANSFER_SEED + 3 <= 2000 or TRANSFER_SEED > 2002  # not the voxel-size choice's
+
+
+@pytest.fixture(scope="module")
+def small_samples(tmp_path_factory):
+    """The real samples cut to small boxes (the same layout as data/samples)."""
+    root = tmp_path_factory.mktemp("samples")
+    chest = crop_volume(read_nifti(samples_dir() / "totalseg_chest" / "ct.nii.gz"), 90.0)
+    write_nifti(root / "totalseg_chest" / "ct.nii.gz", chest.array, chest.affine)
+    for name in ("ct", "airway"):
+        cip = crop_volume(read_nifti(samples_dir() / "cip_ct64" / f"{name}.nii.gz"), 160.0)
+        write_nifti(root / "cip_ct64" / f"{name}.nii.gz", cip.array, cip.affine)
+    return root
+
+
+def test_transfer_report_runs_every_check_and_formats_after_a_json_round_trip(small_samples):
+    sets = simulated_sets({"demo draws": Variation()}, n=1, spacing_mm=4.0)
+    sim = sets["demo draws"]
+    assert len(sim.cts) == 1 and sim.cts[0].array.shape == sim.tree.array.shape
+    assert sim.settings["seeds"] == [TRANSFER_SEED] and sim.settings["spacing_mm"] == 4.0
+    edits = {
+        "noise": lambda ct, sp, aff: add_noise(ct, sp, sigma_hu=20.0),
+        "nothing": lambda ct, sp, aff: np.asarray(ct, np.float32),
+    }
+    path1, path2 = demo.demo_checkpoints()
+    steps = []  # what a long run writes after each CT: the report so far
+    report = transfer_report(
+        path1, path2, simulated=lambda: sets, edits=edits, samples=small_samples,
+        on_step=lambda so_far: steps.append(json.loads(json.dumps(so_far))),
+    )  # fmt: skip
+    # as is, noise and nothing (found unchanged, not run) on both samples, the simulated CT
+    assert len(steps) == 7 and not any(step["complete"] for step in steps)
+    assert list(steps[0]["totalseg_chest"]) == ["as is"] and "cip_ct64" not in steps[0]
+    assert "| as is |" in format_transfer(steps[0])  # a partial report formats too
+    report = json.loads(json.dumps(report))  # JSON-able, and read back as the script writes it
+    assert report["complete"]
+    assert list(report["totalseg_chest"]) == ["as is", "noise", "nothing"]
+    assert report["totalseg_chest"]["nothing"] == {"unchanged": True}
+    assert report["cip_ct64"]["nothing"] == {"unchanged": True}
+    chest = report["totalseg_chest"]["as is"]
+    keys = {"trachea_found", "components", "branches_per_generation", "bar", "bar_met"}
+    assert keys <= set(chest)
+    for row in (report["cip_ct64"]["as is"], report["cip_ct64"]["noise"]):
+        assert all(0.0 <= row["metrics"][k] <= 1.0 for k in ("TLD", "BD", "precision", "DSC"))
+    simulated = report["simulated"]["demo draws"]
+    assert len(simulated["cases"]) == 1
+    assert simulated["mean"]["TLD"] == pytest.approx(simulated["cases"][0]["TLD"])
+    assert len(report["model_spacing_mm"]) == 3
+
+    text = format_transfer(report)
+    assert "| nothing | unchanged by this edit |" in text
+    cip = report["cip_ct64"]["as is"]["metrics"]
+    assert f"| as is | {100 * cip['TLD']:.1f} | {100 * cip['BD']:.1f} |" in text
+    tld = 100 * simulated["cases"][0]["TLD"]
+    assert f"| demo draws | {TRANSFER_SEED} | {tld:.1f} | {tld:.1f} |" in text
+    counts = chest["branches_per_generation"]
+    assert " / ".join(str(counts.get(str(g), 0)) for g in range(4)) in text
