@@ -101,9 +101,9 @@ ADULT = DemoSettings(
     iterations1=20000, iterations2=2000, scale_candidates_mm=(1.0,), generator="synth",
 )  # fmt: skip
 ADULT_QUICK = replace(
-    ADULT, spacing_mm=4.0, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32),
-    iterations1=20, iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=4.0,
-    scale_candidates_mm=(4.0,), tree_profile="smoke",
+    ADULT, spacing_mm=2.5, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32),
+    iterations1=20, iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=2.5,
+    scale_candidates_mm=(2.5,), tree_profile="smoke",
 )  # fmt: skip
 
 

@@ -86,3 +86,18 @@ def test_transfer_report_runs_every_check_and_formats_after_a_json_round_trip(sm
     assert f"| demo draws | {TRANSFER_SEED} | {tld:.1f} | {tld:.1f} |" in text
     counts = chest["branches_per_generation"]
     assert " / ".join(str(counts.get(str(g), 0)) for g in range(4)) in text
+
+
+def test_the_synthesised_checks_lie_beyond_the_training_draws_and_follow_their_seeds():
+    from deeptree.phantom.synth import DEFAULT_RANGES
+    from deeptree.transfer import OUTSIDE_SYNTH, synth_simulated_sets
+
+    for name in ("psf_fwhm_mm", "noise_hu", "slice_mm"):
+        low, high = getattr(OUTSIDE_SYNTH, name)
+        assert low > getattr(DEFAULT_RANGES, name)[1] and low <= high
+    sets = synth_simulated_sets(n=1, spacing_mm=5.0)
+    ((name, sim),) = sets.items()
+    assert name == "beyond the synthesised draws" and sim.settings["seeds"] == [TRANSFER_SEED]
+    ct = sim.cts[0]
+    assert ct.array.shape == sim.tree.array.shape and np.allclose(ct.affine, sim.tree.affine)
+    assert np.median(ct.array[sim.tree.array > 0]) < -300  # air in the tree's lumen
