@@ -42,12 +42,6 @@ _CASE_FILE = {
 }
 
 
-
-
-
-
-
-
 @dataclass
 class PhantomCase:
     """One synthetic chest CT with its exact airway ground truth.
@@ -163,6 +157,55 @@ def generate_case(
     rng = np.random.default_rng(seed)
     if case_id is None:
         case_id = f"PHANTOM_{seed:03d}" if isinstance(seed, (int, np.integer)) else "PHANTOM"
+    tree, layers = grow_and_draw(prof, geom, grid, rng, case_id=case_id, seed=seed)
+    background, sides = thorax_background(grid, geom, rng, prof.ct)
+    ct = compose_ct(background, layers, grid, rng, prof.ct)
+    return PhantomCase(
+        id=case_id,
+        ct=ct,
+        airway=layers.airway.astype(np.uint8),
+        lung=(sides != 0).astype(np.uint8),
+        tree=tree,
+        spacing=grid.spacing,
+        affine=grid.affine,
+    )
+
+
+def grow_and_draw(
+    prof: PhantomProfile,
+    geom: ThoraxGeometry,
+    grid: Grid,
+    rng: np.random.Generator,
+    *,
+    case_id: str,
+    seed,
+    profile_name: str | None = None,
+) -> tuple[AirwayTreeSpec, Layers]:
+    """Grow a phantom's airway tree (with its plugs) and draw it with its vessels on ``grid``.
+
+    The random draws are made in a fixed order (tree, plugs, bronchial arteries, vessel tree),
+    so the same ``rng`` state gives the same tree and layers.
+
+    Parameters
+    ----------
+    prof : PhantomProfile
+        Lumen limit, lung sampling and plugs.
+    geom : ThoraxGeometry
+    grid : Grid
+    rng : numpy.random.Generator
+    case_id : str
+    seed : int or sequence of int
+        Recorded in the tree's metadata.
+    profile_name : str, optional
+        Recorded as the tree's profile (default ``prof.name``).
+
+    Returns
+    -------
+    tree : AirwayTreeSpec
+        Branches, plugs and metadata (profile, case id, seed, spacing, shape).
+    layers : Layers
+        Lumen, wall, plug and vessel coverage on ``grid``.
+    """
     tree = grow_airway_tree(
         geom,
         rng,
@@ -173,7 +216,7 @@ def generate_case(
     plugs = choose_plugs(tree, prof.n_plugs, rng, prof.plug_min_generation)
     meta = {
         **tree.meta,
-        "profile": prof.name,
+        "profile": profile_name or prof.name,
         "case_id": case_id,
         "seed": _jsonable_seed(seed),
         "spacing_mm": list(grid.spacing),
@@ -190,17 +233,7 @@ def generate_case(
     )
     layers = Layers.empty(grid.shape)
     draw_tree(grid, tree, vessels, layers)
-    background, sides = thorax_background(grid, geom, rng, prof.ct)
-    ct = compose_ct(background, layers, grid, rng, prof.ct)
-    return PhantomCase(
-        id=case_id,
-        ct=ct,
-        airway=layers.airway.astype(np.uint8),
-        lung=(sides != 0).astype(np.uint8),
-        tree=tree,
-        spacing=grid.spacing,
-        affine=grid.affine,
-    )
+    return tree, layers
 
 
 def _jsonable_seed(seed):

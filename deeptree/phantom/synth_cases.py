@@ -31,14 +31,12 @@ from deeptree.phantom.around import layers_from_mask
 from deeptree.phantom.cases import (
     COHORT_FOLDERS,
     PhantomCase,
-    _jsonable_seed,
     case_is_complete,
     case_paths,
+    grow_and_draw,
     phantom_grid,
     write_case,
 )
-from deeptree.phantom.ct import Layers, choose_plugs, draw_tree, vessel_segments
-from deeptree.phantom.growth import AirwayTreeSpec, grow_airway_tree, grow_vessel_tree
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.synth import (
     DEFAULT_RANGES,
@@ -133,33 +131,9 @@ def generate_synth_case(
     grid = synth_grid(prof, geom, spacing_mm, margin_mm)
     if case_id is None:
         case_id = f"PHANTOM_{seed:03d}" if isinstance(seed, (int, np.integer)) else "PHANTOM"
-    tree = grow_airway_tree(
-        geom,
-        rng,
-        min_lumen_mm=prof.min_lumen_mm,
-        n_points=prof.n_points,
-        min_points=prof.min_points,
+    tree, layers = grow_and_draw(
+        prof, geom, grid, rng, case_id=case_id, seed=seed, profile_name=f"{prof.name}-synth"
     )
-    plugs = choose_plugs(tree, prof.n_plugs, rng, prof.plug_min_generation)
-    meta = {
-        **tree.meta,
-        "profile": f"{prof.name}-synth",
-        "case_id": case_id,
-        "seed": _jsonable_seed(seed),
-        "spacing_mm": list(grid.spacing),
-        "shape": list(grid.shape),
-    }
-    tree = AirwayTreeSpec(tree.branches, plugs, meta)
-    vessels = vessel_segments(tree, geom, rng, min_radius_mm=0.4 * prof.min_lumen_mm)
-    vessels += grow_vessel_tree(
-        geom,
-        rng,
-        min_diameter_mm=max(0.6 * prof.min_lumen_mm, 1.0),
-        n_points=prof.n_points,
-        min_points=prof.min_points,
-    )
-    layers = Layers.empty(grid.shape)
-    draw_tree(grid, tree, vessels, layers)
     cartilage = cartilage_layer(
         grid, tree, pitch_mm=_RING_PITCH_MM * geom.scale, ring_mm=_RING_MM * geom.scale
     )
