@@ -28,12 +28,10 @@ from scipy import ndimage
 
 from deeptree.phantom.growth import AirwayTreeSpec
 from deeptree.phantom.raster import Grid, capsule_box, centreline_voxels, coverage_u8, paint_max
-from deeptree.phantom.thorax import ThoraxGeometry, hilum_vessels
+from deeptree.phantom.thorax import DEFAULT_HU, TISSUES, ThoraxGeometry, hilum_vessels
 from deeptree.phantom_config import CTParams
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-
-
 
 
 @dataclass
@@ -320,6 +318,25 @@ def compose_ct(
     return hu.astype(np.int16)
 
 
+def tissue_label_map(grid: Grid, geom: ThoraxGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`ThoraxGeometry.tissue_labels` on a whole grid, a slab of slices at a time.
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape (I, J, K)
+    lung_side : ndarray of int8 (+1 right, -1 left, 0 none)
+    """
+    x, y, z = grid.axes()
+    labels = np.empty(grid.shape, dtype=np.uint8)
+    sides = np.empty(grid.shape, dtype=np.int8)
+    slab = max(1, int(4e6 // (grid.shape[0] * grid.shape[1])))  # bound the temporaries
+    for k0 in range(0, grid.shape[2], slab):
+        part, side = geom.tissue_labels(x, y, z[:, :, k0 : k0 + slab])
+        labels[:, :, k0 : k0 + slab] = part
+        sides[:, :, k0 : k0 + slab] = side
+    return labels, sides
+
+
 def thorax_background(grid: Grid, geom: ThoraxGeometry, rng, params: CTParams, lung_side=None):
     """Tissue HU of the thorax on ``grid`` with parenchyma filled in.
 
@@ -328,14 +345,9 @@ def thorax_background(grid: Grid, geom: ThoraxGeometry, rng, params: CTParams, l
     hu : ndarray of float32, shape (I, J, K)
     lung_side : ndarray of int8 (+1 right, -1 left, 0 none)
     """
-    x, y, z = grid.axes()
-    hu = np.empty(grid.shape, dtype=np.float32)
-    sides = np.empty(grid.shape, dtype=np.int8)
-    slab = max(1, int(4e6 // (grid.shape[0] * grid.shape[1])))  # bound the temporaries
-    for k0 in range(0, grid.shape[2], slab):
-        part, side = geom.tissue_hu(x, y, z[:, :, k0 : k0 + slab])
-        hu[:, :, k0 : k0 + slab] = part
-        sides[:, :, k0 : k0 + slab] = side
+    labels, sides = tissue_label_map(grid, geom)
+    hu = np.array([DEFAULT_HU[name] for name in TISSUES], dtype=np.float32)[labels]
+    del labels
     if lung_side is not None:
         sides = lung_side
     lung = sides != 0

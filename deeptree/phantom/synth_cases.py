@@ -37,6 +37,7 @@ from deeptree.phantom.cases import (
     phantom_grid,
     write_case,
 )
+from deeptree.phantom.ct import tissue_label_map
 from deeptree.phantom.raster import Grid
 from deeptree.phantom.synth import (
     DEFAULT_RANGES,
@@ -137,7 +138,7 @@ def generate_synth_case(
     cartilage = cartilage_layer(
         grid, tree, pitch_mm=_RING_PITCH_MM * geom.scale, ring_mm=_RING_MM * geom.scale
     )
-    tissues, sides = _tissue_labels(grid, geom)
+    tissues, sides = tissue_label_map(grid, geom)
     ct = synthesize_ct(tissues, sides, layers, cartilage, grid, geom, settings, rng)
     case = PhantomCase(
         id=case_id,
@@ -149,19 +150,6 @@ def generate_synth_case(
         affine=grid.affine,
     )
     return SynthCase(case=case, settings=settings, labels=label_map(tissues, layers, cartilage))
-
-
-def _tissue_labels(grid: Grid, geom: ThoraxGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`ThoraxGeometry.tissue_labels` on the grid, a slab of slices at a time."""
-    x, y, z = grid.axes()
-    labels = np.empty(grid.shape, dtype=np.uint8)
-    sides = np.empty(grid.shape, dtype=np.int8)
-    slab = max(1, int(4e6 // (grid.shape[0] * grid.shape[1])))  # bound the temporaries
-    for k0 in range(0, grid.shape[2], slab):
-        part, side = geom.tissue_labels(x, y, z[:, :, k0 : k0 + slab])
-        labels[:, :, k0 : k0 + slab] = part
-        sides[:, :, k0 : k0 + slab] = side
-    return labels, sides
 
 
 def synth_ct_around_mask(
@@ -199,7 +187,7 @@ def synth_ct_around_mask(
     mask = np.ascontiguousarray(np.flip(mask, flips))
     grid, geom, layers, sides = layers_from_mask(mask, spacing, rng)
     geom = replace(geom, extras=settings.extras())
-    tissues, _ = _tissue_labels(grid, geom)
+    tissues, _ = tissue_label_map(grid, geom)
     # the fitted lungs (grown around every bronchus) decide; tissue left without a lung
     # becomes muscle, as thorax_background makes it soft tissue
     tissues[(sides == 0) & (tissues == LABEL["lung"])] = LABEL["muscle"]
