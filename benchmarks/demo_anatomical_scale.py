@@ -7,7 +7,7 @@ by 0.42-0.55 (``deeptree.phantom.varied``): a phantom voxel stands for about 0.8
 a real chest (1.5-1.9 mm), and the phantom trachea is a few voxels wide where a real one,
 resampled to 0.8 mm, is 20 or more. This script resamples each real CT to every ``--spacing``
 given (mm, isotropic) instead of the recorded 0.8 mm, runs both stages
-(``deeptree.real_ct.segment_volume``) and prints what ``deeptree.real_ct.describe_tree`` finds
+(``deeptree.real_ct.segment_volume``) and prints what ``deeptree.tree_summary.describe_tree`` finds
 on ``totalseg_chest`` and the ATM'22-protocol scores against ``cip_ct64``'s label.
 
 It is an exploration on the two real samples, which are also what the model card reports:
@@ -34,6 +34,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     import deeptree.real_ct as real_ct
+    import deeptree.tree_summary as tree_summary
     from deeptree.demo import demo_checkpoints
     from deeptree.io import read_nifti
     from deeptree.locations import samples_dir
@@ -52,8 +53,8 @@ def main() -> None:
     for spacing in args.spacing or [0.8, 2.4]:
         mm = (spacing,) * 3
         seg = real_ct.segment_volume(chest, stage1, stage2, name="totalseg_chest", spacing=mm)
-        final = real_ct.describe_tree(seg.mask, seg.spacing, seg.affine)
-        first = real_ct.describe_tree(seg.stage1_mask, seg.spacing, seg.affine)
+        final = tree_summary.describe_tree(seg.mask, seg.spacing, seg.affine)
+        first = tree_summary.describe_tree(seg.stage1_mask, seg.spacing, seg.affine)
         seg = real_ct.segment_volume(cip, stage1, stage2, name="cip_ct64", spacing=mm)
         m = airway_metrics(seg.mask, label, seg.spacing, "atm22")
         print(

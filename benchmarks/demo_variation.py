@@ -29,7 +29,8 @@ from deeptree.demo import demo_checkpoints  # noqa: E402
 from deeptree.files import atomic_write  # noqa: E402
 from deeptree.io import list_cases, read_nifti  # noqa: E402
 from deeptree.locations import samples_dir  # noqa: E402
-from deeptree.real_ct import describe_tree, score_against_label, segment_volume  # noqa: E402
+from deeptree.real_ct import score_against_label, segment_volume  # noqa: E402
+from deeptree.tree_summary import describe_tree  # noqa: E402
 from deeptree.resample import checkpoint_spacing, real_ct_spacing  # noqa: E402
 from deeptree.stage1.predict import load_stage1_model  # noqa: E402
 

@@ -4,8 +4,9 @@ Used by notebook 08 and by ``benchmarks/demo_weights.py`` (the model card's figu
 
 * :func:`segment_volume`: the two-stage pipeline on a CT at any voxel size, the result back on
   the CT's grid (as ``deeptree segment`` writes it);
-* :func:`describe_tree`: what can be said of a mask without a label: trachea found, number of
-  components, airway volume, generations reached, branches per generation;
+* :func:`deeptree.tree_summary.describe_tree` (imported here): what can be said of a mask
+  without a label: trachea found, number of components, airway volume, generations reached,
+  branches per generation, lobar bronchi;
 * :func:`score_against_label`: the paper's metrics and TLD/BD per generation against a label;
 * :func:`evaluate_demo`: all of it for a synthetic test set and the real samples, and
   :func:`write_card`, the model card written from those figures.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,39 +24,12 @@ import numpy as np
 from deeptree.files import atomic_write
 from deeptree.io import Volume, list_cases, read_nifti
 from deeptree.locations import samples_dir
-from deeptree.masks import label_components
 from deeptree.metrics import airway_metrics, generation_metrics
 from deeptree.pipeline import segment_at_model_spacing
 from deeptree.resample import checkpoint_spacing, from_model_grid
 from deeptree.stage1.predict import load_stage1_model
 from deeptree.stage2.predict import load_stage2_model
-from deeptree.tree import parse_tree
-
-#: The trachea counts as found when the root branch of the parsed mask is at least this wide
-#: (mm, mean lumen diameter; an adult trachea is 13-25 mm) and this long (mm; an adult trachea
-#: is 100-120 mm, the right main bronchus about 25 mm) ...
-TRACHEA_MIN_DIAMETER_MM, TRACHEA_MIN_LENGTH_MM = 8.0, 30.0
-
-#: ... and runs within this angle (degrees) of the body's long axis. The parse calls the
-#: cranial-most branch the root whatever it is: a mask holding only a main bronchus has that
-#: bronchus as its root, and the main bronchi leave the carina at about 20-30 (right) and
-#: 40-50 (left) degrees from the trachea. The labelled real trees measure 15 (atm_001) and 18
-#: (cip_ct64) degrees.
-TRACHEA_MAX_TILT_DEG = 30.0
-
-#: A mask holding more than this (mL) has leaked into the lungs: the lumen of the whole
-#: conducting airway, trachea to terminal bronchioles, is about 150 mL in an adult (the
-#: anatomical dead space, which also counts the mouth and pharynx).
-LEAK_VOLUME_ML = 150.0
-
-#: The bar of issue 33 for a mask of a real CT without label: the trachea found and, in the
-#: parse of its largest component, at least this many branches of generation 1 (both main
-#: bronchi), 2 (lobar) and 3 (segmental), and no leak (under :data:`LEAK_VOLUME_ML`). The
-#: generations are those of the parse (:func:`deeptree.tree.parse_tree`, anatomical root):
-#: a typical tree has 4 branches of generation 2 (right upper lobe, bronchus intermedius,
-#: left upper and left lower lobe; the middle and right lower lobe bronchi branch off the
-#: intermedius at generation 3): the atm_001 label has 1, 2, 4 and 12.
-BAR_MIN_BRANCHES = {1: 2, 2: 5, 3: 10}
+from deeptree.tree_summary import LEAK_VOLUME_ML, describe_tree
 
 
 @dataclass
@@ -155,125 +128,6 @@ def segment_volume(volume: Volume, stage1, stage2, *, device="cpu", name: str = 
         model_spacing=grid.model_spacing,
         seconds=time.perf_counter() - start,
     )
-
-
-def describe_tree(mask: np.ndarray, spacing, affine: np.ndarray | None = None) -> dict:
-    """What a mask shows without a label.
-
-    Parameters
-    ----------
-    mask : ndarray, shape (I, J, K), binary
-    spacing : 3 floats (mm)
-    affine : ndarray (4, 4), optional
-        Says which end is cranial (:func:`deeptree.tree.parse_tree`).
-
-    Returns
-    -------
-    dict
-        ``components`` (26-connected), ``volume_ml``, ``trachea_found`` (bool: the root branch
-        at least :data:`TRACHEA_MIN_DIAMETER_MM` wide and :data:`TRACHEA_MIN_LENGTH_MM` long,
-        its centreline within :data:`TRACHEA_MAX_TILT_DEG` of the cranio-caudal axis),
-        ``trachea_diameter_mm``, ``trachea_length_mm``, ``trachea_tilt_deg`` (angle of the root
-        branch's centreline to the cranio-caudal axis), ``generations_reached`` (deepest
-        generation of the parsed largest component; -1 for an empty mask),
-        ``branches_per_generation`` (dict generation -> count, of the parse of the largest
-        6-connected component: its branches are in one component), and :func:`tree_bar`'s
-        ``bar`` (each criterion of the bar, met or not) and ``bar_met``.
-    """
-
-    binary = np.asarray(mask) > 0
-    _, n = label_components(binary)
-    out = {
-        "components": int(n),
-        "volume_ml": float(binary.sum() * np.prod(spacing) / 1000.0),
-        "trachea_found": False,
-        "trachea_diameter_mm": None,
-        "trachea_length_mm": None,
-        "trachea_tilt_deg": None,
-        "generations_reached": -1,
-        "branches_per_generation": {},
-    }
-    if n == 0:
-        return out | tree_bar(out)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = parse_tree(binary, spacing, affine=affine)
-    except Exception as err:  # a mask too small or shapeless to parse: say so, keep the rest
-        out["parse_error"] = f"{type(err).__name__}: {err}"
-        return out | tree_bar(out)
-    trachea = tree.branches[tree.trachea_id]
-    counts: dict[int, int] = {}
-    for branch in tree.branches.values():
-        counts[branch.generation] = counts.get(branch.generation, 0) + 1
-    tilt = branch_tilt_deg(tree, tree.trachea_id, affine)
-    out.update(
-        trachea_found=bool(
-            trachea.diameter_mm >= TRACHEA_MIN_DIAMETER_MM
-            and trachea.length_mm >= TRACHEA_MIN_LENGTH_MM
-            and tilt <= TRACHEA_MAX_TILT_DEG
-        ),
-        trachea_diameter_mm=float(trachea.diameter_mm),
-        trachea_length_mm=float(trachea.length_mm),
-        trachea_tilt_deg=float(tilt),
-        generations_reached=int(max(counts)),
-        branches_per_generation={int(g): counts[g] for g in sorted(counts)},
-    )
-    return out | tree_bar(out)
-
-
-def tree_bar(described: dict, min_branches: dict | None = None) -> dict:
-    """Whether a described mask meets the bar of issue 33, criterion by criterion.
-
-    Parameters
-    ----------
-    described : dict
-        :func:`describe_tree`'s figures (``trachea_found``, ``volume_ml``,
-        ``branches_per_generation``; its keys may be ints or, read back from JSON, strings).
-    min_branches : dict int -> int, optional
-        Least number of branches per generation; default :data:`BAR_MIN_BRANCHES`.
-
-    Returns
-    -------
-    dict
-        ``bar``: ``{"trachea": bool, "generation 1": bool, "generation 2": bool,
-        "generation 3": bool, "no leak": bool}`` (a generation's criterion: at least
-        ``min_branches[g]`` branches of that generation), and ``bar_met``: all of them.
-    """
-    need = BAR_MIN_BRANCHES if min_branches is None else min_branches
-    counts = {int(g): int(c) for g, c in described.get("branches_per_generation", {}).items()}
-    bar = {"trachea": bool(described["trachea_found"])}
-    bar |= {f"generation {g}": counts.get(g, 0) >= need[g] for g in sorted(need)}
-    bar["no leak"] = bool(described["volume_ml"] < LEAK_VOLUME_ML)
-    return {"bar": bar, "bar_met": all(bar.values())}
-
-
-def branch_tilt_deg(tree, branch_id: int, affine: np.ndarray | None = None) -> float:
-    """Angle (degrees, 0-90) between a branch's centreline and the cranio-caudal axis.
-
-    The centreline's direction is the first principal axis of the branch's skeleton voxels in
-    world coordinates (mm).
-
-    Parameters
-    ----------
-    tree : deeptree.tree.AirwayTree
-    branch_id : int
-    affine : ndarray (4, 4), optional
-        Voxel-to-world (RAS+) transform; None: axes scaled by ``tree.spacing``, k cranial.
-
-    Returns
-    -------
-    float
-        NaN for a branch of fewer than 2 skeleton voxels.
-    """
-    points = np.argwhere(tree.skeleton_labels == branch_id).astype(float)
-    if len(points) < 2:
-        return float("nan")
-    linear = np.asarray(affine, float)[:3, :3] if affine is not None else np.diag(tree.spacing)
-    world = points @ linear.T
-    _, _, axes = np.linalg.svd(world - world.mean(axis=0), full_matrices=False)
-    cosine = abs(axes[0][2]) / np.linalg.norm(axes[0])
-    return float(np.degrees(np.arccos(np.clip(cosine, 0.0, 1.0))))
 
 
 def score_against_label(

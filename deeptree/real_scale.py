@@ -41,8 +41,9 @@ from deeptree.locations import samples_dir
 from deeptree.metrics import airway_metrics
 from deeptree.phantom import simulate_ct
 from deeptree.phantom.varied import Variation, varied_profile
-from deeptree.real_ct import describe_tree, segment_volume
+from deeptree.real_ct import segment_volume
 from deeptree.resample import resample_to_spacing
+from deeptree.tree_summary import describe_tree
 
 #: Validation CTs: the atm_001 tree resampled to this voxel size (mm) before the CT is
 #: simulated around it (a clinical thin-slice resolution; the 0.82 x 0.82 x 0.5 mm original
@@ -69,7 +70,7 @@ class ScaleRow:
     TLD, BD, precision, DSC : float
         Fractions in [0, 1] (:func:`deeptree.metrics.airway_metrics`, ATM'22 protocol).
     trachea_found : int
-        On how many CTs :func:`deeptree.real_ct.describe_tree` found a trachea.
+        On how many CTs :func:`deeptree.tree_summary.describe_tree` found a trachea.
     generations : float
         Mean deepest generation reached.
     volume_ml : float

@@ -4,9 +4,9 @@
 record for real CT) on:
 
 * ``totalseg_chest`` (1.5 mm, contrast-enhanced, no label), as is and edited
-  (:mod:`deeptree.ct_edits`): what :func:`deeptree.real_ct.describe_tree` says of the mask:
+  (:mod:`deeptree.ct_edits`): what :func:`deeptree.tree_summary.describe_tree` says of the mask:
   trachea found, components, volume, branches per generation, and the bar of issue 33
-  (:func:`deeptree.real_ct.tree_bar`);
+  (:func:`deeptree.tree_summary.tree_bar`);
 * ``cip_ct64`` (4 mm, unenhanced) against its coarse label, as is and edited: TLD, BD,
   precision, DSC (ATM'22 protocol: the label stops at the lobar bronchi, as
   :func:`deeptree.real_ct.evaluate_demo` scores it) and whether the trachea is found;
@@ -38,17 +38,12 @@ from deeptree.metrics import airway_metrics
 from deeptree.phantom.synth import DEFAULT_RANGES, SynthRanges
 from deeptree.phantom.synth_cases import synth_cts_around
 from deeptree.phantom.varied import Variation
-from deeptree.real_ct import (
-    BAR_MIN_BRANCHES,
-    LEAK_VOLUME_ML,
-    describe_tree,
-    score_against_label,
-    segment_volume,
-)
+from deeptree.real_ct import score_against_label, segment_volume
 from deeptree.real_scale import VALIDATION_SPACING_MM, simulate_around, validation_tree
 from deeptree.stage1.predict import load_stage1_model
 from deeptree.stage2.predict import load_stage2_model
 from deeptree.tree import cranial_direction
+from deeptree.tree_summary import BAR_MIN_BRANCHES, BAR_MIN_LOBAR, LEAK_VOLUME_ML, describe_tree
 
 #: CT ``i`` of every simulated set uses seed ``TRANSFER_SEED + i``: the same draws of
 #: anatomy and noise in every set (paired), and none of the voxel-size choice's 2000-2002.
@@ -235,7 +230,7 @@ def transfer_report(
     dict
         ``complete`` (True), ``checkpoints``, ``model_spacing_mm``, ``bar`` (the
         thresholds), ``edits`` (their names); ``totalseg_chest``: CT name (``"as is"`` or an
-        edit) -> :func:`deeptree.real_ct.describe_tree` of the final mask and ``seconds``; ``cip_ct64``: CT name -> ``metrics`` (:data:`SCORES`,
+        edit) -> :func:`deeptree.tree_summary.describe_tree` of the final mask and ``seconds``; ``cip_ct64``: CT name -> ``metrics`` (:data:`SCORES`,
         fractions), ``trachea_found``, ``seconds``; an edit that leaves a CT unchanged gives
         ``{"unchanged": True}`` and is not run; ``simulated``: set name -> ``settings``,
         ``cases`` (per CT: :data:`SCORES`, ``trachea_found``, ``volume_ml``) and ``mean``
@@ -252,6 +247,7 @@ def transfer_report(
         "model_spacing_mm": None,
         "bar": {
             "min_branches": {str(g): n for g, n in BAR_MIN_BRANCHES.items()},
+            "min_lobar": BAR_MIN_LOBAR,
             "leak_ml": LEAK_VOLUME_ML,
         },
         "edits": list(edits),
@@ -357,26 +353,30 @@ def format_transfer(report: dict) -> str:
         a sentence saying what it measures, ending with a newline.
     """
     bar = report["bar"]
-    need = ", ".join(f"generation {g} at least {n}" for g, n in bar["min_branches"].items())
+    need = [f"generation {g} at least {n}" for g, n in bar["min_branches"].items()]
+    if "min_lobar" in bar:  # reports written before the lobar criterion have none
+        need.insert(1, f"at least {bar['min_lobar']} lobar bronchi")
+    need = ", ".join(need)
     spacing = " x ".join(f"{v:g}" for v in report["model_spacing_mm"] or [])
     lines = [
         f"Model voxel size for real CT: {spacing} mm.",
         "",
         f"`totalseg_chest` (no label): the final mask; branches of generations 0 / 1 / 2 / 3 "
-        f"in the parse of its largest component; the bar: trachea found, {need}, under "
-        f"{bar['leak_ml']:g} mL.",
+        f"and lobar bronchi (`deeptree.tree_summary.lobar_bronchi`) in the parse of its largest "
+        f"component; the bar: trachea found, {need}, under {bar['leak_ml']:g} mL.",
         "",
         "| CT | trachea found | components | volume (mL) | branches gen 0 / 1 / 2 / 3 | "
-        "deepest generation | bar met | criteria missed | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "lobar bronchi | deepest generation | bar met | criteria missed | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, d in report.get("totalseg_chest", {}).items():
         if d.get("unchanged"):
-            lines.append(f"| {name} | unchanged by this edit | | | | | | | |")
+            lines.append(f"| {name} | unchanged by this edit | | | | | | | | |")
             continue
         lines.append(
             f"| {name} | {'yes' if d['trachea_found'] else 'no'} | {d['components']} | "
-            f"{d['volume_ml']:.1f} | {_branches(d)} | {d['generations_reached']} | "
+            f"{d['volume_ml']:.1f} | {_branches(d)} | {d.get('lobar_bronchi', 'n/a')} | "
+            f"{d['generations_reached']} | "
             f"{'yes' if d['bar_met'] else 'no'} | {_missed(d)} | {d['seconds']:.0f} |"
         )
     lines += [

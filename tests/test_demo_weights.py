@@ -155,25 +155,29 @@ def test_varied_cohort_resumes_and_refuses_other_settings(tmp_path):
 
 
 def test_describe_tree_on_the_real_atm_tree_and_an_empty_mask():
-    from deeptree.real_ct import describe_tree
+    from deeptree.tree_summary import describe_tree, tree_bar
 
     tree = read_nifti(samples_dir() / "atm_001" / "airway.nii.gz")
     found = describe_tree(tree.array, tree.spacing, tree.affine)
     assert found["trachea_found"] and found["components"] >= 1
     assert found["generations_reached"] >= 5 and found["branches_per_generation"][1] == 2
     assert 10 < found["volume_ml"] < 200
-    # a real tree: 1 trachea, 2 main bronchi, the lobar level (right upper lobe, bronchus
-    # intermedius, left upper and lower lobe: the middle and right lower lobe bronchi branch
-    # off the intermedius one generation down) and at least 10 segmental bronchi; so the
-    # bar's "at least 5 of generation 2" is missed by the real label itself, and only that
+    # a real tree: 1 trachea, 2 main bronchi, 4 branches of generation 2 (right upper lobe,
+    # bronchus intermedius, left upper and lower lobe: the middle and right lower lobe bronchi
+    # branch off the intermedius one generation down), so 5 lobar bronchi, and at least 10
+    # branches of generation 3; its 600 mL lungs are not in the label: no leak. The label
+    # meets every criterion of the bar but the segmental count it stops short of, if any.
     counts = found["branches_per_generation"]
     assert (counts[0], counts[1], counts[2]) == (1, 2, 4) and counts[3] >= 10
-    assert [k for k, ok in found["bar"].items() if not ok] == ["generation 2"]
-    assert not found["bar_met"]
+    assert found["lobar_bronchi"] == 5
+    assert found["bar_met"] and all(found["bar"].values())
+    # a mask stopped at the bronchus intermedius has 3 lobar bronchi: the bar's lobar criterion
+    # alone fails
+    assert not tree_bar(found | {"lobar_bronchi": 3})["bar"]["lobar"]
     empty = describe_tree(np.zeros((8, 8, 8), np.uint8), (1, 1, 1))
     assert empty["components"] == 0 and not empty["trachea_found"]
     assert empty["generations_reached"] == -1 and empty["volume_ml"] == 0
-    assert not empty["bar_met"] and empty["bar"]["no leak"]
+    assert not empty["bar_met"] and empty["bar"]["no leak"] and empty["lobar_bronchi"] == 0
 
 
 def _tube(shape, start, end, radius):
@@ -188,7 +192,7 @@ def test_a_tilted_root_branch_is_not_called_a_trachea():
     """The parse's root is the cranial-most branch, whatever it is: a mask holding a single
     main bronchus (wide, long, but 60 degrees off the long axis) must not count as a trachea;
     the same tube upright does; the real labelled trees' tracheas are upright."""
-    from deeptree.real_ct import TRACHEA_MAX_TILT_DEG, describe_tree
+    from deeptree.tree_summary import TRACHEA_MAX_TILT_DEG, describe_tree
 
     shape = (90, 40, 90)
     upright = describe_tree(_tube(shape, (45, 20, 10), (45, 20, 80), 7), (1, 1, 1))
@@ -224,23 +228,74 @@ def _binary_tree(generations: int) -> np.ndarray:
 def test_branches_per_generation_of_hand_built_trees_and_the_bar():
     """A Y (trachea and two main bronchi) and a binary tree to generation 3 (1, 2, 4, 8
     branches): the counts per generation, and the bar criterion by criterion."""
-    from deeptree.real_ct import LEAK_VOLUME_ML, describe_tree, tree_bar
+    from deeptree.tree_summary import LEAK_VOLUME_ML, describe_tree, tree_bar
 
     y = describe_tree(_binary_tree(1), (2, 2, 2))
     assert y["branches_per_generation"] == {0: 1, 1: 2} and y["components"] == 1
-    assert y["trachea_found"] and y["bar"]["generation 1"] and not y["bar"]["generation 2"]
+    assert y["trachea_found"] and y["bar"]["generation 1"] and not y["bar"]["lobar"]
+    assert y["lobar_bronchi"] == 0
     tree = describe_tree(_binary_tree(3), (2, 2, 2))
     assert tree["branches_per_generation"] == {0: 1, 1: 2, 2: 4, 3: 8}
-    assert tree["bar"] == {"trachea": True, "generation 1": True, "generation 2": False,
+    # lobar: the two generation-2 branches on the left (i small: the voxel axes read as RAS),
+    # one on the right, and the two children of the right one taken as the intermedius
+    assert tree["lobar_bronchi"] == 5
+    assert tree["bar"] == {"trachea": True, "generation 1": True, "lobar": True,
                            "generation 3": False, "no leak": True}  # fmt: skip
     assert not tree["bar_met"]
-    assert tree_bar(tree, {1: 2, 2: 4, 3: 8})["bar_met"]  # the counts, no more
-    assert not tree_bar(tree, {1: 2, 2: 4, 3: 9})["bar_met"]
+    assert tree_bar(tree, {1: 2, 3: 8})["bar_met"]  # the counts, no more
+    assert not tree_bar(tree, {1: 2, 3: 9})["bar_met"]
+    assert not tree_bar(tree, {1: 2, 3: 8}, min_lobar=6)["bar_met"]
     # read back from JSON (string keys), and a leak
     as_json = json.loads(json.dumps(tree))
-    assert tree_bar(as_json, {1: 2, 2: 4, 3: 8})["bar_met"]
+    assert tree_bar(as_json, {1: 2, 3: 8})["bar_met"]
     leaked = as_json | {"volume_ml": LEAK_VOLUME_ML}
-    assert tree_bar(leaked, {1: 2, 2: 4, 3: 8})["bar"]["no leak"] is False
+    assert tree_bar(leaked, {1: 2, 3: 8})["bar"]["no leak"] is False
+
+
+def test_the_bronchus_intermedius_is_on_the_patient_s_right_in_any_voxel_order():
+    """atm_001 stored LPS and the same mask in RAS voxel order: the same bronchus intermedius
+    (the child of the short, wide right main bronchus with the larger subtree) and 5 lobar
+    bronchi; with left and right swapped in the affine a left-lung branch is taken for it."""
+    import warnings
+
+    import nibabel as nib
+
+    from deeptree.tree import parse_tree
+    from deeptree.tree_summary import _world_centroid, bronchus_intermedius, lobar_bronchi
+
+    label = read_nifti(samples_dir() / "atm_001" / "airway.nii.gz")
+    image = nib.Nifti1Image(label.array.astype(np.uint8), label.affine)
+    canonical = nib.as_closest_canonical(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lps = parse_tree(label.array > 0, label.spacing, affine=label.affine)
+        ras = parse_tree(np.asarray(canonical.dataobj) > 0, label.spacing, affine=canonical.affine)
+    found = {}
+    for name, tree, affine in (("lps", lps, label.affine), ("ras", ras, canonical.affine)):
+        intermedius = tree.branches[bronchus_intermedius(tree, affine)]
+        right_main = tree.branches[intermedius.parent]
+        left_main = next(b for b in tree.branches.values()
+                         if b.generation == 1 and b.id != right_main.id)  # fmt: skip
+        assert right_main.length_mm < left_main.length_mm  # the right one is short ...
+        assert right_main.diameter_mm > left_main.diameter_mm  # ... and wide
+        assert intermedius.generation == 2 and len(intermedius.children) >= 2
+        assert lobar_bronchi(tree, affine) == 5
+        found[name] = (intermedius.length_mm, _world_centroid(tree, intermedius.id, affine))
+    # the same branch (the thinning is not exactly the same in another voxel order)
+    assert found["lps"][0] == pytest.approx(found["ras"][0], rel=0.1)
+    assert np.linalg.norm(found["lps"][1] - found["ras"][1]) < 5.0  # mm
+    mirrored = np.diag([-1.0, 1.0, 1.0, 1.0]) @ np.asarray(label.affine, float)
+    wrong = lps.branches[bronchus_intermedius(lps, mirrored)]
+    assert lps.branches[wrong.parent].length_mm > 50  # the long left main bronchus
+
+
+def test_lobar_bronchi_of_a_mask_stopped_at_the_intermedius():
+    """The binary tree to generation 2 (trachea, 2 main bronchi, 4 of generation 2): the
+    intermedius has no child, so 3 lobar bronchi; to generation 3, 5."""
+    from deeptree.tree_summary import describe_tree
+
+    assert describe_tree(_binary_tree(2), (2, 2, 2))["lobar_bronchi"] == 3
+    assert describe_tree(_binary_tree(3), (2, 2, 2))["lobar_bronchi"] == 5
 
 
 def test_score_against_label_is_perfect_on_the_label_itself():

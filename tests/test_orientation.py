@@ -187,7 +187,7 @@ def test_training_reads_an_lps_case_in_ras(tmp_path):
 # --------------------------------------------------------------------------------------------
 def test_the_demo_weights_find_the_trachea_of_the_real_lps_chest(tmp_path, capsys):
     from deeptree.locations import samples_dir
-    from deeptree.real_ct import describe_tree
+    from deeptree.tree_summary import describe_tree
 
     source = samples_dir() / "totalseg_chest" / "ct.nii.gz"
     assert nib.aff2axcodes(nib.load(str(source)).affine) == ("L", "P", "S")

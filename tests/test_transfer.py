@@ -69,7 +69,8 @@ def test_transfer_report_runs_every_check_and_formats_after_a_json_round_trip(sm
     assert report["totalseg_chest"]["nothing"] == {"unchanged": True}
     assert report["cip_ct64"]["nothing"] == {"unchanged": True}
     chest = report["totalseg_chest"]["as is"]
-    keys = {"trachea_found", "components", "branches_per_generation", "bar", "bar_met"}
+    keys = {"trachea_found", "components", "branches_per_generation", "lobar_bronchi", "bar",
+            "bar_met"}  # fmt: skip
     assert keys <= set(chest)
     for row in (report["cip_ct64"]["as is"], report["cip_ct64"]["noise"]):
         assert all(0.0 <= row["metrics"][k] <= 1.0 for k in ("TLD", "BD", "precision", "DSC"))
@@ -85,7 +86,11 @@ def test_transfer_report_runs_every_check_and_formats_after_a_json_round_trip(sm
     tld = 100 * simulated["cases"][0]["TLD"]
     assert f"| demo draws | {TRANSFER_SEED} | {tld:.1f} | {tld:.1f} |" in text
     counts = chest["branches_per_generation"]
-    assert " / ".join(str(counts.get(str(g), 0)) for g in range(4)) in text
+    branches = " / ".join(str(counts.get(str(g), 0)) for g in range(4))
+    assert f"| {branches} | {chest['lobar_bronchi']} |" in text
+    assert "at least 5 lobar bronchi" in text
+    old = report | {"bar": {k: v for k, v in report["bar"].items() if k != "min_lobar"}}
+    assert "lobar bronchi," not in format_transfer(old).split("| CT |")[0]  # older records
 
 
 def test_the_synthesised_checks_lie_beyond_the_training_draws_and_follow_their_seeds():
