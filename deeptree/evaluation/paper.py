@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -391,6 +391,7 @@ def component_effects(rows: Sequence[dict], options: Sequence[str] = (), **boots
             row[f"{key} verdict"] = word
             pw, pwo = _paper_mean(with_, key), _paper_mean(without, key)
             row[f"paper d{key}"] = None if pw is None or pwo is None else round(pw - pwo, 2)
+        row["paired seeds"] = " ".join(str(s) for s in seeds)
         out.append(row)
     return out
 
@@ -404,10 +405,29 @@ def _points(e: dict, key: str) -> str:
     return f"{d:+.1f} points [95% CI {lo:+.1f}, {hi:+.1f}]"
 
 
-def effect_statements(effects: Sequence[dict]) -> list[str]:
+def models_of_method(method: str) -> list[str]:
+    """The trained models a method's rows come from, by their names in the run's convergence
+    rows: ``"amc+gul+stage2+fragments"`` -> ``["amc+gul", "fragments"]``, ``"plain+stage2"``
+    -> ``["plain", "stage2"]``, ``"amc"`` -> ``["amc"]`` (the option ``best`` is the paper's
+    stage-2 training, checkpoint chosen on validation: ``stage2``)."""
+    stage1, marker, option = method.partition(STAGE2_SUFFIX)
+    if not marker:
+        return [method]
+    option = option.lstrip("+") or "stage2"
+    return [stage1, "stage2" if option == "best" else option]
+
+
+def effect_statements(
+    effects: Sequence[dict], never_learned: Mapping[str, Sequence[int]] | None = None
+) -> list[str]:
     """One sentence per :func:`component_effects` row: the paired differences with their
     intervals, the verdict per metric, and the paper's change (for stage 2 the paper's own
-    precision bar, :func:`paper_stage2_precision_cost`)."""
+    precision bar, :func:`paper_stage2_precision_cost`).
+
+    ``never_learned`` (model name -> training seeds, from
+    :func:`deeptree.evaluation.convergence.never_learned`): a comparison with such a model on
+    either side says so, since its difference is then about an untrained network, not about
+    the component."""
     lo_cost, hi_cost = paper_stage2_precision_cost()
     lines = []
     for e in effects:
@@ -425,6 +445,21 @@ def effect_statements(effects: Sequence[dict]) -> list[str]:
         line += f". Paper: {', '.join(paper)} points" if paper else ". Not in the paper"
         if e["component"] == "stage 2" or e["component"].startswith("stage-2 option"):
             line += f" (the paper's stage 2 costs {lo_cost:.1f} to {hi_cost:.1f} points of precision)"
+        paired = e.get("paired seeds")  # absent in the rows of older runs: every seed
+        paired = None if paired is None else {int(v) for v in str(paired).split()}
+        silent = []
+        for model in dict.fromkeys(models_of_method(e["without"]) + models_of_method(e["with"])):
+            seeds = [
+                s for s in (never_learned or {}).get(model, []) if paired is None or s in paired
+            ]
+            if seeds:
+                silent.append(f"{model} of training seed(s) {', '.join(map(str, seeds))}")
+        if silent:
+            line += (
+                f". Caution: the model {' and '.join(silent)} never learned (validation score 0 "
+                "at every check), so this difference is about an untrained network, not about "
+                "the component"
+            )
         lines.append(line + ".")
     return lines
 
