@@ -219,6 +219,27 @@ def test_training_seconds_add_up_the_calls_of_a_resumed_run():
     assert training_seconds([]) == 0.0
 
 
+def test_a_shipped_log_keeps_validations_and_a_curve_of_steps_and_the_same_seconds():
+    from deeptree.evaluation.convergence import training_seconds
+    from deeptree.evaluation.shipped import thinned_log
+
+    # 100 steps in two calls (a resume after step 61, restarting at its checkpoint, 41)
+    first = [{"iteration": i, "loss": 1.0 / i, "seconds": 0.5 * i} for i in range(1, 62)]
+    second = [{"iteration": i, "loss": 1.0 / i, "seconds": 0.5 * (i - 40)} for i in range(41, 81)]
+    vals = [{"iteration": i, "val": {"TLD": i / 100}} for i in (20, 40, 60, 80)]
+    entries = first[:20] + vals[:1] + first[20:40] + vals[1:2] + first[40:] + second[:20]
+    entries += vals[2:3] + second[20:] + vals[3:]  # the resumed call's check at 60, then 80
+    kept = thinned_log(entries, max_steps=10)
+    steps = [e for e in kept if "loss" in e]
+    assert [e for e in kept if "val" in e] == vals
+    assert steps[0] is entries[0] and steps[-1] is second[-1]
+    assert first[-1] in steps and second[0] in steps  # the two sides of the resume
+    assert 10 <= len(steps) <= 10 + 2 + 1
+    assert all(e in entries for e in kept) and kept == sorted(kept, key=entries.index)
+    assert training_seconds(kept) == training_seconds(entries) == 30.5 + 20.0
+    assert thinned_log(entries, max_steps=101) == entries  # short logs are kept whole
+
+
 @pytest.mark.parametrize(
     "scores, gain, flat",
     [

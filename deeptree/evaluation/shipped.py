@@ -6,7 +6,7 @@ A reproduction's models (``<run>/models/seed<s>/<name>/last.pt``, and the paper'
 
     DEST/models/manifest.json                 what was trained, how, and each file's SHA-256
     DEST/models/seed0/stage1_plain/last.pt    weights (float16 by default), metadata, schedule
-    DEST/models/seed0/stage1_plain/log.jsonl.gz   its training log (every step, validations)
+    DEST/models/seed0/stage1_plain/log.jsonl.gz   its training log (validations, thinned steps)
     ...
 
 ``deeptree reproduce --models DEST`` (``reproduce(..., models=DEST)``) then rebuilds the run's
@@ -18,6 +18,11 @@ reader can check a table without hours of training.
 Half precision: a float32 weight rounded to float16 (10-bit mantissa, relative error at most
 2^-11, about 0.05%) and loaded back into the float32 network. Whether that changes a figure is
 measured, not assumed (``benchmarks/RESULTS.md``, "Reference run").
+
+A shipped log keeps every validation and at most :data:`SHIPPED_STEP_LINES` of the step lines
+(:func:`thinned_log`): a model trained 24000 iterations logs 1.6 MB gzipped, more than its
+float16 weights, and the 40 MB a results folder may hold would not carry 19 of them. The loss
+curve is drawn as well from every 24th step; the training seconds come out the same.
 
 The output rule of a shipped run is the one chosen on its validation phantoms when it was
 trained (``manifest["rule"]``, with the validation figures); re-scoring takes it from the
@@ -53,11 +58,13 @@ __all__ = [
     "shipped_rule",
     "shipped_logs",
     "shipped_settings",
+    "thinned_log",
     "verify_shipped",
 ]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "deeptree-shipped-models-1"
+SHIPPED_STEP_LINES = 1000  # step lines a shipped log keeps at most (a curve's worth)
 
 
 def _sha256(path: Path) -> str:
@@ -174,6 +181,7 @@ def ship_models(
             or {"rule": results.get("output rule"),
                 "validation": results.get("output rule validation", {})},  # fmt: skip
             "half": bool(half),
+            "log_step_lines": SHIPPED_STEP_LINES,
             "training": training,
             "files": files,
         }
@@ -197,11 +205,45 @@ def _write_models(run: Path, staging: Path, folders, best_folders: set, half: bo
         gzip_log(folder / "log.jsonl", staging / name / "log.jsonl.gz")
 
 
+def thinned_log(entries: list[dict], max_steps: int = SHIPPED_STEP_LINES) -> list[dict]:
+    """The entries a shipped model's log keeps: every entry that is not a training step
+    (validations, notes), and of the step entries (those with a ``loss``) every k-th, the
+    first and last one, and the last and first one around each resume.
+
+    Parameters
+    ----------
+    entries : list of dict
+        :func:`deeptree.train.read_log` entries, in file order.
+    max_steps : int
+        The number of step entries to keep, about (the stride is ``ceil(n / max_steps)``;
+        the entries around resumes come on top).
+
+    Returns
+    -------
+    list of dict
+        A subsequence of ``entries`` (the same dicts, in order); all of them when there are
+        at most ``max_steps`` steps. :func:`deeptree.evaluation.convergence.training_seconds`
+        gives the same figure for it as for ``entries``: the last ``seconds`` of every call is
+        kept, and so is the first of the next one, whose fall marks the resume.
+    """
+    steps = [i for i, e in enumerate(entries) if "loss" in e]
+    if len(steps) <= max_steps:
+        return list(entries)
+    stride = -(-len(steps) // max_steps)
+    keep = set(steps[::stride]) | {steps[-1]}
+    for before, after in zip(steps[:-1], steps[1:], strict=True):
+        if float(entries[after].get("seconds", 0)) < float(entries[before].get("seconds", 0)):
+            keep |= {before, after}  # a resume: its clock started again
+    return [e for i, e in enumerate(entries) if "loss" not in e or i in keep]
+
+
 def gzip_log(log: Path, target: Path) -> None:
-    """A training log gzipped to ``target`` (mtime 0 in the header: the same log gives the
-    same bytes), as shipped models carry it (:func:`deeptree.train.read_log` reads it)."""
-    with open(log, "rb") as src, gzip.GzipFile(target, "wb", mtime=0) as dst:
-        shutil.copyfileobj(src, dst)
+    """A training log, thinned (:func:`thinned_log`) and gzipped to ``target`` (mtime 0 in
+    the header: the same log gives the same bytes), as shipped models carry it
+    (:func:`deeptree.train.read_log` reads it)."""
+    text = "".join(json.dumps(e) + "\n" for e in thinned_log(read_log(log)))
+    with gzip.GzipFile(target, "wb", mtime=0) as dst:
+        dst.write(text.encode())
 
 
 def read_manifest(dest: str | os.PathLike) -> dict:
