@@ -337,6 +337,45 @@ def tree_beside(label: str | os.PathLike) -> Path | None:
     return path if path.is_file() else None
 
 
+def resumed_record(path: Path, fmt: str, settings: dict) -> dict:
+    """The record of a generated cohort (``varied.json``, ``synth.json``) as a run starts:
+    ``{"format": fmt, **settings, "cases": {...}}``, with the cases an earlier, interrupted
+    run of the same settings recorded (none when ``path`` does not exist).
+
+    Parameters
+    ----------
+    path : Path
+        The record file in the cohort folder.
+    fmt : str
+        Its format name (``"deeptree-varied-1"``).
+    settings : dict
+        What makes the cohort, JSON-serialisable (compared after a JSON round trip).
+
+    Raises
+    ------
+    InputError
+        ``path`` records other settings (a cohort of other phantoms is in the folder).
+    """
+    settings = json.loads(json.dumps(settings, default=str))
+    record = {"format": fmt, **settings, "cases": {}}
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in settings.items():
+            if old.get(key) != value:
+                raise InputError(
+                    f"{path}: this cohort was generated with another {key}; give another "
+                    "folder (or delete the cohort)"
+                )
+        record["cases"] = old.get("cases", {})
+    return record
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a cohort record (:func:`resumed_record`) atomically, after each case."""
+    text = json.dumps(record, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def case_is_complete(root: str | os.PathLike, case_id: str) -> bool:
     """True when all four files of the case exist (they are only ever written whole)."""
     return all(p.is_file() and p.stat().st_size > 0 for p in case_paths(root, case_id).values())

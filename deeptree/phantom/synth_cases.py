@@ -22,7 +22,6 @@ from deeptree.files import clean_orphan_temporaries
 from deeptree.io import (
     InputError,
     Volume,
-    atomic_write,
     check_binary_mask,
     check_spacing,
     write_nifti,
@@ -35,7 +34,9 @@ from deeptree.phantom.cases import (
     case_paths,
     grow_and_draw,
     phantom_grid,
+    resumed_record,
     write_case,
+    write_record,
 )
 from deeptree.phantom.ct import tissue_label_map
 from deeptree.phantom.raster import Grid
@@ -283,30 +284,16 @@ def generate_synth_cohort(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / SYNTH_NAME
-    settings = json.loads(
-        json.dumps(
-            {
-                "base": asdict(prof),
-                "seed": int(seed),
-                "spacing_mm": float(spacing_mm),
-                "ranges": asdict(ranges),
-                "families": list(families),
-                "real_trees": [str(p) for p in real_trees],
-                "real_cases": int(real_cases),
-            },
-            default=str,
-        )
-    )
-    record = {"format": "deeptree-synth-1", **settings, "cases": {}}
-    if record_path.is_file():
-        old = json.loads(record_path.read_text(encoding="utf-8"))
-        for key, value in settings.items():
-            if old.get(key) != value:
-                raise InputError(
-                    f"{record_path}: this cohort was generated with another {key}; give another "
-                    "folder (or delete the cohort)"
-                )
-        record["cases"] = old.get("cases", {})
+    settings = {
+        "base": asdict(prof),
+        "seed": int(seed),
+        "spacing_mm": float(spacing_mm),
+        "ranges": asdict(ranges),
+        "families": list(families),
+        "real_trees": [str(p) for p in real_trees],
+        "real_cases": int(real_cases),
+    }
+    record = resumed_record(record_path, "deeptree-synth-1", settings)
     clean_orphan_temporaries(root, COHORT_FOLDERS)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
     bar = progress_bar(ids, progress=progress, desc="phantoms (synthesised)", unit="case")
@@ -326,7 +313,7 @@ def generate_synth_cohort(
             "settings": json.loads(json.dumps(made.settings.as_dict())),
             "files": [str(p.relative_to(root)) for p in case_paths(root, case_id).values()],
         }
-        _write_record(record_path, record)
+        write_record(record_path, record)
     real = [(Path(p), j) for p in real_trees for j in range(int(real_cases))]
     for offset, (tree_path, _) in enumerate(real):
         index = int(n) + offset
@@ -348,10 +335,5 @@ def generate_synth_cohort(
             "real_tree": str(tree_path),
             "files": [str(f.relative_to(root)) for f in files],
         }
-        _write_record(record_path, record)
+        write_record(record_path, record)
     return ids
-
-
-def _write_record(path: Path, record: dict) -> None:
-    text = json.dumps(record, indent=1)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -20,7 +20,6 @@ record of every case's settings, ``varied.json``, beside the ATM'22 folders.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,13 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from deeptree.files import clean_orphan_temporaries
-from deeptree.io import InputError, atomic_write
+from deeptree.io import InputError
 from deeptree.phantom.cases import (
     COHORT_FOLDERS,
     case_is_complete,
     case_paths,
     generate_case,
+    resumed_record,
     write_case,
+    write_record,
 )
 from deeptree.phantom_config import PhantomProfile, phantom_profile
 from deeptree.progress import progress_bar
@@ -167,20 +168,11 @@ def generate_varied_cohort(
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / VARIED_NAME
     settings = {
-        "base": json.loads(json.dumps(asdict(prof), default=str)),
+        "base": asdict(prof),
         "seed": int(seed),
         "variation": None if variation is None else asdict(variation),
     }
-    record = {"format": "deeptree-varied-1", **settings, "cases": {}}
-    if record_path.is_file():
-        old = json.loads(record_path.read_text(encoding="utf-8"))
-        for key, value in json.loads(json.dumps(settings)).items():
-            if old.get(key) != value:
-                raise InputError(
-                    f"{record_path}: this cohort was generated with another {key}; give another "
-                    "folder (or delete the cohort)"
-                )
-        record["cases"] = old.get("cases", {})
+    record = resumed_record(record_path, "deeptree-varied-1", settings)
     clean_orphan_temporaries(root, COHORT_FOLDERS)
     ids = [f"PHANTOM_{i:03d}" for i in range(int(n))]
     bar = progress_bar(ids, progress=progress, desc="phantoms (varied)", unit="case")
@@ -198,6 +190,5 @@ def generate_varied_cohort(
             "ct": asdict(case_prof.ct),
             "files": [str(p.relative_to(root)) for p in case_paths(root, case_id).values()],
         }
-        text = json.dumps(record, indent=1)
-        atomic_write(record_path, lambda tmp, text=text: Path(tmp).write_text(text))
+        write_record(record_path, record)
     return ids
