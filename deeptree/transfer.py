@@ -263,36 +263,28 @@ def transfer_report(
         report["model_spacing_mm"] = list(seg.model_spacing or seg.spacing)
         return seg
 
-    chest = read_nifti(root / "totalseg_chest" / "ct.nii.gz")
-    report["totalseg_chest"] = {}
-    for name, volume in _edited(chest, edits):
-        _say(f"totalseg_chest, {name}")
-        if volume is None:
-            report["totalseg_chest"][name] = {"unchanged": True}
-            step()
-            continue
-        seg = run(volume, f"totalseg_chest ({name})")
-        described = describe_tree(seg.mask, seg.spacing, seg.affine)
-        report["totalseg_chest"][name] = described | {"seconds": seg.seconds}
-        step()
+    def chest_figures(seg) -> dict:  # no label: the tree's branches, trachea, leak
+        return describe_tree(seg.mask, seg.spacing, seg.affine) | {"seconds": seg.seconds}
 
-    cip = read_nifti(root / "cip_ct64" / "ct.nii.gz")
     label = read_nifti(root / "cip_ct64" / "airway.nii.gz")
-    report["cip_ct64"] = {}
-    for name, volume in _edited(cip, edits):
-        _say(f"cip_ct64, {name}")
-        if volume is None:
-            report["cip_ct64"][name] = {"unchanged": True}
-            step()
-            continue
-        seg = run(volume, f"cip_ct64 ({name})")
+
+    def cip_figures(seg) -> dict:  # against its label
         scored = score_against_label(seg.mask, label.array, seg.spacing, seg.affine, "atm22")
-        report["cip_ct64"][name] = {
+        return {
             "metrics": {k: float(scored["metrics"][k]) for k in SCORES},
             "trachea_found": describe_tree(seg.mask, seg.spacing, seg.affine)["trachea_found"],
             "seconds": seg.seconds,
         }
-        step()
+
+    for sample, figures in (("totalseg_chest", chest_figures), ("cip_ct64", cip_figures)):
+        report[sample] = {}
+        for name, volume in _edited(read_nifti(root / sample / "ct.nii.gz"), edits):
+            _say(f"{sample}, {name}")
+            if volume is None:
+                report[sample][name] = {"unchanged": True}
+            else:
+                report[sample][name] = figures(run(volume, f"{sample} ({name})"))
+            step()
 
     report["simulated"] = {}
     if callable(simulated):
