@@ -1058,24 +1058,25 @@ def test_silent_stage2_models_are_flagged(tmp_path):
     models are not."""
     import json
 
-    from deeptree.evaluation.reproduce import silent_stage2_flags
+    from deeptree.evaluation.convergence import convergence_rows, model_logs, silent_stage2_flags
 
     checkpoints = {}  # keyed as reproduce keys them: by option name, not by folder
-    for key, folder_name, dices in (
-        ("fragments", "stage2_fragments", [0.0, 0.0, 0.0]),
-        ("stage2", "stage2", [0.0, 0.0, 0.19]),
-        ("amc", "stage1_amc", [0.0, 0.0]),  # a stage-1 log has no gap Dice: never flagged
+    for key, folder_name, score, dices in (
+        ("fragments", "stage2_fragments", "gap_dice", [0.0, 0.0, 0.0]),
+        ("stage2", "stage2", "gap_dice", [0.0, 0.0, 0.19]),
+        ("amc", "stage1_amc", "TLD", [0.0, 0.0]),  # stage 1: left to the other flags
     ):
         folder = tmp_path / "models" / "seed0" / folder_name
         folder.mkdir(parents=True)
-        entries = [{"iteration": 1, "loss": 1.0}]
-        entries += [{"iteration": 100 * (i + 1), "val": {"gap_dice": d}} for i, d in enumerate(dices)]
+        entries = [{"iteration": i, "loss": 1.0} for i in (1, 300)]
+        entries += [{"iteration": 100 * (i + 1), "val": {score: d}} for i, d in enumerate(dices)]
         (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
         checkpoints[f"seed0/{key}"] = folder / "last.pt"
     checkpoints["seed0/best"] = tmp_path / "models" / "seed0" / "stage2_fragments" / "best.pt"
-    flags = silent_stage2_flags(checkpoints, root=tmp_path)
+    logs = model_logs(checkpoints)
+    flags = silent_stage2_flags(convergence_rows(logs), logs, root=tmp_path)
     assert flags == [
         "seed0/fragments: models/seed0/stage2_fragments/log.jsonl: validation gap Dice 0 "
-        "at every one of its 3 checks (iterations 100-300): it never learned to draw a breakage, "
+        "at every one of its 3 checks (300 iterations): it never learned to draw a breakage, "
         "so its rows measure stage 1 alone"
     ]

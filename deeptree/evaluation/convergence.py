@@ -33,8 +33,10 @@ __all__ = [
     "convergence_text",
     "last_part_gain",
     "model_logs",
+    "never_learned",
     "plot_convergence",
     "plot_validation_curves",
+    "silent_stage2_flags",
     "training_seconds",
 ]
 
@@ -188,6 +190,45 @@ def never_learned(rows: Sequence[dict]) -> dict[str, list[int]]:
     return {name: sorted(seeds) for name, seeds in found.items()}
 
 
+def silent_stage2_flags(
+    rows: Sequence[dict],
+    logs: Mapping[str, str | os.PathLike],
+    root: str | os.PathLike | None = None,
+) -> list[str]:
+    """The stage-2 models of :func:`convergence_rows` that never learned (validation gap
+    Dice 0 at every check), one sentence each for a run's flags.
+
+    Such a network draws no breakage voxel, so the rows of its methods measure stage 1 alone
+    and an effect "of stage 2" (or of an option) computed from them is not about stage 2.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        :func:`convergence_rows` of the run (stage-2 models score ``gap_dice``).
+    logs : mapping
+        Model name -> its ``log.jsonl`` (:func:`model_logs`), named in the sentence.
+    root : path-like, optional
+        The run folder: log paths are printed relative to it.
+
+    Returns
+    -------
+    list of str
+        One line per silent stage-2 model; stage-1 models are left to the other flags.
+    """
+    flags = []
+    for row in rows:
+        if row["flat"] != "never learned" or row["score"] != "gap_dice":
+            continue
+        log = logs[row["model"]]
+        where = os.path.relpath(log, root) if root is not None else str(log)
+        flags.append(
+            f"{row['model']}: {where}: validation gap Dice 0 at every one of its "
+            f"{row['checks']} checks ({row['iterations']} iterations): it never learned to "
+            "draw a breakage, so its rows measure stage 1 alone"
+        )
+    return flags
+
+
 def _rounded(value):
     return None if value is None else round(float(value), 1)
 
@@ -199,7 +240,9 @@ def convergence_text(rows: Sequence[dict]) -> str:
     if not judged:
         ongoing = sum(r["flat"] == "unfinished" for r in rows)
         if ongoing:
-            return f"{ongoing} models still training: the flattening rule is checked at their end.\n"
+            return (
+                f"{ongoing} models still training: the flattening rule is checked at their end.\n"
+            )
         return "No model was validated: the flattening rule cannot be checked.\n"
     failing = [f"{r['model']} ({r['flat']})" for r in judged if r["flat"] != "yes"]
     text = (
@@ -217,7 +260,9 @@ def convergence_text(rows: Sequence[dict]) -> str:
     return text
 
 
-def plot_convergence(rows: Sequence[dict], logs: Mapping[str, str | os.PathLike], *, title: str = ""):
+def plot_convergence(
+    rows: Sequence[dict], logs: Mapping[str, str | os.PathLike], *, title: str = ""
+):
     """Every validated model's validation curve in a small panel, its last quarter shaded,
     its gain and verdict in the title.
 

@@ -83,7 +83,7 @@ import numpy as np
 from deeptree.checkpoints import load_checkpoint
 from deeptree.config import CLDICE, LOSS_VARIANTS, ReproduceSettings, reproduce_settings
 from deeptree.evaluation.budget import estimate_seconds
-from deeptree.evaluation.convergence import convergence_rows, model_logs
+from deeptree.evaluation.convergence import convergence_rows, model_logs, silent_stage2_flags
 from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.outputs import ReproduceResult, write_outputs
 from deeptree.evaluation.paper import (
@@ -124,7 +124,6 @@ from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
 from deeptree.stage1.task import class1_dice_failure
 from deeptree.stage2.predict import load_stage2_model
-from deeptree.train import read_log
 
 __all__ = [
     "estimate_seconds",
@@ -132,7 +131,6 @@ __all__ = [
     "dilated_gt_precision",
     "reproduce",
     "run_on_real_ct",
-    "silent_stage2_flags",
     "summarize_methods",
     "weak_model_flags",
 ]
@@ -184,44 +182,6 @@ def weak_model_flags(
         elif problem is not None:
             flags.append(f"{name}: {problem}: the trachea and main bronchi are not learned")
     flags += [f"{name}: {why}" for name, why in empty.items()]
-    return flags
-
-
-def silent_stage2_flags(checkpoints: dict, root: str | os.PathLike | None = None) -> list[str]:
-    """Stage-2 models that never learned: validation gap Dice 0 at every check of the run.
-
-    Such a network draws no breakage voxel, so the rows of its methods measure stage 1 alone
-    and an effect "of stage 2" (or of an option) computed from them is not about stage 2.
-
-    Parameters
-    ----------
-    checkpoints : dict
-        Model name (``"seed0/stage2"``, ``"seed0/fragments"``, ``"seed0/amc"`` ...) -> its
-        checkpoint; stage-2 models are those in a ``stage2*`` folder
-        (:func:`deeptree.evaluation.training.model_dir`), their log the ``log.jsonl`` beside
-        it; ``best`` (the paper's run's ``best.pt``) is not a training of its own.
-    root : path-like, optional
-        The run folder: log paths are printed relative to it.
-
-    Returns
-    -------
-    list of str
-        One line per silent model; a model without a validated log is not flagged.
-    """
-    flags = []
-    for name, path in checkpoints.items():
-        if not Path(path).parent.name.startswith("stage2") or name.endswith("/best"):
-            continue
-        log = Path(path).parent / "log.jsonl"
-        checks = [e for e in read_log(log) if "val" in e]
-        dice = [e["val"].get("gap_dice") for e in checks]
-        if dice and all(d is not None and d <= 0 for d in dice):
-            where = os.path.relpath(log, root) if root is not None else str(log)
-            flags.append(
-                f"{name}: {where}: validation gap Dice 0 at every one of its {len(dice)} checks "
-                f"(iterations {checks[0]['iteration']}-{checks[-1]['iteration']}): it never "
-                "learned to draw a breakage, so its rows measure stage 1 alone"
-            )
     return flags
 
 
@@ -452,9 +412,10 @@ def reproduce(
     seconds["evaluate"] = time.perf_counter() - t_eval
     by_rule = {r: rule_tables([x for x in rows if x["rule"] == r], options) for r in rules}
     chosen_rows = [x for x in rows if x["rule"] == rule]
+    convergence = convergence_rows(model_logs(checkpoints), _torch_threads(checkpoints))
     flags = weak_model_flags(
         logs, empty_models(chosen_rows, (*LOSS_VARIANTS, CLDICE), rule), root=out
-    ) + silent_stage2_flags(checkpoints, root=out)
+    ) + silent_stage2_flags(convergence, model_logs(checkpoints), root=out)
     first = settings.seeds[0]
     tables = by_rule[rule]
     result = ReproduceResult(
@@ -484,7 +445,7 @@ def reproduce(
         by_rule=by_rule,
         option_table=tables["options"],
         logs=logs,  # write_outputs draws every stage-1 model's training curves
-        convergence=convergence_rows(model_logs(checkpoints), _torch_threads(checkpoints)),
+        convergence=convergence,
         shipped=Path(models).resolve().name if shipped else "",
     )
     seconds["total"] = time.perf_counter() - t_start
@@ -543,8 +504,14 @@ def _score_test_case(
     gt_precision = {"case": case.id, "precision": dilated_gt_precision(gt, case.spacing, reference)}
     rows, generation_rows, figure_case = [], [], {}
     for j, seed in enumerate(seeds):
-        mine = {k.split("/", 1)[1]: p for k, p in checkpoints.items() if k.startswith(f"seed{seed}/")}
-        stage1 = {k: load_stage1_model(p, device) for k, p in mine.items() if k in (*LOSS_VARIANTS, CLDICE)}
+        mine = {
+            k.split("/", 1)[1]: p for k, p in checkpoints.items() if k.startswith(f"seed{seed}/")
+        }
+        stage1 = {
+            k: load_stage1_model(p, device)
+            for k, p in mine.items()
+            if k in (*LOSS_VARIANTS, CLDICE)
+        }
         stage2 = {k: load_stage2_model(p, device) for k, p in mine.items() if k not in stage1}
         case_rows, case_generations, masks = evaluate_case(
             case, stage1, stage2 or None, device=device, reference=reference, baseline=j == 0,
@@ -647,7 +614,9 @@ def run_on_real_ct(
                 device=device,
                 name=str(folder / name / "ct.nii.gz"),
             )
-            mask = from_model_grid(seg.mask if connector is not None else seg.stage1_mask, grid, "mask")
+            mask = from_model_grid(
+                seg.mask if connector is not None else seg.stage1_mask, grid, "mask"
+            )
             masks[name][method] = mask
             row = {
                 "sample": name,
