@@ -404,6 +404,70 @@ def test_fan_out_raises_the_failing_job_error():
         fan_out([functools.partial(_where, 0), functools.partial(_fail, 1)], ["cpu"])
 
 
+FAN_OUT_SCRIPT = """
+import functools, os, signal, sys, time
+from pathlib import Path
+
+from deeptree.evaluation.fanout import fan_out
+from deeptree.signals import Terminated, sigterm_as_interrupt
+
+
+def job(folder, i, device):
+    # stands for a training: counts the SIGTERMs it receives, stops on the first after
+    # writing its "checkpoint" (1 s), so a second signal would show in its count
+    folder, received = Path(folder), []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    (folder / f"started-{i}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    (folder / f"stopped-{i}").write_text(str(len(received)))
+    raise Terminated("terminated (SIGTERM)")
+
+
+if __name__ == "__main__":
+    folder, grace = sys.argv[1], float(sys.argv[2])
+    jobs = [functools.partial(job, folder, i) for i in range(4)]
+    with sigterm_as_interrupt():
+        try:
+            fan_out(jobs, ["cpu", "cpu"], grace_s=grace)
+        except KeyboardInterrupt:
+            sys.exit(143)
+"""
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["process group", "parent alone"])
+def test_a_stopped_fan_out_starts_no_queued_job_and_signals_each_training_once(tmp_path, to_group):
+    """SIGTERM to a fan-out of 4 jobs on 2 processes (the reference run, 2026-12-07: killed,
+    its pool went on to start the next two trainings, and its parent waited for them).
+    To the process group: each running job gets the signal itself, and the parent, within its
+    grace (30 s here), passes nothing on. To the parent alone: after its grace (1 s) it passes
+    SIGTERM on. Either way each running job receives exactly one signal, no queued job
+    starts, and the command exits 143."""
+    script = tmp_path / "fan_out_script.py"
+    script.write_text(FAN_OUT_SCRIPT)
+    grace = "30" if to_group else "1"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), grace], env=_env(), start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"started-{i}").exists() for i in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the jobs did not start"
+            time.sleep(0.1)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert sorted(p.name for p in tmp_path.glob("started-*")) == ["started-0", "started-1"]
+    assert [(tmp_path / f"stopped-{i}").read_text() for i in (0, 1)] == ["1", "1"]
+
+
 def test_parse_devices():
     from deeptree.evaluation.fanout import parse_devices
 

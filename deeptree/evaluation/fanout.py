@@ -22,13 +22,25 @@ training: a small 3D network's step does not split well over threads (thousands 
 per step), while two processes never wait for each other (``benchmarks/RESULTS.md``, "Parallel
 trainings on the CPU"). The cpu reproduction trains that way by default
 (``ReproduceSettings.cpu_trainings``).
+
+Stopping. A job that fails stops the fan-out from starting more jobs (the running ones finish).
+Ctrl-C or SIGTERM stops it at once: to the process group (``kill -- -PGID``, a terminal's
+Ctrl-C), each running training receives the signal itself, writes its checkpoint and stops;
+to the parent alone (``kill PID``), the parent passes SIGTERM on to its pool processes after
+:data:`STOP_GRACE_S` seconds if they are still running (never at once: a second signal would
+interrupt a training before its checkpoint, ``deeptree.train``). No queued job starts after
+either, so the run resumes where it stopped (``--resume``; a reproduction skips finished
+models).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import queue as queue_module
+import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from typing import TypeVar
 
 import torch
@@ -39,6 +51,15 @@ from deeptree.networks import choose_device
 
 T = TypeVar("T")
 _DEVICE: str | None = None  # the device of this pool process (set by _bind)
+_STOP = None  # the fan-out's stop event, in each pool process (set by _bind)
+
+#: Seconds an interrupted parent waits for its running jobs to stop on their own (the signal
+#: reached the whole process group) before it passes SIGTERM on to them.
+STOP_GRACE_S = 60.0
+
+
+class NotStarted(RuntimeError):
+    """A queued job the fan-out did not start because it was stopping."""
 
 
 def parse_devices(text: str | None) -> list[str]:
@@ -80,7 +101,9 @@ def parse_devices(text: str | None) -> list[str]:
     return devices
 
 
-def fan_out(jobs: Sequence[Callable[[str], T]], devices: Sequence[str]) -> list[T]:
+def fan_out(
+    jobs: Sequence[Callable[[str], T]], devices: Sequence[str], *, grace_s: float = STOP_GRACE_S
+) -> list[T]:
     """Run ``job(device)`` for every job, in parallel, one job at a time per device.
 
     Parameters
@@ -90,6 +113,9 @@ def fan_out(jobs: Sequence[Callable[[str], T]], devices: Sequence[str]) -> list[
         fresh process started with ``spawn``.
     devices : sequence of str
         One pool process per entry; a job runs on the device of the process that takes it.
+    grace_s : float
+        After Ctrl-C or SIGTERM, seconds to wait for the running jobs to stop on their own
+        before passing SIGTERM on to them (see the module docstring).
 
     Returns
     -------
@@ -102,28 +128,50 @@ def fan_out(jobs: Sequence[Callable[[str], T]], devices: Sequence[str]) -> list[
         No device given.
     Exception
         The first failing job's exception (the other running jobs finish first; the
-        queued ones are cancelled).
+        queued ones never start).
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM (:class:`deeptree.signals.Terminated`), raised once the running
+        jobs have stopped; the queued ones never start.
     """
     if not devices:
         raise InputError("fan_out: no device given")
     if not jobs:
         return []
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
+    devices_left, pids, stop = context.Queue(), context.Queue(), context.Event()
     for device in devices:
-        queue.put(str(device))
+        devices_left.put(str(device))
     threads = cpu_threads(sum(1 for d in devices if not str(d).startswith("cuda")))
     with ProcessPoolExecutor(
         max_workers=len(devices), mp_context=context, initializer=_bind,
-        initargs=(queue, threads),
+        initargs=(devices_left, threads, stop, pids),
     ) as pool:  # fmt: skip
         futures = [pool.submit(_run_job, job) for job in jobs]
         try:
             return [f.result() for f in futures]
-        except BaseException:
+        except BaseException as err:
+            stop.set()  # a job already handed to a pool process must not start either
             for f in futures:
                 f.cancel()
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C, SIGTERM: stop the running ones
+                _stop_running(futures, pids, grace_s)
             raise
+
+
+def _stop_running(futures, pids, grace_s: float) -> None:
+    """SIGTERM to the pool processes whose jobs have not stopped within ``grace_s``."""
+    _, running = wait(futures, timeout=grace_s)
+    if not running:
+        return
+    while True:
+        try:
+            pid = pids.get(timeout=1.0)
+        except queue_module.Empty:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def cpu_threads(processes: int, cpus: int | None = None) -> int:
@@ -147,11 +195,14 @@ def cpu_threads(processes: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, processes))
 
 
-def _bind(queue, threads: int = 1) -> None:
+def _bind(devices_left, threads: int = 1, stop=None, pids=None) -> None:
     """Pool initializer: take one device for the life of this process (a CPU process: its
-    share of the cores as torch threads)."""
-    global _DEVICE
-    _DEVICE = queue.get()
+    share of the cores as torch threads); keep the fan-out's stop event; tell the parent
+    this process's pid (for :func:`_stop_running`)."""
+    global _DEVICE, _STOP
+    _DEVICE, _STOP = devices_left.get(), stop
+    if pids is not None:
+        pids.put(os.getpid())
     if _DEVICE.startswith("cuda"):
         torch.cuda.set_device(torch.device(_DEVICE))
     else:
@@ -159,7 +210,14 @@ def _bind(queue, threads: int = 1) -> None:
 
 
 def _run_job(job: Callable[[str], T]) -> T:
-    return job(_DEVICE)
+    if _STOP is not None and _STOP.is_set():
+        raise NotStarted("not started: the fan-out was stopping")
+    try:
+        return job(_DEVICE)
+    except BaseException:
+        if _STOP is not None:  # a failed or interrupted job: this process starts no other
+            _STOP.set()
+        raise
 
 
 def current_device() -> str | None:
