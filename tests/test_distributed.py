@@ -272,8 +272,17 @@ def test_train_refuses_a_batch_the_ranks_cannot_share(monkeypatch, tmp_path, cap
     assert "batch size 2 cannot be split over 4 processes" in capsys.readouterr().err
 
 
-def _one_step_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of 2 where class 3 is in the second item only (its Dice spans the ranks)."""
+ONE_STEP_SCRIPT = """
+import sys
+
+import torch
+
+from deeptree import distributed
+from deeptree.stage1.losses import DiceCELoss
+
+
+def batch():
+    # a batch of 2 where class 3 is in the second item only (its Dice spans the ranks)
     gen = torch.Generator().manual_seed(7)
     image = torch.randn(2, 1, 6, 6, 6, generator=gen)
     target = torch.zeros(2, 1, 6, 6, 6, dtype=torch.long)
@@ -283,35 +292,30 @@ def _one_step_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return image, target
 
 
-def _one_step_model() -> torch.nn.Module:
+def model():
     torch.manual_seed(0)
     return torch.nn.Conv3d(1, 4, 3, padding=1)
 
 
-def _one_step_gradients(model: torch.nn.Module, image, target) -> list[torch.Tensor]:
-    from deeptree.stage1.losses import DiceCELoss
-
+def gradients(net, image, target):
     with distributed.global_batch():
-        dice, ce = DiceCELoss()(model(image), target)
+        dice, ce = DiceCELoss()(net(image), target)
         (dice + ce).backward()
-    bare = model.module if hasattr(model, "module") else model
+    bare = net.module if hasattr(net, "module") else net
     return [p.grad.detach().clone() for p in bare.parameters()]
 
 
-def _rank_of_one_step(rank: int, init_file: str, out: str) -> None:
-    """Rank ``rank`` of 2: DDP on its own item of the batch (run by torch.multiprocessing)."""
+if __name__ == "__main__":  # one rank of 2 under torchrun: DDP on its own item of the batch
     torch.set_num_threads(1)
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
-    )
-    try:
-        image, target = _one_step_batch()
-        model = torch.nn.parallel.DistributedDataParallel(_one_step_model())
-        grads = _one_step_gradients(model, image[rank : rank + 1], target[rank : rank + 1])
-        if rank == 0:
-            torch.save(grads, out)
-    finally:
-        torch.distributed.destroy_process_group()
+    env, device = distributed.init_from_env("cpu")
+    image, target = batch()
+    r = env.rank
+    grads = gradients(torch.nn.parallel.DistributedDataParallel(model()), image[r:r + 1], target[r:r + 1])
+    if r == 0:
+        torch.save(grads, sys.argv[1])
+    distributed.barrier()
+    distributed.shutdown()
+"""
 
 
 def test_one_step_on_two_ranks_has_the_gradient_of_the_global_batch(tmp_path):
@@ -323,13 +327,19 @@ def test_one_step_on_two_ranks_has_the_gradient_of_the_global_batch(tmp_path):
     training test by 7e-4 relative (measured 2026-12-07), within float drift's reach on some
     CPUs; here it is a gross difference, while the two summation orders agree to ~1e-7.
     """
-    import torch.multiprocessing as mp
+    import runpy
 
+    script = tmp_path / "one_step.py"
+    script.write_text(ONE_STEP_SCRIPT)
+    one_process = runpy.run_path(str(script))  # its functions, without a process group
     torch.set_num_threads(1)
-    image, target = _one_step_batch()
-    expected = _one_step_gradients(_one_step_model(), image, target)
+    image, target = one_process["batch"]()
+    expected = one_process["gradients"](one_process["model"](), image, target)
     out = tmp_path / "rank0.pt"
-    mp.spawn(_rank_of_one_step, args=(str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    _run([
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(out),
+    ])  # fmt: skip
     for got, want in zip(torch.load(out), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
