@@ -166,6 +166,12 @@ def run_provenance() -> dict[str, str]:
     return {"date": date, "commit": commit, "machine": machine}
 
 
+def reused_models(trained: dict) -> list[str]:
+    """The models an invocation loaded instead of training, sorted (``trained``: model name
+    -> True when this invocation trained it, ``ReproduceResult.trained``)."""
+    return sorted(k for k, v in trained.items() if not v)
+
+
 def reused_text(trained: dict) -> str:
     """The sentence saying how many models this invocation loaded instead of training (empty
     when it trained them all), so that a reader never takes its time for a whole run's.
@@ -176,7 +182,7 @@ def reused_text(trained: dict) -> str:
         Model name (``"seed0/amc"``) -> True when this invocation trained it, False when it
         loaded a finished checkpoint of an earlier invocation (``ReproduceResult.trained``).
     """
-    reused = sorted(k for k, v in trained.items() if not v)
+    reused = reused_models(trained)
     if not reused:
         return ""
     return (
@@ -469,7 +475,7 @@ class ReproduceResult:
             "test seed": s.test_seed,
             "stage1_iterations": s.stage1_train.iterations,
             "stage2_iterations": s.stage2_train.iterations,
-            "models_reused": sorted(k for k, v in self.trained.items() if not v),
+            "models_reused": reused_models(self.trained),
             "models_shipped": self.shipped,
             "output rule": self.rule.get("rule", OUTPUT_RULES[0]),
             "output rule validation": dict(self.rule.get("validation", {})),
