@@ -6,7 +6,7 @@
 A long run (the reference run of issue 32: hours of CPU) may outlive the machine it started
 on. ``save`` writes every *finished* model of ``RUN/models`` (iteration = its schedule's) into
 ``DEST`` as ``deeptree ship`` writes them (float16 weights, metadata and schedule, ``best.pt``
-where there is one, the gzipped log; ``deeptree.evaluation.shipped``) with a ``SHA256SUMS``
+where there is one, the log thinned and gzipped; ``deeptree.evaluation.shipped``) with a ``SHA256SUMS``
 file. Unfinished ones are left out (they restart), unless ``--unfinished``: then their whole
 resume checkpoint (weights, optimiser and random states) is kept byte for byte, so that the run
 continues them. ``restore`` puts them back, where ``deeptree reproduce`` with the run's own
