@@ -195,14 +195,13 @@ def cpu_threads(processes: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, processes))
 
 
-def _bind(devices_left, threads: int = 1, stop=None, pids=None) -> None:
+def _bind(devices_left, threads: int, stop, pids) -> None:
     """Pool initializer: take one device for the life of this process (a CPU process: its
     share of the cores as torch threads); keep the fan-out's stop event; tell the parent
     this process's pid (for :func:`_stop_running`)."""
     global _DEVICE, _STOP
     _DEVICE, _STOP = devices_left.get(), stop
-    if pids is not None:
-        pids.put(os.getpid())
+    pids.put(os.getpid())
     if _DEVICE.startswith("cuda"):
         torch.cuda.set_device(torch.device(_DEVICE))
     else:
@@ -210,13 +209,12 @@ def _bind(devices_left, threads: int = 1, stop=None, pids=None) -> None:
 
 
 def _run_job(job: Callable[[str], T]) -> T:
-    if _STOP is not None and _STOP.is_set():
+    if _STOP.is_set():
         raise NotStarted("not started: the fan-out was stopping")
     try:
         return job(_DEVICE)
     except BaseException:
-        if _STOP is not None:  # a failed or interrupted job: this process starts no other
-            _STOP.set()
+        _STOP.set()  # a failed or interrupted job: no pool process starts another
         raise
 
 
