@@ -412,10 +412,11 @@ def reproduce(
     seconds["evaluate"] = time.perf_counter() - t_eval
     by_rule = {r: rule_tables([x for x in rows if x["rule"] == r], options) for r in rules}
     chosen_rows = [x for x in rows if x["rule"] == rule]
-    convergence = convergence_rows(model_logs(checkpoints), _torch_threads(checkpoints))
+    trained_logs = model_logs(checkpoints)
+    convergence = convergence_rows(trained_logs, _torch_threads(checkpoints))
     flags = weak_model_flags(
         logs, empty_models(chosen_rows, (*LOSS_VARIANTS, CLDICE), rule), root=out
-    ) + silent_stage2_flags(convergence, model_logs(checkpoints), root=out)
+    ) + silent_stage2_flags(convergence, trained_logs, root=out)
     first = settings.seeds[0]
     tables = by_rule[rule]
     result = ReproduceResult(
