@@ -43,11 +43,11 @@ def main() -> None:
     )
     work = Path(args.work)
     start = time.perf_counter()
-    _, split, train, val = training._prepare_data(s, work, None, False)
+    _, split, train, val = training.prepare_data(s, work, None, False)
     print(f"data {time.perf_counter() - start:.0f} s; train {[c.id for c in split.train]}, "
           f"validation {[c.id for c in split.val]}")  # fmt: skip
     seconds: dict = {}
-    paths, _ = training._train_stage1_models(
+    paths, _ = training.train_stage1_models(
         s, args.seed, False, split, train, val, work / "models" / f"seed{args.seed}", seconds,
         {"device": choose_device("cpu"), "progress": False, "workers": 0},
         keys=args.variant or ["plain"],

@@ -53,10 +53,10 @@ def train_seeds(seeds, iterations: int | None, work: Path, variants=None) -> Non
     from deeptree.networks import choose_device
 
     s = settings_for(iterations)
-    _, split, train, val = training._prepare_data(s, work, None, False)
+    _, split, train, val = training.prepare_data(s, work, None, False)
     for seed in seeds:
         seconds: dict = {}
-        training._train_stage1_models(
+        training.train_stage1_models(
             s, seed, False, split, train, val, work / "models" / f"seed{seed}", seconds,
             {"device": choose_device("cpu"), "progress": False, "workers": 0},
             keys=list(variants or LOSS_VARIANTS),

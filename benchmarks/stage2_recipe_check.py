@@ -74,7 +74,7 @@ def train_seeds(seeds, starts, work: Path, cohort: Path | None, iterations=None)
     """Train the stage-2 model of each seed and start-up (resumable); ``iterations``: the
     stage-2 length (default: the reproduction's)."""
     from deeptree.config import get_config, reproduce_settings
-    from deeptree.evaluation.training import _stage2_sources, train_or_load
+    from deeptree.evaluation.training import stage2_sources, train_or_load
     from deeptree.networks import choose_device
     from deeptree.phantom import generate_cohort
     from deeptree.stage2.task import stage2_task
@@ -84,7 +84,7 @@ def train_seeds(seeds, starts, work: Path, cohort: Path | None, iterations=None)
         cohort = work / "cohort"
         generate_cohort(cohort, s.phantom, s.n_cases, seed=s.seed, progress=False)
     split = _split(s, cohort)
-    sources, val_sources = _stage2_sources(split.train), _stage2_sources(split.val)
+    sources, val_sources = stage2_sources(split.train), stage2_sources(split.val)
     run = get_config("cpu")
     for seed in seeds:
         for name in starts:

@@ -107,11 +107,11 @@ from deeptree.evaluation.scoring import (
 from deeptree.evaluation.shipped import shipped_rule, shipped_settings, verify_shipped
 from deeptree.evaluation.stats import failed_models
 from deeptree.evaluation.training import (
-    _fan_out_training,
-    _prepare_data,
-    _stage2_sources,
-    _train_stage1_models,
-    _train_stage2_models,
+    fan_out_training,
+    prepare_data,
+    stage2_sources,
+    train_stage1_models,
+    train_stage2_models,
 )
 from deeptree.io import SAMPLES_DIR, InputError, load_case, read_nifti
 from deeptree.masks import label_components
@@ -342,14 +342,14 @@ def reproduce(
         workers = 0 if device.type == "cpu" else max(0, min(12, (os.cpu_count() or 1) - 2))
     seconds: dict[str, float] = {}
     # 1. data: the cohort (generated when no folder is given), its split, prepared cases
-    data_label, split, train_cases, val_cases = _prepare_data(settings, out, data, progress)
+    data_label, split, train_cases, val_cases = prepare_data(settings, out, data, progress)
     seconds["data"] = time.perf_counter() - t_start
     # (several devices: every model trained in parallel first; the loop below then loads them)
     if devices is None and device.type == "cpu" and settings.cpu_trainings > 1:
         devices = ["cpu"] * settings.cpu_trainings
     parallel = bool(devices) and list(devices) != ["cpu"]  # ["cpu"]: one after the other
     fanned = (
-        _fan_out_training(settings, out, data, devices, stage2, fan_workers)
+        fan_out_training(settings, out, data, devices, stage2, fan_workers)
         if parallel and not shipped
         else {}
     )
@@ -362,13 +362,13 @@ def reproduce(
     logs: dict[str, Path] = {}
     options = settings.stage2_options if stage2 else ()
     if stage2:  # prepared once, for every seed's stage-2 models
-        sources = _stage2_sources(split.train)
-        val_sources = _stage2_sources(split.val) if settings.validate else []
+        sources = stage2_sources(split.train)
+        val_sources = stage2_sources(split.val) if settings.validate else []
     for i, seed in enumerate(settings.seeds):
         extra = i < settings.extra_seeds
         root = models_root / f"seed{seed}"
         # 2. stage 1: the four loss variants (and clDice for the first seeds)
-        paths, did = _train_stage1_models(
+        paths, did = train_stage1_models(
             settings, seed, extra, split, train_cases, val_cases, root, seconds, run_options
         )
         for key, path in paths.items():
@@ -379,7 +379,7 @@ def reproduce(
         # 3. stage 2: the paper's, once per seed, repairs every variant; the options after
         # amc+gul for the first seeds
         if stage2:
-            paths, did = _train_stage2_models(
+            paths, did = train_stage2_models(
                 settings, seed, options if extra else (), (sources, val_sources), split, root,
                 seconds, run_options,
             )  # fmt: skip

@@ -48,7 +48,15 @@ from deeptree.stage2.data import prepare_stage2_source
 from deeptree.stage2.task import stage2_checkpoint, stage2_options, stage2_task
 from deeptree.train import train
 
-__all__ = ["model_dir", "train_or_load"]
+__all__ = [
+    "fan_out_training",
+    "model_dir",
+    "prepare_data",
+    "stage2_sources",
+    "train_or_load",
+    "train_stage1_models",
+    "train_stage2_models",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,9 +125,21 @@ def train_or_load(
     return result.checkpoint, True, float(result.seconds)
 
 
-def _stage2_sources(paths: Sequence) -> list:
-    """``deeptree.stage2.data.Stage2Source`` of cases (a ``lungsTr/<id>.nii.gz`` beside
-    ``labelsTr`` is the fragments' room, as ``deeptree.stage2.task.load_sources``)."""
+def stage2_sources(paths: Sequence) -> list:
+    """The stage-2 sources of cases, in the models' (RAS) voxel order.
+
+    Parameters
+    ----------
+    paths : sequence of ``deeptree.io.CasePaths``
+        Cases of an ATM'22-layout folder (``imagesTr`` / ``labelsTr``); a
+        ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` is the fragments' room (bool mask, same
+        grid), as in ``deeptree.stage2.task.load_sources``.
+
+    Returns
+    -------
+    list of ``deeptree.stage2.data.Stage2Source``
+        One per case, in order (normalised CT, GT airway, its parsed tree, spacing, room).
+    """
     import warnings
 
     out = []
@@ -150,11 +170,25 @@ def _generate_test_cohort(root: Path, settings: ReproduceSettings, progress: boo
             write_case(generate_case(settings.phantom, (settings.test_seed, i), case_id=case_id), root)
 
 
-def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
-    """(data label, split, prepared training cases, prepared validation cases) of a run; with
-    ``data`` None, the training + validation phantoms (``settings.seed``) are generated into
-    ``out/cohort`` and the test phantoms (``settings.test_seed``) into ``out/test_cohort``
-    (resumably)."""
+def prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
+    """The data of a run, generated or split, and its training and validation cases prepared.
+
+    With ``data`` None, the training + validation phantoms (``settings.seed``) are generated
+    into ``out/cohort`` and the test phantoms (``settings.test_seed``) into
+    ``out/test_cohort`` (resumably: complete cases are kept); with an ATM'22-layout folder, it
+    is split by :func:`~deeptree.evaluation.paper.split_dataset`. Cases are prepared once into
+    ``out/cache`` (``deeptree.stage1.cache.load_cohort``).
+
+    Returns
+    -------
+    data_label : str
+        What the data is, for the report.
+    split : Split
+        The training, validation and test cases' paths.
+    train_cases, val_cases : list of ``deeptree.stage1.cache.Stage1Case``
+        The prepared training and validation cases (``val_cases`` empty when
+        ``settings.validate`` is off).
+    """
     if data is None:
         generate_cohort(
             out / "cohort", settings.phantom, settings.n_cases, seed=settings.seed, progress=progress
@@ -179,15 +213,23 @@ def _prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
     return data_label, split, train_cases, val_cases
 
 
-def _fan_out_training(
+def fan_out_training(
     settings: ReproduceSettings, out: Path, data, devices: Sequence[str], stage2: bool,
     workers: int | None = None,
 ) -> dict[str, tuple[dict, dict]]:  # fmt: skip
-    """Train every model of the run in parallel, one training per device: one job per seed
-    and stage-1 model, one per seed for its stage-2 models. Returns, by job, whether each
-    model was trained (by ``seed<s>/<key>``) and the training seconds (as in ``seconds``).
-    ``workers`` DataLoader processes per training (default: the device's share of the CPUs,
-    ``deeptree.distributed.default_workers``)."""
+    """Train every model of the run in parallel, one training per device.
+
+    One job per seed and stage-1 model, one per seed for its stage-2 models, run by
+    :func:`deeptree.evaluation.fanout.fan_out` over ``devices`` (``"cpu"`` entries are one
+    one-thread training each). ``workers`` DataLoader processes per training (default: the
+    device's share of the CPUs, ``deeptree.distributed.default_workers``).
+
+    Returns
+    -------
+    dict
+        By job (``seed<s>/<key>``): (whether each model was trained in this call, by
+        ``seed<s>/<model>``; training seconds, by ``train seed<s> <model>``).
+    """
     jobs: dict[str, functools.partial] = {}
     if workers is None:
         workers = default_workers(devices[0], len(devices))
@@ -208,29 +250,29 @@ def _train_one(
     settings: ReproduceSettings, out: Path, data, seed: int, extra: bool, key: str,
     workers: int, device: str,
 ) -> tuple[dict, dict]:  # fmt: skip
-    """One job of :func:`_fan_out_training` on ``device``: the stage-1 model ``key`` of
+    """One job of :func:`fan_out_training` on ``device``: the stage-1 model ``key`` of
     ``seed``, or (``key="stage2"``) that seed's stage-2 models; returns (trained by
     ``seed<s>/<model>``, training seconds)."""
-    _, split, train_cases, val_cases = _prepare_data(settings, out, data, progress=False)
+    _, split, train_cases, val_cases = prepare_data(settings, out, data, progress=False)
     options = {"device": device, "progress": False, "workers": workers}
     root = out / "models" / f"seed{seed}"
     seconds: dict[str, float] = {}
     if key == "stage2":
-        sources = _stage2_sources(split.train)
-        val_sources = _stage2_sources(split.val) if settings.validate else []
+        sources = stage2_sources(split.train)
+        val_sources = stage2_sources(split.val) if settings.validate else []
         stage2_opts = settings.stage2_options if extra else ()
-        _, did = _train_stage2_models(
+        _, did = train_stage2_models(
             settings, seed, stage2_opts, (sources, val_sources), split, root, seconds, options
         )
     else:
-        _, did = _train_stage1_models(
+        _, did = train_stage1_models(
             settings, seed, extra, split, train_cases, val_cases, root, seconds, options,
             keys=(key,),
         )  # fmt: skip
     return {f"seed{seed}/{k}": v for k, v in did.items()}, seconds
 
 
-def _train_stage1_models(
+def train_stage1_models(
     settings: ReproduceSettings, seed: int, extra: bool, split: Split, train_cases: list,
     val_cases: list, models_root: Path, seconds: dict, run_options: dict,
     keys: Sequence[str] | None = None,
@@ -261,7 +303,7 @@ def _train_stage1_models(
     return checkpoints, trained
 
 
-def _train_stage2_models(
+def train_stage2_models(
     settings: ReproduceSettings, seed: int, options: Sequence[str], prepared: tuple,
     split: Split, models_root: Path, seconds: dict, run_options: dict,
 ) -> tuple[dict, dict]:  # fmt: skip
