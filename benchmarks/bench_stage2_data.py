@@ -37,14 +37,15 @@ from deeptree.config import (
     get_config,  # noqa: E402
     stage2_settings,
 )
-from deeptree.stage2.data import Stage2CropDataset, _grown_box, add_fragments
+from deeptree.masks import bounding_box, grow_box
+from deeptree.stage2.data import Stage2CropDataset, add_fragments
 
 
 def reference_fragment_candidates(airway, avoid, room, cfg):
     """The candidate search used before 2026-11-26: two EDTs of the whole grown box."""
     lo_d, hi_d = cfg.fragment_distance
     reach = int(np.ceil(hi_d + cfg.fragment_length[1] + cfg.fragment_radius[1])) + 2
-    box = _grown_box(airway, reach)
+    box = grow_box(bounding_box(airway), reach, airway.shape)
     dist = ndi.distance_transform_edt(~airway[box])
     candidates = (dist >= lo_d) & (dist <= hi_d)
     if avoid is not None and avoid[box].any():

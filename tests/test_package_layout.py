@@ -299,3 +299,71 @@ def test_bench_cpu_threads_records_its_section_under_the_thread_policy(tmp_path)
     with pytest.raises(SystemExit, match="RESULTS.md"):
         module.append_results("new\n", record)
     assert record.read_text() == "## GPU\n"
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """Names a module defines or imports at module level (inside ``if``/``try`` blocks too)."""
+    names: set[str] = set()
+    body = list(ast.parse(path.read_text(), filename=str(path)).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            body += [*node.body, *node.orelse, *getattr(node, "finalbody", [])]
+            body += [n for h in getattr(node, "handlers", []) for n in h.body]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _missing_imports(script: Path, modules: dict[str, Path]) -> list[str]:
+    """``module.name`` for each name ``script`` takes from a module of ``modules`` (a
+    ``from m import name``, or ``alias.name`` after ``from package import m`` /
+    ``import m as alias``) that the module does not define: a rename the script missed."""
+    tree = ast.parse(script.read_text(), filename=str(script))
+    aliases, missing = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                if sub in modules:
+                    aliases[a.asname or a.name] = sub
+                elif node.module in modules and a.name not in _top_level_names(
+                    modules[node.module]
+                ):
+                    missing.append(sub)
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname: a.name for a in node.names if a.asname and a.name in modules}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = aliases.get(node.value.id)
+            if module and node.attr not in _top_level_names(modules[module]):
+                missing.append(f"{module}.{node.attr}")
+    return sorted(set(missing))
+
+
+def test_every_name_a_benchmark_takes_from_the_package_exists():
+    """The benchmark scripts are not run in CI; a renamed or removed package function must
+    not break them silently (``bench_stage2_data.py`` imported a helper removed by the package-layout change)."""
+    modules = MODULES | {"_common": BENCHMARKS / "_common.py"}
+    missing = {s.name: _missing_imports(s, modules) for s in sorted(BENCHMARKS.glob("*.py"))}
+    assert {name: m for name, m in missing.items() if m} == {}
+
+
+def test_a_name_missing_from_a_module_is_found(tmp_path):
+    (tmp_path / "helpers.py").write_text(
+        "import os\nLIMIT = 3\ndef kept():\n    pass\n"
+        "try:\n    from x import y\nexcept ImportError:\n    y = None\n"
+    )
+    modules = {"pkg.helpers": tmp_path / "helpers.py"}
+    script = tmp_path / "bench.py"
+    script.write_text("from pkg.helpers import kept, LIMIT, y, os\n")
+    assert _missing_imports(script, modules) == []
+    script.write_text(
+        "from pkg.helpers import kept, _gone\nfrom pkg import helpers as h\nh.kept(); h.renamed()\n"
+    )
+    assert _missing_imports(script, modules) == ["pkg.helpers._gone", "pkg.helpers.renamed"]
