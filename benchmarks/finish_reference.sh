@@ -5,7 +5,7 @@
 #
 # RUN   the finished `deeptree reproduce` run folder (e.g. runs/20261207-cpu-reference)
 # DEST  its results folder (e.g. results/20261207-cpu-reference)
-# STEP  any of: check ship rescore precision notebooks (default: all, in this order)
+# STEP  any of: check ship rescore precision notebooks section (default: all, in this order)
 #
 #   check      every model meets the flattening rule (benchmarks/convergence_check.py):
 #              refuses to go on when one is unfinished or still rising
@@ -17,6 +17,8 @@
 #              (benchmarks/shipped_precision.py)
 #   notebooks  every notebook on the cpu profile (notebook 07 scores DEST/models), published
 #              into DEST (python -m deeptree.book publish), then the README's box (make readme)
+#   section    the RESULTS.md section of the finished run, written from the records above and
+#              DEST's component effects (benchmarks/reference_section.py)
 #
 # Records go to $RECORDS (default benchmarks/records/reference_finish/); scratch runs to $SCRATCH
 # (default /tmp/reference-finish). Run it on an idle machine: the rescoring is timed.
@@ -30,7 +32,7 @@ fi
 RUN=$(realpath "$1")
 DEST=$2
 shift 2
-STEPS=${*:-check ship rescore precision notebooks}
+STEPS=${*:-check ship rescore precision notebooks section}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
 SCRATCH=${SCRATCH:-/tmp/reference-finish}
@@ -86,6 +88,10 @@ step_notebooks() {
     fi
     "$PY" -m deeptree.book publish "$after" "$DEST"
     make readme
+}
+
+step_section() {
+    "$PY" benchmarks/reference_section.py "$DEST" --records "$RECORDS" --write benchmarks/RESULTS.md
 }
 
 for step in $STEPS; do
