@@ -297,3 +297,7 @@ def test_convergence_rows_table_and_figure(tmp_path):
     ongoing = convergence_rows({"seed0/plain": rising}, schedules={"seed0/plain": 80})
     assert ongoing[0]["flat"] == "unfinished" and ongoing[0]["iterations"] == 40
     assert "1 models still training" in convergence_text(ongoing)
+    # its panel shades no "last quarter": it has not reached it; a finished model's is shaded
+    shaded = [len(ax.patches) for ax in plot_convergence(ongoing, {"seed0/plain": rising}).axes]
+    assert shaded == [0]
+    assert [len(ax.patches) for ax in plot_convergence(rows[:1], logs).axes] == [1]

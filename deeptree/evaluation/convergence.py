@@ -263,8 +263,8 @@ def convergence_text(rows: Sequence[dict]) -> str:
 def plot_convergence(
     rows: Sequence[dict], logs: Mapping[str, str | os.PathLike], *, title: str = ""
 ):
-    """Every validated model's validation curve in a small panel, its last quarter shaded,
-    its gain and verdict in the title.
+    """Every validated model's validation curve in a small panel, its last quarter shaded
+    (not for a model still training), its gain and verdict in the title.
 
     Parameters
     ----------
@@ -297,7 +297,10 @@ def plot_convergence(
             color="#1f77b4",
         )  # fmt: skip
         ax.set_ylim(bottom=0)
-        ax.axvspan((1 - LAST_PART) * row["iterations"], row["iterations"], color="0.9", zorder=0)
+        if row["flat"] != "unfinished":  # a model still training has not reached its last quarter
+            ax.axvspan(
+                (1 - LAST_PART) * row["iterations"], row["iterations"], color="0.9", zorder=0
+            )
         gain = "" if row["gain"] is None else f"{row['gain']:+.1f}, "
         colour = {"yes": "#2ca02c", "no": "#d62728"}.get(row["flat"], "0.3")
         ax.set_title(f"{row['model']}: {gain}flat {row['flat']}", fontsize=9, color=colour)
