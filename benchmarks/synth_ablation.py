@@ -18,7 +18,11 @@ simulated around atm_001). Every step resumes what an interrupted run left in ``
 
 The effect of a family is the paired difference ``all - no <family>`` (same training seed, same
 check CT) with a two-level bootstrap interval (:func:`deeptree.evaluation.stats.paired_effect`);
-"not resolved" when it spans zero. Writes ``benchmarks/records/synth_ablation.json`` and ``.md``.
+"not resolved" when it spans zero. A model enters an effect only when its validation curve met
+the flattening rule of the reference run (:mod:`deeptree.evaluation.convergence`: less than 1
+point of validation TLD gained in its last quarter): a verdict from a model cut off while still
+learning would be about the schedule, not the family. The report lists every model's
+convergence. Writes ``benchmarks/records/synth_ablation.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import deeptree  # noqa: E402, F401, I001  (its thread policy must come before t
 import numpy as np  # noqa: E402
 
 import demo_weights  # noqa: E402
+from deeptree.evaluation.convergence import convergence_rows  # noqa: E402
 from deeptree.evaluation.stats import paired_effect  # noqa: E402
 from deeptree.files import atomic_write  # noqa: E402
 from deeptree.phantom.synth import FAMILIES  # noqa: E402
@@ -98,36 +103,79 @@ def check_tlds(report: dict) -> dict[str, list[float]]:
     return out
 
 
-def effects(reports: dict[str, dict[int, dict]]) -> list[dict]:
+def effects(reports: dict[str, dict[int, dict]], converged: set | None = None) -> list[dict]:
     """Paired effects of each family on the check CTs' TLD (points), per kind.
 
     Parameters
     ----------
     reports : dict arm -> {seed: transfer report}
         Only seeds present in both arms of a comparison are used.
+    converged : set of (arm, seed), optional
+        The models that met the flattening rule (:func:`arm_convergence`); when given, a seed
+        enters a comparison only when both of its arms' models are in it.
 
     Returns
     -------
     list of dict
-        ``family``, ``kind``, ``seeds``, ``cases`` and :func:`paired_effect`'s ``mean``, ``low``,
-        ``high`` (points) and ``verdict``; families whose arms are missing are left out.
+        ``family``, ``kind``, ``seeds``, ``cases``, ``left out`` (seeds of both arms whose
+        models did not converge) and :func:`paired_effect`'s ``mean``, ``low``, ``high``
+        (points) and ``verdict``; "not converged" (and no figures) when no seed is left;
+        families whose arms are missing are left out.
     """
     rows = []
     for family in FAMILIES:
         with_, without = reports.get("all", {}), reports.get(f"no {family}", {})
-        seeds = sorted(set(with_) & set(without))
-        if not seeds:
+        both = sorted(set(with_) & set(without))
+        if not both:
             continue
+        seeds = [
+            s for s in both
+            if converged is None or {("all", s), (f"no {family}", s)} <= converged
+        ]  # fmt: skip
         for kind in KINDS:
             a = np.array([check_tlds(with_[s])[kind] for s in seeds]) * 100
             b = np.array([check_tlds(without[s])[kind] for s in seeds]) * 100
+            row = {"family": family, "kind": kind, "seeds": len(seeds),
+                   "left out": len(both) - len(seeds)}  # fmt: skip
+            if not seeds:
+                rows.append({**row, "cases": 0, "mean": None, "low": None, "high": None,
+                             "verdict": "not converged"})  # fmt: skip
+                continue
             if a.size == 0 or a.shape != b.shape:
                 continue
             e = paired_effect(a, b)
-            rows.append({"family": family, "kind": kind, "seeds": len(seeds),
-                         "cases": int(a.shape[1]), **{k: e[k] for k in ("mean", "low", "high")},
+            rows.append({**row, "cases": int(a.shape[1]),
+                         **{k: e[k] for k in ("mean", "low", "high")},
                          "verdict": e["verdict"]})  # fmt: skip
     return rows
+
+
+def arm_convergence(work: Path, arms, seeds, iterations: int) -> list[dict]:
+    """The flattening rule on every trained arm model's validation curve.
+
+    Parameters
+    ----------
+    work : Path
+        The ablation's work folder (``<arm>/seed<k>/log.jsonl``).
+    arms, seeds : iterables of the arm names and training seeds.
+    iterations : int
+        The schedule's stage-1 iterations (a model with fewer is "unfinished").
+
+    Returns
+    -------
+    list of dict
+        :func:`deeptree.evaluation.convergence.convergence_rows` rows, ``model`` named
+        ``<arm>/seed<k>``, plus ``arm`` and ``seed``; models without a log are left out.
+    """
+    logs, where = {}, {}
+    for arm in arms:
+        for seed in seeds:
+            log = _folder(work, arm) / f"seed{seed}" / "log.jsonl"
+            if log.is_file():
+                logs[f"{arm}/seed{seed}"] = log
+                where[f"{arm}/seed{seed}"] = (arm, seed)
+    rows = convergence_rows(logs, schedules=dict.fromkeys(logs, iterations))
+    return [{**r, "arm": where[r["model"]][0], "seed": where[r["model"]][1]} for r in rows]
 
 
 def arm_rows(reports: dict[str, dict[int, dict]]) -> list[dict]:
@@ -176,9 +224,26 @@ def markdown(record: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for e in record["effects"]:
+        effect = "-" if e["mean"] is None else (
+            f"{e['mean']:+.1f} [{e['low']:+.1f}, {e['high']:+.1f}]"
+        )  # fmt: skip
+        left = f" ({e['left out']} left out: not converged)" if e.get("left out") else ""
         lines.append(
-            f"| {e['family']} | {e['kind']} | {e['seeds']} x {e['cases']} | {e['mean']:+.1f} "
-            f"[{e['low']:+.1f}, {e['high']:+.1f}] | {e['verdict']} |"
+            f"| {e['family']} | {e['kind']} | {e['seeds']} x {e['cases']}{left} | {effect} | "
+            f"{e['verdict']} |"
+        )
+    lines += [
+        "",
+        "## Convergence of each model (flattening rule: validation TLD gained less than 1 point "
+        "in the last quarter)",
+        "",
+        "| model | iterations | best before last quarter (%) | end (%) | gain (points) | flat |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in record.get("convergence", []):
+        lines.append(
+            f"| {r['model']} | {r['iterations']} | {r['best before last quarter']} | {r['end']} "
+            f"| {r['gain']} | {r['flat']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -255,13 +320,16 @@ def main(argv=None) -> int:
             for arm in arms
         }
         reports = {arm: r for arm, r in reports.items() if r}
+        convergence = arm_convergence(work, arms, args.seeds, base.iterations1)
+        converged = {(r["arm"], r["seed"]) for r in convergence if r["flat"] == "yes"}
         record = {
             "command": "python benchmarks/synth_ablation.py" + (" --quick" if args.quick else ""),
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "settings": json.loads(json.dumps(base.__dict__, default=list)),
             "stage2": str(stage2.relative_to(ROOT)) if stage2.is_relative_to(ROOT) else str(stage2),
             "arms": arm_rows(reports),
-            "effects": effects(reports),
+            "effects": effects(reports, converged),
+            "convergence": convergence,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(record, indent=1, default=float)
