@@ -66,7 +66,6 @@ def main() -> None:
     from deeptree.config import get_config, reproduce_settings
     from deeptree.evaluation.baselines import region_growing
     from deeptree.evaluation.budget import estimate_seconds
-    from deeptree.evaluation.training import stage2_sources
     from deeptree.io import list_cases, load_case
     from deeptree.metrics import airway_metrics, generation_metrics, prepare_ground_truth
     from deeptree.networks import stage1_network
@@ -77,7 +76,7 @@ def main() -> None:
     from deeptree.stage1.losses import DiceCEClDiceLoss, Stage1Loss
     from deeptree.stage1.predict import predict_stage1
     from deeptree.stage2.predict import load_stage2_model
-    from deeptree.stage2.task import stage2_task
+    from deeptree.stage2.task import case_sources, stage2_task
     from deeptree.train import train
     from deeptree.tree import parse_tree
 
@@ -109,8 +108,8 @@ def main() -> None:
         )
         # stage 2 through the real task: crops, breakage simulations and attention included
         paths = list_cases(root / "cohort")
-        sources = stage2_sources(paths[:1])
-        val_sources = stage2_sources(paths[1:])
+        sources = case_sources(paths[:1])
+        val_sources = case_sources(paths[1:])
         n2 = 3 * args.steps
         cfg = replace(s.stage2_train, iterations=n2, validate_every=10**9, checkpoint_every=n2)
         task = stage2_task(

@@ -79,9 +79,9 @@ def main() -> int:
     parser.add_argument("--loader", type=int, default=0, help="batches to time (0: skip)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    from deeptree.evaluation.training import stage2_sources
+    from deeptree.stage2.task import case_sources
 
-    source = stage2_sources([standard_phantom(args.data)])[0]
+    source = case_sources([standard_phantom(args.data)])[0]
     _, _, data = stage2_settings("gpu")
     run = get_config("gpu")
     times: dict[str, list[float]] = {}

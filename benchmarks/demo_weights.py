@@ -28,10 +28,16 @@ Steps (each resumes what an earlier, interrupted run left in ``--work``):
    the phantoms have an adult's size, so the only candidate is the training voxel size);
 5. ``evaluate``: the exported model on a synthetic test set (another seed than training) with
    the paper's metrics (:func:`deeptree.metrics.airway_metrics`), and on the real samples
-   (:mod:`deeptree.real_ct`); writes ``card.json`` and ``MODEL_CARD.md`` beside the weights.
-   Every figure of the card comes from this step;
-6. ``card``: ``MODEL_CARD.md`` rewritten from ``card.json`` (no new figures: for a change of
-   the card's text).
+   (:mod:`deeptree.real_ct`), and whether each stage's validation curve flattened
+   (:mod:`deeptree.evaluation.convergence`); writes ``card.json`` and ``MODEL_CARD.md`` beside
+   the weights (:mod:`deeptree.model_card`). Every figure of the card comes from this step and
+   the next;
+6. ``transfer``: the transfer checks of issue 33 (:func:`deeptree.transfer.transfer_report`:
+   the real samples as they are and edited, CTs simulated around atm_001 with image settings
+   outside the training draws) and the issue's bars, added to the card (the report so far is
+   kept in ``--work``/``transfer.json`` after each CT);
+7. ``card``: ``MODEL_CARD.md`` rewritten from ``card.json`` (no new figures: for a change of
+   the card's text, or to name the randomisation ablation's record once it exists).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from deeptree.phantom.synth import FAMILIES  # noqa: E402
 from deeptree.phantom.varied import Variation, generate_varied_cohort  # noqa: E402
 from deeptree.real_scale import CANDIDATE_SPACINGS_MM  # noqa: E402
 
-STEPS = ("cohort", "train", "export", "scale", "evaluate", "card")
+STEPS = ("cohort", "train", "export", "scale", "evaluate", "transfer", "card")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class DemoSettings:
     scale_seed: int = 2000
     scale_ct_mm: float = 1.0
     scale_candidates_mm: tuple[float, ...] = CANDIDATE_SPACINGS_MM
+    transfer_cts: int = 3  # CTs per simulated set of the transfer step
     generator: str = "varied"  # or "synth": deeptree.phantom.synth_cases
     tree_profile: str = "standard"  # synth: the tree growth (lumen down to 1 mm)
     families: tuple[str, ...] = FAMILIES  # synth: the randomised families
@@ -103,13 +110,14 @@ ADULT = DemoSettings(
 ADULT_QUICK = replace(
     ADULT, spacing_mm=2.5, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32),
     iterations1=20, iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=2.5,
-    scale_candidates_mm=(2.5,), tree_profile="smoke",
+    scale_candidates_mm=(2.5,), tree_profile="smoke", transfer_cts=1,
 )  # fmt: skip
 
 
 QUICK = DemoSettings(
     spacing_mm=1.6, n_train=3, n_test=1, filters=(4, 8, 16, 32), patch1=(32, 32, 32), iterations1=20,
     iterations2=10, batch_size=1, scale_cases=1, scale_ct_mm=3.0, scale_candidates_mm=(3.2, 4.8),
+    transfer_cts=1,
 )  # fmt: skip
 
 
@@ -238,19 +246,50 @@ def _choose_scale(settings: DemoSettings, out: Path, cache: Path) -> dict:
     return validation
 
 
-def _timing(run: Path, previous: dict | None = None) -> dict:
-    """Training time from the run's log: iterations, and wall seconds summed over the calls
-    (``deeptree.evaluation.convergence.training_seconds``: a resumed run's log restarts its
-    ``seconds`` at each call). Without the log (a rerun of the later steps where the training
-    folder is gone), the figures of the card in place."""
-    from deeptree.evaluation.convergence import training_seconds
+def _timing(run: Path, iterations: int, previous: dict | None = None) -> dict:
+    """Training time and convergence from the run's log: iterations, wall seconds summed over
+    the calls (a resumed run's log restarts its ``seconds`` at each call) and the flattening
+    rule of :mod:`deeptree.evaluation.convergence` against the schedule's ``iterations``.
+    Without the log (a rerun of the later steps where the training folder is gone), the
+    figures of the card in place."""
+    from deeptree.evaluation.convergence import convergence_rows, training_seconds
     from deeptree.train import read_log
 
-    if not (run / "log.jsonl").is_file() and previous is not None:
+    log = run / "log.jsonl"
+    if not log.is_file() and previous is not None:
         return previous
-    entries = [e for e in read_log(run / "log.jsonl") if "loss" in e]
-    return {"iterations": max((int(e["iteration"]) for e in entries), default=0),
-            "seconds": round(training_seconds(entries), 1)}  # fmt: skip
+    entries = [e for e in read_log(log) if "loss" in e]
+    rows = convergence_rows({run.name: log}, schedules={run.name: iterations})
+    keys = ("score", "checks", "best before last quarter", "end", "gain", "flat")
+    return {
+        "iterations": max((int(e["iteration"]) for e in entries), default=0),
+        "seconds": round(training_seconds(entries), 1),
+        "convergence": {k: rows[0][k] for k in keys} if rows else None,
+    }
+
+
+#: The simulated set of the transfer checks whose image settings lie outside the training
+#: draws, by generator (the bar of issue 33 is on its mean TLD).
+HELD_OUT_SET = {"synth": "beyond the synthesised draws", "varied": "outside the demo draws"}
+
+#: Where the randomisation ablation writes its tables (``benchmarks/synth_ablation.py``).
+ABLATION_RECORD = "benchmarks/records/synth_ablation.md"
+
+
+def _transfer_sets(settings: DemoSettings) -> dict:
+    """The CTs simulated around atm_001 for the transfer step: the generator's own draws
+    pushed beyond their training ranges, at the voxel size of the scale step's CTs."""
+    from deeptree.transfer import simulated_sets, synth_simulated_sets
+
+    n, spacing = settings.transfer_cts, settings.scale_ct_mm
+    if settings.generator == "synth":
+        return synth_simulated_sets(n=n, spacing_mm=spacing)
+    return simulated_sets(n=n, spacing_mm=spacing)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=1, default=float)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def main(argv=None) -> int:
@@ -337,7 +376,8 @@ def main(argv=None) -> int:
               f"{chosen['anatomical_scale']:.3f})", flush=True)  # fmt: skip
     if "evaluate" in args.steps:
         from deeptree.checkpoints import load_checkpoint
-        from deeptree.real_ct import evaluate_demo, write_card
+        from deeptree.model_card import write_card
+        from deeptree.real_ct import evaluate_demo
 
         _cohort(settings, test, settings.n_test, settings.test_seed, progress, test=True)
         figures = evaluate_demo(out / STAGE1_NAME, out / STAGE2_NAME, test)
@@ -355,9 +395,12 @@ def main(argv=None) -> int:
             + (" --families " + " ".join(settings.families) if ablated else "")
             + (" --real-trees " + " ".join(settings.real_trees) if args.real_trees else ""),
             "training": {
-                stage: _timing(work / stage, previous.get("training", {}).get(stage))
-                for stage in ("stage1", "stage2")
-            },
+                stage: _timing(work / stage, planned, previous.get("training", {}).get(stage))
+                for stage, planned in (
+                    ("stage1", settings.iterations1),
+                    ("stage2", settings.iterations2),
+                )
+            },  # fmt: skip
             "stage2_from": load_checkpoint(out / STAGE2_NAME)["meta"]["demo"].get("from"),
             "scale": load_checkpoint(out / STAGE1_NAME)["meta"]["demo"].get("scale_validation"),
             "machine": {
@@ -370,14 +413,35 @@ def main(argv=None) -> int:
             "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             **figures,
         }
-        text = json.dumps(card, indent=1, default=float)
-        atomic_write(out / CARD_JSON, lambda tmp: Path(tmp).write_text(text))
+        if settings.generator == "synth" and (ROOT / ABLATION_RECORD).is_file():
+            card["ablation"] = ABLATION_RECORD
+        _write_json(out / CARD_JSON, card)
         write_card(card, out / CARD_NAME)
         print(f"card: {out / CARD_NAME}", flush=True)
-    if "card" in args.steps and "evaluate" not in args.steps:
-        from deeptree.real_ct import write_card
+    if "transfer" in args.steps:
+        from deeptree.model_card import write_card
+        from deeptree.transfer import transfer_checks, transfer_report
 
-        write_card(json.loads((out / CARD_JSON).read_text()), out / CARD_NAME)
+        partial = work / "transfer.json"
+        report = transfer_report(
+            out / STAGE1_NAME, out / STAGE2_NAME, simulated=lambda: _transfer_sets(settings),
+            on_step=lambda so_far: _write_json(partial, so_far),
+        )  # fmt: skip
+        _write_json(partial, report)
+        card = json.loads((out / CARD_JSON).read_text())
+        card["transfer"] = report
+        card["transfer_checks"] = transfer_checks(report, HELD_OUT_SET[settings.generator])
+        _write_json(out / CARD_JSON, card)
+        write_card(card, out / CARD_NAME)
+        print(f"transfer checks added to {out / CARD_NAME}", flush=True)
+    if "card" in args.steps and not {"evaluate", "transfer"} & set(args.steps):
+        from deeptree.model_card import write_card
+
+        card = json.loads((out / CARD_JSON).read_text())
+        if settings.generator == "synth" and (ROOT / ABLATION_RECORD).is_file():
+            card["ablation"] = ABLATION_RECORD
+            _write_json(out / CARD_JSON, card)
+        write_card(card, out / CARD_NAME)
         print(f"card rewritten from {out / CARD_JSON}", flush=True)
     return 0
 

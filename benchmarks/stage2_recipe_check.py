@@ -74,17 +74,17 @@ def train_seeds(seeds, starts, work: Path, cohort: Path | None, iterations=None)
     """Train the stage-2 model of each seed and start-up (resumable); ``iterations``: the
     stage-2 length (default: the reproduction's)."""
     from deeptree.config import get_config, reproduce_settings
-    from deeptree.evaluation.training import stage2_sources, train_or_load
+    from deeptree.evaluation.training import train_or_load
     from deeptree.networks import choose_device
     from deeptree.phantom import generate_cohort
-    from deeptree.stage2.task import stage2_task
+    from deeptree.stage2.task import case_sources, stage2_task
 
     s = reproduce_settings("cpu", stage2_iterations=iterations)
     if cohort is None:
         cohort = work / "cohort"
         generate_cohort(cohort, s.phantom, s.n_cases, seed=s.seed, progress=False)
     split = _split(s, cohort)
-    sources, val_sources = stage2_sources(split.train), stage2_sources(split.val)
+    sources, val_sources = case_sources(split.train), case_sources(split.val)
     run = get_config("cpu")
     for seed in seeds:
         for name in starts:
@@ -163,7 +163,9 @@ def main() -> None:
     parser.add_argument("--start", action="append", choices=list(STARTS))
     parser.add_argument("--cohort", help="a reproduction's cohort (default: generate it)")
     parser.add_argument("--work", default="/tmp/s2check")
-    parser.add_argument("--iterations", type=int, help="stage-2 iterations (default: the cpu run's)")
+    parser.add_argument(
+        "--iterations", type=int, help="stage-2 iterations (default: the cpu run's)"
+    )
     parser.add_argument("--table", action="store_true", help="only write the table of the logs")
     args = parser.parse_args()
     work, starts = Path(args.work), args.start or list(STARTS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -317,6 +317,78 @@ def transfer_report(
     return report
 
 
+#: The bars of issue 33 on ``cip_ct64`` as is against its label (fractions).
+CIP_MIN_TLD, CIP_MIN_PRECISION = 0.85, 0.85
+#: The bar of issue 33 on the CTs simulated around atm_001 with image settings outside the
+#: training draws: mean TLD (ATM'22 protocol, fraction).
+SIMULATED_MIN_TLD = 0.60
+
+
+def transfer_checks(report: Mapping, held_out: str) -> list[dict]:
+    """Issue 33's "done when" checks, one row each, from a :func:`transfer_report`.
+
+    Parameters
+    ----------
+    report : mapping
+        :func:`transfer_report` (a JSON round trip is fine).
+    held_out : str
+        The simulated set whose image settings are outside the model's training draws
+        (``"beyond the synthesised draws"`` for a domain-randomised model).
+
+    Returns
+    -------
+    list of dict
+        ``check``, ``measured`` (text), ``bar`` (text) and ``met`` (bool, None where the report
+        lacks the figure): ``totalseg_chest`` as is (:func:`deeptree.tree_summary.tree_bar`),
+        ``cip_ct64`` as is (TLD and precision against :data:`CIP_MIN_TLD`,
+        :data:`CIP_MIN_PRECISION`) and the mean TLD of ``held_out`` against
+        :data:`SIMULATED_MIN_TLD`.
+    """
+    rows = []
+    chest = report.get("totalseg_chest", {}).get("as is")
+    if chest is not None and not chest.get("unchanged"):
+        counts = {int(g): int(c) for g, c in chest.get("branches_per_generation", {}).items()}
+        rows.append({
+            "check": "totalseg_chest: trachea, 2 main, lobar, generation-3 bronchi in one "
+                     "component, no leak",
+            "measured": f"trachea {'found' if chest['trachea_found'] else 'not found'}; "
+                        f"generation 1: {counts.get(1, 0)}, lobar: "
+                        f"{chest.get('lobar_bronchi', 0)}, generation 3: {counts.get(3, 0)}; "
+                        f"{chest['volume_ml']:.1f} mL",
+            "bar": f"found; at least {BAR_MIN_BRANCHES[1]}, {BAR_MIN_LOBAR}, "
+                   f"{BAR_MIN_BRANCHES[3]}; under {LEAK_VOLUME_ML:g} mL",
+            "met": bool(chest["bar_met"]),
+        })  # fmt: skip
+    cip = report.get("cip_ct64", {}).get("as is")
+    if cip is not None and not cip.get("unchanged"):
+        m = cip["metrics"]
+        rows.append({
+            "check": "cip_ct64 against its label: TLD and precision",
+            "measured": f"TLD {_pct(m['TLD'])}%, precision {_pct(m['precision'])}%",
+            "bar": f"at least {_pct(CIP_MIN_TLD)}% and {_pct(CIP_MIN_PRECISION)}%",
+            "met": bool(m["TLD"] >= CIP_MIN_TLD and m["precision"] >= CIP_MIN_PRECISION),
+        })  # fmt: skip
+    sim = report.get("simulated", {}).get(held_out)
+    rows.append({
+        "check": f"CTs simulated around atm_001, {held_out}: mean TLD",
+        "measured": "not measured" if sim is None else
+                    f"{_pct(sim['mean']['TLD'])}% ({len(sim['cases'])} "
+                    f"CT{'' if len(sim['cases']) == 1 else 's'})",
+        "bar": f"at least {_pct(SIMULATED_MIN_TLD)}%",
+        "met": None if sim is None else bool(sim["mean"]["TLD"] >= SIMULATED_MIN_TLD),
+    })  # fmt: skip
+    return rows
+
+
+def format_checks(rows: Sequence[Mapping]) -> str:
+    """:func:`transfer_checks` as a Markdown table (ends with a newline)."""
+    lines = ["| check | measured | bar | met |", "|---|---|---|---|"]
+    for r in rows:
+        met = "not measured" if r["met"] is None else ("yes" if r["met"] else "no")
+        lines.append(f"| {r['check']} | {r['measured']} | {r['bar']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100.0 * float(value):.1f}"
 
@@ -329,6 +401,25 @@ def _branches(described: dict, generations=range(4)) -> str:
 def _missed(described: dict) -> str:
     missed = [k for k, ok in described.get("bar", {}).items() if not ok]
     return ", ".join(missed) if missed else "none"
+
+
+def _ranges_text(settings: Mapping) -> str:
+    """The image settings of a simulated set in words: every range of a ``Variation``; of
+    ``SynthRanges``, those that differ from the training draws (:data:`DEFAULT_RANGES`)."""
+    if "synth_ranges" in settings:
+        default = asdict(DEFAULT_RANGES)
+        changed = [
+            f"{k} {v[0]:g} to {v[1]:g}"
+            for k, v in settings["synth_ranges"].items()
+            if isinstance(v, list | tuple) and len(v) == 2 and list(v) != list(default.get(k, ()))
+            and all(isinstance(x, int | float) for x in v)
+        ]  # fmt: skip
+        return "; ".join(changed) + " (the rest as the training draws)" if changed else (
+            "the training draws"
+        )  # fmt: skip
+    variation = settings.get("variation", {})
+    ranges = "; ".join(f"{k} {v[0]:g} to {v[1]:g}" for k, v in variation.items() if k != "scale")
+    return ranges or "given by the caller"
 
 
 def format_transfer(report: dict) -> str:
@@ -408,22 +499,24 @@ def format_transfer(report: dict) -> str:
             )
         lines += ["", "Image settings (ranges drawn from, per CT):", ""]
         for name, sim in report["simulated"].items():
-            variation = sim["settings"].get("variation", {})
-            ranges = "; ".join(
-                f"{k} {v[0]:g} to {v[1]:g}" for k, v in variation.items() if k != "scale"
-            )
-            lines.append(f"* {name}: {ranges or 'given by the caller'}.")
+            lines.append(f"* {name}: {_ranges_text(sim['settings'])}.")
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "CIP_MIN_PRECISION",
+    "CIP_MIN_TLD",
     "EDITS",
     "IMAGE_SETTINGS",
     "OUTSIDE_DEMO",
     "SCORES",
+    "SIMULATED_MIN_TLD",
     "TRANSFER_SEED",
     "SimulatedSet",
+    "format_checks",
     "format_transfer",
     "simulated_sets",
+    "synth_simulated_sets",
+    "transfer_checks",
     "transfer_report",
 ]

@@ -352,8 +352,8 @@ def test_cohort_progress_follows_the_notebook_runner(tmp_path, monkeypatch, caps
 def test_the_card_of_a_model_trained_on_synthesised_adult_chests(tmp_path):
     """The card says which generator made the training CTs and that real CT runs at the
     training voxel size when the phantoms have an adult's size."""
+    from deeptree.model_card import write_card
     from deeptree.phantom.synth import FAMILIES
-    from deeptree.real_ct import write_card
 
     card = json.loads(json.dumps(demo.model_card()))
     card["generator"] = "synth"
@@ -370,3 +370,55 @@ def test_the_card_of_a_model_trained_on_synthesised_adult_chests(tmp_path):
     assert "## Voxel size for real CT\n" in text and "chests smaller than an adult" not in text
     card["settings"]["families"] = []
     assert "families: none (control)" in write_card(card, tmp_path / "c.md").read_text()
+
+
+def test_the_card_reports_convergence_and_the_transfer_checks_when_it_has_them(tmp_path):
+    """A card with each stage's flattening rule and the transfer step's report shows both,
+    every figure read from the card; a card without them (the shipped one) shows neither."""
+    from deeptree.model_card import write_card
+    from deeptree.transfer import format_checks, transfer_checks
+
+    card = json.loads(json.dumps(demo.model_card()))
+    plain = write_card(card, tmp_path / "plain.md").read_text()
+    assert "## Transfer checks" not in plain and "last quarter" not in plain
+
+    card["generator"] = "synth"
+    card["settings"].update(tree_profile="standard", families=["noise"], real_trees=[],
+                            real_cases=0)  # fmt: skip
+    card["training"]["stage1"]["convergence"] = {
+        "score": "TLD", "checks": 40, "best before last quarter": 71.25, "end": 71.9,
+        "gain": 0.65, "flat": "yes",
+    }  # fmt: skip
+    card["training"]["stage2"]["convergence"] = {
+        "score": "gap_dice", "checks": 10, "best before last quarter": 50.0, "end": 58.0,
+        "gain": 8.0, "flat": "no",
+    }  # fmt: skip
+    chest = {"trachea_found": True, "components": 1, "volume_ml": 48.0, "generations_reached": 3,
+             "branches_per_generation": {"0": 1, "1": 2, "2": 4, "3": 11}, "lobar_bronchi": 5,
+             "bar": {"trachea": True}, "bar_met": True, "seconds": 30.0}  # fmt: skip
+    metrics = {"TLD": 0.7, "BD": 0.6, "precision": 0.9, "DSC": 0.8}
+    card["transfer"] = {
+        "complete": True, "model_spacing_mm": [1.0, 1.0, 1.0], "seconds": 600.0,
+        "bar": {"min_branches": {"1": 2, "3": 10}, "min_lobar": 5, "leak_ml": 150.0},
+        "totalseg_chest": {"as is": chest},
+        "cip_ct64": {"as is": {"metrics": metrics, "trachea_found": True, "seconds": 9.0}},
+        "simulated": {"beyond the synthesised draws": {
+            "settings": {"seeds": [3000]}, "cases": [{**metrics, "trachea_found": True}],
+            "mean": metrics}},
+    }  # fmt: skip
+    card["transfer_checks"] = transfer_checks(card["transfer"], "beyond the synthesised draws")
+    text = write_card(card, tmp_path / "MODEL_CARD.md").read_text()
+    assert "Stage 1 validation TLD (40 checks): 71.2% best before the last quarter, 71.9% at " \
+           "the end (+0.7 points; flat: it had stopped gaining)." in text  # fmt: skip
+    assert "(+8.0 points; still gaining: longer training would help)" in text
+    assert "## Transfer checks (issue 33)" in text and "in 10.0 min" in text
+    assert format_checks(card["transfer_checks"]).rstrip("\n") in text
+    assert "| cip_ct64 against its label: TLD and precision | TLD 70.0%, precision 90.0% | " \
+           "at least 85.0% and 85.0% | no |" in text  # fmt: skip
+    assert "learned from synthetic CT only" in text and "a demonstration" not in text
+    assert "not run when this card was written" in text
+    card["ablation"] = "benchmarks/records/synth_ablation.md"
+    assert (
+        "the ablation in `benchmarks/records/synth_ablation.md`"
+        in write_card(card, tmp_path / "with_ablation.md").read_text()
+    )

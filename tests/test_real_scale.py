@@ -34,7 +34,9 @@ def test_real_ct_spacing_divides_the_training_spacing_by_the_anatomical_scale():
     assert real_ct_spacing({**meta, "anatomical_scale": 0.5}) == pytest.approx((1.6, 1.6, 2.0))
     assert anatomical_spacing(None, {"anatomical_scale": 0.5}) is None
     for bad in (0, -1.0, "x", float("nan")):
-        with pytest.raises(InputError, match=r"demo\.pt: recorded anatomical_scale .* not a positive"):
+        with pytest.raises(
+            InputError, match=r"demo\.pt: recorded anatomical_scale .* not a positive"
+        ):
             real_ct_spacing({**meta, "anatomical_scale": bad}, "demo.pt")
 
 
@@ -165,8 +167,9 @@ def test_the_files_the_model_card_points_to_exist():
 
 
 def test_the_demo_weights_script_runs_every_step_in_quick_mode(tmp_path):
-    """`benchmarks/demo_weights.py --quick`: cohort, training, export, the scale choice and the
-    card, end to end (about 35 s), into a temporary folder (never over the shipped weights)."""
+    """`benchmarks/demo_weights.py --quick`: cohort, training, export, the scale choice, the
+    card and the transfer checks, end to end (about a minute), into a temporary folder (never
+    over the shipped weights)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -184,8 +187,20 @@ def test_the_demo_weights_script_runs_every_step_in_quick_mode(tmp_path):
     assert chosen.spacing_mm == scale["chosen_mm"]
     for name in (demo.STAGE1_NAME, demo.STAGE2_NAME):
         meta = load_checkpoint(out / name)["meta"]
-        assert meta["anatomical_scale"] == pytest.approx(card["settings"]["spacing_mm"] / scale["chosen_mm"])
-    assert f"a real CT is resampled to {scale['chosen_mm']:g} mm" in (out / demo.CARD_NAME).read_text()
+        assert meta["anatomical_scale"] == pytest.approx(
+            card["settings"]["spacing_mm"] / scale["chosen_mm"]
+        )
+    text = (out / demo.CARD_NAME).read_text()
+    assert f"a real CT is resampled to {scale['chosen_mm']:g} mm" in text
+    # the transfer step: the report kept in the work folder, the issue's checks in the card
+    assert card["transfer"] == json.loads((work / "transfer.json").read_text())
+    checks = card["transfer_checks"]
+    assert [c["check"].split(":")[0] for c in checks] == [
+        "totalseg_chest", "cip_ct64 against its label", "CTs simulated around atm_001, outside "
+        "the demo draws",
+    ]  # fmt: skip
+    assert "## Transfer checks (issue 33)" in text and checks[2]["measured"] in text
+    assert card["training"]["stage1"]["convergence"]["score"] == "TLD"
 
 
 def test_model_spacing_option_overrides_the_checkpoint_voxel_size(tmp_path, capsys, monkeypatch):

@@ -106,3 +106,59 @@ def test_the_synthesised_checks_lie_beyond_the_training_draws_and_follow_their_s
     ct = sim.cts[0]
     assert ct.array.shape == sim.tree.array.shape and np.allclose(ct.affine, sim.tree.affine)
     assert np.median(ct.array[sim.tree.array > 0]) < -300  # air in the tree's lumen
+
+
+def _hand_built_report(chest_gen3: int, cip_tld: float, sim_tlds) -> dict:
+    chest = {"trachea_found": True, "branches_per_generation": {"0": 1, "1": 2, "2": 4,
+             "3": chest_gen3}, "lobar_bronchi": 5, "volume_ml": 61.04}  # fmt: skip
+    from deeptree.tree_summary import tree_bar
+
+    chest |= tree_bar(chest)
+    metrics = {"TLD": cip_tld, "BD": 0.8, "precision": 0.9, "DSC": 0.85}
+    cases = [{"TLD": t} for t in sim_tlds]
+    return {
+        "totalseg_chest": {"as is": chest},
+        "cip_ct64": {"as is": {"metrics": metrics, "trachea_found": True}},
+        "simulated": {"held out": {"cases": cases, "mean": {"TLD": float(np.mean(sim_tlds))}}},
+    }
+
+
+def test_the_issue_checks_compare_each_figure_with_its_bar():
+    from deeptree.transfer import format_checks, transfer_checks
+
+    rows = transfer_checks(_hand_built_report(12, 0.86, [0.7, 0.6]), "held out")
+    assert [r["met"] for r in rows] == [True, True, True]
+    assert "generation 3: 12" in rows[0]["measured"] and "61.0 mL" in rows[0]["measured"]
+    assert rows[1]["measured"] == "TLD 86.0%, precision 90.0%"
+    assert rows[2]["measured"] == "65.0% (2 CTs)"
+    # each bar missed by a little
+    rows = transfer_checks(_hand_built_report(9, 0.849, [0.6, 0.59]), "held out")
+    assert [r["met"] for r in rows] == [False, False, False]
+    # a set that was not measured is said so, not counted as met
+    rows = transfer_checks(_hand_built_report(12, 0.9, [0.7]), "another set")
+    assert rows[2]["met"] is None and rows[2]["measured"] == "not measured"
+    table = format_checks(rows)
+    assert table.count("\n") == 5 and "| not measured |" in table.splitlines()[-1]
+
+
+def test_the_synthesised_sets_name_only_the_ranges_beyond_the_training_draws():
+    from dataclasses import asdict
+
+    from deeptree.phantom.synth import DEFAULT_RANGES
+    from deeptree.transfer import OUTSIDE_SYNTH
+
+    ranges = json.loads(json.dumps(asdict(OUTSIDE_SYNTH)))  # as the report holds them
+    report = {"bar": {"min_branches": {}, "leak_ml": 150.0}, "model_spacing_mm": [1, 1, 1],
+              "simulated": {"beyond": {"settings": {"seeds": [3000], "synth_ranges": ranges},
+                                       "cases": [{"TLD": 0.5, "trachea_found": True}],
+                                       "mean": dict.fromkeys(("TLD", "BD", "precision", "DSC"),
+                                                             0.5)}}}  # fmt: skip
+    text = format_transfer(report)
+    line = next(x for x in text.splitlines() if x.startswith("* beyond:"))
+    assert line == (
+        "* beyond: psf_fwhm_mm 2.7 to 3.5; noise_hu 100 to 140; slice_mm 5.5 to 7 "
+        "(the rest as the training draws)."
+    )
+    same = json.loads(json.dumps(asdict(DEFAULT_RANGES)))
+    report["simulated"]["beyond"]["settings"]["synth_ranges"] = same
+    assert "* beyond: the training draws." in format_transfer(report)

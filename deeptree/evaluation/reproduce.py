@@ -109,7 +109,6 @@ from deeptree.evaluation.stats import failed_models
 from deeptree.evaluation.training import (
     fan_out_training,
     prepare_data,
-    stage2_sources,
     train_stage1_models,
     train_stage2_models,
 )
@@ -124,6 +123,7 @@ from deeptree.resample import affine_spacing, from_model_grid, to_model_grid
 from deeptree.stage1.predict import OUTPUT_RULES, load_stage1_model
 from deeptree.stage1.task import class1_dice_failure
 from deeptree.stage2.predict import load_stage2_model
+from deeptree.stage2.task import case_sources
 
 __all__ = [
     "estimate_seconds",
@@ -362,8 +362,8 @@ def reproduce(
     logs: dict[str, Path] = {}
     options = settings.stage2_options if stage2 else ()
     if stage2:  # prepared once, for every seed's stage-2 models
-        sources = stage2_sources(split.train)
-        val_sources = stage2_sources(split.val) if settings.validate else []
+        sources = case_sources(split.train)
+        val_sources = case_sources(split.val) if settings.validate else []
     for i, seed in enumerate(settings.seeds):
         extra = i < settings.extra_seeds
         root = models_root / f"seed{seed}"

@@ -38,21 +38,18 @@ from deeptree.distributed import default_workers
 from deeptree.evaluation.fanout import fan_out
 from deeptree.evaluation.paper import Split, split_dataset
 from deeptree.evaluation.scoring import PAPER_STAGE2
-from deeptree.io import InputError, list_cases, load_case, read_nifti
-from deeptree.orientation import case_to_ras, to_ras
+from deeptree.io import InputError, list_cases
 from deeptree.phantom import case_is_complete, generate_case, generate_cohort, write_case
 from deeptree.report import jsonable
 from deeptree.stage1.cache import load_cohort
 from deeptree.stage1.task import cldice_task, stage1_task
-from deeptree.stage2.data import prepare_stage2_source
-from deeptree.stage2.task import stage2_checkpoint, stage2_options, stage2_task
+from deeptree.stage2.task import case_sources, stage2_checkpoint, stage2_options, stage2_task
 from deeptree.train import train
 
 __all__ = [
     "fan_out_training",
     "model_dir",
     "prepare_data",
-    "stage2_sources",
     "train_or_load",
     "train_stage1_models",
     "train_stage2_models",
@@ -125,37 +122,6 @@ def train_or_load(
     return result.checkpoint, True, float(result.seconds)
 
 
-def stage2_sources(paths: Sequence) -> list:
-    """The stage-2 sources of cases, in the models' (RAS) voxel order.
-
-    Parameters
-    ----------
-    paths : sequence of ``deeptree.io.CasePaths``
-        Cases of an ATM'22-layout folder (``imagesTr`` / ``labelsTr``); a
-        ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` is the fragments' room (bool mask, same
-        grid), as in ``deeptree.stage2.task.load_sources``.
-
-    Returns
-    -------
-    list of ``deeptree.stage2.data.Stage2Source``
-        One per case, in order (normalised CT, GT airway, its parsed tree, spacing, room).
-    """
-    import warnings
-
-    out = []
-    for p in paths:
-        case = load_case(p.image, p.label, case_id=p.id)
-        lung = Path(p.label).parent.parent / "lungsTr" / Path(p.label).name
-        room = read_nifti(lung).array > 0 if lung.is_file() else None
-        # the models' voxel order, as deeptree.stage2.task.load_sources
-        room = to_ras(room, case.affine, str(lung))[0] if room is not None else None
-        case = case_to_ras(case)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            out.append(prepare_stage2_source(case.ct, case.label, case.spacing, p.id, room))
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # the data and every model of a run
 # --------------------------------------------------------------------------------------------
@@ -167,7 +133,9 @@ def _generate_test_cohort(root: Path, settings: ReproduceSettings, progress: boo
     for i in tqdm(range(settings.n_test), desc="test phantoms", disable=not progress):
         case_id = f"TEST_{i:03d}"
         if not case_is_complete(root, case_id):
-            write_case(generate_case(settings.phantom, (settings.test_seed, i), case_id=case_id), root)
+            write_case(
+                generate_case(settings.phantom, (settings.test_seed, i), case_id=case_id), root
+            )
 
 
 def prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
@@ -191,7 +159,11 @@ def prepare_data(settings: ReproduceSettings, out: Path, data, progress: bool):
     """
     if data is None:
         generate_cohort(
-            out / "cohort", settings.phantom, settings.n_cases, seed=settings.seed, progress=progress
+            out / "cohort",
+            settings.phantom,
+            settings.n_cases,
+            seed=settings.seed,
+            progress=progress,
         )
         _generate_test_cohort(out / "test_cohort", settings, progress)
         data_label = (
@@ -258,8 +230,8 @@ def _train_one(
     root = out / "models" / f"seed{seed}"
     seconds: dict[str, float] = {}
     if key == "stage2":
-        sources = stage2_sources(split.train)
-        val_sources = stage2_sources(split.val) if settings.validate else []
+        sources = case_sources(split.train)
+        val_sources = case_sources(split.val) if settings.validate else []
         stage2_opts = settings.stage2_options if extra else ()
         _, did = train_stage2_models(
             settings, seed, stage2_opts, (sources, val_sources), split, root, seconds, options

@@ -349,10 +349,7 @@ def _stage2_validator(sources, data, breakage, attention, net, seed, n_sim, devi
 
 def load_sources(root, progress: bool = False) -> list[Stage2Source]:
     """Prepare every case of an ATM'22-layout dataset (sorted by id) for stage 2, in RAS
-    voxel order (``deeptree.orientation``).
-
-    A ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` (phantom cohorts have one) is used as the
-    room of the simulated fragments.
+    voxel order (``deeptree.orientation``): :func:`case_sources` of its cases.
 
     Raises
     ------
@@ -360,19 +357,43 @@ def load_sources(root, progress: bool = False) -> list[Stage2Source]:
         An empty dataset, a CT without its label, or any problem of
         :func:`prepare_stage2_source`.
     """
-    from pathlib import Path
-
-    from tqdm.auto import tqdm
-
     cases = list_cases(root)
     if not cases:
         raise InputError(f"{root}: no cases in imagesTr/labelsTr")
-    out = []
-    for paths in tqdm(cases, desc="prepare", disable=not progress):
+    for paths in cases:
         if paths.image is None or paths.label is None:
             raise InputError(f"case {paths.id}: needs both a CT and a label in {root}")
+    return case_sources(cases, progress=progress)
+
+
+def case_sources(cases: Sequence, progress: bool = False) -> list[Stage2Source]:
+    """The stage-2 sources of cases, in the models' (RAS) voxel order.
+
+    Parameters
+    ----------
+    cases : sequence of ``deeptree.io.CasePaths``
+        Cases of an ATM'22-layout folder (``imagesTr`` / ``labelsTr``, each with its label);
+        a ``lungsTr/<id>.nii.gz`` beside ``labelsTr`` (phantom cohorts have one: bool mask,
+        the CT's grid) is the room of the simulated fragments.
+    progress : bool
+        A progress bar.
+
+    Returns
+    -------
+    list of ``deeptree.stage2.data.Stage2Source``
+        One per case, in order (normalised CT, GT airway, its parsed tree, spacing, room).
+
+    Raises
+    ------
+    InputError
+        Any problem of :func:`deeptree.io.load_case` or :func:`prepare_stage2_source`.
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    for paths in tqdm(cases, desc="prepare", disable=not progress):
         case = load_case(paths.image, paths.label, case_id=paths.id)
-        lung_path = Path(root) / "lungsTr" / f"{paths.id}.nii.gz"
+        lung_path = Path(paths.label).parent.parent / "lungsTr" / f"{paths.id}.nii.gz"
         room = read_nifti(lung_path).array > 0 if lung_path.is_file() else None
         # the models' voxel order (deeptree.orientation): an LPS case is trained on as RAS
         room = to_ras(room, case.affine, str(lung_path))[0] if room is not None else None
