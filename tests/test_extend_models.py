@@ -56,3 +56,30 @@ def test_the_longer_model_replaces_the_original_only_when_finished(script, tmp_p
     kept = torch.load(run / "superseded" / "seed1" / "stage2" / "last.pt", weights_only=True)
     assert (in_place["iteration"], kept["iteration"]) == (300, 200)
     assert not (run / "extended" / "seed1" / "stage2").exists()
+
+
+def test_shipped_models_may_carry_their_own_longer_schedule(tmp_path):
+    """Re-scoring shipped models (``load_only``) accepts a model trained longer than the run's
+    schedule, finished at its own; training keeps the run's schedule exact."""
+    from types import SimpleNamespace
+
+    from deeptree.evaluation.training import train_or_load
+
+    cfg = reproduce_settings("cpu", stage2_iterations=200).stage2_train
+    task = SimpleNamespace(meta={"stage": 2})
+
+    def saved(iterations: int, iteration: int) -> Path:
+        path = tmp_path / f"{iterations}-{iteration}" / "last.pt"
+        _checkpoint(path, replace(cfg, iterations=iterations), iteration)
+        state = torch.load(path, weights_only=True) | {"meta": {"stage": 2}}
+        torch.save(state, path)
+        return path.parent
+
+    longer = saved(300, 300)
+    assert train_or_load(task, cfg, longer, load_only=True)[1] is False  # loaded, not trained
+    with pytest.raises(InputError, match="iterations=300"):
+        train_or_load(task, cfg, longer)  # a training run needs its own schedule exactly
+    with pytest.raises(InputError, match="unfinished"):
+        train_or_load(task, cfg, saved(300, 250), load_only=True)
+    with pytest.raises(InputError, match="iterations=100"):
+        train_or_load(task, cfg, saved(100, 100), load_only=True)  # shorter: refused

@@ -65,9 +65,14 @@ def model_dir(models_root: str | os.PathLike, key: str) -> Path:
     return Path(models_root) / name
 
 
-def _finished(path: Path, meta: dict, cfg: TrainConfig) -> bool:
+def _finished(path: Path, meta: dict, cfg: TrainConfig, own_length: bool = False) -> bool:
     """True when ``path`` holds a finished run of exactly this model and schedule; False when
-    there is none or it is unfinished (resume it); InputError when it is another model."""
+    there is none or it is unfinished (resume it); InputError when it is another model.
+
+    ``own_length`` (shipped models): the checkpoint may have been trained longer than ``cfg``
+    says (a model retrained with a longer schedule because it missed the flattening rule,
+    ``benchmarks/extend_models.py``); it must be finished at its own schedule.
+    """
 
     if not path.is_file():
         return False
@@ -81,12 +86,15 @@ def _finished(path: Path, meta: dict, cfg: TrainConfig) -> bool:
             )
     saved_cfg = state.get("train_config", {})
     for key in ("iterations", "batch_size", "learning_rate", "seed"):
+        if key == "iterations" and own_length and saved_cfg.get(key, 0) >= cfg.iterations:
+            continue
         if saved_cfg.get(key) != getattr(cfg, key):
             raise InputError(
                 f"{path}: was trained with {key}={saved_cfg.get(key)!r}, this run has "
                 f"{getattr(cfg, key)!r}; give another --out (or delete that folder)"
             )
-    return int(state.get("iteration", 0)) >= cfg.iterations
+    length = int(saved_cfg.get("iterations", 0)) if own_length else cfg.iterations
+    return int(state.get("iteration", 0)) >= max(length, cfg.iterations)
 
 
 def train_or_load(
@@ -97,7 +105,8 @@ def train_or_load(
 
     ``workers`` DataLoader processes prepare the batches (0: in the training process).
     ``load_only`` (shipped models, ``deeptree.evaluation.shipped``): never train; a missing
-    or unfinished checkpoint is an InputError naming it.
+    or unfinished checkpoint is an InputError naming it; a model trained longer than ``cfg``
+    (its own schedule, finished) is accepted.
 
     Returns
     -------
@@ -110,7 +119,7 @@ def train_or_load(
     """
 
     path = Path(out_dir) / CHECKPOINT_NAME
-    if _finished(path, task.meta, cfg):
+    if _finished(path, task.meta, cfg, own_length=load_only):
         return path, False, 0.0
     if load_only:
         raise InputError(
