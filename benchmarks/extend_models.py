@@ -8,8 +8,9 @@ schedule ``--factor`` times longer (the poly learning rate follows the new lengt
 ``RUN/extended/seed<s>/<model>`` (resumable: rerun the same command after an interruption).
 With ``--swap``, once every named model is finished, each one replaces its model in
 ``RUN/models`` and the old one moves to ``RUN/superseded`` (kept, with its curve, for the
-record); the run's later steps (``deeptree ship``, re-scoring) then use the longer model, whose
-checkpoint records its own schedule.
+record) and its folder gets an ``extended.json`` (both schedules and why), with which the run's
+own command (``deeptree reproduce``, which then re-scores the run), ``deeptree ship`` and the
+re-scoring of shipped models load it at its own schedule.
 
 Run from the repository root::
 
@@ -21,6 +22,7 @@ NOT package code: a benchmark script (the reference run's one-off repair).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -34,6 +36,7 @@ import deeptree  # noqa: E402, F401, I001  (its thread policy must come before t
 from deeptree.checkpoints import CHECKPOINT_NAME, load_checkpoint  # noqa: E402
 from deeptree.config import reproduce_settings  # noqa: E402
 from deeptree.evaluation.training import (  # noqa: E402
+    EXTENDED_MARK,
     prepare_data,
     train_stage1_models,
     train_stage2_models,
@@ -107,6 +110,16 @@ def swap(run: Path, model: str) -> None:
     if int(state["iteration"]) < int(state["train_config"]["iterations"]):
         raise InputError(f"{longer}: unfinished; rerun without --swap first")
     kept = run / "superseded" / model
+    record = {
+        "iterations": int(state["train_config"]["iterations"]),
+        "original_iterations": int(
+            load_checkpoint(current / CHECKPOINT_NAME)["train_config"]["iterations"]
+        ),
+        "why": "the original missed the flattening rule (deeptree.evaluation.convergence); "
+        "retrained from scratch with the same recipe and a longer schedule",
+        "original": str(kept.relative_to(run)),
+    }
+    (longer / EXTENDED_MARK).write_text(json.dumps(record, indent=1) + "\n")
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(current, kept)
     shutil.move(longer, current)

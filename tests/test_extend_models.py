@@ -4,6 +4,7 @@ the same recipe and only a longer schedule, and replaces the original only when 
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def test_the_longer_model_replaces_the_original_only_when_finished(script, tmp_p
     kept = torch.load(run / "superseded" / "seed1" / "stage2" / "last.pt", weights_only=True)
     assert (in_place["iteration"], kept["iteration"]) == (300, 200)
     assert not (run / "extended" / "seed1" / "stage2").exists()
+    mark = json.loads((run / "models" / "seed1" / "stage2" / "extended.json").read_text())
+    assert (mark["iterations"], mark["original_iterations"]) == (300, 200)
 
 
 def test_shipped_models_may_carry_their_own_longer_schedule(tmp_path):
@@ -83,3 +86,6 @@ def test_shipped_models_may_carry_their_own_longer_schedule(tmp_path):
         train_or_load(task, cfg, saved(300, 250), load_only=True)
     with pytest.raises(InputError, match="iterations=100"):
         train_or_load(task, cfg, saved(100, 100), load_only=True)  # shorter: refused
+    # a model put in place by extend_models (its mark) is loaded by the run's own command too
+    (longer / "extended.json").write_text("{}")
+    assert train_or_load(task, cfg, longer)[1] is False

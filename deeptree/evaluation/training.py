@@ -47,6 +47,7 @@ from deeptree.stage2.task import case_sources, stage2_checkpoint, stage2_options
 from deeptree.train import train
 
 __all__ = [
+    "EXTENDED_MARK",
     "fan_out_training",
     "model_dir",
     "prepare_data",
@@ -59,6 +60,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # train or load
 # --------------------------------------------------------------------------------------------
+#: The file ``benchmarks/extend_models.py`` leaves in a model folder whose model it retrained
+#: with a longer schedule (JSON: the two schedules and why).
+EXTENDED_MARK = "extended.json"
+
+
 def model_dir(models_root: str | os.PathLike, key: str) -> Path:
     """``<models_root>/stage1_<key>`` (``+`` written ``_``) or ``<models_root>/stage2``."""
     name = "stage2" if key == "stage2" else "stage1_" + key.replace("+", "_")
@@ -69,10 +75,12 @@ def _finished(path: Path, meta: dict, cfg: TrainConfig, own_length: bool = False
     """True when ``path`` holds a finished run of exactly this model and schedule; False when
     there is none or it is unfinished (resume it); InputError when it is another model.
 
-    ``own_length`` (shipped models): the checkpoint may have been trained longer than ``cfg``
-    says (a model retrained with a longer schedule because it missed the flattening rule,
-    ``benchmarks/extend_models.py``); it must be finished at its own schedule.
+    ``own_length`` (shipped models), or an :data:`EXTENDED_MARK` file beside the checkpoint
+    (a model of the run retrained with a longer schedule because it missed the flattening
+    rule, put in place by ``benchmarks/extend_models.py``): the checkpoint may have been
+    trained longer than ``cfg`` says; it must be finished at its own schedule.
     """
+    own_length = own_length or (path.parent / EXTENDED_MARK).is_file()
 
     if not path.is_file():
         return False
