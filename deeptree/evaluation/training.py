@@ -101,8 +101,9 @@ def _finished(path: Path, meta: dict, cfg: TrainConfig, own_length: bool = False
                 f"{path}: was trained with {key}={saved_cfg.get(key)!r}, this run has "
                 f"{getattr(cfg, key)!r}; give another --out (or delete that folder)"
             )
+    # own length: no shorter than cfg's, or the loop above refused it
     length = int(saved_cfg.get("iterations", 0)) if own_length else cfg.iterations
-    return int(state.get("iteration", 0)) >= max(length, cfg.iterations)
+    return int(state.get("iteration", 0)) >= length
 
 
 def train_or_load(
